@@ -1,0 +1,95 @@
+"""Reads of the billing domain."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from billing import keys
+from billing.models import ApiKey, UsageRecord
+from routing.errors import RouterError
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    id: int
+    name: str
+    prefix: str
+    revoked: bool
+    expires_at: datetime | None
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    max_concurrent_streams: int | None
+
+
+# key hash -> (KeyInfo or None for unknown, monotonic expiry)
+_cache: dict[str, tuple[KeyInfo | None, float]] = {}
+_CACHE_MAX = 100_000
+
+
+def api_key_cache_forget(key_hash: str) -> None:
+    _cache.pop(key_hash, None)
+
+
+def _lookup(key_hash: str) -> KeyInfo | None:
+    row = ApiKey.objects.filter(key_hash=key_hash).first()
+    # The index found the row by hash; compare again in constant time before trusting it.
+    if row is None or not hmac.compare_digest(row.key_hash, key_hash):
+        return None
+    return KeyInfo(
+        id=row.pk,
+        name=row.name,
+        prefix=row.prefix,
+        revoked=row.revoked_at is not None,
+        expires_at=row.expires_at,
+        requests_per_minute=row.requests_per_minute,
+        tokens_per_minute=row.tokens_per_minute,
+        max_concurrent_streams=row.max_concurrent_streams,
+    )
+
+
+def api_key_cached(key_hash: str) -> tuple[bool, KeyInfo | None]:
+    """Return (hit, info) from the in-process cache without touching the database."""
+    entry = _cache.get(key_hash)
+    if entry is not None and entry[1] > time.monotonic():
+        return True, entry[0]
+    return False, None
+
+
+def api_key_load(key_hash: str) -> KeyInfo | None:
+    info = _lookup(key_hash)
+    ttl = settings.SIRAYA_KEY_CACHE_SECONDS
+    if ttl > 0:
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[key_hash] = (info, time.monotonic() + ttl)
+    return info
+
+
+def api_key_check(info: KeyInfo | None, now: datetime | None = None) -> KeyInfo:
+    """Raise 401 unless ``info`` is a usable key."""
+    if info is None:
+        raise RouterError(401, "Invalid API key.", code="invalid_api_key")
+    if info.revoked:
+        raise RouterError(401, "This API key has been revoked.", code="revoked_api_key")
+    if info.expires_at is not None and info.expires_at <= (now or timezone.now()):
+        raise RouterError(401, "This API key has expired.", code="expired_api_key")
+    return info
+
+
+def authorization_hash(authorization: str) -> str:
+    token = keys.bearer_token(authorization)
+    if token is None:
+        raise RouterError(
+            401, "Missing API key: send 'Authorization: Bearer sk-siraya-...'.", code="missing_api_key"
+        )
+    return keys.hash_key(token)
+
+
+def usage_record_for_key(key_id: int, generation_id: str) -> UsageRecord | None:
+    return UsageRecord.objects.filter(api_key_id=key_id, generation_id=generation_id).first()

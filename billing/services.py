@@ -1,0 +1,207 @@
+"""Writes of the billing domain: keys, admission of a request, settlement of its usage record."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from billing import keys
+from billing.cost import Prices, TokenCounts, cost_compute
+from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
+from billing.selectors import KeyInfo, api_key_cache_forget
+from lib import tokens
+from routing.errors import RouterError
+from routing.selectors import ModelRoute, model_route
+
+
+def generation_id_new() -> str:
+    # Time-ordered, so ids sort roughly by creation.
+    return f"gen-{int(time.time() * 1000):011x}{secrets.token_hex(8)}"
+
+
+def api_key_create(
+    name: str,
+    *,
+    owner: AbstractBaseUser | None = None,
+    credit_limit: Decimal | None = None,
+    limit_reset: str = "never",
+    requests_per_minute: int | None = None,
+    tokens_per_minute: int | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key; return it with its plaintext, which is never stored."""
+    plaintext = keys.generate()
+    api_key = ApiKey.objects.create(
+        name=name,
+        owner=owner,
+        prefix=keys.display_prefix(plaintext),
+        key_hash=keys.hash_key(plaintext),
+        credit_limit=credit_limit,
+        limit_reset=limit_reset,
+        requests_per_minute=requests_per_minute,
+        tokens_per_minute=tokens_per_minute,
+        expires_at=expires_at,
+    )
+    return api_key, plaintext
+
+
+def api_key_revoke(api_key: ApiKey, now: datetime | None = None) -> None:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now or timezone.now())
+    api_key_cache_forget(api_key.key_hash)
+
+
+def api_key_enable(api_key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=None)
+    api_key_cache_forget(api_key.key_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    record_id: int
+    generation_id: str
+    route: ModelRoute
+    created: int  # unix seconds, the `created` of every chunk
+
+
+def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
+    UsageRecord.objects.create(
+        generation_id=generation_id,
+        api_key_id=key.id,
+        model_name=model_name[:128],
+        status=UsageStatus.ERROR,
+        http_status=error.status,
+        error_code=(error.code or "")[:64],
+        error_message=error.message[:500],
+        created_at=now,
+        finished_at=now,
+        duration_ms=0,
+    )
+
+
+def request_admit(key: KeyInfo, model_name: str, streamed: bool, generation_id: str) -> Admission:
+    """Accept a request for ``model_name``: open its usage record (``in_progress``).
+
+    A request refused here still leaves one record (status ``error``), so every
+    authenticated request is accounted for.
+    """
+    now = timezone.now()
+    route = model_route(model_name)
+    try:
+        if route is None:
+            raise RouterError(404, f"The model '{model_name}' does not exist or is disabled.", code="model_not_found", param="model")
+        if not route.targets:
+            raise RouterError(503, f"The model '{model_name}' has no enabled deployment.", code="no_deployment", param="model")
+    except RouterError as error:
+        _record_rejection(key, generation_id, model_name, error, now)
+        raise
+    prices = route.prices
+    with transaction.atomic():
+        record = UsageRecord.objects.create(
+            generation_id=generation_id,
+            api_key_id=key.id,
+            model_id=route.model_id,
+            model_name=route.name,
+            status=UsageStatus.IN_PROGRESS,
+            streamed=streamed,
+            input_price=prices.input,
+            output_price=prices.output,
+            cached_input_price=prices.cached_input,
+            reasoning_price=prices.reasoning,
+            request_price=prices.request,
+            created_at=now,
+        )
+        ApiKey.objects.filter(pk=key.id).update(last_used_at=now)
+    return Admission(record.pk, generation_id, route, int(now.timestamp()))
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a request ended, as the relay saw it; token figures are settled in ``usage_record_finalize``."""
+
+    status: str
+    http_status: int | None = None
+    error_code: str = ""
+    error_message: str = ""
+    finish_reason: str = ""
+    # What the vendor reported (None: not reported).
+    vendor_prompt_tokens: int | None = None
+    vendor_completion_tokens: int | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    # Text handed to the client (content, refusal, reasoning, tool-call arguments).
+    delivered_text: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[Any] | None = None
+    encoding: str = "cl100k_base"
+    first_token_ms: int | None = None
+    duration_ms: int | None = None
+    deployment_id: int | None = None
+    vendor_id: int | None = None
+    vendor_name: str = ""
+    upstream_model: str = ""
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
+    """Return billed token counts and where they came from.
+
+    Prompt: the vendor's figure when it sent one (a zero is a real zero), else counted here.
+    Completion: on a completed request the vendor's figure, else the tokens of the text
+    actually handed to the client, counted with the model's tokenizer.
+    """
+    vendor_prompt = outcome.vendor_prompt_tokens
+    prompt = vendor_prompt if vendor_prompt is not None else tokens.count_messages(outcome.messages, outcome.encoding, outcome.tools)
+    delivered = tokens.count_text(outcome.delivered_text, outcome.encoding)
+    vendor_completion = outcome.vendor_completion_tokens if outcome.status == UsageStatus.COMPLETED else None
+    completion = vendor_completion if vendor_completion is not None else delivered
+    from_vendor = (vendor_prompt is not None, vendor_completion is not None)
+    source = {(True, True): UsageSource.VENDOR, (False, False): UsageSource.ROUTER}.get(from_vendor, UsageSource.MIXED)
+    reasoning = outcome.reasoning_tokens if vendor_completion is not None else 0
+    counts = TokenCounts(prompt, completion, min(outcome.cached_tokens, prompt), min(reasoning, completion))
+    return counts, source, delivered
+
+
+def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
+    """Settle an in-progress record: bill it and close it. Settling twice changes nothing."""
+    now = timezone.now()
+    counts, source, delivered = _counts(outcome)
+    with transaction.atomic():
+        record = UsageRecord.objects.select_for_update().get(pk=record_id)
+        if record.status != UsageStatus.IN_PROGRESS:
+            return record.cost
+        prices = Prices(record.input_price, record.output_price, record.cached_input_price, record.reasoning_price, record.request_price)
+        cost = cost_compute(prices, counts, failed=outcome.status == UsageStatus.ERROR)
+        UsageRecord.objects.filter(pk=record_id, status=UsageStatus.IN_PROGRESS).update(
+            status=outcome.status,
+            http_status=outcome.http_status,
+            error_code=outcome.error_code[:64],
+            error_message=outcome.error_message[:500],
+            finish_reason=outcome.finish_reason[:32],
+            prompt_tokens=counts.prompt,
+            completion_tokens=counts.completion,
+            cached_tokens=counts.cached,
+            reasoning_tokens=counts.reasoning,
+            usage_source=source,
+            vendor_prompt_tokens=outcome.vendor_prompt_tokens,
+            vendor_completion_tokens=outcome.vendor_completion_tokens,
+            tokens_delivered=delivered,
+            cost=cost,
+            reserved_cost=Decimal("0"),
+            first_token_ms=outcome.first_token_ms,
+            duration_ms=outcome.duration_ms,
+            finished_at=now,
+            deployment_id=outcome.deployment_id,
+            vendor_id=outcome.vendor_id,
+            vendor_name=outcome.vendor_name[:64],
+            upstream_model=outcome.upstream_model[:200],
+            attempts=outcome.attempts,
+        )
+    return cost

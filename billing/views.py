@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from django.http import HttpRequest, JsonResponse
+
+from billing.models import UsageRecord
+from billing.selectors import KeyInfo, usage_record_for_key
+from routing.api import api_view
+from routing.errors import RouterError
+
+
+def generation_body(record: UsageRecord) -> dict[str, object]:
+    return {
+        "id": record.generation_id,
+        "model": record.model_name,
+        "status": record.status,
+        "streamed": record.streamed,
+        "created_at": record.created_at.isoformat(),
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "vendor": record.vendor_name or None,
+        "upstream_model": record.upstream_model or None,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "cached_tokens": record.cached_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
+        "usage_source": record.usage_source,
+        "vendor_reported": {
+            "prompt_tokens": record.vendor_prompt_tokens,
+            "completion_tokens": record.vendor_completion_tokens,
+        },
+        "tokens_delivered": record.tokens_delivered,
+        "cost": format(record.cost, "f"),
+        "currency": "USD",
+        "finish_reason": record.finish_reason or None,
+        "http_status": record.http_status,
+        "error": {"code": record.error_code, "message": record.error_message} if record.error_code else None,
+        "timings": {"first_token_ms": record.first_token_ms, "total_ms": record.duration_ms},
+        "attempts": record.attempts,
+    }
+
+
+@api_view()
+def generation_detail(request: HttpRequest, key: KeyInfo) -> JsonResponse:
+    """``GET /v1/generation?id=gen-...``: one usage record of the calling key."""
+    generation_id = request.GET.get("id", "")
+    if not generation_id:
+        raise RouterError(400, "Query parameter 'id' is required.", code="missing", param="id")
+    record = usage_record_for_key(key.id, generation_id)
+    if record is None:
+        raise RouterError(404, f"No generation '{generation_id[:64]}' for this key.", code="generation_not_found", param="id")
+    return JsonResponse({"data": generation_body(record)})

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from lib import secretbox
+
+
+class VendorKind(models.TextChoices):
+    DEMO = "demo", "Demo (local, no network)"
+    OPENAI = "openai", "OpenAI / OpenAI-compatible"
+    AZURE = "azure", "Azure OpenAI"
+    BEDROCK = "bedrock", "AWS Bedrock"
+    VERTEX = "vertex", "Google Vertex AI"
+    BYTEPLUS = "byteplus", "BytePlus ModelArk"
+    ONEROUTER = "onerouter", "OneRouter"
+
+
+class Vendor(models.Model):
+    """An upstream account: where to send requests and how to authenticate them."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=VendorKind.choices)
+    base_url = models.URLField(max_length=500, blank=True)
+    # Kind-specific, non-secret options (api_version, region, project, location, ...).
+    options = models.JSONField(default=dict, blank=True)
+    # Fernet token of a JSON object of secrets (api_key, aws_secret_access_key, ...).
+    credentials_encrypted = models.TextField(blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    # Seconds; null means the site default.
+    connect_timeout = models.FloatField(null=True, blank=True)
+    first_byte_timeout = models.FloatField(null=True, blank=True)
+    idle_timeout = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def credentials(self) -> dict[str, Any]:
+        return secretbox.decrypt_json(settings.SIRAYA_ENCRYPTION_KEY, self.credentials_encrypted)
+
+    def set_credentials(self, values: dict[str, Any]) -> None:
+        clean = {k: v for k, v in values.items() if v not in (None, "")}
+        self.credentials_encrypted = (
+            secretbox.encrypt_json(settings.SIRAYA_ENCRYPTION_KEY, clean) if clean else ""
+        )
+
+
+class RouterModel(models.Model):
+    """A model name clients ask for, with its prices; served by one or more deployments."""
+
+    name = models.CharField(max_length=128, unique=True)
+    enabled = models.BooleanField(default=True)
+    context_length = models.PositiveIntegerField(null=True, blank=True)
+    # Ceiling on completion tokens when the request names none (also the reservation bound).
+    max_output_tokens = models.PositiveIntegerField(default=4096)
+    # Tokenizer used when the router has to count tokens itself; blank picks by name.
+    encoding = models.CharField(max_length=32, blank=True)
+    # USD per million tokens.
+    input_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    output_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    cached_input_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    reasoning_price = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # USD per request, on top of tokens.
+    request_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "model"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(input_price__gte=0) & models.Q(output_price__gte=0) & models.Q(request_price__gte=0),
+                name="routermodel_prices_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Deployment(models.Model):
+    """One way to serve a model: a vendor and the vendor's own model id."""
+
+    model = models.ForeignKey(RouterModel, on_delete=models.CASCADE, related_name="deployments")
+    vendor = models.ForeignKey(Vendor, on_delete=models.PROTECT, related_name="deployments")
+    upstream_model = models.CharField(max_length=200)
+    # Lower is tried first; within a priority, pick by weight.
+    priority = models.PositiveIntegerField(default=0)
+    weight = models.PositiveIntegerField(default=1)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "vendor", "upstream_model"], name="deployment_unique_target"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vendor.name}:{self.upstream_model}"

@@ -1,0 +1,45 @@
+"""The ASGI application: chat completions go straight to the relay, the rest to Django."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routing.errors import RouterError
+from routing.relay import wire
+from routing.relay.handler import Receive, Scope, Send, chat_completions
+from routing.vendors import http
+
+CHAT_PATHS = {"/v1/chat/completions", "/v1/chat/completions/"}
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await http.close_clients()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _method_not_allowed(send: Send) -> None:
+    error = RouterError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed")
+    await send(wire.start(405, wire.error_response_headers(error, None) + [(b"allow", b"POST")]))
+    await send(wire.body(error.json()))
+
+
+def router_application(django_app: Any) -> Any:
+    async def application(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and scope["path"] in CHAT_PATHS:
+            if scope["method"] == "POST":
+                await chat_completions(scope, receive, send)
+            else:
+                await _method_not_allowed(send)
+        elif kind == "lifespan":
+            await _lifespan(receive, send)
+        else:
+            await django_app(scope, receive, send)
+
+    return application

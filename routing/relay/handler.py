@@ -1,0 +1,298 @@
+"""``POST /v1/chat/completions`` as a plain ASGI handler.
+
+It runs beside Django's view stack (see ``siraya_site.asgi``) so that it can watch the
+client's connection for the whole request and keep the hot path free of synchronous
+middleware. Database work happens in two calls per request: admission (opens the usage
+record) and settlement (closes it), each one synchronous function off the event loop.
+
+Cancellation: a watcher task waits for ``http.disconnect``; when it comes, it cancels the
+request task. The cancellation runs through the vendor adapter's ``finally`` blocks, which
+close the upstream response and its connection, and the usage record is settled with the
+text the client had been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+import orjson
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from billing.models import UsageStatus
+from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
+from billing.services import Admission, Outcome, generation_id_new, request_admit, usage_record_finalize
+from lib import tokens
+from routing.errors import RouterError, UpstreamError
+from routing.relay import wire
+from routing.schema import ChatRequest, parse_chat_request, too_large
+from routing.selectors import Target
+from routing.vendors import adapter_for
+from routing.vendors.base import ChunkEvent, UpstreamCall, Usage
+
+logger = logging.getLogger("siraya.relay")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_admit = database_sync_to_async(request_admit)
+_finalize = database_sync_to_async(usage_record_finalize)
+_load_key = database_sync_to_async(api_key_load)
+
+
+class ClientGone(Exception):
+    """The client disconnected while the request body was being read."""
+
+
+class Relay:
+    """One chat completion request, from body to settled usage record."""
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
+        self._send = send
+        self.loop = asyncio.get_running_loop()
+        self.t0 = self.loop.time()
+        self.generation_id: str | None = None
+        self.started = False  # response headers sent: errors now go in-band
+        self.disconnected = False
+        self.last_send = self.t0
+        self.first_token_at: float | None = None
+        self.delivered: list[str] = []
+        self.usage = Usage()
+        self.finish_reason = ""
+
+    # -- the request, start to end --------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            body = await self.read_body()
+            key = await self.authenticate()
+            request = parse_chat_request(body)
+            self.generation_id = generation_id_new()
+            admission = await _admit(key, request.model, request.stream, self.generation_id)
+        except ClientGone:
+            return
+        except RouterError as error:
+            await self.send_error(error)
+            return
+        await self.serve(request, admission)
+
+    async def read_body(self) -> bytes:
+        limit = settings.SIRAYA_MAX_BODY_BYTES
+        for name, value in self.scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            part = message.get("body", b"")
+            size += len(part)
+            if size > limit:
+                raise too_large(limit)
+            parts.append(part)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+    async def authenticate(self) -> KeyInfo:
+        authorization = ""
+        for name, value in self.scope.get("headers", ()):
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        key_hash = authorization_hash(authorization)
+        hit, info = api_key_cached(key_hash)
+        if not hit:
+            info = await _load_key(key_hash)
+        return api_key_check(info)
+
+    async def serve(self, request: ChatRequest, admission: Admission) -> None:
+        """Relay an admitted request; whatever happens, settle its usage record exactly once."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(self.watch_disconnect(task))
+        target = admission.route.targets[0]
+        outcome = Outcome(status=UsageStatus.COMPLETED, messages=request.messages, tools=request.params.get("tools"))
+        outcome.encoding = admission.route.encoding
+        try:
+            if request.stream:
+                await self.stream(request, admission, target)
+            else:
+                await self.complete(request, admission, target)
+            outcome.http_status = 200
+        except asyncio.CancelledError:
+            outcome.status = UsageStatus.CANCELLED
+            outcome.error_code = "client_disconnected" if self.disconnected else "server_shutdown"
+            outcome.http_status = 499
+            if not (self.disconnected and task.uncancel() == 0):
+                raise
+        except RouterError as error:
+            outcome.status = UsageStatus.ERROR
+            outcome.http_status = error.status
+            outcome.error_code, outcome.error_message = error.code or "", error.message
+            await self.fail(error, admission)
+        except Exception:
+            logger.exception("relay failed", extra={"generation_id": self.generation_id})
+            error = RouterError(500, "The router failed while relaying this request.", code="router_error")
+            outcome.status = UsageStatus.ERROR
+            outcome.http_status, outcome.error_code, outcome.error_message = 500, "router_error", error.message
+            await self.fail(error, admission)
+        finally:
+            watcher.cancel()
+            self.fill_outcome(outcome, target)
+            await asyncio.shield(_finalize(admission.record_id, outcome))
+
+    def fill_outcome(self, outcome: Outcome, target: Target) -> None:
+        outcome.vendor_prompt_tokens = self.usage.prompt_tokens
+        outcome.vendor_completion_tokens = self.usage.completion_tokens
+        outcome.cached_tokens = self.usage.cached_tokens
+        outcome.reasoning_tokens = self.usage.reasoning_tokens
+        outcome.delivered_text = "".join(self.delivered)
+        outcome.finish_reason = self.finish_reason
+        outcome.deployment_id = target.deployment_id
+        outcome.vendor_id, outcome.vendor_name = target.vendor.id, target.vendor.name
+        outcome.upstream_model = target.upstream_model
+        outcome.duration_ms = int((self.loop.time() - self.t0) * 1000)
+        if self.first_token_at is not None:
+            outcome.first_token_ms = int((self.first_token_at - self.t0) * 1000)
+
+    async def watch_disconnect(self, task: asyncio.Task[Any]) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                task.cancel("client disconnected")
+                return
+
+    # -- streaming ------------------------------------------------------------------------
+
+    async def stream(self, request: ChatRequest, admission: Admission, target: Target) -> None:
+        vendor = target.vendor
+        call = UpstreamCall(request, target.upstream_model, admission.generation_id)
+        events = adapter_for(vendor).stream(call)
+        keepalive = asyncio.create_task(self.keep_alive())
+        gid, created, name = admission.generation_id, admission.created, admission.route.name
+        try:
+            async with asyncio.timeout(vendor.first_byte_timeout) as deadline:
+                async for event in events:
+                    deadline.reschedule(self.loop.time() + vendor.idle_timeout)
+                    if type(event) is ChunkEvent:
+                        await self.send_chunk(wire.sse(wire.chunk(gid, created, name, event.choices, event.extra)))
+                        self.note_delivered(event.choices)
+                    else:
+                        self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
+        except TimeoutError:
+            phase = "the first token" if self.first_token_at is None else "the next token"
+            raise UpstreamError(504, f"Vendor '{vendor.name}' timed out waiting for {phase}.", code="upstream_timeout") from None
+        finally:
+            keepalive.cancel()
+            await events.aclose()  # type: ignore[attr-defined]
+        tail = b""
+        if request.include_usage:
+            tail = wire.sse(wire.chunk(gid, created, name, [], {"usage": self.usage_for_client(request, admission)}))
+        await self.send_chunk(tail + wire.DONE, more=False)
+
+    async def send_chunk(self, data: bytes, more: bool = True) -> None:
+        if not self.started:
+            await self.start_stream()
+        await self._send(wire.body(data, more))
+        self.last_send = self.loop.time()
+
+    async def start_stream(self) -> None:
+        self.started = True
+        headers = wire.SSE_HEADERS + [(b"x-generation-id", (self.generation_id or "").encode())]
+        await self._send(wire.start(200, headers))
+
+    def note_delivered(self, choices: list[dict[str, Any]]) -> None:
+        if self.disconnected:
+            return
+        if self.first_token_at is None:
+            self.first_token_at = self.loop.time()
+        text = wire.delivered_text(choices)
+        if text:
+            self.delivered.append(text)
+        for choice in choices:
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    async def keep_alive(self) -> None:
+        """Send an SSE comment whenever nothing was sent for the keepalive interval."""
+        interval = settings.SIRAYA_KEEPALIVE_SECONDS
+        while True:
+            wait = self.last_send + interval - self.loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            await self.send_chunk(wire.KEEPALIVE)
+
+    def usage_for_client(self, request: ChatRequest, admission: Admission) -> dict[str, Any]:
+        encoding = admission.route.encoding
+        prompt = self.usage.prompt_tokens
+        if prompt is None:
+            prompt = tokens.count_messages(request.messages, encoding, request.params.get("tools"))
+        completion = self.usage.completion_tokens
+        if completion is None:
+            completion = tokens.count_text("".join(self.delivered), encoding)
+        return wire.usage_body(prompt, completion, self.usage.cached_tokens, self.usage.reasoning_tokens)
+
+    # -- one JSON body ----------------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest, admission: Admission, target: Target) -> None:
+        vendor = target.vendor
+        call = UpstreamCall(request, target.upstream_model, admission.generation_id)
+        try:
+            async with asyncio.timeout(vendor.first_byte_timeout):
+                completion = await adapter_for(vendor).complete(call)
+        except TimeoutError:
+            raise UpstreamError(504, f"Vendor '{vendor.name}' timed out.", code="upstream_timeout") from None
+        if completion.usage is not None:
+            self.usage = completion.usage
+        payload: dict[str, Any] = {
+            "id": admission.generation_id,
+            "object": "chat.completion",
+            "created": admission.created,
+            "model": admission.route.name,
+            "choices": completion.choices,
+        }
+        if completion.extra:
+            payload.update(completion.extra)
+        text = wire.delivered_text(completion.choices)
+        self.delivered.append(text)
+        payload["usage"] = self.usage_for_client(request, admission)
+        self.delivered.clear()  # nothing is delivered until the body is sent
+        headers = wire.JSON_HEADERS + [(b"x-generation-id", admission.generation_id.encode())]
+        self.started = True
+        await self._send(wire.start(200, headers))
+        await self._send(wire.body(orjson.dumps(payload)))
+        if not self.disconnected:
+            self.delivered.append(text)
+        self.first_token_at = self.loop.time()
+        for choice in completion.choices:
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    # -- errors ---------------------------------------------------------------------------
+
+    async def fail(self, error: RouterError, admission: Admission) -> None:
+        if self.disconnected:
+            return
+        if self.started:
+            await self._send(wire.body(wire.error_chunk(admission.generation_id, admission.created, admission.route.name, error)))
+        else:
+            await self.send_error(error)
+
+    async def send_error(self, error: RouterError) -> None:
+        self.started = True
+        await self._send(wire.start(error.status, wire.error_response_headers(error, self.generation_id)))
+        await self._send(wire.body(error.json()))
+
+
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await Relay(scope, receive, send).run()
+

@@ -1,0 +1,76 @@
+"""Reads of the routing domain: what serves a model, and at what price."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+
+from billing.cost import Prices
+from lib import tokens
+from routing.models import Deployment, RouterModel, Vendor
+from routing.vendors.base import VendorConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    deployment_id: int
+    upstream_model: str
+    priority: int
+    weight: int
+    vendor: VendorConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRoute:
+    model_id: int
+    name: str
+    encoding: str
+    max_output_tokens: int
+    context_length: int | None
+    prices: Prices
+    targets: tuple[Target, ...]
+
+
+def vendor_config(vendor: Vendor) -> VendorConfig:
+    return VendorConfig(
+        id=vendor.pk,
+        name=vendor.name,
+        kind=vendor.kind,
+        base_url=vendor.base_url,
+        options=dict(vendor.options or {}),
+        credentials=vendor.credentials(),
+        connect_timeout=vendor.connect_timeout or settings.SIRAYA_CONNECT_TIMEOUT,
+        first_byte_timeout=vendor.first_byte_timeout or settings.SIRAYA_FIRST_BYTE_TIMEOUT,
+        idle_timeout=vendor.idle_timeout or settings.SIRAYA_IDLE_TIMEOUT,
+    )
+
+
+def model_prices(model: RouterModel) -> Prices:
+    return Prices(
+        input=model.input_price,
+        output=model.output_price,
+        cached_input=model.cached_input_price if model.cached_input_price is not None else model.input_price,
+        reasoning=model.reasoning_price if model.reasoning_price is not None else model.output_price,
+        request=model.request_price or Decimal("0"),
+    )
+
+
+def model_route(name: str) -> ModelRoute | None:
+    """Return the enabled model ``name`` with its enabled deployments, best priority first."""
+    model = RouterModel.objects.filter(name=name, enabled=True).first()
+    if model is None:
+        return None
+    deployments = (
+        Deployment.objects.filter(model=model, enabled=True, vendor__enabled=True)
+        .select_related("vendor")
+        .order_by("priority", "id")
+    )
+    targets = tuple(
+        Target(d.pk, d.upstream_model, d.priority, d.weight, vendor_config(d.vendor)) for d in deployments
+    )
+    encoding = tokens.encoding_for(model.name, model.encoding, settings.SIRAYA_DEFAULT_ENCODING)
+    return ModelRoute(
+        model.pk, model.name, encoding, model.max_output_tokens, model.context_length, model_prices(model), targets
+    )

@@ -1,0 +1,31 @@
+"""Vendor adapters by kind. Adding a vendor: one module and one line here."""
+
+from __future__ import annotations
+
+from routing.vendors.base import VendorAdapter, VendorConfig
+from routing.vendors.demo import DemoAdapter
+from routing.vendors.openai import OpenAIAdapter
+
+ADAPTERS: dict[str, type[VendorAdapter]] = {
+    DemoAdapter.kind: DemoAdapter,
+    OpenAIAdapter.kind: OpenAIAdapter,
+}
+
+_instances: dict[tuple[int, str], VendorAdapter] = {}
+
+
+def adapter_class(kind: str) -> type[VendorAdapter]:
+    try:
+        return ADAPTERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown vendor kind '{kind}' (known: {', '.join(sorted(ADAPTERS))})") from None
+
+
+def adapter_for(vendor: VendorConfig) -> VendorAdapter:
+    """Return the adapter for ``vendor``, reused while its configuration is unchanged."""
+    key = (vendor.id, repr((vendor.base_url, sorted(vendor.options.items()), vendor.credentials)))
+    adapter = _instances.get(key)
+    if adapter is None:
+        adapter = adapter_class(vendor.kind)(vendor)
+        _instances[key] = adapter
+    return adapter

@@ -1,0 +1,109 @@
+"""The interface every vendor adapter implements, and the events it yields.
+
+An adapter turns one router request into one upstream call and the upstream's answer into
+OpenAI-shaped pieces: ``ChunkEvent`` (a chunk's ``choices``) and ``UsageEvent`` (token
+counts the vendor reported). Failures are raised as ``UpstreamError``. The relay owns
+everything vendor-neutral: ids, keepalives, cancellation, counting and billing.
+
+``stream()`` is an async generator; the relay closes it with ``aclose()`` on cancellation,
+so an adapter must release its upstream connection in ``finally`` (``async with`` does).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar
+
+if TYPE_CHECKING:
+    from routing.schema import ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class VendorConfig:
+    """What an adapter needs to know about its vendor; credentials already decrypted."""
+
+    id: int
+    name: str
+    kind: str
+    base_url: str
+    options: dict[str, Any]
+    credentials: dict[str, Any] = field(repr=False)
+    connect_timeout: float
+    first_byte_timeout: float
+    idle_timeout: float
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def merge(self, other: Usage) -> Usage:
+        """Return this usage updated with the figures ``other`` reports (later figures win)."""
+        return Usage(
+            prompt_tokens=other.prompt_tokens if other.prompt_tokens is not None else self.prompt_tokens,
+            completion_tokens=(
+                other.completion_tokens if other.completion_tokens is not None else self.completion_tokens
+            ),
+            cached_tokens=other.cached_tokens or self.cached_tokens,
+            reasoning_tokens=other.reasoning_tokens or self.reasoning_tokens,
+        )
+
+
+@dataclass(slots=True)
+class ChunkEvent:
+    # OpenAI `choices` entries: {"index", "delta", "finish_reason", ...}.
+    choices: list[dict[str, Any]]
+    # Extra top-level chunk fields to relay (system_fingerprint, service_tier, ...).
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    usage: Usage
+
+
+StreamEvent = ChunkEvent | UsageEvent
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole (non-streamed) answer."""
+
+    choices: list[dict[str, Any]]
+    usage: Usage | None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    request: ChatRequest
+    upstream_model: str
+    generation_id: str
+
+
+class VendorAdapter(ABC):
+    """One vendor kind's wire format. Instances are per vendor and may cache (tokens, signers)."""
+
+    kind: ClassVar[str]
+    # Options the kind accepts besides base_url; secrets are kept encrypted.
+    option_names: ClassVar[tuple[str, ...]] = ()
+    secret_names: ClassVar[tuple[str, ...]] = ("api_key",)
+
+    def __init__(self, vendor: VendorConfig) -> None:
+        self.vendor = vendor
+
+    @classmethod
+    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+        """Raise ``ValueError`` with a one-line message when the vendor cannot work as configured."""
+
+    @abstractmethod
+    def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+        """Yield the answer as events; raise ``UpstreamError`` on failure."""
+
+    @abstractmethod
+    async def complete(self, call: UpstreamCall) -> Completion:
+        """Return the whole answer; raise ``UpstreamError`` on failure."""

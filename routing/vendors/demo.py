@@ -1,0 +1,77 @@
+"""A local vendor for trying the router without an account: it echoes, word by word.
+
+No network. Deterministic. Options: ``token_delay`` (seconds between words, default 0.05)
+and ``first_token_delay`` (seconds before the first word, default 0). It yields the same
+events as a real vendor, so it goes through the same relay, cancellation and billing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, AsyncIterator
+
+from lib import tokens
+from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
+
+_WORDS = re.compile(r"\s*\S+")
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class DemoAdapter(VendorAdapter):
+    kind = "demo"
+    option_names = ("token_delay", "first_token_delay")
+    secret_names = ()
+
+    @classmethod
+    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+        for name in cls.option_names:
+            if name in options:
+                try:
+                    if float(options[name]) < 0:
+                        raise ValueError
+                except (TypeError, ValueError):
+                    raise ValueError(f"--{name.replace('_', '-')} must be a number of seconds >= 0") from None
+
+    def _answer(self, call: UpstreamCall) -> tuple[list[str], str]:
+        words = _WORDS.findall("You said: " + (_last_user_text(call.request.messages).strip() or "nothing"))
+        limit = call.request.max_tokens
+        if limit is not None and len(words) > limit:
+            return words[:limit], "length"
+        return words, "stop"
+
+    def _usage(self, call: UpstreamCall, text: str) -> Usage:
+        encoding = tokens.encoding_for(call.upstream_model)
+        return Usage(
+            prompt_tokens=tokens.count_messages(call.request.messages, encoding),
+            completion_tokens=tokens.count_text(text, encoding),
+        )
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+        words, finish = self._answer(call)
+        delay = float(self.vendor.options.get("token_delay", 0.05))
+        await asyncio.sleep(float(self.vendor.options.get("first_token_delay", 0)))
+        yield ChunkEvent([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        for i, word in enumerate(words):
+            if i:
+                await asyncio.sleep(delay)
+            yield ChunkEvent([{"index": 0, "delta": {"content": word}, "finish_reason": None}])
+        yield ChunkEvent([{"index": 0, "delta": {}, "finish_reason": finish}])
+        yield UsageEvent(self._usage(call, "".join(words)))
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        words, finish = self._answer(call)
+        await asyncio.sleep(float(self.vendor.options.get("first_token_delay", 0)))
+        text = "".join(words)
+        message = {"role": "assistant", "content": text}
+        return Completion([{"index": 0, "message": message, "finish_reason": finish}], self._usage(call, text))

@@ -1,0 +1,162 @@
+"""The shared upstream HTTP client and the plumbing HTTP-based adapters have in common."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+import httpx
+import orjson
+
+from routing.errors import UpstreamError
+from routing.vendors.base import VendorConfig
+
+_clients: dict[int, httpx.AsyncClient] = {}
+# Upper bound on an upstream error body we read to explain a failure.
+MAX_ERROR_BODY = 64 * 1024
+RETRYABLE_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+
+
+def client() -> httpx.AsyncClient:
+    """Return the process's upstream connection pool (one per event loop)."""
+    loop = asyncio.get_running_loop()
+    pool = _clients.get(id(loop))
+    if pool is None or pool.is_closed:
+        pool = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30),
+            timeout=httpx.Timeout(60.0),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        _clients[id(loop)] = pool
+    return pool
+
+
+def timeouts(vendor: VendorConfig) -> httpx.Timeout:
+    # The relay enforces first-byte and idle gaps itself; httpx's read timeout is a backstop.
+    backstop = max(vendor.first_byte_timeout, vendor.idle_timeout) + 5
+    return httpx.Timeout(connect=vendor.connect_timeout, read=backstop, write=backstop, pool=vendor.connect_timeout)
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def vendor_status_to_client(status: int) -> int:
+    """Map a vendor's HTTP failure to the status the client sees."""
+    if status in (400, 413, 422):
+        return 400
+    if status == 429:
+        return 429
+    if status in (408, 504):
+        return 504
+    return 502
+
+
+def error_message(payload: Any) -> tuple[str, str | None]:
+    """Extract (message, code) from a vendor's JSON error body, whatever its shape."""
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    if not isinstance(payload, dict):
+        return "", None
+    error = payload.get("error", payload)
+    if isinstance(error, str):
+        return error, None
+    if not isinstance(error, dict):
+        return "", None
+    message = error.get("message") or payload.get("message") or ""
+    code = error.get("code") or error.get("status") or error.get("type")
+    return str(message)[:300], str(code) if code is not None else None
+
+
+def upstream_http_error(vendor: VendorConfig, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+    try:
+        message, code = error_message(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        message, code = "", None
+    client_status = vendor_status_to_client(status)
+    if status in (401, 403):
+        message = f"Vendor '{vendor.name}' rejected the router's credentials (HTTP {status})."
+        code = "vendor_auth_failed"
+    text = f"Vendor '{vendor.name}' returned HTTP {status}" + (f": {message}" if message else ".")
+    return UpstreamError(
+        client_status,
+        text,
+        code=code or f"upstream_{status}",
+        retryable=status in RETRYABLE_STATUSES,
+        retry_after=retry_after_seconds(headers),
+        vendor_status=status,
+    )
+
+
+def transport_error(vendor: VendorConfig, exc: Exception) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(504, f"Vendor '{vendor.name}' timed out.", code="upstream_timeout", retryable=True)
+    return UpstreamError(
+        502, f"Could not reach vendor '{vendor.name}' ({type(exc).__name__}).", code="upstream_unreachable", retryable=True
+    )
+
+
+@asynccontextmanager
+async def open_response(
+    vendor: VendorConfig,
+    request: httpx.Request,
+    on_error: Callable[[int, bytes, httpx.Headers], UpstreamError] | None = None,
+) -> AsyncIterator[httpx.Response]:
+    """Send ``request`` and yield the streaming response; map failures to ``UpstreamError``.
+
+    Leaving the block closes the response; an unfinished response's connection is
+    dropped rather than returned to the pool, so the vendor sees the close at once.
+    """
+    request.extensions["timeout"] = timeouts(vendor).as_dict()
+    try:
+        response = await client().send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(vendor, exc) from None
+    try:
+        if response.status_code >= 400:
+            body = await _read_bounded(response)
+            make = on_error or (lambda s, b, h: upstream_http_error(vendor, s, b, h))
+            raise make(response.status_code, body, response.headers)
+        yield response
+    except httpx.HTTPError as exc:
+        raise transport_error(vendor, exc) from None
+    finally:
+        await response.aclose()
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    body = b""
+    async for part in response.aiter_raw():
+        body += part
+        if len(body) >= MAX_ERROR_BODY:
+            break
+    return body[:MAX_ERROR_BODY]
+
+
+async def read_json(vendor: VendorConfig, response: httpx.Response) -> Any:
+    body = await response.aread()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise UpstreamError(502, f"Vendor '{vendor.name}' sent a body that is not JSON.", code="upstream_malformed") from None
+
+
+def json_request(method: str, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
+    return httpx.Request(method, url, content=orjson.dumps(body), headers={"content-type": "application/json", **headers})
+
+
+async def close_clients() -> None:
+    for pool in list(_clients.values()):
+        await pool.aclose()
+    _clients.clear()

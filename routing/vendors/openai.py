@@ -1,0 +1,114 @@
+"""OpenAI and any OpenAI-compatible endpoint: ``POST {base}/chat/completions``, Bearer key."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import httpx
+import orjson
+
+from routing.errors import UpstreamError
+from routing.vendors import http
+from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
+from routing.vendors.sse import SseTooLarge, sse_events
+
+_CHUNK_EXTRAS = ("system_fingerprint", "service_tier")
+
+
+def usage_from_openai(usage: dict[str, Any]) -> Usage:
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        cached_tokens=prompt_details.get("cached_tokens") or 0,
+        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+    )
+
+
+def mid_stream_error(vendor_name: str, payload: dict[str, Any]) -> UpstreamError:
+    message, code = http.error_message(payload)
+    return UpstreamError(
+        502, f"Vendor '{vendor_name}' reported an error: {message or 'unknown error'}", code=code or "upstream_error"
+    )
+
+
+class OpenAIAdapter(VendorAdapter):
+    kind = "openai"
+    option_names = ("organization",)
+
+    @classmethod
+    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+        if not base_url:
+            raise ValueError("--base-url is required for an OpenAI-compatible vendor")
+
+    # Hooks the OpenAI-compatible kinds (Azure, BytePlus, OneRouter) override.
+    def url(self, call: UpstreamCall) -> str:
+        return self.vendor.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self, call: UpstreamCall) -> dict[str, str]:
+        headers = {"authorization": f"Bearer {self.vendor.credentials.get('api_key', '')}"}
+        if self.vendor.options.get("organization"):
+            headers["openai-organization"] = self.vendor.options["organization"]
+        return headers
+
+    def body(self, call: UpstreamCall, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {**call.request.params, "model": call.upstream_model, "messages": call.request.messages}
+        if stream:
+            body["stream"] = True
+            # Always ask for usage; the relay forwards it only when the client asked.
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def on_error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+        return http.upstream_http_error(self.vendor, status, body, headers)
+
+    async def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
+        return http.json_request("POST", self.url(call), self.body(call, stream), self.headers(call))
+
+    def chunk_events(self, payload: dict[str, Any]) -> list[StreamEvent]:
+        """Turn one upstream chunk into events."""
+        if "error" in payload and payload["error"]:
+            raise mid_stream_error(self.vendor.name, payload)
+        events: list[StreamEvent] = []
+        choices = payload.get("choices")
+        if choices:
+            extra = {k: payload[k] for k in _CHUNK_EXTRAS if payload.get(k) is not None} or None
+            events.append(ChunkEvent(choices, extra))
+        usage = payload.get("usage")
+        if usage:
+            events.append(UsageEvent(usage_from_openai(usage)))
+        return events
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+        request = await self.request(call, stream=True)
+        async with http.open_response(self.vendor, request, self.on_error) as response:
+            try:
+                async for event in sse_events(response.aiter_raw()):
+                    if event.data == b"[DONE]":
+                        return
+                    try:
+                        payload = orjson.loads(event.data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamError(
+                            502, f"Vendor '{self.vendor.name}' sent a malformed stream chunk.", code="upstream_malformed"
+                        ) from None
+                    if not isinstance(payload, dict):
+                        continue
+                    for item in self.chunk_events(payload):
+                        yield item
+            except SseTooLarge as exc:
+                raise UpstreamError(502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed") from None
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        request = await self.request(call, stream=False)
+        async with http.open_response(self.vendor, request, self.on_error) as response:
+            payload = await http.read_json(self.vendor, response)
+        if not isinstance(payload, dict) or "error" in payload and payload["error"]:
+            raise mid_stream_error(self.vendor.name, payload if isinstance(payload, dict) else {})
+        choices = payload.get("choices")
+        if not isinstance(choices, list):
+            raise UpstreamError(502, f"Vendor '{self.vendor.name}' sent an answer without choices.", code="upstream_malformed")
+        usage = payload.get("usage")
+        extra = {k: payload[k] for k in _CHUNK_EXTRAS if payload.get(k) is not None} or None
+        return Completion(choices, usage_from_openai(usage) if usage else None, extra)

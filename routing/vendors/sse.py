@@ -1,0 +1,72 @@
+"""Incremental Server-Sent Events decoder, robust to events split at any byte."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+# An SSE event larger than this is treated as a broken upstream, not buffered forever.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class SseEvent:
+    data: bytes
+    event: str = ""
+
+
+class SseTooLarge(Exception):
+    pass
+
+
+class SseDecoder:
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+        self._event = ""
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        events: list[SseEvent] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            line = buffer[start:end]
+            start = end + 1
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if self._data:
+                    events.append(SseEvent(b"\n".join(self._data), self._event))
+                self._data = []
+                self._event = ""
+            elif line[0] == 58:  # b":" comment (keepalives such as ": ONEROUTER PROCESSING")
+                continue
+            else:
+                name, _, value = line.partition(b":")
+                if value.startswith(b" "):
+                    value = value[1:]
+                if name == b"data":
+                    self._data.append(value)
+                elif name == b"event":
+                    self._event = value.decode("utf-8", "replace")
+        self._buffer = buffer[start:]
+        if len(self._buffer) + sum(map(len, self._data)) > MAX_EVENT_BYTES:
+            raise SseTooLarge(f"an SSE event exceeded {MAX_EVENT_BYTES} bytes")
+        return events
+
+    def close(self) -> list[SseEvent]:
+        """Flush an event left unterminated at the end of the stream."""
+        tail = self.feed(b"\n\n") if (self._buffer or self._data) else []
+        return tail
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
+    decoder = SseDecoder()
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield event
+    for event in decoder.close():
+        yield event

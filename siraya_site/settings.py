@@ -1,0 +1,148 @@
+"""Settings for Siraya Model Router, read from the environment (django-environ).
+
+Development needs no configuration: SQLite in ``var/``, a generated secret key and
+encryption key kept in ``var/dev-secrets.json`` (ignored by git). With
+``SIRAYA_ENV=production`` every secret must come from the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from lib.devsecrets import dev_secret
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("SIRAYA_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+SIRAYA_ENV = env.str("SIRAYA_ENV", default="development")
+PRODUCTION = SIRAYA_ENV == "production"
+
+
+def _secret(name: str) -> str:
+    value = env.str(name, default="")
+    if value:
+        return value
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"{name} must be set when SIRAYA_ENV=production")
+    return dev_secret(VAR_DIR, name)
+
+
+SECRET_KEY = _secret("SECRET_KEY")
+# Comma-separated Fernet keys; the first encrypts, all decrypt (rotation).
+SIRAYA_ENCRYPTION_KEY = _secret("SIRAYA_ENCRYPTION_KEY")
+
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "routing",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "siraya_site.urls"
+ASGI_APPLICATION = "siraya_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'siraya.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so
+    # concurrent transactions queue on the busy timeout instead of failing to upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    test_db = env.str("SIRAYA_TEST_SQLITE", default="")
+    if test_db:
+        DATABASES["default"]["TEST"] = {"NAME": test_db}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+LOGIN_URL = "admin:login"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+# The router's own knobs.
+SIRAYA_KEEPALIVE_SECONDS = env.float("SIRAYA_KEEPALIVE_SECONDS", default=10.0)
+SIRAYA_MAX_BODY_BYTES = env.int("SIRAYA_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+SIRAYA_CONNECT_TIMEOUT = env.float("SIRAYA_CONNECT_TIMEOUT", default=10.0)
+SIRAYA_FIRST_BYTE_TIMEOUT = env.float("SIRAYA_FIRST_BYTE_TIMEOUT", default=120.0)
+SIRAYA_IDLE_TIMEOUT = env.float("SIRAYA_IDLE_TIMEOUT", default=120.0)
+# Seconds a verified API key stays in the in-process cache (revocation takes effect within it).
+SIRAYA_KEY_CACHE_SECONDS = env.float("SIRAYA_KEY_CACHE_SECONDS", default=5.0)
+# Encoding used to count tokens when a model has none configured.
+SIRAYA_DEFAULT_ENCODING = env.str("SIRAYA_DEFAULT_ENCODING", default="cl100k_base")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
