@@ -11,7 +11,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    list_display = ["generation_id", "api_key", "model_name", "status", "prompt_tokens", "completion_tokens", "cost", "created_at"]
+    list_display = [
+        "generation_id",
+        "api_key",
+        "model_name",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost",
+        "created_at",
+    ]
     list_select_related = ["api_key"]
 
     def has_add_permission(self, request):  # type: ignore[no-untyped-def]

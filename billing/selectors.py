@@ -85,9 +85,7 @@ def api_key_check(info: KeyInfo | None, now: datetime | None = None) -> KeyInfo:
 def authorization_hash(authorization: str) -> str:
     token = keys.bearer_token(authorization)
     if token is None:
-        raise RouterError(
-            401, "Missing API key: send 'Authorization: Bearer sk-siraya-...'.", code="missing_api_key"
-        )
+        raise RouterError(401, "Missing API key: send 'Authorization: Bearer sk-siraya-...'.", code="missing_api_key")
     return keys.hash_key(token)
 
 

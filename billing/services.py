@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,7 +30,7 @@ def generation_id_new() -> str:
 def api_key_create(
     name: str,
     *,
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
     credit_limit: Decimal | None = None,
     limit_reset: str = "never",
     requests_per_minute: int | None = None,
@@ -96,9 +96,13 @@ def request_admit(key: KeyInfo, model_name: str, streamed: bool, generation_id: 
     route = model_route(model_name)
     try:
         if route is None:
-            raise RouterError(404, f"The model '{model_name}' does not exist or is disabled.", code="model_not_found", param="model")
+            raise RouterError(
+                404, f"The model '{model_name}' does not exist or is disabled.", code="model_not_found", param="model"
+            )
         if not route.targets:
-            raise RouterError(503, f"The model '{model_name}' has no enabled deployment.", code="no_deployment", param="model")
+            raise RouterError(
+                503, f"The model '{model_name}' has no enabled deployment.", code="no_deployment", param="model"
+            )
     except RouterError as error:
         _record_rejection(key, generation_id, model_name, error, now)
         raise
@@ -158,7 +162,11 @@ def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
     actually handed to the client, counted with the model's tokenizer.
     """
     vendor_prompt = outcome.vendor_prompt_tokens
-    prompt = vendor_prompt if vendor_prompt is not None else tokens.count_messages(outcome.messages, outcome.encoding, outcome.tools)
+    prompt = (
+        vendor_prompt
+        if vendor_prompt is not None
+        else tokens.count_messages(outcome.messages, outcome.encoding, outcome.tools)
+    )
     delivered = tokens.count_text(outcome.delivered_text, outcome.encoding)
     vendor_completion = outcome.vendor_completion_tokens if outcome.status == UsageStatus.COMPLETED else None
     completion = vendor_completion if vendor_completion is not None else delivered
@@ -177,7 +185,13 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
         record = UsageRecord.objects.select_for_update().get(pk=record_id)
         if record.status != UsageStatus.IN_PROGRESS:
             return record.cost
-        prices = Prices(record.input_price, record.output_price, record.cached_input_price, record.reasoning_price, record.request_price)
+        prices = Prices(
+            record.input_price,
+            record.output_price,
+            record.cached_input_price,
+            record.reasoning_price,
+            record.request_price,
+        )
         cost = cost_compute(prices, counts, failed=outcome.status == UsageStatus.ERROR)
         UsageRecord.objects.filter(pk=record_id, status=UsageStatus.IN_PROGRESS).update(
             status=outcome.status,

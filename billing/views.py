@@ -46,5 +46,7 @@ def generation_detail(request: HttpRequest, key: KeyInfo) -> JsonResponse:
         raise RouterError(400, "Query parameter 'id' is required.", code="missing", param="id")
     record = usage_record_for_key(key.id, generation_id)
     if record is None:
-        raise RouterError(404, f"No generation '{generation_id[:64]}' for this key.", code="generation_not_found", param="id")
+        raise RouterError(
+            404, f"No generation '{generation_id[:64]}' for this key.", code="generation_not_found", param="id"
+        )
     return JsonResponse({"data": generation_body(record)})

@@ -25,6 +25,9 @@ class SubcommandCommand(BaseCommand):
         parser.__class__ = OneLineParser
         return parser
 
+    def subcommands(self, parser: CommandParser) -> Any:
+        return parser.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+
     def handle(self, *args: Any, **options: Any) -> None:
         action = options.pop("action")
         try:

@@ -6,8 +6,9 @@ downloaded at run time; it encodes a 100k-token prompt in about 15 ms here.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any, Iterable
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
 
 import bpe_openai
 
@@ -19,7 +20,7 @@ _TOKENS_PER_MESSAGE = 3
 _REPLY_PRIMER = 3
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoding(name: str) -> Any:
     return bpe_openai.get_encoding(name)
 

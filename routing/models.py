@@ -48,9 +48,7 @@ class Vendor(models.Model):
 
     def set_credentials(self, values: dict[str, Any]) -> None:
         clean = {k: v for k, v in values.items() if v not in (None, "")}
-        self.credentials_encrypted = (
-            secretbox.encrypt_json(settings.SIRAYA_ENCRYPTION_KEY, clean) if clean else ""
-        )
+        self.credentials_encrypted = secretbox.encrypt_json(settings.SIRAYA_ENCRYPTION_KEY, clean) if clean else ""
 
 
 class RouterModel(models.Model):

@@ -67,9 +67,7 @@ def model_route(name: str) -> ModelRoute | None:
         .select_related("vendor")
         .order_by("priority", "id")
     )
-    targets = tuple(
-        Target(d.pk, d.upstream_model, d.priority, d.weight, vendor_config(d.vendor)) for d in deployments
-    )
+    targets = tuple(Target(d.pk, d.upstream_model, d.priority, d.weight, vendor_config(d.vendor)) for d in deployments)
     encoding = tokens.encoding_for(model.name, model.encoding, settings.SIRAYA_DEFAULT_ENCODING)
     return ModelRoute(
         model.pk, model.name, encoding, model.max_output_tokens, model.context_length, model_prices(model), targets

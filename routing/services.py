@@ -12,7 +12,11 @@ from routing.vendors import adapter_class
 
 
 def vendor_create(
-    name: str, kind: str, base_url: str = "", options: dict[str, Any] | None = None, credentials: dict[str, Any] | None = None
+    name: str,
+    kind: str,
+    base_url: str = "",
+    options: dict[str, Any] | None = None,
+    credentials: dict[str, Any] | None = None,
 ) -> Vendor:
     """Create a vendor after its adapter accepted the configuration (``ValueError`` otherwise)."""
     if kind not in VendorKind.values:

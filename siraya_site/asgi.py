@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "siraya_site.settings")

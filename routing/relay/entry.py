@@ -25,7 +25,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 async def _method_not_allowed(send: Send) -> None:
     error = RouterError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed")
-    await send(wire.start(405, wire.error_response_headers(error, None) + [(b"allow", b"POST")]))
+    await send(wire.start(405, [*wire.error_response_headers(error, None), (b"allow", b"POST")]))
     await send(wire.body(error.json()))
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from channels.db import database_sync_to_async
@@ -139,10 +140,10 @@ class Relay:
             await self.fail(error, admission)
         except Exception:
             logger.exception("relay failed", extra={"generation_id": self.generation_id})
-            error = RouterError(500, "The router failed while relaying this request.", code="router_error")
+            failure = RouterError(500, "The router failed while relaying this request.", code="router_error")
             outcome.status = UsageStatus.ERROR
-            outcome.http_status, outcome.error_code, outcome.error_message = 500, "router_error", error.message
-            await self.fail(error, admission)
+            outcome.http_status, outcome.error_code, outcome.error_message = 500, "router_error", failure.message
+            await self.fail(failure, admission)
         finally:
             watcher.cancel()
             self.fill_outcome(outcome, target)
@@ -189,7 +190,9 @@ class Relay:
                         self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
         except TimeoutError:
             phase = "the first token" if self.first_token_at is None else "the next token"
-            raise UpstreamError(504, f"Vendor '{vendor.name}' timed out waiting for {phase}.", code="upstream_timeout") from None
+            raise UpstreamError(
+                504, f"Vendor '{vendor.name}' timed out waiting for {phase}.", code="upstream_timeout"
+            ) from None
         finally:
             keepalive.cancel()
             await events.aclose()  # type: ignore[attr-defined]
@@ -206,7 +209,7 @@ class Relay:
 
     async def start_stream(self) -> None:
         self.started = True
-        headers = wire.SSE_HEADERS + [(b"x-generation-id", (self.generation_id or "").encode())]
+        headers = [*wire.SSE_HEADERS, (b"x-generation-id", (self.generation_id or "").encode())]
         await self._send(wire.start(200, headers))
 
     def note_delivered(self, choices: list[dict[str, Any]]) -> None:
@@ -266,7 +269,7 @@ class Relay:
         self.delivered.append(text)
         payload["usage"] = self.usage_for_client(request, admission)
         self.delivered.clear()  # nothing is delivered until the body is sent
-        headers = wire.JSON_HEADERS + [(b"x-generation-id", admission.generation_id.encode())]
+        headers = [*wire.JSON_HEADERS, (b"x-generation-id", admission.generation_id.encode())]
         self.started = True
         await self._send(wire.start(200, headers))
         await self._send(wire.body(orjson.dumps(payload)))
@@ -283,7 +286,9 @@ class Relay:
         if self.disconnected:
             return
         if self.started:
-            await self._send(wire.body(wire.error_chunk(admission.generation_id, admission.created, admission.route.name, error)))
+            await self._send(
+                wire.body(wire.error_chunk(admission.generation_id, admission.created, admission.route.name, error))
+            )
         else:
             await self.send_error(error)
 
@@ -295,4 +300,3 @@ class Relay:
 
 async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     await Relay(scope, receive, send).run()
-

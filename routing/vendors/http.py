@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import orjson
@@ -103,7 +104,10 @@ def transport_error(vendor: VendorConfig, exc: Exception) -> UpstreamError:
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamError(504, f"Vendor '{vendor.name}' timed out.", code="upstream_timeout", retryable=True)
     return UpstreamError(
-        502, f"Could not reach vendor '{vendor.name}' ({type(exc).__name__}).", code="upstream_unreachable", retryable=True
+        502,
+        f"Could not reach vendor '{vendor.name}' ({type(exc).__name__}).",
+        code="upstream_unreachable",
+        retryable=True,
     )
 
 
@@ -149,11 +153,15 @@ async def read_json(vendor: VendorConfig, response: httpx.Response) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise UpstreamError(502, f"Vendor '{vendor.name}' sent a body that is not JSON.", code="upstream_malformed") from None
+        raise UpstreamError(
+            502, f"Vendor '{vendor.name}' sent a body that is not JSON.", code="upstream_malformed"
+        ) from None
 
 
 def json_request(method: str, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
-    return httpx.Request(method, url, content=orjson.dumps(body), headers={"content-type": "application/json", **headers})
+    return httpx.Request(
+        method, url, content=orjson.dumps(body), headers={"content-type": "application/json", **headers}
+    )
 
 
 async def close_clients() -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import orjson
@@ -68,7 +69,7 @@ class OpenAIAdapter(VendorAdapter):
 
     def chunk_events(self, payload: dict[str, Any]) -> list[StreamEvent]:
         """Turn one upstream chunk into events."""
-        if "error" in payload and payload["error"]:
+        if payload.get("error"):
             raise mid_stream_error(self.vendor.name, payload)
         events: list[StreamEvent] = []
         choices = payload.get("choices")
@@ -91,7 +92,9 @@ class OpenAIAdapter(VendorAdapter):
                         payload = orjson.loads(event.data)
                     except orjson.JSONDecodeError:
                         raise UpstreamError(
-                            502, f"Vendor '{self.vendor.name}' sent a malformed stream chunk.", code="upstream_malformed"
+                            502,
+                            f"Vendor '{self.vendor.name}' sent a malformed stream chunk.",
+                            code="upstream_malformed",
                         ) from None
                     if not isinstance(payload, dict):
                         continue
@@ -104,11 +107,13 @@ class OpenAIAdapter(VendorAdapter):
         request = await self.request(call, stream=False)
         async with http.open_response(self.vendor, request, self.on_error) as response:
             payload = await http.read_json(self.vendor, response)
-        if not isinstance(payload, dict) or "error" in payload and payload["error"]:
+        if not isinstance(payload, dict) or payload.get("error"):
             raise mid_stream_error(self.vendor.name, payload if isinstance(payload, dict) else {})
         choices = payload.get("choices")
         if not isinstance(choices, list):
-            raise UpstreamError(502, f"Vendor '{self.vendor.name}' sent an answer without choices.", code="upstream_malformed")
+            raise UpstreamError(
+                502, f"Vendor '{self.vendor.name}' sent an answer without choices.", code="upstream_malformed"
+            )
         usage = payload.get("usage")
         extra = {k: payload[k] for k in _CHUNK_EXTRAS if payload.get(k) is not None} or None
         return Completion(choices, usage_from_openai(usage) if usage else None, extra)

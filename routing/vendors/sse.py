@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 # An SSE event larger than this is treated as a broken upstream, not buffered forever.
 MAX_EVENT_BYTES = 16 * 1024 * 1024

@@ -13,7 +13,7 @@ class Command(SubcommandCommand):
     help = "Create, list and revoke API keys."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.subcommands(parser)
         create = sub.add_parser("create", help="create a key; its plaintext is the last line of output")
         create.add_argument("name")
         create.add_argument("--limit", default=None, help="credit limit in USD")
@@ -24,7 +24,9 @@ class Command(SubcommandCommand):
         revoke = sub.add_parser("revoke", help="revoke a key by its display prefix")
         revoke.add_argument("prefix")
 
-    def handle_create(self, name: str, limit: str | None, limit_reset: str, rpm: int | None, tpm: int | None, **_: Any) -> None:
+    def handle_create(
+        self, name: str, limit: str | None, limit_reset: str, rpm: int | None, tpm: int | None, **_: Any
+    ) -> None:
         for label, value in (("--rpm", rpm), ("--tpm", tpm)):
             if value is not None and value < 1:
                 raise ValueError(f"{label} must be a positive integer")
@@ -35,7 +37,9 @@ class Command(SubcommandCommand):
             requests_per_minute=rpm,
             tokens_per_minute=tpm,
         )
-        self.stdout.write(f"key '{api_key.name}' created (prefix {api_key.prefix}); store it now, it is not shown again:")
+        self.stdout.write(
+            f"key '{api_key.name}' created (prefix {api_key.prefix}); store it now, it is not shown again:"
+        )
         self.stdout.write(plaintext)
 
     def handle_list(self, **_: Any) -> None:

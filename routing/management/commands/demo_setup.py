@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from billing.keys import hash_key
 from billing.models import ApiKey
 from billing.services import api_key_create
-from billing.keys import hash_key
 from lib import devsecrets
 from routing.models import Deployment, RouterModel, Vendor, VendorKind
 
@@ -26,7 +26,10 @@ class Command(BaseCommand):
         Deployment.objects.get_or_create(model=model, vendor=vendor, upstream_model="echo")
         # The demo key's plaintext lives beside the other development secrets, outside git.
         plaintext = devsecrets.read(settings.VAR_DIR, "SIRAYA_DEMO_KEY")
-        if plaintext is None or not ApiKey.objects.filter(key_hash=hash_key(plaintext), revoked_at__isnull=True).exists():
+        if (
+            plaintext is None
+            or not ApiKey.objects.filter(key_hash=hash_key(plaintext), revoked_at__isnull=True).exists()
+        ):
             _, plaintext = api_key_create("demo")
             devsecrets.write(settings.VAR_DIR, "SIRAYA_DEMO_KEY", plaintext)
         self.stdout.write("Demo vendor 'demo', model 'demo/echo'. Demo API key:")

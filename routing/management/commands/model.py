@@ -26,7 +26,7 @@ class Command(SubcommandCommand):
     help = "Add and list models."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.subcommands(parser)
         add = sub.add_parser("add", help="add a model")
         add.add_argument("name")
         add.add_argument("--vendor", help="vendor serving the model")
@@ -42,7 +42,9 @@ class Command(SubcommandCommand):
         add.add_argument("--encoding", choices=["o200k_base", "cl100k_base"], default="")
         sub.add_parser("list", help="list models")
 
-    def handle_add(self, name: str, vendor: str | None, upstream_model: str | None, deployment: list[str], **opts: Any) -> None:
+    def handle_add(
+        self, name: str, vendor: str | None, upstream_model: str | None, deployment: list[str], **opts: Any
+    ) -> None:
         specs = [_deployment(s) for s in deployment]
         if vendor:
             specs.insert(0, (vendor, upstream_model or name, 0, 1))
@@ -77,5 +79,3 @@ class Command(SubcommandCommand):
             state = "enabled" if model.enabled else "disabled"
             price = f"in ${model.input_price.normalize():f} out ${model.output_price.normalize():f} /Mtok"
             self.stdout.write(f"{model.name}\t{state}\t{price}\t{targets}")
-
-

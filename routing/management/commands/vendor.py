@@ -16,7 +16,7 @@ class Command(SubcommandCommand):
     help = "Add, list and disable vendors (upstream accounts)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = self.subcommands(parser)
         add = sub.add_parser("add", help="add a vendor")
         add.add_argument("name")
         add.add_argument("--kind", required=True, choices=VendorKind.values)
@@ -24,16 +24,18 @@ class Command(SubcommandCommand):
         add.add_argument("--api-key", default="", help="stored encrypted; never shown again")
         option_names = sorted({o for a in ADAPTERS.values() for o in a.option_names})
         for name in option_names:
-            add.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None)
+            add.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None, metavar=name.upper())
         secret_names = sorted({s for a in ADAPTERS.values() for s in a.secret_names} - {"api_key"})
         for name in secret_names:
-            add.add_argument(f"--{name.replace('_', '-')}", dest=f"secret_{name}", default=None)
+            add.add_argument(f"--{name.replace('_', '-')}", dest=f"secret_{name}", default=None, metavar=name.upper())
         add.add_argument("--credentials-file", default=None, help="JSON file of credentials (service account key)")
         sub.add_parser("list", help="list vendors")
         disable = sub.add_parser("disable", help="stop routing to a vendor")
         disable.add_argument("name")
 
-    def handle_add(self, name: str, kind: str, base_url: str, api_key: str, credentials_file: str | None, **rest: Any) -> None:
+    def handle_add(
+        self, name: str, kind: str, base_url: str, api_key: str, credentials_file: str | None, **rest: Any
+    ) -> None:
         allowed = ADAPTERS[kind]
         options = {k[4:]: v for k, v in rest.items() if k.startswith("opt_") and v is not None}
         unknown = sorted(set(options) - set(allowed.option_names))

@@ -1,0 +1,196 @@
+"""A fake OpenAI-compatible vendor: ``POST /chat/completions``, one token per chunk.
+
+Behaviour is set through ``FakeOpenAI.scenario`` (or per request, by the upstream model id
+``fake?tokens=20&token_delay=0.05``, so one fake can serve several behaviours at once).
+Every word in ``WORDS`` is one token in both cl100k_base and o200k_base, so a test knows
+exactly how many tokens a stream of N chunks holds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields, replace
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from fakevendors.server import Connection, FakeServer, RecordedRequest
+
+WORDS = [" the", " cat", " sat", " on", " a", " mat", " and", " then", " it", " slept"]
+PROMPT_TOKENS = 17  # what this fake reports as prompt tokens, whatever the prompt
+
+
+def words(count: int) -> list[str]:
+    return [WORDS[i % len(WORDS)] for i in range(count)]
+
+
+@dataclass
+class Scenario:
+    tokens: int = 5
+    first_token_delay: float = 0.0
+    token_delay: float = 0.0
+    # Fail before the stream with this HTTP status and body.
+    status: int = 200
+    error_body: dict[str, Any] | None = None
+    retry_after: str | None = None
+    # After this many tokens, send an error event in the stream (OpenRouter style).
+    error_after: int | None = None
+    # After this many tokens, reset the connection.
+    reset_after: int | None = None
+    # After this many tokens, send a chunk that is not JSON.
+    malformed_after: int | None = None
+    # Never answer (hold the connection open) before / after this many tokens.
+    hang_after: int | None = None
+    # Report usage when the client asked for it (include_usage).
+    report_usage: bool = True
+    # Respect max_tokens (a bad vendor ignores it).
+    honour_max_tokens: bool = True
+    # Answer with a tool call instead of text.
+    tool_call: bool = False
+    # Split every write into pieces of this many bytes (exercise the SSE parser).
+    split_bytes: int | None = None
+
+
+class FakeOpenAI(FakeServer):
+    def __init__(self, **scenario: Any) -> None:
+        super().__init__()
+        self.scenario = Scenario(**scenario)
+
+    def scenario_for(self, request: RecordedRequest, body: dict[str, Any]) -> Scenario:
+        model = str(body.get("model", ""))
+        if "?" not in model:
+            return self.scenario
+        names = {f.name: f.type for f in fields(Scenario)}
+        overrides: dict[str, Any] = {}
+        for name, value in parse_qsl(model.split("?", 1)[1]):
+            if name in names:
+                kind = names[name]
+                overrides[name] = float(value) if "float" in str(kind) else int(value) if "int" in str(kind) else value
+        return replace(self.scenario, **overrides)
+
+    async def respond(self, request: RecordedRequest, conn: Connection) -> None:
+        if not request.path.endswith("/chat/completions"):
+            conn.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            return
+        body = request.json()
+        scenario = self.scenario_for(request, body)
+        if scenario.status != 200:
+            headers = {"Retry-After": scenario.retry_after} if scenario.retry_after else None
+            error = scenario.error_body or {"error": {"message": "fake failure", "type": "server_error", "code": None}}
+            if not await conn.pause(scenario.first_token_delay):
+                return
+            conn.send_json(scenario.status, error, headers)
+            return
+        count = scenario.tokens
+        if scenario.honour_max_tokens:
+            limit = body.get("max_completion_tokens") or body.get("max_tokens")
+            count = min(count, limit) if limit else count
+        if body.get("stream"):
+            await self._stream(request, conn, body, scenario, count)
+        else:
+            await self._complete(request, conn, body, scenario, count)
+
+    def _usage(self, completion: int) -> dict[str, Any]:
+        return {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": completion,
+            "total_tokens": PROMPT_TOKENS + completion,
+        }
+
+    async def _complete(
+        self, request: RecordedRequest, conn: Connection, body: dict[str, Any], s: Scenario, count: int
+    ) -> None:
+        if s.hang_after is not None:
+            await conn.pause(3600)
+            return
+        if not await conn.pause(s.first_token_delay + s.token_delay * count):
+            return
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(words(count))}
+        finish = "stop"
+        if s.tool_call:
+            message = {"role": "assistant", "content": None, "tool_calls": [self._tool_call(count)]}
+            finish = "tool_calls"
+        payload = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": self._usage(count),
+        }
+        request.tokens_written = count
+        conn.send_json(200, payload)
+
+    def _tool_call(self, count: int) -> dict[str, Any]:
+        return {
+            "id": "call_fake1",
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "arguments": orjson.dumps({"city": "".join(words(count)).strip()}).decode(),
+            },
+        }
+
+    def _chunk(self, body: dict[str, Any], delta: dict[str, Any], finish: str | None = None) -> bytes:
+        payload = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "usage": None,
+        }
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+    def _send(self, conn: Connection, data: bytes, s: Scenario) -> bool:
+        if not s.split_bytes:
+            return conn.write(data)
+        return all(conn.write(data[i : i + s.split_bytes]) for i in range(0, len(data), s.split_bytes))
+
+    async def _stream(
+        self, request: RecordedRequest, conn: Connection, body: dict[str, Any], s: Scenario, count: int
+    ) -> None:
+        if s.hang_after == 0:
+            await conn.pause(3600)
+            return
+        if not await conn.pause(s.first_token_delay):
+            return
+        conn.send_head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        if not self._send(conn, self._chunk(body, {"role": "assistant", "content": ""}), s):
+            return
+        pieces = words(count)
+        for i, word in enumerate(pieces):
+            if i and not await conn.pause(s.token_delay):
+                return
+            if s.error_after == i:
+                error = {"error": {"message": "fake mid-stream failure", "type": "server_error", "code": 502}}
+                self._send(conn, b"data: " + orjson.dumps(error) + b"\n\n", s)
+                return
+            if s.reset_after == i:
+                conn.abort()
+                return
+            if s.malformed_after == i:
+                self._send(conn, b"data: {not json\n\n", s)
+                return
+            if s.hang_after == i:
+                await conn.pause(3600)
+                return
+            delta: dict[str, Any] = {"content": word}
+            if s.tool_call:
+                delta = {"tool_calls": [{"index": 0, "function": {"arguments": word}}]}
+                if i == 0:
+                    delta["tool_calls"][0].update({"id": "call_fake1", "type": "function"})
+                    delta["tool_calls"][0]["function"]["name"] = "get_weather"
+            if not self._send(conn, self._chunk(body, delta), s):
+                return
+            request.tokens_written += 1
+        finish = "tool_calls" if s.tool_call else ("length" if count < s.tokens else "stop")
+        self._send(conn, self._chunk(body, {}, finish), s)
+        if s.report_usage and (body.get("stream_options") or {}).get("include_usage"):
+            usage: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": body.get("model"), "choices": [], "usage": self._usage(count)}  # fmt: skip
+            self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
+        self._send(conn, b"data: [DONE]\n\n", s)
+        conn.end()

@@ -1,0 +1,102 @@
+"""The management commands scripts and operators drive the router with."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from billing.keys import hash_key
+from billing.models import ApiKey
+from routing.models import Deployment, RouterModel, Vendor
+
+
+def manage(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "manage.py", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.django_db
+def test_vendor_model_key_commands(capsys):
+    call_command(
+        "vendor",
+        "add",
+        "acme",
+        "--kind",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:1/v1",
+        "--api-key",
+        "sk-acme-secret",
+    )
+    vendor = Vendor.objects.get(name="acme")
+    assert vendor.credentials() == {"api_key": "sk-acme-secret"}
+    assert "sk-acme-secret" not in vendor.credentials_encrypted
+    call_command(
+        "model", "add", "acme/gpt", "--vendor", "acme", "--upstream-model", "gpt-4o",
+        "--input-price", "2.5", "--output-price", "10", "--context-length", "128000",
+    )  # fmt: skip
+    model = RouterModel.objects.get(name="acme/gpt")
+    assert (model.input_price, model.output_price, model.context_length) == (Decimal("2.5"), Decimal("10"), 128000)
+    assert Deployment.objects.get(model=model).upstream_model == "gpt-4o"
+    call_command("key", "create", "ci", "--limit", "5")
+    plaintext = capsys.readouterr().out.strip().splitlines()[-1]
+    assert plaintext.startswith("sk-siraya-")
+    api_key = ApiKey.objects.get(name="ci")
+    assert api_key.key_hash == hash_key(plaintext) and api_key.credit_limit == Decimal("5")
+    call_command("vendor", "list")
+    call_command("model", "list")
+    call_command("key", "list")
+    out = capsys.readouterr().out
+    assert "acme" in out and "acme/gpt" in out and api_key.prefix in out
+    assert "sk-acme-secret" not in out and plaintext not in out
+    call_command("key", "revoke", api_key.prefix)
+    assert ApiKey.objects.get(name="ci").revoked_at is not None
+    call_command("vendor", "disable", "acme")
+    assert not Vendor.objects.get(name="acme").enabled
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["vendor", "add", "x", "--kind", "martian"],
+        ["vendor", "add", "x", "--kind", "openai"],
+        ["model", "add", "m", "--vendor", "missing"],
+        ["model", "add", "m", "--vendor", "demo", "--input-price", "cheap"],
+        ["key", "create", "k", "--limit", "-3"],
+        ["key", "revoke", "sk-siraya-nothing"],
+        ["vendor"],
+    ],
+)
+def test_bad_arguments_give_one_line_and_non_zero_exit(args):
+    result = manage(*args)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.strip().splitlines() if line]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.django_db
+def test_key_plaintext_is_stored_nowhere(capsys):
+    call_command("key", "create", "secretive")
+    plaintext = capsys.readouterr().out.strip().splitlines()[-1]
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM billing_apikey")
+        rows = cursor.fetchall()
+    assert rows and plaintext not in repr(rows)
+    assert plaintext[len("sk-siraya-") :] not in repr(rows)
+
+
+@pytest.mark.django_db
+def test_demo_setup_is_idempotent(capsys):
+    call_command("demo_setup")
+    first = capsys.readouterr().out.strip().splitlines()[-1]
+    call_command("demo_setup")
+    second = capsys.readouterr().out.strip().splitlines()[-1]
+    assert first == second and first.startswith("sk-siraya-")
+    assert Vendor.objects.filter(kind="demo").count() == 1
+    assert RouterModel.objects.filter(name="demo/echo").count() == 1

@@ -1,0 +1,17 @@
+"""Settings for the test suite: the real settings with a per-run test database."""
+
+import os
+
+from siraya_site.settings import *  # noqa: F403
+from siraya_site.settings import DATABASES
+
+_run = os.environ.setdefault("SIRAYA_TEST_RUN", str(os.getpid()))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory: the live router runs in another process and must see the data.
+    DATABASES["default"]["TEST"] = {"NAME": f"/tmp/siraya-test-{_run}.sqlite3"}
+else:
+    # Several test runs may share one PostgreSQL server; each gets its own database.
+    DATABASES["default"]["TEST"] = {"NAME": f"test_siraya_{_run}"}
+
+SIRAYA_KEY_CACHE_SECONDS = 0.0
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
