@@ -179,7 +179,15 @@ def make_cast(
     return Cast(url, plaintext, api_key, "test/fake")
 
 
+def wait_settled(timeout: float = 10.0) -> None:
+    """Wait until the live server has settled every request (before the test database is flushed)."""
+    deadline = time.monotonic() + timeout
+    while UsageRecord.objects.filter(status=UsageStatus.IN_PROGRESS).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 @pytest.fixture
-def cast(live_router: LiveServer, fake_openai: Any, transactional_db: None) -> Cast:
+def cast(live_router: LiveServer, fake_openai: Any, transactional_db: None) -> Iterator[Cast]:
     """A live router with model ``test/fake`` served by the fake OpenAI vendor, and a key."""
-    return make_cast(live_router.url, fake_openai.url + "/v1")
+    yield make_cast(live_router.url, fake_openai.url + "/v1")
+    wait_settled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -10,12 +11,15 @@ import pytest
 from django.core.management import call_command
 
 from billing.keys import hash_key
+from conftest import database_url
 from billing.models import ApiKey
 from routing.models import Deployment, RouterModel, Vendor
 
 
 def manage(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "manage.py", *args], capture_output=True, text=True, timeout=60)
+    """Run manage.py in a child process against the test database."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "siraya_site.settings", "DATABASE_URL": database_url()}
+    return subprocess.run([sys.executable, "manage.py", *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.mark.django_db
@@ -70,6 +74,7 @@ def test_vendor_model_key_commands(capsys):
         ["vendor"],
     ],
 )
+@pytest.mark.django_db(transaction=True)
 def test_bad_arguments_give_one_line_and_non_zero_exit(args):
     result = manage(*args)
     assert result.returncode != 0
