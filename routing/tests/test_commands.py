@@ -11,8 +11,8 @@ import pytest
 from django.core.management import call_command
 
 from billing.keys import hash_key
-from conftest import database_url
 from billing.models import ApiKey
+from conftest import database_url
 from routing.models import Deployment, RouterModel, Vendor
 
 
