@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -69,6 +70,8 @@ class Admission:
     generation_id: str
     route: ModelRoute
     created: int  # unix seconds, the `created` of every chunk
+    # The requested model first, then the request's fallback models (`models`), in order.
+    routes: tuple[ModelRoute, ...] = ()
 
 
 def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
@@ -86,26 +89,40 @@ def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: 
     )
 
 
-def request_admit(key: KeyInfo, model_name: str, streamed: bool, generation_id: str) -> Admission:
+def _routes(model_name: str, fallback_models: Sequence[str]) -> tuple[ModelRoute, ...]:
+    routes = []
+    for name in dict.fromkeys([model_name, *fallback_models]):
+        route = model_route(name)
+        param = "model" if name == model_name else "models"
+        if route is None:
+            raise RouterError(
+                404, f"The model '{name}' does not exist or is disabled.", code="model_not_found", param=param
+            )
+        if route.targets:
+            routes.append(route)
+    if not routes:
+        raise RouterError(
+            503, f"The model '{model_name}' has no enabled deployment.", code="no_deployment", param="model"
+        )
+    return tuple(routes)
+
+
+def request_admit(
+    key: KeyInfo, model_name: str, streamed: bool, generation_id: str, fallback_models: Sequence[str] = ()
+) -> Admission:
     """Accept a request for ``model_name``: open its usage record (``in_progress``).
 
     A request refused here still leaves one record (status ``error``), so every
-    authenticated request is accounted for.
+    authenticated request is accounted for. The record starts at the first model's prices;
+    settlement re-prices it at the model that answered.
     """
     now = timezone.now()
-    route = model_route(model_name)
     try:
-        if route is None:
-            raise RouterError(
-                404, f"The model '{model_name}' does not exist or is disabled.", code="model_not_found", param="model"
-            )
-        if not route.targets:
-            raise RouterError(
-                503, f"The model '{model_name}' has no enabled deployment.", code="no_deployment", param="model"
-            )
+        routes = _routes(model_name, fallback_models)
     except RouterError as error:
         _record_rejection(key, generation_id, model_name, error, now)
         raise
+    route = routes[0]
     prices = route.prices
     with transaction.atomic():
         record = UsageRecord.objects.create(
@@ -123,7 +140,7 @@ def request_admit(key: KeyInfo, model_name: str, streamed: bool, generation_id: 
             created_at=now,
         )
         ApiKey.objects.filter(pk=key.id).update(last_used_at=now)
-    return Admission(record.pk, generation_id, route, int(now.timestamp()))
+    return Admission(record.pk, generation_id, route, int(now.timestamp()), routes)
 
 
 @dataclass(slots=True)
@@ -152,6 +169,8 @@ class Outcome:
     vendor_name: str = ""
     upstream_model: str = ""
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # The model that answered when it is not the one admitted (request-level fallback).
+    answered_by: ModelRoute | None = None
 
 
 def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
@@ -177,6 +196,19 @@ def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
     return counts, source, delivered
 
 
+def _model_fields(route: ModelRoute) -> dict[str, Any]:
+    prices = route.prices
+    return {
+        "model_id": route.model_id,
+        "model_name": route.name,
+        "input_price": prices.input,
+        "output_price": prices.output,
+        "cached_input_price": prices.cached_input,
+        "reasoning_price": prices.reasoning,
+        "request_price": prices.request,
+    }
+
+
 def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
     """Settle an in-progress record: bill it and close it. Settling twice changes nothing."""
     now = timezone.now()
@@ -192,6 +224,10 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
             record.reasoning_price,
             record.request_price,
         )
+        repriced: dict[str, Any] = {}
+        if outcome.answered_by is not None and outcome.answered_by.model_id != record.model_id:
+            prices = outcome.answered_by.prices
+            repriced = _model_fields(outcome.answered_by)
         cost = cost_compute(prices, counts, failed=outcome.status == UsageStatus.ERROR)
         UsageRecord.objects.filter(pk=record_id, status=UsageStatus.IN_PROGRESS).update(
             status=outcome.status,
@@ -217,5 +253,6 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
             vendor_name=outcome.vendor_name[:64],
             upstream_model=outcome.upstream_model[:200],
             attempts=outcome.attempts,
+            **repriced,
         )
     return cost

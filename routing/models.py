@@ -95,6 +95,10 @@ class Deployment(models.Model):
     priority = models.PositiveIntegerField(default=0)
     weight = models.PositiveIntegerField(default=1)
     enabled = models.BooleanField(default=True)
+    # Seconds; null means the vendor's value.
+    connect_timeout = models.FloatField(null=True, blank=True)
+    first_byte_timeout = models.FloatField(null=True, blank=True)
+    idle_timeout = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["priority", "id"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from django.conf import settings
@@ -47,6 +47,17 @@ def vendor_config(vendor: Vendor) -> VendorConfig:
     )
 
 
+def deployment_vendor_config(deployment: Deployment) -> VendorConfig:
+    """The deployment's vendor, with the deployment's own timeouts where it sets them."""
+    config = vendor_config(deployment.vendor)
+    overrides = {
+        name: getattr(deployment, name)
+        for name in ("connect_timeout", "first_byte_timeout", "idle_timeout")
+        if getattr(deployment, name)
+    }
+    return replace(config, **overrides) if overrides else config
+
+
 def model_prices(model: RouterModel) -> Prices:
     return Prices(
         input=model.input_price,
@@ -67,7 +78,9 @@ def model_route(name: str) -> ModelRoute | None:
         .select_related("vendor")
         .order_by("priority", "id")
     )
-    targets = tuple(Target(d.pk, d.upstream_model, d.priority, d.weight, vendor_config(d.vendor)) for d in deployments)
+    targets = tuple(
+        Target(d.pk, d.upstream_model, d.priority, d.weight, deployment_vendor_config(d)) for d in deployments
+    )
     encoding = tokens.encoding_for(model.name, model.encoding, settings.SIRAYA_DEFAULT_ENCODING)
     return ModelRoute(
         model.pk, model.name, encoding, model.max_output_tokens, model.context_length, model_prices(model), targets

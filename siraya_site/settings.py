@@ -118,6 +118,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 LOGIN_URL = "admin:login"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Prefix of every Redis key the router writes (several deployments may share one Redis).
+SIRAYA_REDIS_PREFIX = env.str("SIRAYA_REDIS_PREFIX", default="siraya:")
 
 # The router's own knobs.
 SIRAYA_KEEPALIVE_SECONDS = env.float("SIRAYA_KEEPALIVE_SECONDS", default=10.0)
@@ -125,6 +127,10 @@ SIRAYA_MAX_BODY_BYTES = env.int("SIRAYA_MAX_BODY_BYTES", default=4 * 1024 * 1024
 SIRAYA_CONNECT_TIMEOUT = env.float("SIRAYA_CONNECT_TIMEOUT", default=10.0)
 SIRAYA_FIRST_BYTE_TIMEOUT = env.float("SIRAYA_FIRST_BYTE_TIMEOUT", default=120.0)
 SIRAYA_IDLE_TIMEOUT = env.float("SIRAYA_IDLE_TIMEOUT", default=120.0)
+# A deployment failing this many times within the window is skipped for the cooldown (seconds).
+SIRAYA_COOLDOWN_FAILURES = env.int("SIRAYA_COOLDOWN_FAILURES", default=3)
+SIRAYA_COOLDOWN_WINDOW_SECONDS = env.float("SIRAYA_COOLDOWN_WINDOW_SECONDS", default=60.0)
+SIRAYA_COOLDOWN_SECONDS = env.float("SIRAYA_COOLDOWN_SECONDS", default=30.0)
 # Seconds a verified API key stays in the in-process cache (revocation takes effect within it).
 SIRAYA_KEY_CACHE_SECONDS = env.float("SIRAYA_KEY_CACHE_SECONDS", default=5.0)
 # Encoding used to count tokens when a model has none configured.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,9 +28,11 @@ from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_lo
 from billing.services import Admission, Outcome, generation_id_new, request_admit, usage_record_finalize
 from lib import tokens
 from routing.errors import RouterError, UpstreamError
+from routing.health import cooldowns
 from routing.relay import wire
 from routing.schema import ChatRequest, parse_chat_request, too_large
-from routing.selectors import Target
+from routing.selection import attempt_plan, fallback_allowed
+from routing.selectors import ModelRoute, Target
 from routing.vendors import adapter_for
 from routing.vendors.base import ChunkEvent, UpstreamCall, Usage
 
@@ -42,6 +45,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _admit = database_sync_to_async(request_admit)
 _finalize = database_sync_to_async(usage_record_finalize)
 _load_key = database_sync_to_async(api_key_load)
+
+
+_rng = random.Random()
 
 
 class ClientGone(Exception):
@@ -65,6 +71,9 @@ class Relay:
         self.delivered: list[str] = []
         self.usage = Usage()
         self.finish_reason = ""
+        self.answer_started = False  # a byte of the answer reached the client: no more fallbacks
+        self.current: tuple[ModelRoute, Target] | None = None
+        self.attempts: list[dict[str, Any]] = []
 
     # -- the request, start to end --------------------------------------------------------
 
@@ -74,7 +83,7 @@ class Relay:
             key = await self.authenticate()
             request = parse_chat_request(body)
             self.generation_id = generation_id_new()
-            admission = await _admit(key, request.model, request.stream, self.generation_id)
+            admission = await _admit(key, request.model, request.stream, self.generation_id, request.models[1:])
         except ClientGone:
             return
         except RouterError as error:
@@ -118,14 +127,9 @@ class Relay:
         task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.create_task(self.watch_disconnect(task))
-        target = admission.route.targets[0]
         outcome = Outcome(status=UsageStatus.COMPLETED, messages=request.messages, tools=request.params.get("tools"))
-        outcome.encoding = admission.route.encoding
         try:
-            if request.stream:
-                await self.stream(request, admission, target)
-            else:
-                await self.complete(request, admission, target)
+            await self.relay(request, admission)
             outcome.http_status = 200
         except asyncio.CancelledError:
             outcome.status = UsageStatus.CANCELLED
@@ -146,19 +150,24 @@ class Relay:
             await self.fail(failure, admission)
         finally:
             watcher.cancel()
-            self.fill_outcome(outcome, target)
+            self.fill_outcome(outcome, admission)
             await asyncio.shield(_finalize(admission.record_id, outcome))
 
-    def fill_outcome(self, outcome: Outcome, target: Target) -> None:
+    def fill_outcome(self, outcome: Outcome, admission: Admission) -> None:
+        route, target = self.current or (admission.route, None)
+        outcome.encoding = route.encoding
+        outcome.answered_by = route if route is not admission.route else None
         outcome.vendor_prompt_tokens = self.usage.prompt_tokens
         outcome.vendor_completion_tokens = self.usage.completion_tokens
         outcome.cached_tokens = self.usage.cached_tokens
         outcome.reasoning_tokens = self.usage.reasoning_tokens
         outcome.delivered_text = "".join(self.delivered)
         outcome.finish_reason = self.finish_reason
-        outcome.deployment_id = target.deployment_id
-        outcome.vendor_id, outcome.vendor_name = target.vendor.id, target.vendor.name
-        outcome.upstream_model = target.upstream_model
+        outcome.attempts = self.attempts
+        if target is not None:
+            outcome.deployment_id = target.deployment_id
+            outcome.vendor_id, outcome.vendor_name = target.vendor.id, target.vendor.name
+            outcome.upstream_model = target.upstream_model
         outcome.duration_ms = int((self.loop.time() - self.t0) * 1000)
         if self.first_token_at is not None:
             outcome.first_token_ms = int((self.first_token_at - self.t0) * 1000)
@@ -171,34 +180,103 @@ class Relay:
                 task.cancel("client disconnected")
                 return
 
+    # -- deployments and fallbacks ----------------------------------------------------------
+
+    async def relay(self, request: ChatRequest, admission: Admission) -> None:
+        """Try the planned deployments in turn until one answers.
+
+        Another deployment is tried only while nothing of the answer has reached the client:
+        the client never gets two vendors' text spliced together.
+        """
+        store = cooldowns()
+        cooling = await store.cooling(
+            t.deployment_id for r in admission.routes or (admission.route,) for t in r.targets
+        )
+        plan = attempt_plan(admission.routes or (admission.route,), request.provider, cooling, _rng)
+        keepalive = asyncio.create_task(self.keep_alive()) if request.stream else None
+        try:
+            for number, (route, target) in enumerate(plan, 1):
+                self.current = (route, target)
+                began = self.loop.time()
+                try:
+                    if request.stream:
+                        await self.stream(request, admission, route, target)
+                    else:
+                        await self.complete(request, admission, route, target)
+                except UpstreamError as error:
+                    self.attempts.append(self.attempt_record(target, began, error))
+                    if not fallback_allowed(error):
+                        raise  # the request itself is at fault, not the deployment
+                    retry_after = error.retry_after if error.vendor_status == 429 else None
+                    await store.record_failure(target.deployment_id, retry_after)
+                    if self.answer_started or number == len(plan):
+                        raise
+                    self.usage, self.finish_reason = Usage(), ""
+                    continue
+                except asyncio.CancelledError:
+                    self.attempts.append(self.attempt_record(target, began, None, "cancelled"))
+                    raise
+                self.attempts.append(self.attempt_record(target, began, None, "ok"))
+                return
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+
+    def attempt_record(
+        self, target: Target, began: float, error: UpstreamError | None, outcome: str = "error"
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "deployment": target.deployment_id,
+            "vendor": target.vendor.name,
+            "upstream_model": target.upstream_model,
+            "outcome": outcome,
+            "latency_ms": int((self.loop.time() - began) * 1000),
+        }
+        if error is not None:
+            record.update(
+                status=error.status, vendor_status=error.vendor_status, code=error.code, message=error.message
+            )
+        return record
+
     # -- streaming ------------------------------------------------------------------------
 
-    async def stream(self, request: ChatRequest, admission: Admission, target: Target) -> None:
+    async def stream(self, request: ChatRequest, admission: Admission, route: ModelRoute, target: Target) -> None:
         vendor = target.vendor
         call = UpstreamCall(request, target.upstream_model, admission.generation_id)
         events = adapter_for(vendor).stream(call)
-        keepalive = asyncio.create_task(self.keep_alive())
-        gid, created, name = admission.generation_id, admission.created, admission.route.name
+        gid, created, name = admission.generation_id, admission.created, route.name
+        # Chunks that carry nothing of the answer yet (the role chunk) wait here, so that a
+        # failure before the first real token can still fall back to another deployment.
+        held: list[bytes] = []
         try:
             async with asyncio.timeout(vendor.first_byte_timeout) as deadline:
                 async for event in events:
-                    deadline.reschedule(self.loop.time() + vendor.idle_timeout)
                     if type(event) is ChunkEvent:
-                        await self.send_chunk(wire.sse(wire.chunk(gid, created, name, event.choices, event.extra)))
+                        data = wire.sse(wire.chunk(gid, created, name, event.choices, event.extra))
+                        if not self.answer_started:
+                            if not wire.carries_answer(event.choices):
+                                held.append(data)
+                                continue
+                            self.answer_started = True
+                            if held:
+                                data, held = b"".join(held) + data, []
+                        await self.send_chunk(data)
                         self.note_delivered(event.choices)
                     else:
                         self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
+                    if self.answer_started:
+                        deadline.reschedule(self.loop.time() + vendor.idle_timeout)
         except TimeoutError:
             phase = "the first token" if self.first_token_at is None else "the next token"
             raise UpstreamError(
-                504, f"Vendor '{vendor.name}' timed out waiting for {phase}.", code="upstream_timeout"
+                504, f"Vendor '{vendor.name}' timed out waiting for {phase}.", code="upstream_timeout", retryable=True
             ) from None
         finally:
-            keepalive.cancel()
             await events.aclose()  # type: ignore[attr-defined]
-        tail = b""
+        tail = b"".join(held)
         if request.include_usage:
-            tail = wire.sse(wire.chunk(gid, created, name, [], {"usage": self.usage_for_client(request, admission)}))
+            usage = self.usage_for_client(request, route)
+            tail += wire.sse(wire.chunk(gid, created, name, [], {"usage": usage}))
         await self.send_chunk(tail + wire.DONE, more=False)
 
     async def send_chunk(self, data: bytes, more: bool = True) -> None:
@@ -234,8 +312,8 @@ class Relay:
                 continue
             await self.send_chunk(wire.KEEPALIVE)
 
-    def usage_for_client(self, request: ChatRequest, admission: Admission) -> dict[str, Any]:
-        encoding = admission.route.encoding
+    def usage_for_client(self, request: ChatRequest, route: ModelRoute) -> dict[str, Any]:
+        encoding = route.encoding
         prompt = self.usage.prompt_tokens
         if prompt is None:
             prompt = tokens.count_messages(request.messages, encoding, request.params.get("tools"))
@@ -246,31 +324,33 @@ class Relay:
 
     # -- one JSON body ----------------------------------------------------------------------
 
-    async def complete(self, request: ChatRequest, admission: Admission, target: Target) -> None:
+    async def complete(self, request: ChatRequest, admission: Admission, route: ModelRoute, target: Target) -> None:
         vendor = target.vendor
         call = UpstreamCall(request, target.upstream_model, admission.generation_id)
         try:
             async with asyncio.timeout(vendor.first_byte_timeout):
                 completion = await adapter_for(vendor).complete(call)
         except TimeoutError:
-            raise UpstreamError(504, f"Vendor '{vendor.name}' timed out.", code="upstream_timeout") from None
+            raise UpstreamError(
+                504, f"Vendor '{vendor.name}' timed out.", code="upstream_timeout", retryable=True
+            ) from None
         if completion.usage is not None:
             self.usage = completion.usage
         payload: dict[str, Any] = {
             "id": admission.generation_id,
             "object": "chat.completion",
             "created": admission.created,
-            "model": admission.route.name,
+            "model": route.name,
             "choices": completion.choices,
         }
         if completion.extra:
             payload.update(completion.extra)
         text = wire.delivered_text(completion.choices)
         self.delivered.append(text)
-        payload["usage"] = self.usage_for_client(request, admission)
+        payload["usage"] = self.usage_for_client(request, route)
         self.delivered.clear()  # nothing is delivered until the body is sent
         headers = [*wire.JSON_HEADERS, (b"x-generation-id", admission.generation_id.encode())]
-        self.started = True
+        self.started = self.answer_started = True
         await self._send(wire.start(200, headers))
         await self._send(wire.body(orjson.dumps(payload)))
         if not self.disconnected:
@@ -286,9 +366,8 @@ class Relay:
         if self.disconnected:
             return
         if self.started:
-            await self._send(
-                wire.body(wire.error_chunk(admission.generation_id, admission.created, admission.route.name, error))
-            )
+            name = (self.current or (admission.route,))[0].name
+            await self._send(wire.body(wire.error_chunk(admission.generation_id, admission.created, name, error)))
         else:
             await self.send_error(error)
 

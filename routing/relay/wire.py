@@ -91,3 +91,14 @@ def delivered_text(choices: list[dict[str, Any]]) -> str:
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 parts.append(function["arguments"])
     return "".join(parts)
+
+
+def carries_answer(choices: list[dict[str, Any]]) -> bool:
+    """Whether a chunk holds any of the answer (text, a tool call, or the end of it)."""
+    for choice in choices:
+        if choice.get("finish_reason"):
+            return True
+        delta = choice.get("delta") or {}
+        if delta.get("tool_calls") or delta.get("function_call"):
+            return True
+    return bool(delivered_text(choices))

@@ -23,7 +23,8 @@ def adapter_class(kind: str) -> type[VendorAdapter]:
 
 def adapter_for(vendor: VendorConfig) -> VendorAdapter:
     """Return the adapter for ``vendor``, reused while its configuration is unchanged."""
-    key = (vendor.id, repr((vendor.base_url, sorted(vendor.options.items()), vendor.credentials)))
+    # repr() of the config leaves credentials out; they are part of the key all the same.
+    key = (vendor.id, repr(vendor) + repr(vendor.credentials))
     adapter = _instances.get(key)
     if adapter is None:
         adapter = adapter_class(vendor.kind)(vendor)
