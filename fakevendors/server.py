@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -211,7 +211,7 @@ class FakeServer:
     async def respond(self, request: RecordedRequest, conn: Connection) -> None:
         raise NotImplementedError
 
-    def start(self) -> FakeServer:
+    def start(self) -> Self:
         ready = threading.Event()
 
         def run() -> None:
@@ -258,7 +258,7 @@ class FakeServer:
             time.sleep(0.001)
         return self.requests[-1]
 
-    def __enter__(self) -> FakeServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
