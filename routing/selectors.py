@@ -81,7 +81,11 @@ def model_route(name: str) -> ModelRoute | None:
     targets = tuple(
         Target(d.pk, d.upstream_model, d.priority, d.weight, deployment_vendor_config(d)) for d in deployments
     )
-    encoding = tokens.encoding_for(model.name, model.encoding, settings.SIRAYA_DEFAULT_ENCODING)
+    encoding = model.encoding or tokens.encoding_for(model.name, default="")
+    if not encoding:
+        # Count with the upstream model's family when the router name does not say.
+        upstream = targets[0].upstream_model if targets else ""
+        encoding = tokens.encoding_for(upstream, default=settings.SIRAYA_DEFAULT_ENCODING)
     return ModelRoute(
         model.pk, model.name, encoding, model.max_output_tokens, model.context_length, model_prices(model), targets
     )

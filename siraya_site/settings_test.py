@@ -2,10 +2,14 @@
 
 import os
 
-from siraya_site.settings import *  # noqa: F403
-from siraya_site.settings import DATABASES
-
 _run = os.environ.setdefault("SIRAYA_TEST_RUN", str(os.getpid()))
+# Tests keep their generated secrets (and the demo key file) out of the developer's var/;
+# child processes (live routers, manage.py) inherit the same folder, hence the same keys.
+os.environ.setdefault("SIRAYA_VAR_DIR", f"/tmp/siraya-test-var-{_run}")
+
+from siraya_site.settings import *  # noqa: E402, F403
+from siraya_site.settings import DATABASES  # noqa: E402
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the live router runs in another process and must see the data.
     DATABASES["default"]["TEST"] = {"NAME": f"/tmp/siraya-test-{_run}.sqlite3"}

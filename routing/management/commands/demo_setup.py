@@ -32,5 +32,8 @@ class Command(BaseCommand):
         ):
             _, plaintext = api_key_create("demo")
             devsecrets.write(settings.VAR_DIR, "SIRAYA_DEMO_KEY", plaintext)
-        self.stdout.write("Demo vendor 'demo', model 'demo/echo'. Demo API key:")
+        key_file = settings.VAR_DIR / "demo-api-key"
+        key_file.touch(mode=0o600, exist_ok=True)
+        key_file.write_text(plaintext + "\n")
+        self.stdout.write(f"Demo vendor 'demo', model 'demo/echo'. Demo API key (also in {key_file}):")
         self.stdout.write(plaintext)
