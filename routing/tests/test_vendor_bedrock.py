@@ -108,7 +108,7 @@ def test_stream_relays_converse_stream_as_openai_chunks(bedrock):
 
 
 def test_frames_split_at_any_byte_are_reassembled(bedrock):
-    cast, fake = bedrock(tokens=9, split_bytes=7)
+    cast, _ = bedrock(tokens=9, split_bytes=7)
     response = cast.chat(stream=True)
     assert "".join(content_of(c) for c in sse_chunks(response)) == "".join(words(9))
 
@@ -136,7 +136,7 @@ def test_non_streaming_answer_uses_converse(bedrock):
 
 
 def test_max_tokens_stop_reason_becomes_length(bedrock):
-    cast, fake = bedrock(tokens=10)
+    cast, _ = bedrock(tokens=10)
     response = cast.chat(stream=True, max_tokens=3)
     chunks = sse_chunks(response)
     assert "".join(content_of(c) for c in chunks) == "".join(words(3))
@@ -223,7 +223,7 @@ def test_non_streamed_tool_call_has_json_arguments(bedrock):
 
 
 def test_reasoning_is_relayed_as_reasoning_content(bedrock):
-    cast, fake = bedrock(tokens=2, reasoning_tokens=3)
+    cast, _ = bedrock(tokens=2, reasoning_tokens=3)
     chunks = sse_chunks(cast.chat(stream=True))
     reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks if c["choices"])
     assert reasoning == "".join(words(3))
@@ -231,7 +231,7 @@ def test_reasoning_is_relayed_as_reasoning_content(bedrock):
 
 
 def test_throttling_before_the_stream_is_429_with_retry_after(bedrock):
-    cast, fake = bedrock(status=429, error_type="ThrottlingException", retry_after="3")
+    cast, _ = bedrock(status=429, error_type="ThrottlingException", retry_after="3")
     response = cast.chat(stream=True)
     assert response.status_code == 429
     assert response.headers["retry-after"] == "3"
@@ -243,7 +243,7 @@ def test_throttling_before_the_stream_is_429_with_retry_after(bedrock):
 
 
 def test_validation_error_before_the_stream_is_400(bedrock):
-    cast, fake = bedrock(status=400, error_type="ValidationException", error_message="temperature: bad value")
+    cast, _ = bedrock(status=400, error_type="ValidationException", error_message="temperature: bad value")
     response = cast.chat(stream=True)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "validationException"
@@ -255,7 +255,7 @@ def test_validation_error_before_the_stream_is_400(bedrock):
     [("throttlingException", 429), ("validationException", 400), ("serviceUnavailableException", 502)],
 )
 def test_exception_event_before_the_first_token_sets_the_status(bedrock, exception_type, status):
-    cast, fake = bedrock(exception_after=0, exception_type=exception_type, exception_message="no luck")
+    cast, _ = bedrock(exception_after=0, exception_type=exception_type, exception_message="no luck")
     response = cast.chat(stream=True)
     assert response.status_code == status
     assert response.json()["error"]["code"] == exception_type
@@ -263,7 +263,7 @@ def test_exception_event_before_the_first_token_sets_the_status(bedrock, excepti
 
 
 def test_mid_stream_exception_event_becomes_the_error_chunk(bedrock):
-    cast, fake = bedrock(tokens=8, exception_after=3)
+    cast, _ = bedrock(tokens=8, exception_after=3)
     response = cast.chat(stream=True)
     assert response.status_code == 200
     chunks = sse_chunks(response)
@@ -289,7 +289,7 @@ def test_frame_with_a_bad_crc_is_an_upstream_error(bedrock):
 
 
 def test_stream_cut_before_message_stop_is_an_error(bedrock):
-    cast, fake = bedrock(tokens=8, truncate_after=4)
+    cast, _ = bedrock(tokens=8, truncate_after=4)
     chunks = sse_chunks(cast.chat(stream=True))
     assert chunks[-1]["error"]["code"] == "upstream_malformed"
     assert "ended before messageStop" in chunks[-1]["error"]["message"]
