@@ -46,7 +46,8 @@ def bedrock(live_router, transactional_db) -> Iterator[Any]:
     fakes: list[FakeBedrock] = []
 
     def make(credentials: dict[str, str] | None = None, upstream: str = MODEL_ID, **fake_options: Any):
-        fake = FakeBedrock(**fake_options).start()
+        fake = FakeBedrock(**fake_options)
+        fake.start()
         fakes.append(fake)
         vendor = vendor_create("aws", "bedrock", fake.url, {"region": REGION}, credentials or SIGV4)
         model_create(
