@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from billing.models import UsageRecord
 from billing.services import api_key_create
 from conftest import Cast, wait_settled
 from fakevendors.bedrock import ACCESS_KEY_ID, API_KEY, PROMPT_TOKENS, REGION, SECRET_ACCESS_KEY, FakeBedrock
@@ -377,7 +378,7 @@ def test_unsupported_image_url_is_a_clear_400(bedrock):
 
 
 def test_cancel_mid_stream_closes_vendor_and_bills_delivered_tokens(bedrock):
-    cast, fake = bedrock(tokens=50, token_delay=0.1)
+    cast, fake = bedrock(tokens=50, token_delay=0.25)
     stream = RawStream(cast.url, cast.key, {"model": cast.model, "messages": MESSAGES, "stream": True})
     received = ""
     while received.count(" ") < 7:
@@ -407,3 +408,20 @@ def test_cancel_before_first_token_closes_vendor(bedrock):
     seen = fake.wait_closed(request)
     assert seen is not None and seen - closed < CLOSE_BOUND
     assert request.tokens_written == 0
+    record = cast.record(generation_of(cast))
+    assert (record.status, record.completion_tokens, record.cost) == (
+        "cancelled",
+        0,
+        Decimal(record.prompt_tokens) / 1_000_000,
+    )
+    assert record.prompt_tokens == tokens.count_messages(MESSAGES, "cl100k_base")
+
+
+def generation_of(cast: Cast) -> str:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        record = UsageRecord.objects.filter(api_key=cast.api_key).order_by("-id").first()
+        if record is not None:
+            return record.generation_id
+        time.sleep(0.01)
+    raise AssertionError("no usage record")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from botocore.credentials import Credentials
@@ -358,6 +359,26 @@ def test_signed_request_verifies_and_any_change_breaks_it():
     assert sigv4_problem(received, credentials, REGION, now) == "signature mismatch"
     received.raw_target = request.url.raw_path.decode()
     assert sigv4_problem(received, Credentials(ACCESS_KEY_ID, "other"), REGION, now) == "signature mismatch"
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "body", "client_status", "code", "text"),
+    [
+        (424, "ModelErrorException", {"message": "model broke"}, 502, "modelErrorException", "model broke"),
+        (408, "ModelTimeoutException", {"message": "slow"}, 504, "modelTimeoutException", "slow"),
+        (503, "ServiceUnavailableException", {"Message": "busy"}, 502, "serviceUnavailableException", "busy"),
+        (500, "", {}, 502, "upstream_500", "returned HTTP 500"),
+        (403, "UnrecognizedClientException", {"Message": "The security token is invalid."}, 502,
+         "vendor_auth_failed", "rejected the router's credentials (HTTP 403 UnrecognizedClientException)"),
+    ],
+)  # fmt: skip
+def test_http_errors_map_by_status_and_error_type(status, error_type, body, client_status, code, text):
+    headers = httpx.Headers(
+        {"x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/coral/"} if error_type else {}
+    )
+    error = BedrockAdapter(config()).on_error(status, orjson.dumps(body), headers)
+    assert (error.status, error.code, error.vendor_status) == (client_status, code, status)
+    assert text in error.message
 
 
 def test_default_base_url_is_the_regional_runtime_endpoint():

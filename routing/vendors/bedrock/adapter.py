@@ -109,6 +109,8 @@ class BedrockAdapter(VendorAdapter):
         except orjson.JSONDecodeError:
             payload = None
         message, _ = http.error_message(payload)
+        if not message and isinstance(payload, dict) and payload.get("Message"):
+            message = str(payload["Message"])[:300]  # some AWS front ends capitalise it
         error = exception_error(self.vendor.name, error_type, message) if error_type else None
         client_status = http.vendor_status_to_client(status)
         retry_after = http.retry_after_seconds(headers)
