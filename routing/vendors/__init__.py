@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from routing.vendors.base import VendorAdapter, VendorConfig
+from routing.vendors.bedrock import BedrockAdapter
 from routing.vendors.demo import DemoAdapter
 from routing.vendors.openai import OpenAIAdapter
 
 ADAPTERS: dict[str, type[VendorAdapter]] = {
+    BedrockAdapter.kind: BedrockAdapter,
     DemoAdapter.kind: DemoAdapter,
     OpenAIAdapter.kind: OpenAIAdapter,
 }

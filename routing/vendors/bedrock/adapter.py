@@ -1,0 +1,149 @@
+"""AWS Bedrock Runtime: ``ConverseStream`` and ``Converse``, signed with SigV4 or a Bedrock API key."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from routing.errors import UpstreamError
+from routing.vendors import http
+from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorAdapter, VendorConfig
+from routing.vendors.bedrock.converse import converse_choices, converse_request, usage_from_converse
+from routing.vendors.bedrock.events import ConverseStreamDecoder, exception_error, malformed
+
+# botocore logs each canonical request at DEBUG, session token included: keep that out of any log.
+logging.getLogger("botocore.auth").setLevel(logging.INFO)
+
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
+KEY_PAIR = ("aws_access_key_id", "aws_secret_access_key")
+
+
+class BedrockAdapter(VendorAdapter):
+    kind = "bedrock"
+    option_names = ("region",)
+    secret_names: ClassVar[tuple[str, ...]] = ("api_key", *KEY_PAIR, "aws_session_token")
+
+    @classmethod
+    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+        region = options.get("region")
+        if not region:
+            raise ValueError("--region is required for a Bedrock vendor (for example us-east-1)")
+        if not isinstance(region, str) or not REGION.fullmatch(region):
+            raise ValueError(f"--region {region!r} is not an AWS region name (for example us-east-1)")
+        if base_url and not base_url.startswith(("https://", "http://")):
+            raise ValueError("--base-url must start with https://")
+        signing = [name for name in (*KEY_PAIR, "aws_session_token") if credentials.get(name)]
+        if credentials.get("api_key"):
+            if signing:
+                raise ValueError("give a Bedrock vendor either --api-key or AWS keys, not both")
+            return
+        if not all(credentials.get(name) for name in KEY_PAIR):
+            raise ValueError(
+                "a Bedrock vendor needs --aws-access-key-id and --aws-secret-access-key "
+                "(and --aws-session-token for temporary keys), or a Bedrock --api-key"
+            )
+
+    def __init__(self, vendor: VendorConfig) -> None:
+        super().__init__(vendor)
+        region = str(vendor.options.get("region", ""))
+        self.base_url = (vendor.base_url or f"https://bedrock-runtime.{region}.amazonaws.com").rstrip("/")
+        secrets = vendor.credentials
+        self.api_key: str | None = secrets.get("api_key") or None
+        # Built once per vendor configuration; signing a request is then a few HMACs and one SHA-256.
+        self.signer: SigV4Auth | None = None
+        if self.api_key is None:
+            credentials = Credentials(
+                secrets.get("aws_access_key_id", ""),
+                secrets.get("aws_secret_access_key", ""),
+                secrets.get("aws_session_token") or None,
+            )
+            self.signer = SigV4Auth(credentials, SERVICE, region)
+
+    def url(self, model_id: str, stream: bool) -> str:
+        # One path segment, whatever the id holds: ARNs carry ':' and '/'.
+        operation = "converse-stream" if stream else "converse"
+        return f"{self.base_url}/model/{quote(model_id, safe='')}/{operation}"
+
+    def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
+        url = self.url(call.upstream_model, stream)
+        body = orjson.dumps(converse_request(call.request))
+        accept = "application/vnd.amazon.eventstream" if stream else "application/json"
+        headers = {"content-type": "application/json", "accept": accept}
+        if self.signer is None:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        else:
+            headers = self.sign(url, body, headers)
+        return httpx.Request("POST", url, content=body, headers=headers)
+
+    def sign(self, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+        """Return ``headers`` plus the SigV4 ones for exactly this URL and body."""
+        signed = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        assert self.signer is not None
+        self.signer.add_auth(signed)
+        return dict(signed.headers.items())
+
+    def on_error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+        """Bedrock errors: ``{"message": ...}`` and the exception name in ``x-amzn-ErrorType``."""
+        error_type = headers.get("x-amzn-errortype", "").split(":", 1)[0].strip()
+        if status in (401, 403):
+            kind = f" {error_type}" if error_type else ""
+            return UpstreamError(
+                502,
+                f"Vendor '{self.vendor.name}' rejected the router's credentials (HTTP {status}{kind}).",
+                code="vendor_auth_failed",
+                vendor_status=status,
+            )
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = None
+        message, _ = http.error_message(payload)
+        if not message and isinstance(payload, dict) and payload.get("Message"):
+            message = str(payload["Message"])[:300]  # some AWS front ends capitalise it
+        error = exception_error(self.vendor.name, error_type, message) if error_type else None
+        client_status = http.vendor_status_to_client(status)
+        retry_after = http.retry_after_seconds(headers)
+        text = (
+            error.message
+            if error
+            else f"Vendor '{self.vendor.name}' returned HTTP {status}" + (f": {message}" if message else ".")
+        )
+        result = UpstreamError(
+            client_status,
+            text,
+            code=(error.code if error else None) or f"upstream_{status}",
+            retryable=status in http.RETRYABLE_STATUSES,
+            retry_after=retry_after,
+            vendor_status=status,
+        )
+        if retry_after is not None and client_status == 429:
+            result.headers["Retry-After"] = str(math.ceil(retry_after))
+        return result
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+        request = self.request(call, stream=True)
+        decoder = ConverseStreamDecoder(self.vendor.name)
+        async with http.open_response(self.vendor, request, self.on_error) as response:
+            async for data in response.aiter_raw():
+                for event in decoder.feed(data):
+                    yield event
+            decoder.finish()
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        request = self.request(call, stream=False)
+        async with http.open_response(self.vendor, request, self.on_error) as response:
+            payload = await http.read_json(self.vendor, response)
+        if not isinstance(payload, dict) or not isinstance(payload.get("output"), dict):
+            raise malformed(self.vendor.name, "an answer without output")
+        return Completion(converse_choices(payload), usage_from_converse(payload.get("usage")))
