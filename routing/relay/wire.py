@@ -72,6 +72,9 @@ def error_response_headers(error: RouterError, generation_id: str | None) -> lis
     if generation_id:
         headers.append((b"x-generation-id", generation_id.encode()))
     headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None and "retry-after" not in {k.lower() for k in error.headers}:
+        headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
     return headers
 
 
