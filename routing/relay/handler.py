@@ -175,7 +175,7 @@ class Relay:
 
     async def stream(self, request: ChatRequest, admission: Admission, target: Target) -> None:
         vendor = target.vendor
-        call = UpstreamCall(request, target.upstream_model, admission.generation_id)
+        call = UpstreamCall(request, target.upstream_model, admission.generation_id, admission.route.max_output_tokens)
         events = adapter_for(vendor).stream(call)
         keepalive = asyncio.create_task(self.keep_alive())
         gid, created, name = admission.generation_id, admission.created, admission.route.name
@@ -248,7 +248,7 @@ class Relay:
 
     async def complete(self, request: ChatRequest, admission: Admission, target: Target) -> None:
         vendor = target.vendor
-        call = UpstreamCall(request, target.upstream_model, admission.generation_id)
+        call = UpstreamCall(request, target.upstream_model, admission.generation_id, admission.route.max_output_tokens)
         try:
             async with asyncio.timeout(vendor.first_byte_timeout):
                 completion = await adapter_for(vendor).complete(call)

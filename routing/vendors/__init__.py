@@ -5,10 +5,12 @@ from __future__ import annotations
 from routing.vendors.base import VendorAdapter, VendorConfig
 from routing.vendors.demo import DemoAdapter
 from routing.vendors.openai import OpenAIAdapter
+from routing.vendors.vertex import VertexAdapter
 
 ADAPTERS: dict[str, type[VendorAdapter]] = {
     DemoAdapter.kind: DemoAdapter,
     OpenAIAdapter.kind: OpenAIAdapter,
+    VertexAdapter.kind: VertexAdapter,
 }
 
 _instances: dict[tuple[int, str], VendorAdapter] = {}
