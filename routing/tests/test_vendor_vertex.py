@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from django.core.management import CommandError, call_command
 from openai import OpenAI
 
 from billing.services import api_key_create
@@ -75,6 +76,11 @@ def sse_chunks(text: str) -> list[dict]:
     payloads = [line[6:] for line in text.split("\n") if line.startswith("data: ")]
     assert payloads[-1] == "[DONE]"
     return [orjson.loads(p) for p in payloads[:-1]]
+
+
+def warm_up(cast: Cast) -> None:
+    """Fetch the vendor's access token now, so that a later failure comes before any keepalive."""
+    assert cast.chat(max_tokens=1).status_code == 200
 
 
 def tool_calls_of(chunks: list[dict]) -> list[dict]:
@@ -183,6 +189,7 @@ def test_tool_call_round_trip(cast, dialect, fake_vertex):
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_vendor_error_before_first_token_keeps_status_and_code(cast, dialect, fake_vertex, stream):
+    warm_up(cast)
     fake_vertex.scenario.status = 429 if dialect == "gemini" else 529
     response = cast.chat(stream=stream)
     expected_status, expected_code = (429, "RESOURCE_EXHAUSTED") if dialect == "gemini" else (502, "overloaded_error")
@@ -253,7 +260,7 @@ def test_access_token_is_refreshed_before_it_expires(casts, fake_vertex):
 
 def test_token_endpoint_refusing_the_key_is_a_clear_502(casts, fake_vertex):
     fake_vertex.trust(service_account_key(fake_vertex.url + "/token"))  # a different key than the vendor's
-    response = casts["gemini"].chat(stream=True)
+    response = casts["gemini"].chat()  # not streamed: a keepalive could come before the refusal
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["code"] == "vendor_auth_failed"
@@ -264,6 +271,7 @@ def test_token_endpoint_refusing_the_key_is_a_clear_502(casts, fake_vertex):
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_blocked_gemini_prompt_is_a_400_content_filter(casts, fake_vertex, stream):
+    warm_up(casts["gemini"])
     fake_vertex.scenario.block_prompt = "PROHIBITED_CONTENT"
     response = casts["gemini"].chat(stream=stream)
     assert response.status_code == 400
@@ -288,47 +296,61 @@ def test_reasoning_is_relayed_and_counted_as_output(cast, dialect, fake_vertex):
 # -- manage.py vendor add --kind vertex --------------------------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
-def test_vendor_add_vertex_stores_the_key_encrypted(tmp_path):
+@pytest.mark.django_db
+def test_vendor_add_vertex_stores_the_key_encrypted(tmp_path, capsys):
     info = service_account_key("https://oauth2.googleapis.com/token")
     key_file = tmp_path / "sa.json"
     key_file.write_text(json.dumps(info))
-    result = manage("vendor", "add", "gcp", "--kind", "vertex", "--project", "my-proj", "--location", "europe-west4",
-                    "--credentials-file", str(key_file))  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    call_command("vendor", "add", "gcp", "--kind", "vertex", "--project", "my-proj", "--location", "europe-west4",
+                 "--credentials-file", str(key_file))  # fmt: skip
     vendor = Vendor.objects.get(name="gcp")
     assert vendor.options == {"project": "my-proj", "location": "europe-west4"}
     assert vendor.credentials() == {"credentials_json": info}
     assert info["private_key"][40:80] not in vendor.credentials_encrypted
-    listing = manage("vendor", "list").stdout
-    assert "gcp\tvertex" in listing and "PRIVATE KEY" not in listing + result.stdout + result.stderr
+    call_command("vendor", "list")
+    out = capsys.readouterr()
+    assert "gcp\tvertex" in out.out and "PRIVATE KEY" not in out.out + out.err
+
+
+BAD_KEYS = {
+    "user": {"type": "authorized_user", "client_id": "x", "client_secret": "y", "refresh_token": "z"},
+    "broken": {"type": "service_account", "client_email": "a@b", "token_uri": "https://oauth2.googleapis.com/token",
+               "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-key\n-----END PRIVATE KEY-----\n"},
+    "plain-http": {**service_account_key("http://tokens.example.com/token")},
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("extra", "key", "message"),
     [
-        (["--location", "us-central1"], "sa", "--project is required"),
-        (["--project", "p"], "sa", "--location is required"),
+        (["--location", "us-central1"], "good", "--project is required"),
+        (["--project", "p"], "good", "--location is required"),
         (["--project", "p", "--location", "us-central1"], "user", "not a service-account key"),
         (["--project", "p", "--location", "us-central1"], "broken", "not a readable PEM RSA key"),
+        (["--project", "p", "--location", "us-central1"], "plain-http", "must be an https URL"),
         (["--project", "p", "--location", "us-central1"], None, "needs --credentials-file"),
-        (["--project", "p/../x", "--location", "us-central1"], "sa", "not a valid Google Cloud project"),
+        (["--project", "p/../x", "--location", "us-central1"], "good", "not a valid Google Cloud project"),
     ],
 )
-@pytest.mark.django_db(transaction=True)
-def test_vendor_add_vertex_rejects_bad_options_in_one_line(tmp_path, extra, key, message):
-    files = {
-        "sa": service_account_key("https://oauth2.googleapis.com/token"),
-        "user": {"type": "authorized_user", "client_id": "x", "client_secret": "y", "refresh_token": "z"},
-        "broken": {**service_account_key("https://oauth2.googleapis.com/token"), "private_key": "-----BEGIN nope"},
-    }
+@pytest.mark.django_db
+def test_vendor_add_vertex_rejects_bad_options(tmp_path, extra, key, message):
     args = ["vendor", "add", "gcp", "--kind", "vertex", *extra]
     if key:
-        (tmp_path / "key.json").write_text(json.dumps(files[key]))
+        info = BAD_KEYS.get(key) or service_account_key("https://oauth2.googleapis.com/token")
+        (tmp_path / "key.json").write_text(json.dumps(info))
         args += ["--credentials-file", str(tmp_path / "key.json")]
-    result = manage(*args)
+    with pytest.raises(CommandError) as caught:
+        call_command(*args)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert "PRIVATE KEY" not in str(caught.value)
+    assert not Vendor.objects.filter(name="gcp").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_vendor_add_vertex_with_a_user_credentials_file_fails_in_one_line(tmp_path):
+    (tmp_path / "user.json").write_text(json.dumps(BAD_KEYS["user"]))
+    result = manage("vendor", "add", "gcp", "--kind", "vertex", "--project", "p", "--location", "us-central1",
+                    "--credentials-file", str(tmp_path / "user.json"))  # fmt: skip
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert "PRIVATE KEY" not in result.stderr
-    assert not Vendor.objects.filter(name="gcp").exists()
+    assert len(lines) == 1 and "not a service-account key (type is 'authorized_user'" in lines[0], result.stderr
