@@ -235,6 +235,10 @@ def test_cancel_mid_stream_closes_vendor_and_bills_delivered_tokens(cast, dialec
     assert record.prompt_tokens == record.vendor_prompt_tokens == PROMPT[dialect]
     assert PROMPT[dialect] != tokens.count_messages(MESSAGES, "cl100k_base")
     assert record.usage_source == "mixed"
+    if dialect == "claude":
+        assert record.vendor_completion_tokens is None  # message_start's output_tokens is a placeholder
+    else:
+        assert record.vendor_completion_tokens >= 7  # candidatesTokenCount of the last chunk read
 
 
 def test_access_token_is_fetched_once_and_reused(casts, fake_vertex):
