@@ -76,6 +76,8 @@ class Scenario:
     thoughts: int = 0
     # Gemini: block the prompt with this promptFeedback.blockReason.
     block_prompt: str | None = None
+    # After this many tokens, end the body cleanly without a finish (a cut stream).
+    cut_after: int | None = None
     # Seconds the issued access tokens live.
     expires_in: int = 3600
 
@@ -274,6 +276,8 @@ class FakeVertex(FakeServer):
         for i, word in enumerate(words(count)):
             if i and not await conn.pause(s.token_delay):
                 return
+            if s.cut_after == i:
+                return
             if s.error_after == i:
                 error = {
                     "error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}
@@ -375,6 +379,8 @@ class FakeVertex(FakeServer):
                                 "content_block": {"type": "text", "text": ""}}))  # fmt: skip
         for i, word in enumerate(words(count)):
             if i and not await conn.pause(s.token_delay):
+                return
+            if s.cut_after == i:
                 return
             if s.error_after == i:
                 conn.write(

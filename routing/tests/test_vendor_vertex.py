@@ -215,6 +215,30 @@ def test_mid_stream_error_ends_with_error_chunk(cast, dialect, fake_vertex):
     assert record.prompt_tokens == PROMPT[dialect]  # reported before the failure
 
 
+def test_stream_cut_without_a_finish_is_an_error(cast, dialect, fake_vertex):
+    fake_vertex.scenario.cut_after = 3
+    response = cast.chat(stream=True)
+    chunks = sse_chunks(response.text)
+    assert "".join(content_of(c) for c in chunks) == "".join(words(3))
+    assert chunks[-1]["choices"][0]["finish_reason"] == "error"
+    assert chunks[-1]["error"]["code"] == "upstream_truncated"
+    record = cast.record(response.headers["x-generation-id"])
+    assert (record.status, record.completion_tokens) == ("error", 3)
+
+
+def test_static_access_token_is_used_as_is(live_router, fake_vertex, transactional_db):
+    fake_vertex.issued["ya29.static-operator-token"] = time.monotonic() + 3600
+    options = {"project": fake_vertex.project, "location": fake_vertex.location}
+    vendor = vendor_create("vertex", "vertex", fake_vertex.url, options, {"access_token": "ya29.static-operator-token"})
+    model_create("test/gemini", deployments=[(vendor, "gemini-2.5-flash", 0, 1)])
+    api_key, plaintext = api_key_create("tester")
+    response = Cast(live_router.url, plaintext, api_key, "test/gemini").chat()
+    wait_settled()
+    assert response.status_code == 200
+    assert fake_vertex.api_requests[-1].headers["authorization"] == "Bearer ya29.static-operator-token"
+    assert fake_vertex.token_requests == []
+
+
 def test_cancel_mid_stream_closes_vendor_and_bills_delivered_tokens(cast, dialect, fake_vertex):
     fake_vertex.scenario.tokens = 50
     fake_vertex.scenario.token_delay = 0.1

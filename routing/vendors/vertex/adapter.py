@@ -120,6 +120,12 @@ class VertexAdapter(VendorAdapter):
                         return
             except SseTooLarge as exc:
                 raise UpstreamError(502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed") from None
+        if not state.finished:
+            # A clean end without a finish reason (Gemini) or message_stop (Claude) is a cut stream.
+            raise UpstreamError(
+                502, f"Vendor '{self.vendor.name}' ended the stream before the answer was complete.",
+                code="upstream_truncated", retryable=True,
+            )  # fmt: skip
 
     def _json(self, data: bytes) -> dict[str, Any]:
         try:

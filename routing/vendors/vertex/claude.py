@@ -176,7 +176,7 @@ class StreamState:
         self.vendor_name = vendor_name
         self.tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
         self.role_sent = False
-        self.done = False
+        self.done = self.finished = False  # message_stop came
 
     def events(self, payload: dict[str, Any]) -> list[StreamEvent]:
         kind = payload.get("type")
@@ -197,7 +197,7 @@ class StreamState:
                 events.append(ChunkEvent([{"index": 0, "delta": {}, "finish_reason": finish}]))
             return events
         if kind == "message_stop":
-            self.done = True
+            self.done = self.finished = True
         return []  # ping, content_block_stop, and event types added later
 
     def _chunk(self, delta: dict[str, Any]) -> list[StreamEvent]:

@@ -209,6 +209,7 @@ class StreamState:
         self.tool_calls = 0
         self.role_sent = False
         self.done = False  # Gemini sends no [DONE]: the stream just ends
+        self.finished = False  # a finishReason came
 
     def events(self, payload: dict[str, Any]) -> list[StreamEvent]:
         if payload.get("error"):
@@ -227,6 +228,7 @@ class StreamState:
                 self.role_sent = True
             events.append(ChunkEvent([{"index": 0, "delta": delta, "finish_reason": None}]))
         if candidate.get("finishReason"):
+            self.finished = True
             reason = finish_reason(candidate["finishReason"], self.tool_calls > 0)
             events.append(ChunkEvent([{"index": 0, "delta": {}, "finish_reason": reason}]))
         return events
