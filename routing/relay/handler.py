@@ -242,7 +242,7 @@ class Relay:
 
     async def stream(self, request: ChatRequest, admission: Admission, route: ModelRoute, target: Target) -> None:
         vendor = target.vendor
-        call = UpstreamCall(request, target.upstream_model, admission.generation_id)
+        call = UpstreamCall(request, target.upstream_model, admission.generation_id, route.max_output_tokens)
         events = adapter_for(vendor).stream(call)
         gid, created, name = admission.generation_id, admission.created, route.name
         # Chunks that carry nothing of the answer yet (the role chunk) wait here, so that a
@@ -326,7 +326,7 @@ class Relay:
 
     async def complete(self, request: ChatRequest, admission: Admission, route: ModelRoute, target: Target) -> None:
         vendor = target.vendor
-        call = UpstreamCall(request, target.upstream_model, admission.generation_id)
+        call = UpstreamCall(request, target.upstream_model, admission.generation_id, route.max_output_tokens)
         try:
             async with asyncio.timeout(vendor.first_byte_timeout):
                 completion = await adapter_for(vendor).complete(call)

@@ -6,11 +6,13 @@ from routing.vendors.base import VendorAdapter, VendorConfig
 from routing.vendors.bedrock import BedrockAdapter
 from routing.vendors.demo import DemoAdapter
 from routing.vendors.openai import OpenAIAdapter
+from routing.vendors.vertex import VertexAdapter
 
 ADAPTERS: dict[str, type[VendorAdapter]] = {
     BedrockAdapter.kind: BedrockAdapter,
     DemoAdapter.kind: DemoAdapter,
     OpenAIAdapter.kind: OpenAIAdapter,
+    VertexAdapter.kind: VertexAdapter,
 }
 
 _instances: dict[tuple[int, str], VendorAdapter] = {}

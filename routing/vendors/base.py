@@ -84,6 +84,8 @@ class UpstreamCall:
     request: ChatRequest
     upstream_model: str
     generation_id: str
+    # The model's completion ceiling, for vendors that require a max_tokens (Anthropic).
+    max_output_tokens: int = 4096
 
 
 class VendorAdapter(ABC):

@@ -25,7 +25,8 @@ class Command(SubcommandCommand):
         option_names = sorted({o for a in ADAPTERS.values() for o in a.option_names})
         for name in option_names:
             add.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None, metavar=name.upper())
-        secret_names = sorted({s for a in ADAPTERS.values() for s in a.secret_names} - {"api_key"})
+        # credentials_json comes from --credentials-file, never from the command line itself.
+        secret_names = sorted({s for a in ADAPTERS.values() for s in a.secret_names} - {"api_key", "credentials_json"})
         for name in secret_names:
             add.add_argument(f"--{name.replace('_', '-')}", dest=f"secret_{name}", default=None, metavar=name.upper())
         add.add_argument("--credentials-file", default=None, help="JSON file of credentials (service account key)")

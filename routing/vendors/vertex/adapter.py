@@ -1,0 +1,146 @@
+"""Google Vertex AI: Gemini (``generateContent``) and Anthropic Claude (``rawPredict``).
+
+Which dialect a deployment speaks follows from its upstream model id: ``anthropic/<id>``
+or a bare id starting with ``claude`` is Claude (publisher ``anthropic``); ``google/<id>``
+or any other bare id is Gemini (publisher ``google``). Options: ``project`` and ``location``;
+the base URL defaults to ``https://{location}-aiplatform.googleapis.com`` (``global``:
+``https://aiplatform.googleapis.com``). Credentials: ``credentials_json`` (a service-account
+key, exchanged for OAuth2 tokens) or a static ``access_token``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from routing.errors import UpstreamError
+from routing.vendors import http
+from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorAdapter, VendorConfig
+from routing.vendors.sse import SseTooLarge, sse_events
+from routing.vendors.vertex import claude, gemini
+from routing.vendors.vertex.auth import AccessTokens, service_account_credentials
+
+DIALECTS: dict[str, ModuleType] = {"google": gemini, "anthropic": claude}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")  # project ids (domain-scoped ones hold ':' and '.')
+
+
+def publisher_and_model(upstream_model: str) -> tuple[str, str]:
+    """Return (publisher, model id) for a deployment's upstream model id."""
+    publisher, slash, model = upstream_model.partition("/")
+    if slash:
+        return publisher, model
+    return ("anthropic" if upstream_model.startswith("claude") else "google"), upstream_model
+
+
+class VertexAdapter(VendorAdapter):
+    kind = "vertex"
+    option_names = ("project", "location")
+    secret_names = ("credentials_json", "access_token")
+
+    def __init__(self, vendor: VendorConfig) -> None:
+        super().__init__(vendor)
+        self.tokens = AccessTokens(vendor)
+
+    @classmethod
+    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+        for name in ("project", "location"):
+            value = options.get(name)
+            if not value:
+                raise ValueError(f"--{name} is required for a Vertex AI vendor")
+            if not isinstance(value, str) or not _NAME.match(value):
+                raise ValueError(f"--{name} '{value}' is not a valid Google Cloud {name}")
+        info = credentials.get("credentials_json")
+        if info is not None:
+            service_account_credentials(info)
+        elif not credentials.get("access_token"):
+            raise ValueError("a Vertex AI vendor needs --credentials-file (a service-account JSON key)")
+
+    def base_url(self) -> str:
+        if self.vendor.base_url:
+            return self.vendor.base_url.rstrip("/")
+        location = self.vendor.options["location"]
+        return (
+            "https://aiplatform.googleapis.com"
+            if location == "global"
+            else f"https://{location}-aiplatform.googleapis.com"
+        )
+
+    def dialect(self, call: UpstreamCall) -> tuple[ModuleType, str]:
+        publisher, model = publisher_and_model(call.upstream_model)
+        if publisher not in DIALECTS:
+            raise UpstreamError(
+                502,
+                f"Vendor '{self.vendor.name}': Vertex publisher '{publisher}' is not supported (google, anthropic).",
+                code="unsupported_upstream_model",
+            )
+        options = self.vendor.options
+        url = (
+            f"{self.base_url()}/v1/projects/{quote(options['project'], safe=':')}/locations/{options['location']}"
+            f"/publishers/{publisher}/models/{quote(model, safe='@')}"
+        )
+        return DIALECTS[publisher], url
+
+    async def request(self, call: UpstreamCall, stream: bool) -> tuple[ModuleType, httpx.Request]:
+        dialect, url = self.dialect(call)
+        payload = dialect.body(call, stream)
+        token = await self.tokens.token()
+        headers = {"authorization": f"Bearer {token}"}
+        return dialect, http.json_request("POST", f"{url}:{dialect.method(stream)}", payload, headers)
+
+    def on_error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+        error = http.upstream_http_error(self.vendor, status, body, headers)
+        try:
+            detail = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return error
+        if isinstance(detail, list) and detail:
+            detail = detail[0]
+        inner = detail.get("error") if isinstance(detail, dict) else None
+        # Google names the failure in `status` (RESOURCE_EXHAUSTED), Anthropic in `type`.
+        named = inner.get("status") or inner.get("type") if isinstance(inner, dict) else None
+        if named and error.code != "vendor_auth_failed":
+            error.code = str(named)
+        return error
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+        dialect, request = await self.request(call, stream=True)
+        state = dialect.StreamState(self.vendor.name)
+        async with http.open_response(self.vendor, request, self.on_error) as response:
+            try:
+                async for event in sse_events(response.aiter_raw()):
+                    for item in state.events(self._json(event.data)):
+                        yield item
+                    if state.done:
+                        return
+            except SseTooLarge as exc:
+                raise UpstreamError(502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed") from None
+        if not state.finished:
+            # A clean end without a finish reason (Gemini) or message_stop (Claude) is a cut stream.
+            raise UpstreamError(
+                502, f"Vendor '{self.vendor.name}' ended the stream before the answer was complete.",
+                code="upstream_truncated", retryable=True,
+            )  # fmt: skip
+
+    def _json(self, data: bytes) -> dict[str, Any]:
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            payload = None
+        if not isinstance(payload, dict):
+            raise UpstreamError(
+                502, f"Vendor '{self.vendor.name}' sent a malformed stream event.", code="upstream_malformed"
+            )
+        return payload
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        dialect, request = await self.request(call, stream=False)
+        async with http.open_response(self.vendor, request, self.on_error) as response:
+            payload = await http.read_json(self.vendor, response)
+        result: Completion = dialect.completion(self.vendor.name, payload)
+        return result
