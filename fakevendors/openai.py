@@ -94,6 +94,12 @@ class FakeOpenAI(FakeServer):
         """The payload of a mid-stream error event (``Scenario.error_after``)."""
         return {"error": {"message": "fake mid-stream failure", "type": "server_error", "code": 502}}
 
+    def interruption(self, body: dict[str, Any], s: Scenario, i: int) -> bytes | None:
+        """Bytes that end the stream before token ``i`` (None: go on)."""
+        if s.error_after == i:
+            return b"data: " + orjson.dumps(self.error_event(s)) + b"\n\n"
+        return None
+
     def stream_opening(self, body: dict[str, Any], s: Scenario) -> bytes:
         """Bytes sent after the response head, before the first chunk."""
         return b""
@@ -209,8 +215,9 @@ class FakeOpenAI(FakeServer):
         for i, word in enumerate(pieces):
             if i and not await conn.pause(s.token_delay):
                 return
-            if s.error_after == i:
-                self._send(conn, b"data: " + orjson.dumps(self.error_event(s)) + b"\n\n", s)
+            interruption = self.interruption(body, s, i)
+            if interruption is not None:
+                self._send(conn, interruption, s)
                 return
             if s.reset_after == i:
                 conn.abort()
