@@ -72,7 +72,7 @@ def tool_round_trip(cast: Cast, stream: bool) -> tuple[dict[str, Any], list[dict
         call = choice["message"]["tool_calls"][0]
     assert call["function"]["name"] == "get_weather"
     assert call["id"] and call["function"]["arguments"]
-    messages = [
+    messages: list[dict[str, Any]] = [
         *MESSAGES,
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": call["id"], "content": '{"temperature": 21}'},
