@@ -23,6 +23,8 @@ ERRORS: dict[str, tuple[int, str, str]] = {
     "AccountOverdueError": (403, "Forbidden", "The request failed because your account has an overdue balance."),
     "AccessDenied": (403, "Forbidden", "The request failed because you do not have access to the requested resource."),
     "InvalidEndpoint.NotFound": (404, "NotFound", "The model or endpoint does not exist or you do not have access to it."),
+    "InvalidEndpointOrModel.NotFound": (404, "NotFound", "The model or endpoint does not exist or you do not have access to it."),
+    "SensitiveContentDetected": (400, "BadRequest", "The request failed because the input text may contain sensitive information."),
     "RateLimitExceeded.EndpointRPMExceeded": (429, "TooManyRequests", "The request has exceeded the RPM limit."),
     "RateLimitExceeded.EndpointTPMExceeded": (429, "TooManyRequests", "The request has exceeded the TPM limit."),
     "InternalServiceError": (500, "InternalServerError", "The service encountered an unexpected internal error."),

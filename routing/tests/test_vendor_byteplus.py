@@ -97,6 +97,8 @@ def test_more_than_four_stop_sequences_never_reach_the_vendor(byteplus, fake_byt
         ("AccountOverdueError", 502, "vendor_account_overdue"),
         ("AccessDenied", 502, "vendor_access_denied"),
         ("InvalidEndpoint.NotFound", 502, "upstream_model_unavailable"),
+        ("InvalidEndpointOrModel.NotFound", 502, "upstream_model_unavailable"),
+        ("SensitiveContentDetected", 400, "content_filter"),
         ("MissingParameter", 400, "MissingParameter"),
         ("InvalidParameter", 400, "InvalidParameter"),
         ("InternalServiceError", 502, "InternalServiceError"),
