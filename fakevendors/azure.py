@@ -12,11 +12,12 @@ late block is such a chunk with ``finish_reason: "content_filter"`` that ends th
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
 from fakevendors.openai import FakeOpenAI, Scenario
-from fakevendors.server import RecordedRequest
+from fakevendors.server import Connection, RecordedRequest
 
 # api-versions this fake serves on the deployment URL, and whether stream_options is in their request table.
 API_VERSIONS = {"2024-06-01": False, "2024-10-21": False, "2024-12-01-preview": True, "2025-04-01-preview": True}
@@ -56,8 +57,39 @@ class FakeAzure(FakeOpenAI):
         self.content_filter_after: int | None = None
         # Reject every prompt as a jailbreak (400 content_filter).
         self.prompt_filtered = False
+        # A service principal (tenant, client id, secret): this fake is then also its Entra token endpoint.
+        self.principal: tuple[str, str, str] | None = None
+        self.token_lifetime = 3600  # seconds, Entra's expires_in
+        self.tokens_issued: list[str] = []
+
+    async def respond(self, request: RecordedRequest, conn: Connection) -> None:
+        if request.path.endswith("/oauth2/v2.0/token"):
+            conn.send_json(*self.issue_token(request))
+            return
+        await super().respond(request, conn)
+
+    def issue_token(self, request: RecordedRequest) -> tuple[int, dict[str, Any]]:
+        """The client-credentials grant of Entra ID (``POST /{tenant}/oauth2/v2.0/token``, form body)."""
+        form = {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
+        tenant = request.path.split("/")[1]
+        expected = self.principal and {
+            "grant_type": "client_credentials",
+            "client_id": self.principal[1],
+            "client_secret": self.principal[2],
+            "scope": "https://cognitiveservices.azure.com/.default",
+        }
+        if not self.principal or tenant != self.principal[0] or form != expected:
+            return 401, {
+                "error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided.",
+            }
+        token = f"entra-fake-{len(self.tokens_issued) + 1}"
+        self.tokens_issued.append(token)
+        return 200, {"token_type": "Bearer", "expires_in": self.token_lifetime, "access_token": token}
 
     def authorized(self, request: RecordedRequest) -> bool:
+        if self.principal is not None:
+            return request.headers.get("authorization", "").removeprefix("Bearer ") in self.tokens_issued
         if self.entra_token is not None:
             return request.headers.get("authorization") == f"Bearer {self.entra_token}"
         return request.headers.get("api-key") == self.api_key and "authorization" not in request.headers

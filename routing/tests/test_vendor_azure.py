@@ -221,3 +221,44 @@ def test_cancel_closes_azure_at_once_and_bills_delivered_tokens(azure, fake_azur
     assert record.completion_tokens == record.tokens_delivered == counted(received) == 7
     assert record.vendor_completion_tokens is None  # no usage chunk came before the close
     assert record.prompt_tokens == tokens.count_messages(MESSAGES, "cl100k_base")
+
+
+PRINCIPAL = ("tenant-0001", "client-0002", "entra-client-secret-for-tests")
+
+
+def principal_cast(live_router: Any, fake_azure: FakeAzure, secret: str = PRINCIPAL[2]) -> Cast:
+    fake_azure.principal = PRINCIPAL
+    options = {"entra_tenant_id": PRINCIPAL[0], "entra_client_id": PRINCIPAL[1], "entra_authority": fake_azure.url}
+    return vendor_cast(
+        live_router.url, fake_azure.url, "azure", options=options, credentials={"entra_client_secret": secret}
+    )
+
+
+def test_service_principal_token_is_fetched_once_and_reused(live_router, fake_azure, transactional_db):
+    cast = principal_cast(live_router, fake_azure)
+    assert cast.chat(stream=True).status_code == 200
+    assert cast.chat().status_code == 200
+    assert fake_azure.tokens_issued == ["entra-fake-1"]
+    answers = [r for r in fake_azure.requests if r.path.endswith("/chat/completions")]
+    assert [r.headers["authorization"] for r in answers] == ["Bearer entra-fake-1"] * 2
+    wait_settled()
+
+
+def test_service_principal_token_is_refreshed_before_expiry(live_router, fake_azure, transactional_db):
+    cast = principal_cast(live_router, fake_azure)
+    fake_azure.token_lifetime = 60  # inside the router's refresh margin: every request needs a new one
+    assert cast.chat().status_code == 200
+    assert cast.chat().status_code == 200
+    assert fake_azure.tokens_issued == ["entra-fake-1", "entra-fake-2"]
+    assert fake_azure.last().headers["authorization"] == "Bearer entra-fake-2"
+    wait_settled()
+
+
+def test_service_principal_with_wrong_secret_is_a_502_that_never_shows_it(live_router, fake_azure, transactional_db):
+    cast = principal_cast(live_router, fake_azure, secret="not-the-secret-42")
+    response = cast.chat(stream=True)
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "vendor_auth_failed"
+    assert "not-the-secret-42" not in response.text and "AADSTS" not in response.text
+    assert not [r for r in fake_azure.requests if r.path.endswith("/chat/completions")]
+    wait_settled()

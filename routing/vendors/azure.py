@@ -1,5 +1,9 @@
 """Azure OpenAI: deployment URL or the v1 endpoint, ``api-key`` header or an Entra bearer token.
 
+The bearer token is either given (``entra_token``, for short-lived use) or obtained and
+refreshed by the router from a service principal (``entra_tenant_id``, ``entra_client_id``,
+``entra_client_secret``; client-credentials grant, scope ``cognitiveservices.azure.com``).
+
 Azure speaks OpenAI chat completions plus content-filter annotations, which the router
 drops so that clients see plain OpenAI chunks: a first chunk with ``prompt_filter_results``
 (older api-versions: ``prompt_annotations``) and ``choices: []``; ``content_filter_results``
@@ -19,7 +23,8 @@ import httpx
 import orjson
 
 from routing.errors import UpstreamError
-from routing.vendors.base import Completion, StreamEvent, UpstreamCall
+from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorConfig
+from routing.vendors.entra import DEFAULT_AUTHORITY, EntraTokenSource
 from routing.vendors.openai import OpenAIAdapter
 
 API_STYLES = ("deployment", "v1")
@@ -62,8 +67,30 @@ def filtered_categories(result: Any) -> list[str]:
 
 class AzureAdapter(OpenAIAdapter):
     kind = "azure"
-    option_names = ("api_style", "api_version", "deployment", "stream_usage")
-    secret_names = ("api_key", "entra_token")
+    option_names = (
+        "api_style",
+        "api_version",
+        "deployment",
+        "stream_usage",
+        "entra_tenant_id",
+        "entra_client_id",
+        "entra_authority",
+    )
+    # One of: an API key, a ready Entra token, or a service principal's client secret.
+    secret_names = ("api_key", "entra_token", "entra_client_secret")
+
+    def __init__(self, vendor: VendorConfig) -> None:
+        super().__init__(vendor)
+        self.entra: EntraTokenSource | None = None
+        secret = vendor.credentials.get("entra_client_secret")
+        if secret:
+            self.entra = EntraTokenSource(
+                vendor,
+                str(vendor.options.get("entra_authority") or DEFAULT_AUTHORITY),
+                str(vendor.options.get("entra_tenant_id", "")),
+                str(vendor.options.get("entra_client_id", "")),
+                str(secret),
+            )
 
     @classmethod
     def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
@@ -84,8 +111,14 @@ class AzureAdapter(OpenAIAdapter):
             raise ValueError("--api-version must look like 2024-10-21 or 2025-04-01-preview")
         if options.get("stream_usage", "auto") not in STREAM_USAGE_MODES:
             raise ValueError(f"--stream-usage must be one of {', '.join(STREAM_USAGE_MODES)}")
-        if bool(credentials.get("api_key")) == bool(credentials.get("entra_token")):
-            raise ValueError("Azure needs exactly one of --api-key or --entra-token")
+        given = [name for name in cls.secret_names if credentials.get(name)]
+        if len(given) != 1:
+            raise ValueError("Azure needs exactly one of --api-key, --entra-token or --entra-client-secret")
+        principal = {"entra_tenant_id", "entra_client_id"}
+        if given == ["entra_client_secret"] and not principal <= set(options):
+            raise ValueError("--entra-client-secret needs --entra-tenant-id and --entra-client-id")
+        if given != ["entra_client_secret"] and (principal | {"entra_authority"}) & set(options):
+            raise ValueError("--entra-tenant-id, --entra-client-id and --entra-authority need --entra-client-secret")
 
     @property
     def api_style(self) -> str:
@@ -114,7 +147,15 @@ class AzureAdapter(OpenAIAdapter):
         token = self.vendor.credentials.get("entra_token")
         if token:
             return {"authorization": f"Bearer {token}"}
+        if self.entra is not None:
+            return {}  # set in request(), which may have to fetch a token first
         return {"api-key": str(self.vendor.credentials.get("api_key", ""))}
+
+    async def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
+        request = await super().request(call, stream)
+        if self.entra is not None:
+            request.headers["authorization"] = f"Bearer {await self.entra.token()}"
+        return request
 
     def asks_stream_usage(self) -> bool:
         mode = self.vendor.options.get("stream_usage", "auto")
