@@ -58,22 +58,72 @@ class FakeOpenAI(FakeServer):
         self.scenario = Scenario(**scenario)
 
     def scenario_for(self, request: RecordedRequest, body: dict[str, Any]) -> Scenario:
+        scenario = self.scenario
+        messages = body.get("messages") or [{}]
+        if scenario.tool_call and messages[-1].get("role") == "tool":
+            scenario = replace(scenario, tool_call=False)  # the tool answered: now answer in text
         model = str(body.get("model", ""))
         if "?" not in model:
-            return self.scenario
+            return scenario
         names = {f.name: f.type for f in fields(Scenario)}
         overrides: dict[str, Any] = {}
         for name, value in parse_qsl(model.split("?", 1)[1]):
             if name in names:
                 kind = names[name]
                 overrides[name] = float(value) if "float" in str(kind) else int(value) if "int" in str(kind) else value
-        return replace(self.scenario, **overrides)
+        return replace(scenario, **overrides)
+
+    # -- hooks: the fakes of OpenAI-compatible vendors (Azure, BytePlus, OneRouter) override these --
+
+    def refuse(self, request: RecordedRequest, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """Return (status, error body) when the vendor would reject the request (URL, auth, fields)."""
+        if not request.path.endswith("/chat/completions"):
+            return 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
+        return None
+
+    def token_delta(self, s: Scenario, i: int, word: str) -> dict[str, Any]:
+        if not s.tool_call:
+            return {"content": word}
+        call: dict[str, Any] = {"index": 0, "function": {"arguments": word}}
+        if i == 0:
+            call.update({"id": "call_fake1", "type": "function"})
+            call["function"]["name"] = "get_weather"
+        return {"tool_calls": [call]}
+
+    def error_event(self, s: Scenario) -> dict[str, Any]:
+        """The payload of a mid-stream error event (``Scenario.error_after``)."""
+        return {"error": {"message": "fake mid-stream failure", "type": "server_error", "code": 502}}
+
+    def interruption(self, body: dict[str, Any], s: Scenario, i: int) -> bytes | None:
+        """Bytes that end the stream before token ``i`` (None: go on)."""
+        if s.error_after == i:
+            return b"data: " + orjson.dumps(self.error_event(s)) + b"\n\n"
+        return None
+
+    def stream_opening(self, body: dict[str, Any], s: Scenario) -> bytes:
+        """Bytes sent after the response head, before the first chunk."""
+        return b""
+
+    def between_tokens(self, body: dict[str, Any], s: Scenario, i: int) -> bytes:
+        """Bytes sent after token ``i`` (annotations, comment lines)."""
+        return b""
+
+    def stream_closing(self, body: dict[str, Any], s: Scenario, count: int) -> bytes:
+        """Bytes sent after the finish chunk, before the usage chunk."""
+        return b""
+
+    def wants_usage(self, body: dict[str, Any]) -> bool:
+        return bool((body.get("stream_options") or {}).get("include_usage"))
+
+    def decorate_completion(self, body: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
 
     async def respond(self, request: RecordedRequest, conn: Connection) -> None:
-        if not request.path.endswith("/chat/completions"):
-            conn.send_json(404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+        body = request.json() if request.body else {}
+        refusal = self.refuse(request, body)
+        if refusal is not None:
+            conn.send_json(*refusal)
             return
-        body = request.json()
         scenario = self.scenario_for(request, body)
         if scenario.status != 200:
             headers = {"Retry-After": scenario.retry_after} if scenario.retry_after else None
@@ -120,7 +170,7 @@ class FakeOpenAI(FakeServer):
             "usage": self._usage(count),
         }
         request.tokens_written = count
-        conn.send_json(200, payload)
+        conn.send_json(200, self.decorate_completion(body, payload))
 
     def _tool_call(self, count: int) -> dict[str, Any]:
         return {
@@ -158,15 +208,16 @@ class FakeOpenAI(FakeServer):
         if not await conn.pause(s.first_token_delay):
             return
         conn.send_head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        if not self._send(conn, self._chunk(body, {"role": "assistant", "content": ""}), s):
+        opening = self.stream_opening(body, s) + self._chunk(body, {"role": "assistant", "content": ""})
+        if not self._send(conn, opening, s):
             return
         pieces = words(count)
         for i, word in enumerate(pieces):
             if i and not await conn.pause(s.token_delay):
                 return
-            if s.error_after == i:
-                error = {"error": {"message": "fake mid-stream failure", "type": "server_error", "code": 502}}
-                self._send(conn, b"data: " + orjson.dumps(error) + b"\n\n", s)
+            interruption = self.interruption(body, s, i)
+            if interruption is not None:
+                self._send(conn, interruption, s)
                 return
             if s.reset_after == i:
                 conn.abort()
@@ -177,18 +228,15 @@ class FakeOpenAI(FakeServer):
             if s.hang_after == i:
                 await conn.pause(3600)
                 return
-            delta: dict[str, Any] = {"content": word}
-            if s.tool_call:
-                delta = {"tool_calls": [{"index": 0, "function": {"arguments": word}}]}
-                if i == 0:
-                    delta["tool_calls"][0].update({"id": "call_fake1", "type": "function"})
-                    delta["tool_calls"][0]["function"]["name"] = "get_weather"
-            if not self._send(conn, self._chunk(body, delta), s):
+            if not self._send(conn, self._chunk(body, self.token_delta(s, i, word)), s):
                 return
             request.tokens_written += 1
+            extra = self.between_tokens(body, s, i)
+            if extra and not self._send(conn, extra, s):
+                return
         finish = "tool_calls" if s.tool_call else ("length" if count < s.tokens else "stop")
-        self._send(conn, self._chunk(body, {}, finish), s)
-        if s.report_usage and (body.get("stream_options") or {}).get("include_usage"):
+        self._send(conn, self._chunk(body, {}, finish) + self.stream_closing(body, s, count), s)
+        if s.report_usage and self.wants_usage(body):
             usage: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": body.get("model"), "choices": [], "usage": self._usage(count)}  # fmt: skip
             self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)

@@ -36,4 +36,9 @@ def decrypt_json(keys: str, token: str) -> dict[str, Any]:
 
 def rotate(keys: str, token: str) -> str:
     """Re-encrypt ``token`` under the first (newest) key."""
-    return _box(keys).rotate(token.encode()).decode() if token else token
+    if not token:
+        return token
+    try:
+        return _box(keys).rotate(token.encode()).decode()
+    except InvalidToken:
+        raise SecretBoxError("stored credentials cannot be decrypted with SIRAYA_ENCRYPTION_KEY") from None

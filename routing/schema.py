@@ -17,6 +17,7 @@ PASSTHROUGH = {
     "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "tools", "tool_choice",
     "parallel_tool_calls", "response_format", "seed", "user", "metadata", "store", "reasoning_effort",
     "service_tier", "modalities", "prediction", "verbosity", "web_search_options", "audio",
+    "thinking",  # BytePlus ModelArk and other vendors' reasoning switch
 }  # fmt: skip
 # Parameters the router itself reads.
 ROUTER_FIELDS = {"model", "messages", "stream", "stream_options", "models", "provider", "usage"}

@@ -5,8 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
+from lib import secretbox
 from routing.models import Deployment, RouterModel, Vendor, VendorKind
 from routing.vendors import adapter_class
 
@@ -31,6 +33,27 @@ def vendor_create(
     vendor.full_clean(exclude=["credentials_encrypted"])
     vendor.save()
     return vendor
+
+
+@transaction.atomic
+def vendor_credentials_rotate() -> int:
+    """Re-encrypt every vendor's credentials under the first key of ``SIRAYA_ENCRYPTION_KEY``.
+
+    Every key in the list may have encrypted them; after this only the first is needed.
+    Return how many vendors were re-encrypted. One undecryptable vendor aborts all.
+    """
+    keys = settings.SIRAYA_ENCRYPTION_KEY
+    rotated = 0
+    for vendor in Vendor.objects.select_for_update().exclude(credentials_encrypted=""):
+        try:
+            token = secretbox.rotate(keys, vendor.credentials_encrypted)
+        except secretbox.SecretBoxError:
+            raise ValueError(
+                f"credentials of vendor '{vendor.name}' cannot be decrypted with any key in SIRAYA_ENCRYPTION_KEY"
+            ) from None
+        Vendor.objects.filter(pk=vendor.pk).update(credentials_encrypted=token)
+        rotated += 1
+    return rotated
 
 
 def vendor_disable(name: str) -> Vendor:

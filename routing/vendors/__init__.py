@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from routing.vendors.azure import AzureAdapter
 from routing.vendors.base import VendorAdapter, VendorConfig
 from routing.vendors.bedrock import BedrockAdapter
+from routing.vendors.byteplus import BytePlusAdapter
 from routing.vendors.demo import DemoAdapter
+from routing.vendors.onerouter import OneRouterAdapter
 from routing.vendors.openai import OpenAIAdapter
 from routing.vendors.vertex import VertexAdapter
 
@@ -13,6 +16,9 @@ ADAPTERS: dict[str, type[VendorAdapter]] = {
     DemoAdapter.kind: DemoAdapter,
     OpenAIAdapter.kind: OpenAIAdapter,
     VertexAdapter.kind: VertexAdapter,
+    AzureAdapter.kind: AzureAdapter,
+    BytePlusAdapter.kind: BytePlusAdapter,
+    OneRouterAdapter.kind: OneRouterAdapter,
 }
 
 _instances: dict[tuple[int, str], VendorAdapter] = {}

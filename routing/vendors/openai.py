@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import orjson
@@ -36,7 +36,7 @@ def mid_stream_error(vendor_name: str, payload: dict[str, Any]) -> UpstreamError
 
 class OpenAIAdapter(VendorAdapter):
     kind = "openai"
-    option_names = ("organization",)
+    option_names: ClassVar[tuple[str, ...]] = ("organization",)
 
     @classmethod
     def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:

@@ -33,6 +33,10 @@ class Command(SubcommandCommand):
         sub.add_parser("list", help="list vendors")
         disable = sub.add_parser("disable", help="stop routing to a vendor")
         disable.add_argument("name")
+        sub.add_parser(
+            "rotate-key",
+            help="re-encrypt every vendor's credentials under the first key of SIRAYA_ENCRYPTION_KEY",
+        )
 
     def handle_add(
         self, name: str, kind: str, base_url: str, api_key: str, credentials_file: str | None, **rest: Any
@@ -65,3 +69,7 @@ class Command(SubcommandCommand):
         except Vendor.DoesNotExist:
             raise ValueError(f"no vendor named '{name}'") from None
         self.stdout.write(f"vendor {name} disabled")
+
+    def handle_rotate_key(self, **_: Any) -> None:
+        count = services.vendor_credentials_rotate()
+        self.stdout.write(f"credentials of {count} vendor(s) re-encrypted under the first key")

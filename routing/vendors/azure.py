@@ -1,0 +1,209 @@
+"""Azure OpenAI: deployment URL or the v1 endpoint, ``api-key`` header or an Entra bearer token.
+
+The bearer token is either given (``entra_token``, for short-lived use) or obtained and
+refreshed by the router from a service principal (``entra_tenant_id``, ``entra_client_id``,
+``entra_client_secret``; client-credentials grant, scope ``cognitiveservices.azure.com``).
+
+Azure speaks OpenAI chat completions plus content-filter annotations, which the router
+drops so that clients see plain OpenAI chunks: a first chunk with ``prompt_filter_results``
+(older api-versions: ``prompt_annotations``) and ``choices: []``; ``content_filter_results``
+on choices; and, with the asynchronous filter, annotation-only choices that carry no
+``delta`` (only ``content_filter_results`` / ``content_filter_offsets``), possibly after the
+finish. A late filter block is such a choice with ``finish_reason: "content_filter"``: it is
+relayed as an empty delta with that finish reason.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import orjson
+
+from routing.errors import UpstreamError
+from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorConfig
+from routing.vendors.entra import DEFAULT_AUTHORITY, EntraTokenSource
+from routing.vendors.openai import OpenAIAdapter
+
+API_STYLES = ("deployment", "v1")
+DEFAULT_API_VERSION = "2024-10-21"
+STREAM_USAGE_MODES = ("auto", "on", "off")
+# stream_options arrived in 2024-09-01-preview; the GA 2024-10-21 request table lacks it.
+STREAM_OPTIONS_SINCE = "2024-09-01"
+STREAM_OPTIONS_MISSING = {"2024-10-21"}
+_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
+# Azure-only fields on a choice and on a chunk; not part of the OpenAI chunk.
+_CHOICE_ANNOTATIONS = ("content_filter_results", "content_filter_offsets")
+_CHUNK_ANNOTATIONS = ("prompt_filter_results", "prompt_annotations")
+
+
+def stream_options_supported(api_version: str) -> bool:
+    """Return whether the deployment URL accepts ``stream_options`` at ``api_version``."""
+    return api_version[:10] >= STREAM_OPTIONS_SINCE and api_version not in STREAM_OPTIONS_MISSING
+
+
+def clean_choice(choice: Any, body: str = "delta") -> dict[str, Any] | None:
+    """Return ``choice`` without Azure annotations, or None when it is only an annotation.
+
+    ``body`` is ``delta`` for stream chunks, ``message`` for whole answers.
+    """
+    if not isinstance(choice, dict):
+        return None
+    if body not in choice:
+        if not choice.get("finish_reason"):
+            return None
+        empty: dict[str, Any] = {} if body == "delta" else {"role": "assistant", "content": None}
+        return {"index": choice.get("index", 0), body: empty, "finish_reason": choice["finish_reason"]}
+    return {k: v for k, v in choice.items() if k not in _CHOICE_ANNOTATIONS}
+
+
+def filtered_categories(result: Any) -> list[str]:
+    if not isinstance(result, dict):
+        return []
+    return sorted(name for name, value in result.items() if isinstance(value, dict) and value.get("filtered"))
+
+
+class AzureAdapter(OpenAIAdapter):
+    kind = "azure"
+    option_names = (
+        "api_style",
+        "api_version",
+        "deployment",
+        "stream_usage",
+        "entra_tenant_id",
+        "entra_client_id",
+        "entra_authority",
+    )
+    # One of: an API key, a ready Entra token, or a service principal's client secret.
+    secret_names = ("api_key", "entra_token", "entra_client_secret")
+
+    def __init__(self, vendor: VendorConfig) -> None:
+        super().__init__(vendor)
+        self.entra: EntraTokenSource | None = None
+        secret = vendor.credentials.get("entra_client_secret")
+        if secret:
+            self.entra = EntraTokenSource(
+                vendor,
+                str(vendor.options.get("entra_authority") or DEFAULT_AUTHORITY),
+                str(vendor.options.get("entra_tenant_id", "")),
+                str(vendor.options.get("entra_client_id", "")),
+                str(secret),
+            )
+
+    @classmethod
+    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+        parts = urlsplit(base_url)
+        if not base_url:
+            raise ValueError("--base-url is required for Azure (https://RESOURCE.openai.azure.com)")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("--base-url must be an http(s) URL such as https://RESOURCE.openai.azure.com")
+        style = options.get("api_style", "deployment")
+        if style not in API_STYLES:
+            raise ValueError(f"--api-style must be 'deployment' or 'v1', not '{style}'")
+        if style == "v1" and ({"api_version", "deployment"} & set(options)):
+            raise ValueError(
+                "--api-version and --deployment apply to --api-style deployment only (v1 puts it in model)"
+            )
+        version = options.get("api_version", DEFAULT_API_VERSION)
+        if not isinstance(version, str) or not _API_VERSION.fullmatch(version):
+            raise ValueError("--api-version must look like 2024-10-21 or 2025-04-01-preview")
+        if options.get("stream_usage", "auto") not in STREAM_USAGE_MODES:
+            raise ValueError(f"--stream-usage must be one of {', '.join(STREAM_USAGE_MODES)}")
+        given = [name for name in cls.secret_names if credentials.get(name)]
+        if len(given) != 1:
+            raise ValueError("Azure needs exactly one of --api-key, --entra-token or --entra-client-secret")
+        principal = {"entra_tenant_id", "entra_client_id"}
+        if given == ["entra_client_secret"] and not principal <= set(options):
+            raise ValueError("--entra-client-secret needs --entra-tenant-id and --entra-client-id")
+        if given != ["entra_client_secret"] and (principal | {"entra_authority"}) & set(options):
+            raise ValueError("--entra-tenant-id, --entra-client-id and --entra-authority need --entra-client-secret")
+
+    @property
+    def api_style(self) -> str:
+        return str(self.vendor.options.get("api_style", "deployment"))
+
+    @property
+    def api_version(self) -> str:
+        return str(self.vendor.options.get("api_version", DEFAULT_API_VERSION))
+
+    def resource_url(self) -> str:
+        """The resource's root, whether the operator gave it with ``/openai`` (or ``/openai/v1``) or not."""
+        base = self.vendor.base_url.rstrip("/")
+        for suffix in ("/openai/v1", "/openai"):
+            if base.endswith(suffix):
+                return base[: -len(suffix)]
+        return base
+
+    def url(self, call: UpstreamCall) -> str:
+        if self.api_style == "v1":
+            return f"{self.resource_url()}/openai/v1/chat/completions"
+        deployment = quote(str(self.vendor.options.get("deployment") or call.upstream_model), safe="")
+        version = quote(self.api_version, safe="")
+        return f"{self.resource_url()}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+
+    def headers(self, call: UpstreamCall) -> dict[str, str]:
+        token = self.vendor.credentials.get("entra_token")
+        if token:
+            return {"authorization": f"Bearer {token}"}
+        if self.entra is not None:
+            return {}  # set in request(), which may have to fetch a token first
+        return {"api-key": str(self.vendor.credentials.get("api_key", ""))}
+
+    async def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
+        request = await super().request(call, stream)
+        if self.entra is not None:
+            request.headers["authorization"] = f"Bearer {await self.entra.token()}"
+        return request
+
+    def asks_stream_usage(self) -> bool:
+        mode = self.vendor.options.get("stream_usage", "auto")
+        if mode != "auto":
+            return bool(mode == "on")
+        return self.api_style == "v1" or stream_options_supported(self.api_version)
+
+    def body(self, call: UpstreamCall, stream: bool) -> dict[str, Any]:
+        body = super().body(call, stream)
+        if stream and not self.asks_stream_usage():
+            # No usage chunk will come: the relay counts delivered tokens and the prompt itself.
+            body.pop("stream_options", None)
+        return body
+
+    def on_error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = None
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict):
+            inner: dict[str, Any] = error.get("innererror") or {}
+            if not isinstance(inner, dict):
+                inner = {}
+            if error.get("code") == "content_filter" or inner.get("code") == "ResponsibleAIPolicyViolation":
+                return self.prompt_filtered(inner.get("content_filter_result"))
+        return super().on_error(status, body, headers)
+
+    def prompt_filtered(self, result: Any) -> UpstreamError:
+        categories = filtered_categories(result)
+        which = f" ({', '.join(categories)})" if categories else ""
+        error = UpstreamError(
+            400,
+            f"The prompt was blocked by the content filter of vendor '{self.vendor.name}'{which}. "
+            "Change the prompt and retry.",
+            code="content_filter",
+            vendor_status=400,
+        )
+        error.param = "messages"
+        return error
+
+    def chunk_events(self, payload: dict[str, Any]) -> list[StreamEvent]:
+        choices = [c for c in map(clean_choice, payload.get("choices") or ()) if c is not None]
+        rest = {k: v for k, v in payload.items() if k not in _CHUNK_ANNOTATIONS}
+        return super().chunk_events({**rest, "choices": choices})
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        completion = await super().complete(call)
+        choices = (clean_choice(c, "message") for c in completion.choices)
+        completion.choices = [c for c in choices if c is not None]
+        return completion
