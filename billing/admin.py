@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -174,7 +174,7 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return int(self.object_list[: self.CAP + 1].count())
+        return cast(QuerySet[Any], self.object_list)[: self.CAP + 1].count()
 
     @property
     def capped(self) -> bool:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
-from datetime import timezone as dt_timezone
-from typing import Any
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -19,7 +18,7 @@ MAX_CUSTOM_DAYS = 366
 
 
 def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=dt_timezone.utc)
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 class ReportFilterForm(forms.Form):
@@ -35,14 +34,15 @@ class ReportFilterForm(forms.Form):
         self.today = today
         # One query per list; the choices are built once and reused for validation and rendering.
         keys = [(k.pk, f"{k.name} ({k.prefix}…)") for k in visible_keys(user).only("pk", "name", "prefix")]
-        self.fields["key"].choices = [("", "All keys"), *keys]
+        cast(forms.ChoiceField, self.fields["key"]).choices = [("", "All keys"), *keys]
         models = RouterModel.objects.order_by("name").values_list("name", flat=True)
-        self.fields["model"].choices = [("", "All models"), *((m, m) for m in models)]
+        cast(forms.ChoiceField, self.fields["model"]).choices = [("", "All models"), *((m, m) for m in models)]
         vendors = Vendor.objects.order_by("name").values_list("name", flat=True)
-        self.fields["vendor"].choices = [("", "All vendors"), *((v, v) for v in vendors)]
+        cast(forms.ChoiceField, self.fields["vendor"]).choices = [("", "All vendors"), *((v, v) for v in vendors)]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("range") == "custom":
             start, end = data.get("start"), data.get("end")
             if start is None or end is None:

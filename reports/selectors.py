@@ -33,7 +33,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from billing.models import ApiKey, LimitReset, UsageRecord, UsageStatus
 
 ZERO = Decimal("0")
-_MONEY = DecimalField(max_digits=18, decimal_places=8)
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
 
 
 # Keys and their spend this period
@@ -154,11 +154,12 @@ def _median_ordered(records: QuerySet[UsageRecord], count: int) -> float | None:
     """Median by one ordered query with OFFSET: the middle one or two values of ``count`` non-null ones."""
     if count == 0:
         return None
-    middle = list(
+    values = (
         records.filter(first_token_ms__isnull=False)
         .order_by("first_token_ms")
         .values_list("first_token_ms", flat=True)[(count - 1) // 2 : count // 2 + 1]
     )
+    middle = [v for v in values if v is not None]
     return sum(middle) / len(middle)
 
 

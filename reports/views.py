@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from datetime import date
 from functools import cached_property
-from typing import Any
+from itertools import islice
+from typing import Any, cast
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -99,17 +102,38 @@ def generation_detail(request: HttpRequest, generation_id: str) -> HttpResponse:
     return render(request, "reports/generation.html", {"record": record})
 
 
-async def _csv_chunks(rows: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIterator[bytes]:
-    """Yield the CSV in chunks of about CSV_FLUSH_BYTES, reading the rows CSV_FETCH_ROWS at a time.
+def _next_rows(rows: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return list(islice(rows, CSV_FETCH_ROWS))
 
-    Async so that daphne streams it: Django buffers a synchronous iterator whole before
-    sending it over ASGI. ``aiterator`` uses a server-side cursor on PostgreSQL.
+
+async def _rows_in_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Yield the query's rows CSV_FETCH_ROWS at a time, each batch read in Django's sync thread.
+
+    ``QuerySet.iterator`` reads through a server-side cursor on PostgreSQL (and SQLite steps
+    its cursor lazily), so memory holds one batch. (``aiterator`` cannot serve here: with
+    ``values_list`` it runs the query in the event loop and fails.)
+    """
+    rows = await sync_to_async(query.iterator)(chunk_size=CSV_FETCH_ROWS)
+    try:
+        while batch := await sync_to_async(_next_rows)(rows):
+            yield batch
+    finally:
+        await sync_to_async(
+            cast(Generator[Any, None, None], rows).close
+        )()  # a client that left mid-way: release the cursor
+
+
+async def _csv_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIterator[bytes]:
+    """Yield the CSV in pieces of about CSV_FLUSH_BYTES.
+
+    Async so that daphne streams it: over ASGI, Django reads a synchronous iterator to the
+    end before sending the first byte.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(selectors.CSV_COLUMNS)
-    async for row in rows.aiterator(chunk_size=CSV_FETCH_ROWS):
-        writer.writerow([selectors.csv_value(v) for v in row])
+    async for batch in _rows_in_chunks(query):
+        writer.writerows([selectors.csv_value(v) for v in row] for row in batch)
         if buffer.tell() >= CSV_FLUSH_BYTES:
             yield buffer.getvalue().encode()
             buffer.seek(0)
@@ -118,10 +142,10 @@ async def _csv_chunks(rows: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIter
 
 
 @login_required
-def usage_csv(request: HttpRequest) -> HttpResponse:
+def usage_csv(request: HttpRequest) -> HttpResponseBase:
     form = _filter_form(request)
     if request.GET and not form.is_valid():
-        return HttpResponseBadRequest("Invalid filter: " + "; ".join(m for ms in form.errors.values() for m in ms))
+        return HttpResponseBadRequest("Invalid filter: " + "; ".join(str(m) for ms in form.errors.values() for m in ms))
     first, last = form.days()
     records = selectors.filtered_records(request.user, form.report_filter())
     response = StreamingHttpResponse(_csv_chunks(selectors.csv_rows_query(records)), content_type="text/csv")

@@ -36,12 +36,18 @@ class VendorFormBase(forms.ModelForm):
     """Common fields; ``vendor_form_for`` adds the kind's option and secret fields."""
 
     kind_name: str = ""
+    base_url = forms.URLField(
+        label="Base URL",
+        max_length=500,
+        required=False,
+        assume_scheme="https",
+        help_text="The vendor's API root, e.g. https://api.openai.com/v1",
+    )
 
     class Meta:
         model = Vendor
         fields = ["name", "base_url", "enabled", "connect_timeout", "first_byte_timeout", "idle_timeout"]
         help_texts = {
-            "base_url": "The vendor's API root, e.g. https://api.openai.com/v1",
             "connect_timeout": "Seconds; blank uses the site default.",
             "first_byte_timeout": "Seconds; blank uses the site default.",
             "idle_timeout": "Seconds; blank uses the site default.",
@@ -55,7 +61,9 @@ class VendorFormBase(forms.ModelForm):
             self.fields[OPTION_PREFIX + name].initial = stored_options.get(name, "")
         for name in self.secret_names():
             field = self.fields[SECRET_PREFIX + name]
-            state = "set; leave blank to keep it, type a new value to replace it" if name in stored_secrets else "not set"
+            state = (
+                "set; leave blank to keep it, type a new value to replace it" if name in stored_secrets else "not set"
+            )
             field.help_text = f"Write-only. Currently {state}."
         self.vendor_options: dict[str, Any] = {}
         self.vendor_credentials: dict[str, Any] = {}
@@ -72,14 +80,17 @@ class VendorFormBase(forms.ModelForm):
         return self.instance.credentials() if self.instance.pk and self.instance.credentials_encrypted else {}
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         options = {n: data.get(OPTION_PREFIX + n) for n in self.option_names()}
         self.vendor_options = {k: v.strip() for k, v in options.items() if isinstance(v, str) and v.strip()}
         stored = {} if data.get("remove_credentials") else self.stored_credentials()
         typed = {n: data.get(SECRET_PREFIX + n) for n in self.secret_names()}
         self.vendor_credentials = {**stored, **{k: v for k, v in typed.items() if v}}
         try:
-            adapter_class(self.kind_name).validate(data.get("base_url") or "", self.vendor_options, self.vendor_credentials)
+            adapter_class(self.kind_name).validate(
+                data.get("base_url") or "", self.vendor_options, self.vendor_credentials
+            )
         except ValueError as error:
             raise forms.ValidationError(str(error)) from None
         return data

@@ -31,9 +31,10 @@ def _scrub(text: str, config: VendorConfig) -> str:
     return text
 
 
-async def _complete(config: VendorConfig, call: UpstreamCall, timeout: float) -> Completion:
+async def _complete(config: VendorConfig, call: UpstreamCall, seconds: float) -> Completion:
     try:
-        return await asyncio.wait_for(adapter_for(config).complete(call), timeout)
+        async with asyncio.timeout(seconds):
+            return await adapter_for(config).complete(call)
     finally:
         await http.close_loop_client()  # the loop ends with this call; so must its connections
 
@@ -54,7 +55,12 @@ def vendor_probe(vendor: Vendor) -> ProbeResult:
         return ProbeResult(False, f"{vendor.name}: nothing to test with; add a model deployed on this vendor first.")
     config = vendor_config(vendor)
     request = ChatRequest(
-        model=upstream, messages=PROBE_MESSAGES, stream=False, include_usage=False, max_tokens=1, params={"max_tokens": 1}
+        model=upstream,
+        messages=PROBE_MESSAGES,
+        stream=False,
+        include_usage=False,
+        max_tokens=1,
+        params={"max_tokens": 1},
     )
     call = UpstreamCall(request=request, upstream_model=upstream, generation_id="gen-connection-test")
     timeout = config.connect_timeout + config.first_byte_timeout
@@ -62,7 +68,13 @@ def vendor_probe(vendor: Vendor) -> ProbeResult:
     try:
         completion = asyncio.run(_complete(config, call, timeout))
     except UpstreamError as error:
-        return ProbeResult(False, _scrub(f"{vendor.name}: {upstream} failed (HTTP {error.vendor_status or error.status}): {error.message}", config))
+        return ProbeResult(
+            False,
+            _scrub(
+                f"{vendor.name}: {upstream} failed (HTTP {error.vendor_status or error.status}): {error.message}",
+                config,
+            ),
+        )
     except TimeoutError:
         return ProbeResult(False, f"{vendor.name}: {upstream} did not answer within {timeout:.0f} s.")
     except Exception as error:  # any adapter failure is the outcome to report, not a crash of the admin page
