@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import cached_property
 from typing import Any, cast
 
@@ -103,7 +104,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="Spend this period (USD)", ordering="period_spend")
     def spend_this_period(self, obj: ApiKey) -> str:
-        return format(getattr(obj, "period_spend", 0), "f")
+        return format(Decimal(getattr(obj, "period_spend", 0)).quantize(Decimal("0.00000001")), "f")
 
     @admin.display(description="Status")
     def status(self, obj: ApiKey) -> str:
