@@ -71,7 +71,7 @@ def vendor_probe(vendor: Vendor) -> ProbeResult:
         return ProbeResult(
             False,
             _scrub(
-                f"{vendor.name}: {upstream} failed (HTTP {error.vendor_status or error.status}): {error.message}",
+                f"{vendor.name}: {upstream} failed: {error.message}",
                 config,
             ),
         )
