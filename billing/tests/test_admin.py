@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -14,7 +13,7 @@ from billing.admin import CappedCountPaginator
 from billing.models import ApiKey, UsageRecord, UsageStatus
 from billing.services import api_key_create
 
-NOW = datetime(2025, 3, 14, 15, 0, tzinfo=dt_timezone.utc)  # a Friday
+NOW = datetime(2025, 3, 14, 15, 0, tzinfo=UTC)  # a Friday
 KEY_PATTERN = re.compile(r"sk-siraya-[A-Za-z0-9_-]{20,}")
 
 
@@ -87,7 +86,7 @@ def test_key_list_shows_spend_of_the_current_period(admin_client, frozen):
 def test_key_list_costs_a_fixed_number_of_queries(admin_client, django_assert_num_queries, count):
     for i in range(count):
         api_key, _ = api_key_create(f"k{i}", limit_reset="daily")
-        spend(api_key, datetime.now(dt_timezone.utc), "0.5")
+        spend(api_key, datetime.now(UTC), "0.5")
     # session, user, owner filter choices, filtered and full count, keys with their spend
     with django_assert_num_queries(6):
         page = admin_client.get(reverse("admin:billing_apikey_changelist"))
