@@ -33,6 +33,8 @@ from django.db.models.functions import Coalesce, TruncDate
 from billing.models import ApiKey, LimitReset, UsageRecord, UsageStatus
 
 ZERO = Decimal("0")
+# Costs are stored to 8 decimal places; SQLite sums come back with float noise digits.
+COST_PLACES = Decimal("0.00000001")
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
 
 
@@ -183,7 +185,7 @@ def usage_totals(records: QuerySet[UsageRecord]) -> Totals:
         requests=row["requests"],
         prompt_tokens=row["prompt_tokens"],
         completion_tokens=row["completion_tokens"],
-        cost=row["cost"],
+        cost=row["cost"].quantize(COST_PLACES),
         cancelled=row["cancelled"],
         errors=row["errors"],
         median_first_token_ms=median,
@@ -219,7 +221,9 @@ def usage_by_day_and_model(records: QuerySet[UsageRecord]) -> list[DailyModelUsa
         .order_by("day", "model_name")
     )
     return [
-        DailyModelUsage(r["day"], r["model_name"], r["requests"], r["prompt"], r["completion"], r["spent"])
+        DailyModelUsage(
+            r["day"], r["model_name"], r["requests"], r["prompt"], r["completion"], r["spent"].quantize(COST_PLACES)
+        )
         for r in rows
     ]
 
