@@ -5,8 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import tracemalloc
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from billing.services import api_key_create
 from reports import selectors
 from reports.views import _csv_chunks
 
-START = datetime(2025, 3, 1, tzinfo=dt_timezone.utc)
+START = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def _bulk_records(count: int) -> None:
