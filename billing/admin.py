@@ -1,30 +1,217 @@
-from django.contrib import admin
+"""Admin for API keys (plaintext shown once, at creation) and usage records (read-only)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cached_property
+from typing import Any, cast
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from billing.models import ApiKey, UsageRecord
+from billing.selectors import api_key_cache_forget
+from billing.services import api_key_create, api_key_enable, api_key_revoke
+from reports.selectors import api_keys_with_period_spend
+
+# The request attribute that carries a new key's plaintext from save_model to response_add.
+_PLAINTEXT_ATTR = "_siraya_new_api_key"
+
+
+class ApiKeyStatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("revoked", "Revoked"), ("expired", "Expired")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+        now = timezone.now()
+        not_expired = Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+        if self.value() == "active":
+            return queryset.filter(not_expired, revoked_at__isnull=True)
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
+        return queryset
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = [
+            "name",
+            "owner",
+            "credit_limit",
+            "limit_reset",
+            "requests_per_minute",
+            "tokens_per_minute",
+            "expires_at",
+        ]
+        help_texts = {
+            "credit_limit": "USD; leave blank for no limit.",
+            "owner": "The user who may read this key's usage at /usage/.",
+        }
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "owner", "credit_limit", "revoked_at", "last_used_at"]
-    readonly_fields = ["prefix", "key_hash", "reserved", "last_used_at"]
+    list_display = [
+        "name",
+        "display_prefix",
+        "owner",
+        "credit_limit",
+        "limit_reset",
+        "spend_this_period",
+        "status",
+        "last_used_at",
+    ]
+    list_select_related = ["owner"]
+    list_filter = [ApiKeyStatusFilter, "limit_reset", ("owner", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["name", "prefix", "owner__username", "owner__email"]
+    actions = ["revoke_keys", "enable_keys"]
+    readonly_fields = ["display_prefix", "status", "created_at", "revoked_at", "last_used_at", "reserved"]
+    fieldsets = [
+        (None, {"fields": ["name", "owner", "display_prefix", "status"]}),
+        ("Limits", {"fields": ["credit_limit", "limit_reset", "requests_per_minute", "tokens_per_minute"]}),
+        ("Streams and expiry", {"fields": ["max_concurrent_streams", "expires_at"]}),
+        ("History", {"fields": ["created_at", "last_used_at", "revoked_at", "reserved"]}),
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
+        return api_keys_with_period_spend(super().get_queryset(request), timezone.now())
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return [(None, {"fields": ApiKeyCreateForm.Meta.fields})]
+        return self.fieldsets
+
+    @admin.display(description="Key", ordering="prefix")
+    def display_prefix(self, obj: ApiKey) -> str:
+        return f"{obj.prefix}…"
+
+    @admin.display(description="Spend this period (USD)", ordering="period_spend")
+    def spend_this_period(self, obj: ApiKey) -> str:
+        return format(Decimal(getattr(obj, "period_spend", 0)).quantize(Decimal("0.00000001")), "f")
+
+    @admin.display(description="Status")
+    def status(self, obj: ApiKey) -> str:
+        if obj.revoked_at is not None:
+            return format_html('<span style="color:#b91c1c">Revoked</span>')
+        if obj.expires_at is not None and obj.expires_at <= timezone.now():
+            return format_html('<span style="color:#92400e">Expired</span>')
+        return format_html('<span style="color:#166534">Active</span>')
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            api_key_cache_forget(obj.key_hash)  # new limits apply at once in this process
+            return
+        created, plaintext = api_key_create(
+            obj.name,
+            owner=obj.owner,
+            credit_limit=obj.credit_limit,
+            limit_reset=obj.limit_reset,
+            requests_per_minute=obj.requests_per_minute,
+            tokens_per_minute=obj.tokens_per_minute,
+            expires_at=obj.expires_at,
+        )
+        # The admin logs the addition and builds its response from ``obj``: make it the created row.
+        obj.__dict__.update({f.attname: getattr(created, f.attname) for f in ApiKey._meta.concrete_fields})
+        obj._state.adding = False
+        setattr(request, _PLAINTEXT_ATTR, plaintext)
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        """Show the new key's plaintext on this one page; it is stored nowhere and never shown again."""
+        plaintext = getattr(request, _PLAINTEXT_ATTR, None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API key created",
+            "api_key": obj,
+            "plaintext": plaintext,
+        }
+        response = TemplateResponse(request, "admin/billing/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        now = timezone.now()
+        keys = list(queryset.filter(revoked_at__isnull=True))
+        for api_key in keys:
+            api_key_revoke(api_key, now)
+        self.message_user(request, f"Revoked {len(keys)} API key(s).", messages.SUCCESS)
+
+    @admin.action(description="Re-enable selected API keys")
+    def enable_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        keys = list(queryset.filter(revoked_at__isnull=False))
+        for api_key in keys:
+            api_key_enable(api_key)
+        self.message_user(request, f"Re-enabled {len(keys)} API key(s).", messages.SUCCESS)
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most ``CAP + 1`` rows (``COUNT(*)`` over a ``LIMIT`` subquery), never the whole table.
+
+    Pages past the cap stay reachable with ``?p=``; the changelist says "more than CAP".
+    """
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return cast(QuerySet[Any], self.object_list)[: self.CAP + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.CAP
 
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
     list_display = [
+        "created_at",
         "generation_id",
         "api_key",
         "model_name",
+        "vendor_name",
         "status",
+        "streamed",
         "prompt_tokens",
         "completion_tokens",
         "cost",
-        "created_at",
+        "first_token_ms",
+        "duration_ms",
     ]
     list_select_related = ["api_key"]
+    list_filter = ["status", "streamed", "api_key", "model", "vendor"]
+    search_fields = ["=generation_id"]
+    date_hierarchy = "created_at"
+    paginator = CappedCountPaginator
+    show_full_result_count = False  # no second, unfiltered COUNT(*)
+    list_per_page = 100
+    ordering = ["-created_at", "-pk"]
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # usage is the billing record

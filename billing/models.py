@@ -117,6 +117,7 @@ class UsageRecord(models.Model):
             models.Index(fields=["api_key", "created_at"], name="usage_key_created"),
             models.Index(fields=["status", "created_at"], name="usage_status_created"),
             models.Index(fields=["model_name", "created_at"], name="usage_model_created"),
+            models.Index(fields=["vendor_name", "created_at"], name="usage_vendor_created"),
         ]
 
     def __str__(self) -> str:

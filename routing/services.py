@@ -84,3 +84,20 @@ def model_create(
     for vendor, upstream, priority, weight in deployments:
         Deployment.objects.create(model=model, vendor=vendor, upstream_model=upstream, priority=priority, weight=weight)
     return model
+
+
+def vendor_update(vendor: Vendor, *, options: dict[str, Any], credentials: dict[str, Any]) -> Vendor:
+    """Save ``vendor``'s edited fields with new options and credentials, once its adapter accepted them."""
+    options = {k: v for k, v in options.items() if v not in (None, "")}
+    credentials = {k: v for k, v in credentials.items() if v not in (None, "")}
+    adapter_class(vendor.kind).validate(vendor.base_url, options, credentials)
+    vendor.options = options
+    vendor.set_credentials(credentials)
+    vendor.full_clean(exclude=["credentials_encrypted"])
+    vendor.save()
+    return vendor
+
+
+def models_set_enabled(model_ids: list[int], enabled: bool) -> int:
+    """Enable or disable models; return how many changed."""
+    return RouterModel.objects.filter(pk__in=model_ids).exclude(enabled=enabled).update(enabled=enabled)

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "channels",
     "routing",
     "billing",
+    "reports",
 ]
 
 MIDDLEWARE = [
@@ -115,7 +116,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "reports:usage"
+LOGOUT_REDIRECT_URL = "login"
+# The router serves /static/ itself (admin and report pages: CSS, Chart.js) so it needs no web
+# server in front; turn off when a proxy serves the output of `collectstatic` (STATIC_ROOT).
+SIRAYA_SERVE_STATIC = env.bool("SIRAYA_SERVE_STATIC", default=True)
 
 REDIS_URL = env.str("REDIS_URL", default="")
 # Prefix of every Redis key the router writes (several deployments may share one Redis).

@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, JsonResponse
-from django.urls import path
+from django.urls import include, path
 
 from billing import views as billing_views
 from routing import views as routing_views
@@ -15,4 +16,7 @@ urlpatterns = [
     path("v1/generation", billing_views.generation_detail, name="generation-detail"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("usage/", include("reports.urls")),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

@@ -168,3 +168,10 @@ async def close_clients() -> None:
     for pool in list(_clients.values()):
         await pool.aclose()
     _clients.clear()
+
+
+async def close_loop_client() -> None:
+    """Close the pool of the running event loop only (a short-lived loop, e.g. an admin connection test)."""
+    pool = _clients.pop(id(asyncio.get_running_loop()), None)
+    if pool is not None:
+        await pool.aclose()

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from billing import keys
+from billing.admin import CappedCountPaginator
+from billing.models import ApiKey, UsageRecord, UsageStatus
+from billing.services import api_key_create
+
+NOW = datetime(2025, 3, 14, 15, 0, tzinfo=UTC)  # a Friday
+KEY_PATTERN = re.compile(r"sk-siraya-[A-Za-z0-9_-]{20,}")
+
+
+@pytest.fixture
+def frozen():
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def spend(api_key: ApiKey, when: datetime, cost: str) -> None:
+    UsageRecord.objects.create(
+        generation_id=f"gen-{api_key.pk}-{when.timestamp()}-{cost}",
+        api_key=api_key,
+        model_name="m",
+        status=UsageStatus.COMPLETED,
+        cost=Decimal(cost),
+        created_at=when,
+    )
+
+
+def test_admin_creates_a_key_and_shows_its_plaintext_exactly_once(admin_client, admin_user):
+    response = admin_client.post(
+        reverse("admin:billing_apikey_add"),
+        {"name": "ci-bot", "owner": admin_user.pk, "credit_limit": "12.5", "limit_reset": "monthly"},
+    )
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    plaintext = KEY_PATTERN.search(response.content.decode()).group(0)
+    api_key = ApiKey.objects.get()
+    assert api_key.key_hash == keys.hash_key(plaintext)
+    assert (api_key.name, api_key.owner, api_key.credit_limit) == ("ci-bot", admin_user, Decimal("12.5"))
+    assert plaintext.startswith(api_key.prefix)
+    for url in (
+        reverse("admin:billing_apikey_change", args=[api_key.pk]),
+        reverse("admin:billing_apikey_changelist"),
+        reverse("admin:billing_apikey_history", args=[api_key.pk]),
+        reverse("admin:index"),
+    ):
+        page = admin_client.get(url).content.decode()
+        assert plaintext not in page
+        assert plaintext[len(api_key.prefix) :][:12] not in page
+    assert api_key.prefix in admin_client.get(reverse("admin:billing_apikey_changelist")).content.decode()
+
+
+def test_key_list_shows_spend_of_the_current_period(admin_client, frozen):
+    daily, _ = api_key_create("daily", limit_reset="daily", credit_limit=Decimal("5"))
+    weekly, _ = api_key_create("weekly", limit_reset="weekly")
+    monthly, _ = api_key_create("monthly", limit_reset="monthly")
+    forever, _ = api_key_create("forever")
+    for api_key in (daily, weekly, monthly, forever):
+        spend(api_key, NOW - timedelta(hours=1), "1")  # today
+        spend(api_key, NOW - timedelta(days=2), "10")  # Wednesday this week
+        spend(api_key, NOW - timedelta(days=6), "100")  # Saturday, the week before; this month
+        spend(api_key, NOW - timedelta(days=40), "1000")  # last month
+
+    page = admin_client.get(reverse("admin:billing_apikey_changelist"))
+
+    spent = {k.name: k.period_spend for k in page.context["cl"].result_list}
+    assert spent == {
+        "daily": Decimal("1"),
+        "weekly": Decimal("11"),
+        "monthly": Decimal("111"),
+        "forever": Decimal("1111"),
+    }
+    assert "111.00000000" in page.content.decode()
+
+
+@pytest.mark.parametrize("count", [2, 15])
+def test_key_list_costs_a_fixed_number_of_queries(admin_client, django_assert_num_queries, count):
+    for i in range(count):
+        api_key, _ = api_key_create(f"k{i}", limit_reset="daily")
+        spend(api_key, datetime.now(UTC), "0.5")
+    # session, user, owner filter choices, filtered and full count, keys with their spend
+    with django_assert_num_queries(6):
+        page = admin_client.get(reverse("admin:billing_apikey_changelist"))
+    assert len(page.context["cl"].result_list) == count
+
+
+def test_revoke_and_reenable_actions(admin_client):
+    first, _ = api_key_create("first")
+    second, _ = api_key_create("second")
+    url = reverse("admin:billing_apikey_changelist")
+
+    admin_client.post(url, {"action": "revoke_keys", "_selected_action": [first.pk, second.pk]})
+    assert ApiKey.objects.filter(revoked_at__isnull=False).count() == 2
+    revoked = admin_client.get(url, {"status": "revoked"}).context["cl"].result_list
+    assert {k.name for k in revoked} == {"first", "second"}
+
+    admin_client.post(url, {"action": "enable_keys", "_selected_action": [first.pk]})
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revoked_at is None and second.revoked_at is not None
+    assert [k.name for k in admin_client.get(url, {"status": "active"}).context["cl"].result_list] == ["first"]
+    assert [k.name for k in admin_client.get(url, {"q": "seco"}).context["cl"].result_list] == ["second"]
+
+
+def _records(api_key: ApiKey, count: int) -> None:
+    UsageRecord.objects.bulk_create(
+        UsageRecord(
+            generation_id=f"gen-admin-{i}",
+            api_key=api_key,
+            model_name="m",
+            vendor_name="v",
+            status=UsageStatus.ERROR if i % 3 == 0 else UsageStatus.COMPLETED,
+            streamed=i % 2 == 0,
+            created_at=NOW - timedelta(minutes=i),
+        )
+        for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("count", [5, 150])
+def test_usage_record_list_costs_a_fixed_number_of_queries(admin_client, django_assert_num_queries, count):
+    api_key, _ = api_key_create("k")
+    _records(api_key, count)
+    # session, user, date hierarchy (min/max, then days), capped count, one page with its keys,
+    # key / model / vendor filter choices
+    with django_assert_num_queries(9):
+        page = admin_client.get(reverse("admin:billing_usagerecord_changelist"))
+    assert len(page.context["cl"].result_list) == min(count, 100)
+
+
+def test_usage_record_list_filters_and_never_counts_past_the_cap(admin_client, monkeypatch):
+    api_key, _ = api_key_create("k")
+    _records(api_key, 12)
+    url = reverse("admin:billing_usagerecord_changelist")
+
+    errors = admin_client.get(url, {"status__exact": "error", "streamed__exact": "1"}).context["cl"].result_list
+    assert {(r.status, r.streamed) for r in errors} == {("error", True)}
+    assert len(errors) == 2  # i = 0 and 6
+
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 5)
+    page = admin_client.get(url)
+    assert page.context["cl"].result_count == 6  # counted up to CAP + 1, not 12
+    assert "more than 5 usage records" in page.content.decode()
+
+
+def test_usage_records_are_read_only(admin_client):
+    api_key, _ = api_key_create("k")
+    _records(api_key, 1)
+    record = UsageRecord.objects.get()
+    change_url = reverse("admin:billing_usagerecord_change", args=[record.pk])
+
+    page = admin_client.get(change_url)
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert admin_client.post(change_url, {"status": "completed"}).status_code == 403
+    assert admin_client.get(reverse("admin:billing_usagerecord_add")).status_code == 403
+    assert admin_client.post(reverse("admin:billing_usagerecord_delete", args=[record.pk])).status_code == 403

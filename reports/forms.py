@@ -1,0 +1,73 @@
+"""The report filter: a date range (UTC days) and an optional key, model and vendor."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, cast
+
+from django import forms
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from reports.selectors import ReportFilter, visible_keys
+from routing.models import RouterModel, Vendor
+
+RANGES = [("today", "Today"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
+_RANGE_DAYS = {"today": 1, "7d": 7, "30d": 30}
+# Longest custom range, in days: keeps the per-day chart readable.
+MAX_CUSTOM_DAYS = 366
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+class ReportFilterForm(forms.Form):
+    range = forms.ChoiceField(choices=RANGES, required=False)
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="UTC, inclusive")
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="UTC, inclusive")
+    key = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
+    model = forms.ChoiceField(required=False)
+    vendor = forms.ChoiceField(required=False)
+
+    def __init__(self, data: Any, *, user: AbstractBaseUser | AnonymousUser, today: date) -> None:
+        super().__init__(data)
+        self.today = today
+        # One query per list; the choices are built once and reused for validation and rendering.
+        keys = [(k.pk, f"{k.name} ({k.prefix}…)") for k in visible_keys(user).only("pk", "name", "prefix")]
+        cast(forms.ChoiceField, self.fields["key"]).choices = [("", "All keys"), *keys]
+        models = RouterModel.objects.order_by("name").values_list("name", flat=True)
+        cast(forms.ChoiceField, self.fields["model"]).choices = [("", "All models"), *((m, m) for m in models)]
+        vendors = Vendor.objects.order_by("name").values_list("name", flat=True)
+        cast(forms.ChoiceField, self.fields["vendor"]).choices = [("", "All vendors"), *((v, v) for v in vendors)]
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
+        if data.get("range") == "custom":
+            start, end = data.get("start"), data.get("end")
+            if start is None or end is None:
+                raise forms.ValidationError("A custom range needs a start and an end date.")
+            if start > end:
+                raise forms.ValidationError("The start date must not be after the end date.")
+            if (end - start).days >= MAX_CUSTOM_DAYS:
+                raise forms.ValidationError(f"A custom range covers at most {MAX_CUSTOM_DAYS} days.")
+        return data
+
+    def days(self) -> tuple[date, date]:
+        """First and last UTC day covered (inclusive)."""
+        data = self.cleaned_data if self.is_valid() else {}
+        chosen = data.get("range") or "7d"
+        if chosen == "custom":
+            return data["start"], data["end"]
+        return self.today - timedelta(days=_RANGE_DAYS[chosen] - 1), self.today
+
+    def report_filter(self) -> ReportFilter:
+        first, last = self.days()
+        data = self.cleaned_data if self.is_valid() else {}
+        return ReportFilter(
+            start=_midnight(first),
+            end=_midnight(last + timedelta(days=1)),
+            api_key_id=data.get("key"),
+            model_name=data.get("model") or "",
+            vendor_name=data.get("vendor") or "",
+        )

@@ -1,0 +1,312 @@
+"""Reads behind the usage reports and the admin key list. Every figure is aggregated in the database.
+
+Each function is one query (the SQLite median is the one exception, documented below), so a
+report page costs a fixed number of queries whatever the number of records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Case,
+    Count,
+    DecimalField,
+    FloatField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, TruncDate
+
+from billing.models import ApiKey, LimitReset, UsageRecord, UsageStatus
+
+ZERO = Decimal("0")
+# Costs are stored to 8 decimal places; SQLite sums come back with float noise digits.
+COST_PLACES = Decimal("0.00000001")
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
+
+
+# Keys and their spend this period
+
+
+def period_starts(now: datetime) -> dict[str, datetime]:
+    """Return where the current limit period began for each ``limit_reset``, in UTC."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {
+        LimitReset.DAILY: day,
+        LimitReset.WEEKLY: day - timedelta(days=day.weekday()),  # weeks start on Monday
+        LimitReset.MONTHLY: day.replace(day=1),
+    }
+
+
+def api_keys_with_period_spend(queryset: QuerySet[ApiKey], now: datetime) -> QuerySet[ApiKey]:
+    """Annotate ``period_spend``: USD of the key's usage since its limit period began (all time for "never").
+
+    One correlated subquery per row, in the same query as the list itself.
+    """
+    starts = period_starts(now)
+    period_start = Case(
+        *(When(limit_reset=reset, then=Value(start)) for reset, start in starts.items()),
+        default=Value(datetime(1970, 1, 1, tzinfo=now.tzinfo)),
+    )
+    spend = (
+        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=OuterRef("period_start"))
+        .order_by()
+        .values("api_key")
+        .annotate(total=Sum("cost"))
+        .values("total")
+    )
+    return queryset.annotate(period_start=period_start).annotate(
+        period_spend=Coalesce(Subquery(spend, output_field=_MONEY), Value(ZERO), output_field=_MONEY)
+    )
+
+
+# Usage reports
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFilter:
+    """What a report covers: a half-open time range [start, end) and optional key, model, vendor."""
+
+    start: datetime
+    end: datetime
+    api_key_id: int | None = None
+    model_name: str = ""
+    vendor_name: str = ""
+
+
+def visible_keys(user: AbstractBaseUser | AnonymousUser) -> QuerySet[ApiKey]:
+    """Return the keys ``user`` may read usage of: all for staff, their own otherwise."""
+    keys = ApiKey.objects.order_by("name", "pk")
+    if getattr(user, "is_staff", False):
+        return keys
+    return keys.filter(owner_id=user.pk) if user.is_authenticated else keys.none()
+
+
+def visible_records(user: AbstractBaseUser | AnonymousUser) -> QuerySet[UsageRecord]:
+    if getattr(user, "is_staff", False):
+        return UsageRecord.objects.all()
+    if not user.is_authenticated:
+        return UsageRecord.objects.none()
+    return UsageRecord.objects.filter(api_key__owner_id=user.pk)
+
+
+def filtered_records(user: AbstractBaseUser | AnonymousUser, spec: ReportFilter) -> QuerySet[UsageRecord]:
+    records = visible_records(user).filter(created_at__gte=spec.start, created_at__lt=spec.end)
+    if spec.api_key_id is not None:
+        records = records.filter(api_key_id=spec.api_key_id)
+    if spec.model_name:
+        records = records.filter(model_name=spec.model_name)
+    if spec.vendor_name:
+        records = records.filter(vendor_name=spec.vendor_name)
+    return records
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's ordered-set aggregate ``percentile_cont(f) WITHIN GROUP (ORDER BY x)``."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: Any, percentile: float, **extra: Any) -> None:
+        super().__init__(expression, percentile=float(percentile), **extra)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    cancelled: int
+    errors: int
+    median_first_token_ms: float | None
+
+    @property
+    def cancelled_share(self) -> float:
+        return self.cancelled / self.requests if self.requests else 0.0
+
+    @property
+    def error_share(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def cancelled_percent(self) -> float:
+        return 100 * self.cancelled_share
+
+    @property
+    def error_percent(self) -> float:
+        return 100 * self.error_share
+
+
+def _median_ordered(records: QuerySet[UsageRecord], count: int) -> float | None:
+    """Median by one ordered query with OFFSET: the middle one or two values of ``count`` non-null ones."""
+    if count == 0:
+        return None
+    values = (
+        records.filter(first_token_ms__isnull=False)
+        .order_by("first_token_ms")
+        .values_list("first_token_ms", flat=True)[(count - 1) // 2 : count // 2 + 1]
+    )
+    middle = [v for v in values if v is not None]
+    return sum(middle) / len(middle)
+
+
+def usage_totals(records: QuerySet[UsageRecord]) -> Totals:
+    """Totals of ``records``; one query on PostgreSQL (median in the same aggregate), two elsewhere."""
+    postgres = connection.vendor == "postgresql"
+    aggregates: dict[str, Any] = {
+        "requests": Count("pk"),
+        "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
+        "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
+        "cost": Coalesce(Sum("cost"), Value(ZERO), output_field=_MONEY),
+        "cancelled": Count("pk", filter=Q(status=UsageStatus.CANCELLED)),
+        "errors": Count("pk", filter=Q(status=UsageStatus.ERROR)),
+        "ttft_count": Count("first_token_ms"),
+    }
+    if postgres:
+        aggregates["median_ttft"] = PercentileCont("first_token_ms", 0.5)
+    row = records.order_by().aggregate(**aggregates)
+    median = row["median_ttft"] if postgres else _median_ordered(records, row["ttft_count"])
+    return Totals(
+        requests=row["requests"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        cost=row["cost"].quantize(COST_PLACES),
+        cancelled=row["cancelled"],
+        errors=row["errors"],
+        median_first_token_ms=median,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DailyModelUsage:
+    day: date
+    model_name: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def usage_by_day_and_model(records: QuerySet[UsageRecord]) -> list[DailyModelUsage]:
+    """Requests, tokens and cost per UTC day and model, oldest day first. One query."""
+    rows = (
+        records.order_by()
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "model_name")
+        .annotate(
+            requests=Count("pk"),
+            prompt=Coalesce(Sum("prompt_tokens"), 0),
+            completion=Coalesce(Sum("completion_tokens"), 0),
+            spent=Coalesce(Sum("cost"), Value(ZERO), output_field=_MONEY),
+        )
+        .order_by("day", "model_name")
+    )
+    return [
+        DailyModelUsage(
+            r["day"], r["model_name"], r["requests"], r["prompt"], r["completion"], r["spent"].quantize(COST_PLACES)
+        )
+        for r in rows
+    ]
+
+
+def requests_by_status(records: QuerySet[UsageRecord]) -> dict[str, int]:
+    """Number of requests per status, every status present (zero when none). One query."""
+    counts = dict.fromkeys(UsageStatus.values, 0)
+    for row in records.order_by().values("status").annotate(n=Count("pk")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+CSV_COLUMNS = (
+    "generation_id",
+    "created_at",
+    "finished_at",
+    "key_name",
+    "key_prefix",
+    "model",
+    "vendor",
+    "upstream_model",
+    "status",
+    "streamed",
+    "http_status",
+    "error_code",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "usage_source",
+    "cost_usd",
+    "first_token_ms",
+    "duration_ms",
+)
+_CSV_FIELDS = (
+    "generation_id",
+    "created_at",
+    "finished_at",
+    "api_key__name",
+    "api_key__prefix",
+    "model_name",
+    "vendor_name",
+    "upstream_model",
+    "status",
+    "streamed",
+    "http_status",
+    "error_code",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "usage_source",
+    "cost",
+    "first_token_ms",
+    "duration_ms",
+)
+
+
+def csv_rows_query(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord, tuple[Any, ...]]:
+    """The rows of the CSV export, newest first, as tuples in ``CSV_COLUMNS`` order."""
+    return records.order_by("-created_at", "-pk").values_list(*_CSV_FIELDS)
+
+
+def generation_page(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
+    return records.select_related("api_key").order_by("-created_at", "-pk")
+
+
+def csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def iter_days(start: date, end: date) -> Iterator[date]:
+    day = start
+    while day <= end:
+        yield day
+        day += timedelta(days=1)

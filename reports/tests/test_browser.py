@@ -1,0 +1,166 @@
+"""The operator's whole journey in headless Chromium against a live router.
+
+Log in to the admin, add a vendor, a model with its deployment and a key (its plaintext shown
+once), send a few requests with that key, then read /usage/: charts drawn, totals equal to the
+records. Screenshots go to artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.contrib.auth.models import User
+from django.db.models import Count, Sum
+
+from billing.models import ApiKey, UsageRecord
+from conftest import ARTIFACTS, wait_settled
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+PASSWORD = "correct-horse-battery-staple"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _require_browser() -> None:
+    missing = []
+    if not shutil.which(CHROMIUM):
+        missing.append(CHROMIUM)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("SIRAYA_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@contextmanager
+def browser_page(base_url: str):
+    """A fresh Chromium page, logged in to the admin as the operator."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 1000})
+            page.set_default_timeout(15_000)
+            page.goto(base_url + "/admin/login/?next=/admin/")
+            page.fill("#id_username", "operator")
+            page.fill("#id_password", PASSWORD)
+            page.click("input[type=submit]")
+            page.wait_for_url(base_url + "/admin/")
+            yield page
+        finally:
+            browser.close()
+
+
+# Counts pixels of a canvas that are drawn (not transparent) and that carry a series colour.
+CANVAS_PIXELS = """(id) => {
+  const canvas = document.getElementById(id);
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let drawn = 0, coloured = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] > 0) drawn++;
+    const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+    if (data[i + 3] > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 80) coloured++;
+  }
+  return {width: canvas.width, height: canvas.height, drawn, coloured};
+}"""
+
+
+def test_operator_sets_up_from_the_browser_and_reads_costs(live_router, transactional_db):
+    _require_browser()
+    user = User.objects.create(username="operator", is_staff=True, is_superuser=True)
+    # The live router runs with the real settings' hashers, not the test settings' MD5.
+    user.password = PBKDF2PasswordHasher().encode(PASSWORD, "browsersalt", iterations=1000)
+    user.save()
+    ARTIFACTS.mkdir(exist_ok=True)
+    base = live_router.url
+
+    with browser_page(base) as page:
+        # A vendor: choose the kind, then fill in that kind's fields.
+        page.goto(base + "/admin/routing/vendor/add/")
+        page.click("text=Demo (local, no network)")
+        page.fill("#id_name", "local-demo")
+        page.fill("#id_option_token_delay", "0")
+        page.click("input[name=_save]")
+        assert "was added successfully" in page.inner_text(".messagelist")
+
+        # A model with prices and its deployment on that vendor.
+        page.goto(base + "/admin/routing/routermodel/add/")
+        page.fill("#id_name", "demo/browser")
+        page.fill("#id_input_price", "150")
+        page.fill("#id_output_price", "600")
+        page.select_option("#id_deployments-0-vendor", label="local-demo")
+        page.fill("#id_deployments-0-upstream_model", "echo")
+        page.click("input[name=_save]")
+        assert "was added successfully" in page.inner_text(".messagelist")
+
+        # A key: its plaintext is on the next page, once.
+        page.goto(base + "/admin/billing/apikey/add/")
+        page.fill("#id_name", "browser-key")
+        page.fill("#id_credit_limit", "5")
+        page.click("input[name=_save]")
+        plaintext = page.input_value("#new-api-key")
+        assert plaintext.startswith("sk-siraya-")
+        page.screenshot(path=str(ARTIFACTS / "admin-key-created.png"), mask=[page.locator("#new-api-key")])
+        page.click("text=Done: go to the key")
+        assert plaintext not in page.content()
+        page.goto(base + "/admin/billing/apikey/")
+        assert plaintext not in page.content()
+        assert "browser-key" in page.content()
+        page.screenshot(path=str(ARTIFACTS / "admin-keys.png"), full_page=True)
+
+    # A few requests with the new key, one of them streamed.
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    for text, stream in (("hello there", False), ("what does this cost", False), ("stream me a few words", True)):
+        body = {"model": "demo/browser", "messages": [{"role": "user", "content": text}], "stream": stream}
+        response = httpx.post(base + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+    wait_settled()
+    api_key = ApiKey.objects.get(name="browser-key")
+    expected = UsageRecord.objects.filter(api_key=api_key).aggregate(
+        requests=Count("pk"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost")
+    )
+    assert expected["requests"] == 3 and expected["cost"] > 0
+
+    with browser_page(base) as page:
+        page.goto(base + "/usage/?range=7d")
+        page.wait_for_selector("body[data-charts-ready=true]")
+        pixels = {c: page.evaluate(CANVAS_PIXELS, c) for c in ("chart-cost", "chart-tokens", "chart-status")}
+        totals = {
+            name: page.inner_text(f"[data-total={name}]")
+            for name in ("requests", "prompt_tokens", "completion_tokens", "cost")
+        }
+        daily_rows = page.locator("#table-daily tbody tr").all_inner_texts()
+        page.screenshot(path=str(ARTIFACTS / "usage-report.png"), full_page=True)
+        page.click("#table-generations tbody tr:first-child a")
+        detail = page.inner_text("main")
+        page.screenshot(path=str(ARTIFACTS / "usage-generation.png"), full_page=True)
+
+    for canvas, seen in pixels.items():
+        assert seen["width"] > 100 and seen["height"] > 100, (canvas, seen)
+        assert seen["coloured"] > 200, (canvas, seen)  # bars in a series colour, not just axes
+    assert int(totals["requests"]) == expected["requests"]
+    assert int(totals["prompt_tokens"]) == expected["prompt"]
+    assert int(totals["completion_tokens"]) == expected["completion"]
+    assert Decimal(totals["cost"]) == expected["cost"].quantize(Decimal("0.000001"))
+    assert len(daily_rows) == 1 and "demo/browser" in daily_rows[0] and "\t3\t" in daily_rows[0]
+    assert "local-demo" in detail and "Attempts" in detail

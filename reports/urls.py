@@ -1,0 +1,11 @@
+from django.urls import path
+
+from reports import views
+
+app_name = "reports"
+
+urlpatterns = [
+    path("", views.usage_report, name="usage"),
+    path("export.csv", views.usage_csv, name="csv"),
+    path("generations/<str:generation_id>/", views.generation_detail, name="generation"),
+]

@@ -1,0 +1,154 @@
+"""Usage reports in the browser: totals, charts and tables, one generation, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Generator, Iterator
+from datetime import date
+from functools import cached_property
+from itertools import islice
+from typing import Any, cast
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import render
+from django.utils import timezone
+
+from billing.models import UsageRecord, UsageStatus
+from reports import selectors
+from reports.forms import ReportFilterForm
+
+PAGE_SIZE = 50
+# Rows fetched from the database per round trip, and bytes gathered before one write to the client.
+CSV_FETCH_ROWS = 2000
+CSV_FLUSH_BYTES = 64 * 1024
+
+
+class KnownCountPaginator(Paginator):
+    """A paginator told its count (the totals query already has it), so it never runs COUNT(*)."""
+
+    def __init__(self, object_list: Any, per_page: int, known_count: int) -> None:
+        super().__init__(object_list, per_page)
+        self.known_count = known_count
+
+    @cached_property
+    def count(self) -> int:
+        return self.known_count
+
+
+def _filter_form(request: HttpRequest) -> ReportFilterForm:
+    return ReportFilterForm(request.GET or None, user=request.user, today=timezone.now().date())
+
+
+def _chart_data(
+    first: date, last: date, daily: list[selectors.DailyModelUsage], status: dict[str, int]
+) -> dict[str, Any]:
+    days = [d.isoformat() for d in selectors.iter_days(first, last)]
+    position = {d: i for i, d in enumerate(days)}
+    models = sorted({row.model_name for row in daily})
+    cost = {m: [0.0] * len(days) for m in models}
+    tokens = {m: [0] * len(days) for m in models}
+    for row in daily:
+        i = position[row.day.isoformat()]
+        cost[row.model_name][i] = float(row.cost)  # display only; tables show the exact Decimal
+        tokens[row.model_name][i] = row.tokens
+    return {
+        "days": days,
+        "models": models,
+        "cost": cost,
+        "tokens": tokens,
+        "status": {"labels": [UsageStatus(s).label for s in status], "counts": list(status.values())},
+    }
+
+
+@login_required
+def usage_report(request: HttpRequest) -> HttpResponse:
+    form = _filter_form(request)
+    first, last = form.days()
+    records = selectors.filtered_records(request.user, form.report_filter())
+    totals = selectors.usage_totals(records)
+    daily = selectors.usage_by_day_and_model(records)
+    status = selectors.requests_by_status(records)
+    paginator = KnownCountPaginator(selectors.generation_page(records), PAGE_SIZE, totals.requests)
+    page = paginator.get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "first_day": first,
+        "last_day": last,
+        "totals": totals,
+        "daily": daily,
+        "status": [(UsageStatus(s).label, n) for s, n in status.items()],
+        "chart_data": _chart_data(first, last, daily, status),
+        "page": page,
+        "query": query.urlencode(),
+    }
+    return render(request, "reports/usage.html", context)
+
+
+@login_required
+def generation_detail(request: HttpRequest, generation_id: str) -> HttpResponse:
+    record = (
+        selectors.visible_records(request.user).select_related("api_key").filter(generation_id=generation_id).first()
+    )
+    if record is None:
+        raise Http404("No such generation.")
+    return render(request, "reports/generation.html", {"record": record})
+
+
+def _next_rows(rows: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return list(islice(rows, CSV_FETCH_ROWS))
+
+
+async def _rows_in_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Yield the query's rows CSV_FETCH_ROWS at a time, each batch read in Django's sync thread.
+
+    ``QuerySet.iterator`` reads through a server-side cursor on PostgreSQL (and SQLite steps
+    its cursor lazily), so memory holds one batch. (``aiterator`` cannot serve here: with
+    ``values_list`` it runs the query in the event loop and fails.)
+    """
+    rows = await sync_to_async(query.iterator)(chunk_size=CSV_FETCH_ROWS)
+    try:
+        while batch := await sync_to_async(_next_rows)(rows):
+            yield batch
+    finally:
+        await sync_to_async(
+            cast(Generator[Any, None, None], rows).close
+        )()  # a client that left mid-way: release the cursor
+
+
+async def _csv_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIterator[bytes]:
+    """Yield the CSV in pieces of about CSV_FLUSH_BYTES.
+
+    Async so that daphne streams it: over ASGI, Django reads a synchronous iterator to the
+    end before sending the first byte.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(selectors.CSV_COLUMNS)
+    async for batch in _rows_in_chunks(query):
+        writer.writerows([selectors.csv_value(v) for v in row] for row in batch)
+        if buffer.tell() >= CSV_FLUSH_BYTES:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+@login_required
+def usage_csv(request: HttpRequest) -> HttpResponseBase:
+    form = _filter_form(request)
+    if request.GET and not form.is_valid():
+        return HttpResponseBadRequest("Invalid filter: " + "; ".join(str(m) for ms in form.errors.values() for m in ms))
+    first, last = form.days()
+    records = selectors.filtered_records(request.user, form.report_filter())
+    response = StreamingHttpResponse(_csv_chunks(selectors.csv_rows_query(records)), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="usage-{first.isoformat()}-{last.isoformat()}.csv"'
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.messages import get_messages
+from django.urls import reverse
+
+from fakevendors.openai import FakeOpenAI
+from routing.admin_forms import OPTION_PREFIX, SECRET_PREFIX
+from routing.models import RouterModel, Vendor
+from routing.services import model_create, vendor_create
+from routing.vendors import ADAPTERS
+
+SECRET = "sk-vendor-admin-secret-0123456789"
+
+
+def add_url(kind: str) -> str:
+    return reverse("admin:routing_vendor_add") + f"?kind={kind}"
+
+
+def vendor_post(name: str = "acme", **fields: str) -> dict[str, str]:
+    return {"name": name, "base_url": "https://api.example.com/v1", "enabled": "on", **fields}
+
+
+def test_adding_a_vendor_starts_by_choosing_its_kind(admin_client):
+    page = admin_client.get(reverse("admin:routing_vendor_add")).content.decode()
+    for kind in ADAPTERS:
+        assert f"?kind={kind}" in page
+
+
+@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+def test_vendor_form_has_the_fields_its_adapter_declares(admin_client, kind):
+    page = admin_client.get(add_url(kind)).content.decode()
+    adapter = ADAPTERS[kind]
+    for name in adapter.option_names:
+        assert f'name="{OPTION_PREFIX}{name}"' in page
+    for name in adapter.secret_names:
+        assert f'name="{SECRET_PREFIX}{name}"' in page
+    others = {n for a in ADAPTERS.values() for n in a.option_names} - set(adapter.option_names)
+    for name in others:
+        assert f'name="{OPTION_PREFIX}{name}"' not in page
+
+
+def test_vendor_credentials_are_write_only(admin_client):
+    response = admin_client.post(
+        add_url("openai"), vendor_post(**{"secret_api_key": SECRET, "option_organization": "org-7"})
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    vendor = Vendor.objects.get(name="acme")
+    assert (vendor.kind, vendor.options, vendor.credentials()) == (
+        "openai",
+        {"organization": "org-7"},
+        {"api_key": SECRET},
+    )
+    assert SECRET not in vendor.credentials_encrypted
+
+    change_url = reverse("admin:routing_vendor_change", args=[vendor.pk])
+    page = admin_client.get(change_url).content.decode()
+    assert SECRET not in page
+    assert "Currently set" in page
+    assert "org-7" in page
+    assert SECRET not in admin_client.get(reverse("admin:routing_vendor_changelist")).content.decode()
+
+    # Blank keeps the stored secret, a typed one replaces it, "remove" clears it.
+    admin_client.post(change_url, vendor_post(option_organization="org-8"))
+    vendor.refresh_from_db()
+    assert (vendor.options, vendor.credentials()) == ({"organization": "org-8"}, {"api_key": SECRET})
+    admin_client.post(change_url, vendor_post(secret_api_key="sk-new-value-42"))
+    vendor.refresh_from_db()
+    assert vendor.credentials() == {"api_key": "sk-new-value-42"}
+    admin_client.post(change_url, vendor_post(remove_credentials="on"))
+    vendor.refresh_from_db()
+    assert vendor.credentials_encrypted == ""
+    assert "Currently not set" in admin_client.get(change_url).content.decode()
+
+
+def test_vendor_form_reports_what_the_adapter_rejects(admin_client):
+    response = admin_client.post(add_url("openai"), vendor_post(base_url=""))
+    assert response.status_code == 200
+    assert "base-url is required" in response.content.decode()
+    assert not Vendor.objects.exists()
+
+
+def _vendor_with_model(url: str) -> Vendor:
+    vendor = vendor_create("fake", "openai", url, credentials={"api_key": SECRET})
+    model_create("test/fake", deployments=[(vendor, "fake-model", 0, 1)])
+    return vendor
+
+
+def _messages(response) -> list[tuple[str, str]]:
+    return [(m.level_tag, m.message) for m in get_messages(response.wsgi_request)]
+
+
+def test_test_connection_sends_one_tiny_request_and_reports_success(admin_client):
+    with FakeOpenAI(tokens=1) as fake:
+        vendor = _vendor_with_model(fake.url + "/v1")
+        response = admin_client.post(
+            reverse("admin:routing_vendor_changelist"), {"action": "test_connection", "_selected_action": [vendor.pk]}
+        )
+        [(level, message)] = _messages(response)
+        assert level == "success"
+        assert "fake: fake-model answered in" in message
+        assert SECRET not in message
+        [request] = fake.requests
+        assert request.json()["max_tokens"] == 1
+        assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_test_connection_reports_failure_without_the_secret(admin_client):
+    # A vendor that echoes the key it was sent in its error message.
+    echo = {"error": {"message": f"Bad request from key {SECRET}", "type": "invalid_request_error"}}
+    with FakeOpenAI(status=400, error_body=echo) as fake:
+        vendor = _vendor_with_model(fake.url + "/v1")
+        response = admin_client.post(
+            reverse("admin:routing_vendor_changelist"), {"action": "test_connection", "_selected_action": [vendor.pk]}
+        )
+    [(level, message)] = _messages(response)
+    assert level == "error"
+    assert "400" in message and "Bad request from key [credential]" in message
+    assert SECRET not in message
+
+
+def test_test_connection_without_a_deployment_says_so(admin_client):
+    vendor = vendor_create("lonely", "demo")
+    response = admin_client.post(
+        reverse("admin:routing_vendor_changelist"), {"action": "test_connection", "_selected_action": [vendor.pk]}
+    )
+    [(level, message)] = _messages(response)
+    assert level == "error" and "add a model deployed on this vendor" in message
+
+
+def test_model_with_prices_and_deployment_is_added_and_toggled(admin_client):
+    vendor = vendor_create("local", "demo")
+    response = admin_client.post(
+        reverse("admin:routing_routermodel_add"),
+        {
+            "name": "demo/new",
+            "enabled": "on",
+            "input_price": "0.15",
+            "output_price": "0.60",
+            "request_price": "0",
+            "max_output_tokens": "4096",
+            "deployments-TOTAL_FORMS": "1",
+            "deployments-INITIAL_FORMS": "0",
+            "deployments-MIN_NUM_FORMS": "0",
+            "deployments-MAX_NUM_FORMS": "1000",
+            "deployments-0-vendor": str(vendor.pk),
+            "deployments-0-upstream_model": "echo",
+            "deployments-0-priority": "0",
+            "deployments-0-weight": "1",
+            "deployments-0-enabled": "on",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    model = RouterModel.objects.get(name="demo/new")
+    assert (model.input_price, model.output_price) == (Decimal("0.15"), Decimal("0.60"))
+    assert [(d.vendor.name, d.upstream_model) for d in model.deployments.all()] == [("local", "echo")]
+
+    url = reverse("admin:routing_routermodel_changelist")
+    admin_client.post(url, {"action": "disable_models", "_selected_action": [model.pk]})
+    model.refresh_from_db()
+    assert not model.enabled
+    admin_client.post(url, {"action": "enable_models", "_selected_action": [model.pk]})
+    model.refresh_from_db()
+    assert model.enabled
