@@ -16,7 +16,7 @@ MODELS = {
     "bench/complete": "fake?tokens=16",
     "bench/stream": "fake?tokens=64",
     "bench/hold": "fake?tokens=2&hang_after=1",
-    "bench/cancel": "fake?tokens=40&token_delay=0.025",
+    "bench/cancel": "fake?tokens=40&token_delay=0.05",
 }
 
 

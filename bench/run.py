@@ -55,8 +55,8 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile(2000, 1000, 32, 5.0, 3, (1000, 5000), 1.0, 200, 8, True),
-    "quick": Profile(400, 200, 32, 2.0, 1, (1000,), 1.0, 50, 8, True),
+    "full": Profile(2000, 1000, 32, 5.0, 3, (1000, 5000), 1.0, 200, 16, True),
+    "quick": Profile(400, 200, 32, 2.0, 1, (1000,), 1.0, 50, 16, True),
     "smoke": Profile(10, 5, 4, 0.5, 1, (20,), 0.2, 3, 3, False, warmup_rounds=3),
 }
 
@@ -336,7 +336,8 @@ def table(results: dict[str, Any]) -> str:
     meta = results["meta"]
     head = (
         f"Server: {meta['server']} (one process), SQLite; {meta['cpus']} x {meta['cpu_model']}, Python {meta['python']}; "
-        f"{meta['date']}; profile {meta['profile']}\n\n"
+        f"{meta['date']}; profile {meta['profile']}; load average (1/5/15 min) {meta['load_average_before']} "
+        f"before, {meta['load_average_after']} after\n\n"
     )
     lines = ["| Measure | Direct | Bare relay | Router | Router vs target |", "|---|---:|---:|---:|---|"]
     lines += [f"| {' | '.join(row)} |" for row in rows(results)]
@@ -361,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     started = time.monotonic()
+    # Other work on the machine skews every figure; the table says how busy it was.
+    load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="siraya-bench-") as workdir:
         results = Bench(PROFILES[profile_name], args.server, Path(workdir)).run()
     results["meta"] = {
@@ -369,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile_name,
         "settings": asdict(PROFILES[profile_name]),
         "seconds": round(time.monotonic() - started, 1),
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=str))

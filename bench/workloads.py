@@ -182,7 +182,7 @@ async def cancellations(
 ) -> dict[str, list[dict[str, Any]]]:
     """Close ``count`` streams per target at random points; when did the vendor see its socket close?
 
-    The fake vendor writes a token every 25 ms; the client closes 0-10 ms after the k-th token
+    The fake vendor writes a token every 50 ms; the client closes 0-10 ms after the k-th token
     (k random in 0..30, 0 meaning right after the opening role chunk), so the tokens it received
     are exactly the tokens the relay handed over.
     """

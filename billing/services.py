@@ -19,7 +19,8 @@ from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
 from billing.selectors import KeyInfo, api_key_cache_forget
 from lib import tokens
 from routing.errors import RouterError
-from routing.selectors import ModelRoute, model_route
+from routing.routes import model_route_cached
+from routing.selectors import ModelRoute
 
 
 def generation_id_new() -> str:
@@ -93,7 +94,7 @@ def request_admit(key: KeyInfo, model_name: str, streamed: bool, generation_id: 
     authenticated request is accounted for.
     """
     now = timezone.now()
-    route = model_route(model_name)
+    route = model_route_cached(model_name)
     try:
         if route is None:
             raise RouterError(

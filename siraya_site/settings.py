@@ -127,6 +127,8 @@ SIRAYA_FIRST_BYTE_TIMEOUT = env.float("SIRAYA_FIRST_BYTE_TIMEOUT", default=120.0
 SIRAYA_IDLE_TIMEOUT = env.float("SIRAYA_IDLE_TIMEOUT", default=120.0)
 # Seconds a verified API key stays in the in-process cache (revocation takes effect within it).
 SIRAYA_KEY_CACHE_SECONDS = env.float("SIRAYA_KEY_CACHE_SECONDS", default=5.0)
+# Seconds a model route (prices, deployments) stays cached in process; see routing.routes.
+SIRAYA_ROUTE_CACHE_SECONDS = env.float("SIRAYA_ROUTE_CACHE_SECONDS", default=1.0)
 # Encoding used to count tokens when a model has none configured.
 SIRAYA_DEFAULT_ENCODING = env.str("SIRAYA_DEFAULT_ENCODING", default="cl100k_base")
 
