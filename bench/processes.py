@@ -38,27 +38,6 @@ SERVERS: dict[str, list[str]] = {
         "8192",
         "{app}",
     ],
-    "granian": [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--loop",
-        "uvloop",
-        "--workers",
-        "1",
-        "--no-ws",
-        "--log-level",
-        "warning",
-        "--backlog",
-        "8192",
-        "{app}",
-    ],
 }
 ROUTER_APP = "siraya_site.asgi:application"
 BARE_APP = "bench.bare_relay:application"
