@@ -76,6 +76,8 @@ def start_server(
         "DJANGO_SETTINGS_MODULE": "siraya_site.settings",
         "DATABASE_URL": database_url(),
         "SIRAYA_KEY_CACHE_SECONDS": "0",
+        # Tests recreate "test/fake" against a new fake vendor every time: no route caching.
+        "SIRAYA_ROUTE_CACHE_SECONDS": "0",
         "SIRAYA_KEEPALIVE_SECONDS": "0.3",
         "PYTHONUNBUFFERED": "1",
         **(env_overrides or {}),

@@ -20,7 +20,8 @@ from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
 from billing.selectors import KeyInfo, api_key_cache_forget
 from lib import tokens
 from routing.errors import RouterError
-from routing.selectors import ModelRoute, model_route
+from routing.routes import model_route_cached
+from routing.selectors import ModelRoute
 
 
 def generation_id_new() -> str:
@@ -92,7 +93,7 @@ def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: 
 def _routes(model_name: str, fallback_models: Sequence[str]) -> tuple[ModelRoute, ...]:
     routes = []
     for name in dict.fromkeys([model_name, *fallback_models]):
-        route = model_route(name)
+        route = model_route_cached(name)
         param = "model" if name == model_name else "models"
         if route is None:
             raise RouterError(

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class RoutingConfig(AppConfig):
     name = "routing"
     verbose_name = "Routing"
+
+    def ready(self) -> None:
+        from routing.routes import connect_invalidation
+
+        connect_invalidation()

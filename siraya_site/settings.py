@@ -139,6 +139,8 @@ SIRAYA_COOLDOWN_WINDOW_SECONDS = env.float("SIRAYA_COOLDOWN_WINDOW_SECONDS", def
 SIRAYA_COOLDOWN_SECONDS = env.float("SIRAYA_COOLDOWN_SECONDS", default=30.0)
 # Seconds a verified API key stays in the in-process cache (revocation takes effect within it).
 SIRAYA_KEY_CACHE_SECONDS = env.float("SIRAYA_KEY_CACHE_SECONDS", default=5.0)
+# Seconds a model route (prices, deployments) stays cached in process; see routing.routes.
+SIRAYA_ROUTE_CACHE_SECONDS = env.float("SIRAYA_ROUTE_CACHE_SECONDS", default=1.0)
 # Encoding used to count tokens when a model has none configured.
 SIRAYA_DEFAULT_ENCODING = env.str("SIRAYA_DEFAULT_ENCODING", default="cl100k_base")
 

@@ -18,4 +18,5 @@ else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_siraya_{_run}"}
 
 SIRAYA_KEY_CACHE_SECONDS = 0.0
+SIRAYA_ROUTE_CACHE_SECONDS = 0.0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

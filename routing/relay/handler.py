@@ -26,6 +26,7 @@ from django.conf import settings
 from billing.models import UsageStatus
 from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
 from billing.services import Admission, Outcome, generation_id_new, request_admit, usage_record_finalize
+from billing.writer import group_committed
 from lib import tokens
 from routing.errors import RouterError, UpstreamError
 from routing.health import cooldowns
@@ -42,8 +43,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-_admit = database_sync_to_async(request_admit)
-_finalize = database_sync_to_async(usage_record_finalize)
+# Both writes of a request go through the group commit (billing.writer).
+_admit = group_committed(request_admit)
+_finalize = group_committed(usage_record_finalize)
 _load_key = database_sync_to_async(api_key_load)
 
 

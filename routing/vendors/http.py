@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,11 +15,20 @@ import orjson
 
 from routing.errors import UpstreamError
 from routing.vendors.base import VendorConfig
+from routing.vendors.transport import UpstreamTransport
 
 _clients: dict[int, httpx.AsyncClient] = {}
 # Upper bound on an upstream error body we read to explain a failure.
 MAX_ERROR_BODY = 64 * 1024
 RETRYABLE_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+
+
+def _transport() -> httpx.AsyncBaseTransport:
+    # SIRAYA_UPSTREAM_TRANSPORT=httpx selects httpx's own transport (kept for comparisons: make bench).
+    if os.environ.get("SIRAYA_UPSTREAM_TRANSPORT", "aiohttp") == "httpx":
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30)
+        return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    return UpstreamTransport(keepalive_expiry=30)
 
 
 def client() -> httpx.AsyncClient:
@@ -27,7 +37,7 @@ def client() -> httpx.AsyncClient:
     pool = _clients.get(id(loop))
     if pool is None or pool.is_closed:
         pool = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30),
+            transport=_transport(),
             timeout=httpx.Timeout(60.0),
             follow_redirects=False,
             trust_env=False,

@@ -1,0 +1,1 @@
+"""``make bench``: the router against the fake vendor called directly and a bare relay, in one run."""

@@ -1,0 +1,91 @@
+"""The bare relay: the floor of the router's stack.
+
+A minimal ASGI pass-through with no auth, no accounting and no database: it forwards the
+request body to ``BENCH_UPSTREAM`` + ``/chat/completions`` through the router's own shared
+HTTP client (``routing.vendors.http.client()``, so the same transport) and streams the raw
+answer back. It watches the client like the router does, so a client that goes away closes
+the upstream socket. Served by the same ASGI server as the router in each benchmark run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import httpx
+
+from routing.vendors import http as vendor_http
+
+UPSTREAM = os.environ.get("BENCH_UPSTREAM", "http://127.0.0.1:9/v1").rstrip("/") + "/chat/completions"
+PASSED_HEADERS = (b"content-type", b"content-length")
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await vendor_http.close_clients()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read_body(receive: Any) -> bytes | None:
+    parts = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _watch(receive: Any, task: asyncio.Task[Any], gone: list[bool]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.append(True)
+    task.cancel()
+
+
+async def _relay(body: bytes, send: Any) -> None:
+    request = httpx.Request("POST", UPSTREAM, content=body, headers={"content-type": "application/json"})
+    response = await vendor_http.client().send(request, stream=True)
+    try:
+        headers = [(k, v) for k, v in response.headers.raw if k.lower() in PASSED_HEADERS]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        async for part in response.aiter_raw():
+            if not part:
+                continue  # an empty body message would end a chunked response early
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await response.aclose()
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/healthz":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    body = await _read_body(receive)
+    if body is None:
+        return
+    task = asyncio.current_task()
+    assert task is not None
+    gone: list[bool] = []
+    watcher = asyncio.create_task(_watch(receive, task, gone))
+    try:
+        await _relay(body, send)
+    except asyncio.CancelledError:
+        if not gone or task.uncancel():
+            raise
+    finally:
+        watcher.cancel()

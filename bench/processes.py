@@ -1,0 +1,170 @@
+"""Start and stop the benchmark's processes: the fake vendor, the router, the bare relay."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ASGI servers the router and the bare relay can run on; {app} and {port} are filled in.
+SERVERS: dict[str, list[str]] = {
+    "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "{app}"],
+    "uvicorn": [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--lifespan",
+        "on",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "8192",
+        "{app}",
+    ],
+}
+ROUTER_APP = "siraya_site.asgi:application"
+BARE_APP = "bench.bare_relay:application"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its children (servers that fork workers)."""
+        return sum(_rss(pid) for pid in _tree(self.process.pid))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def _tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _spawn(name: str, command: list[str], env: dict[str, str], workdir: Path) -> Process:
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return Process(name, process, log_path)
+
+
+def start_vendor(env: dict[str, str], workdir: Path) -> Process:
+    vendor = _spawn("vendor", [sys.executable, "-m", "bench.vendor"], env, workdir)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for line in vendor.log_path.read_text().splitlines():
+            if line.startswith("PORT "):
+                vendor.port = int(line.split()[1])
+                return vendor
+        if vendor.process.poll() is not None:
+            break
+        time.sleep(0.02)
+    vendor.stop()
+    raise RuntimeError(f"fake vendor did not start:\n{vendor.log()}")
+
+
+def prepare_database(env: dict[str, str], vendor_url: str) -> str:
+    """Migrate the benchmark database, add the vendor, models and a key; return the key."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.prepare", vendor_url + "/v1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"preparing the benchmark database failed:\n{result.stdout}\n{result.stderr}")
+    return str(json.loads(result.stdout.strip().splitlines()[-1])["key"])
+
+
+def start_server(name: str, server: str, app: str, env: dict[str, str], workdir: Path) -> Process:
+    port = free_port()
+    command = [part.replace("{port}", str(port)).replace("{app}", app) for part in SERVERS[server]]
+    proc = _spawn(name, command, env, workdir)
+    proc.port = port
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.process.poll() is not None:
+            break
+        if _healthy(port):
+            return proc
+        time.sleep(0.05)
+    proc.stop()
+    raise RuntimeError(f"{name} ({server}) did not start:\n{proc.log()}")
+
+
+def _healthy(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/healthz")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False

@@ -1,0 +1,96 @@
+"""Profile the router under load with py-spy: ``python -m bench.profile [--workload stream] [--seconds 8]``.
+
+Starts the same processes as ``bench.run`` (fake vendor, router on a fresh database), drives
+the router at concurrency 32 and samples it with ``py-spy record``. Prints the functions with
+the most samples, inclusive and self (py-spy's collapsed stacks, aggregated here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import processes, workloads
+from bench.limits import raise_open_files
+from bench.run import PROFILES, Bench, router_target
+
+
+def summarise(collapsed: Path, top: int) -> str:
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] + ")" for f in stack.split(";")
+        ]
+        total += count
+        for frame in set(frames):
+            inclusive[frame] += count
+        own[frames[-1]] += count
+    lines = [f"{total} samples", "", "inclusive:"]
+    lines += [f"{n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(top)]
+    lines += ["", "self:"]
+    lines += [f"{n / total:6.1%}  {frame}" for frame, n in own.most_common(top)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workload", choices=("complete", "stream"), default="complete")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--server", choices=sorted(processes.SERVERS), default="uvicorn")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "profile.txt")
+    args = parser.parse_args()
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    raise_open_files()
+    with tempfile.TemporaryDirectory(prefix="siraya-profile-") as workdir:
+        bench = Bench(PROFILES["quick"], args.server, Path(workdir))
+        vendor = processes.start_vendor(bench.env, bench.workdir)
+        bench.started.append(vendor)
+        try:
+            key = processes.prepare_database(bench.env, vendor.url)
+            router = bench.start("router", processes.ROUTER_APP)
+            target = router_target("router", router, key)
+            collapsed = Path(workdir) / "profile.txt"
+            spy = subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "-p",
+                    str(router.process.pid),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(collapsed),
+                    "-r",
+                    "250",
+                    "-d",
+                    str(int(args.seconds)),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            result = asyncio.run(
+                workloads.throughput(target, args.workload, 32, args.seconds, args.workload == "stream")
+            )
+            spy.wait(30)
+            report = f"{args.workload} at c=32 on {args.server}: {result}\n\n" + summarise(collapsed, args.top)
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(report)
+            print(report)
+        finally:
+            bench.stop_all()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,386 @@
+"""``make bench``: the router against the fake vendor called directly and a bare relay, interleaved.
+
+Starts, each in its own process: the fake OpenAI vendor (``bench.vendor``), the router on a fresh
+migrated SQLite database (``bench.prepare``) and the bare relay (``bench.bare_relay``), both on
+the same ASGI server. The load generator (``bench.loadgen``, raw asyncio sockets) runs here.
+Everything is on loopback, bounded in count and time, and stops by itself. Prints one table
+(Markdown, the one the README shows) and writes the same figures as JSON.
+
+    python -m bench.run            # the full run (a few minutes on 2 cores)
+    python -m bench.run --quick    # fewer samples, shorter phases
+    python -m bench.run --server daphne --output bench/results/daphne.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import processes, workloads
+from bench.limits import raise_open_files
+from bench.loadgen import Target, percentile
+from bench.prepare import MODELS
+
+# The server the README recommends for production; the benchmark measures it unless told otherwise.
+DEFAULT_SERVER = "uvicorn"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Profile:
+    latency_rounds: int  # non-streamed requests per target at concurrency 1
+    ttft_rounds: int  # streamed requests per target at concurrency 1
+    concurrency: int
+    seconds: float  # per throughput round
+    rounds: int  # throughput rounds per target (the median is kept)
+    open_counts: tuple[int, ...]
+    keepalive_s: float
+    cancels: int  # per target
+    cancel_concurrency: int
+    fresh_router_per_open_phase: bool
+    warmup_rounds: int = 30
+
+
+PROFILES = {
+    "full": Profile(2000, 1000, 32, 5.0, 3, (1000, 5000), 1.0, 200, 16, True),
+    "quick": Profile(400, 200, 32, 2.0, 1, (1000,), 1.0, 50, 16, True),
+    "smoke": Profile(10, 5, 4, 0.5, 1, (20,), 0.2, 3, 3, False, warmup_rounds=3),
+}
+
+
+def upstream_target(name: str, proc: processes.Process) -> Target:
+    """The fake vendor itself, or the bare relay in front of it: asked for upstream model ids."""
+    upstream = {model.removeprefix("bench/"): upstream for model, upstream in MODELS.items()}
+    return Target(name, "127.0.0.1", proc.port, None, upstream)
+
+
+def router_target(name: str, proc: processes.Process, key: str) -> Target:
+    models = {model.removeprefix("bench/"): model for model in MODELS}
+    return Target(name, "127.0.0.1", proc.port, key, models)
+
+
+class Bench:
+    def __init__(self, profile: Profile, server: str, workdir: Path) -> None:
+        self.profile = profile
+        self.server = server
+        self.workdir = workdir
+        self.database = workdir / "bench.sqlite3"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "siraya_site.settings",
+            "DATABASE_URL": f"sqlite:///{self.database}",
+            "SIRAYA_VAR_DIR": str(workdir),
+            "SIRAYA_KEY_CACHE_SECONDS": "5",
+            "SIRAYA_KEEPALIVE_SECONDS": str(profile.keepalive_s),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.started: list[processes.Process] = []
+
+    def start(self, name: str, app: str, env: dict[str, str] | None = None) -> processes.Process:
+        proc = processes.start_server(name, self.server, app, env or self.env, self.workdir)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop()
+
+    def run(self) -> dict[str, Any]:
+        vendor = processes.start_vendor(self.env, self.workdir)
+        self.started.append(vendor)
+        try:
+            key = processes.prepare_database(self.env, vendor.url)
+            router = self.start("router", processes.ROUTER_APP)
+            bare = self.start("bare", processes.BARE_APP, {**self.env, "BENCH_UPSTREAM": vendor.url + "/v1"})
+            direct = upstream_target("direct", vendor)
+            targets = [direct, upstream_target("bare", bare), router_target("router", router, key)]
+            return asyncio.run(self.measure(targets, direct, router, key))
+        finally:
+            self.stop_all()
+
+    async def measure(
+        self, targets: list[Target], direct: Target, router: processes.Process, key: str
+    ) -> dict[str, Any]:
+        p = self.profile
+        out: dict[str, Any] = {}
+        step("warm-up")
+        await workloads.latency_interleaved(targets, "complete", p.warmup_rounds, stream=False)
+        await workloads.latency_interleaved(targets, "stream", p.warmup_rounds, stream=True)
+        step(f"non-streaming latency, concurrency 1, {p.latency_rounds} requests per target")
+        out["latency_c1"] = await workloads.latency_interleaved(targets, "complete", p.latency_rounds, stream=False)
+        step(f"non-streaming throughput, concurrency {p.concurrency}")
+        out["throughput"] = await workloads.throughput_interleaved(
+            targets, "complete", p.concurrency, p.seconds, p.rounds, stream=False
+        )
+        step(f"streaming time to first token, concurrency 1, {p.ttft_rounds} streams per target")
+        out["ttft_c1"] = await workloads.latency_interleaved(targets, "stream", p.ttft_rounds, stream=True)
+        step(f"streaming chunks/s, 64-token answers, concurrency {p.concurrency}")
+        out["streaming"] = await workloads.throughput_interleaved(
+            targets, "stream", p.concurrency, p.seconds, p.rounds, stream=True
+        )
+        step(f"cancellation, {p.cancels} per target at random points")
+        cancels = await workloads.cancellations(targets, direct, p.cancels, p.cancel_concurrency)
+        out["cancellation"] = self.cancellation_summary(cancels)
+        out["open_streams"] = []
+        for count in p.open_counts:
+            step(f"{count} open streams")
+            out["open_streams"].append(await self.open_streams(count, router, key))
+        return out
+
+    async def open_streams(self, count: int, router: processes.Process, key: str) -> dict[str, Any]:
+        proc = router
+        if self.profile.fresh_router_per_open_phase:
+            # A fresh process, so memory freed by earlier phases does not absorb the streams.
+            proc = self.start(f"router-open-{count}", processes.ROUTER_APP)
+        target = router_target("router", proc, key)
+        await workloads.latency_interleaved([target], "stream", 5, stream=True)
+        result = await workloads.open_streams(target, count, self.profile.keepalive_s, proc.rss_bytes)
+        if proc is not router:
+            proc.stop()
+        return result
+
+    def cancellation_summary(self, cancels: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        summary: dict[str, Any] = {}
+        for name, runs in cancels.items():
+            times = [r["close_ms"] for r in runs if r["close_ms"] is not None]
+            summary[name] = {
+                "n": len(runs),
+                "vendor_saw_close": len(times),
+                "p50_ms": percentile(times, 50),
+                "p99_ms": percentile(times, 99),
+                "max_ms": max(times) if times else float("nan"),
+            }
+        router_runs = cancels.get("router", [])
+        billed = self.billed_tokens([r["generation_id"] for r in router_runs])
+        mismatches = [
+            {
+                "generation_id": r["generation_id"],
+                "delivered": r["delivered_tokens"],
+                "billed": billed.get(r["generation_id"]),
+            }
+            for r in router_runs
+            if billed.get(r["generation_id"]) != ("cancelled", r["delivered_tokens"])
+        ]
+        summary["router"]["billed_equals_delivered"] = len(router_runs) - len(mismatches)
+        summary["router"]["mismatches"] = mismatches[:20]
+        return summary
+
+    def billed_tokens(self, generation_ids: list[str], timeout: float = 30.0) -> dict[str, tuple[str, int]]:
+        """(status, billed completion tokens) of each usage record, once none is in progress."""
+        deadline = time.monotonic() + timeout
+        rows: dict[str, tuple[str, int]] = {}
+        while True:
+            with sqlite3.connect(self.database, timeout=30) as db:
+                marks = ",".join("?" * len(generation_ids))
+                query = f"SELECT generation_id, status, completion_tokens FROM billing_usagerecord WHERE generation_id IN ({marks})"
+                rows = {g: (s, c) for g, s, c in db.execute(query, generation_ids)}
+            settled = len(rows) == len(generation_ids) and all(s != "in_progress" for s, _ in rows.values())
+            if settled or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+
+def step(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _check(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(measure, direct, bare relay, router, router against its target)."""
+    lat, thr, ttft, st, cancel = (
+        results[k] for k in ("latency_c1", "throughput", "ttft_c1", "streaming", "cancellation")
+    )
+    d, b, r = "direct", "bare", "router"
+    out: list[tuple[str, str, str, str, str]] = []
+    for label, data, target_p50 in (("Non-streaming latency, c=1", lat, 1.0), ("Time to first token, c=1", ttft, 1.0)):
+        for q in ("p50", "p99"):
+            key = f"{q}_ms"
+            out.append((f"{label}, {q} (ms)", _f(data[d][key]), _f(data[b][key]), _f(data[r][key]), ""))
+        over_bare = data[r]["p50_ms"] - data[b]["p50_ms"]
+        out.append(
+            (
+                f"{label}: router over bare relay, p50 (ms)",
+                "",
+                "",
+                _f(over_bare),
+                f"<= {target_p50:g}: {_check(over_bare <= target_p50)}",
+            )
+        )
+        for q, bound in (("p50", 3.0), ("p99", 8.0)):
+            added_b = data[b][f"{q}_ms"] - data[d][f"{q}_ms"]
+            added_r = data[r][f"{q}_ms"] - data[d][f"{q}_ms"]
+            note = f"<= {bound:g}: {_check(added_r <= bound)}" if data is lat else ""
+            out.append((f"{label}: added over direct, {q} (ms)", "", _f(added_b), _f(added_r), note))
+    ratio = thr[r]["requests_per_s"] / thr[b]["requests_per_s"] if thr[b]["requests_per_s"] else float("nan")
+    out.append(
+        (
+            "Non-streaming requests/s, c=32",
+            _f(thr[d]["requests_per_s"], 0),
+            _f(thr[b]["requests_per_s"], 0),
+            _f(thr[r]["requests_per_s"], 0),
+            f"{ratio:.0%} of bare (>= 80%): {_check(ratio >= 0.8)}",
+        )
+    )
+    out.append(
+        (
+            "  ... as a share of direct",
+            "100%",
+            f"{thr[b]['requests_per_s'] / thr[d]['requests_per_s']:.0%}",
+            f"{thr[r]['requests_per_s'] / thr[d]['requests_per_s']:.0%}",
+            "",
+        )
+    )
+    ratio = st[r]["chunks_per_s"] / st[b]["chunks_per_s"] if st[b]["chunks_per_s"] else float("nan")
+    out.append(
+        (
+            "Relayed chunks/s, 64-token streams, c=32",
+            _f(st[d]["chunks_per_s"], 0),
+            _f(st[b]["chunks_per_s"], 0),
+            _f(st[r]["chunks_per_s"], 0),
+            f"{ratio:.0%} of bare (>= 80%): {_check(ratio >= 0.8)}",
+        )
+    )
+    out.append(
+        (
+            "  ... as a share of direct",
+            "100%",
+            f"{st[b]['chunks_per_s'] / st[d]['chunks_per_s']:.0%}",
+            f"{st[r]['chunks_per_s'] / st[d]['chunks_per_s']:.0%}",
+            "",
+        )
+    )
+    for q in ("p50", "p99"):
+        key = f"{q}_ms"
+        note = f"<= 10: {_check(cancel[r][key] <= 10)}" if q == "p99" else ""
+        out.append(
+            (
+                f"Cancel: client close to vendor close, {q} (ms)",
+                _f(cancel[d][key]),
+                _f(cancel[b][key]),
+                _f(cancel[r][key]),
+                note,
+            )
+        )
+    billed = cancel[r]["billed_equals_delivered"]
+    out.append(
+        (
+            "Cancel: billed tokens == delivered tokens",
+            "",
+            "",
+            f"{billed}/{cancel[r]['n']}",
+            _check(billed == cancel[r]["n"]),
+        )
+    )
+    for o in results["open_streams"]:
+        ok = o["all_keepalive"] and (o["streams"] < 5000 or o["rss_per_stream_kb"] <= 40)
+        note = f"{o['with_keepalive']}/{o['streams']} got keepalives" + (" (<= 40 KB)" if o["streams"] >= 5000 else "")
+        out.append(
+            (
+                f"{o['streams']:,} open streams: RSS per stream (KB)",
+                "",
+                "",
+                _f(o["rss_per_stream_kb"], 1),
+                f"{note}: {_check(ok)}",
+            )
+        )
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    head = (
+        f"Server: {meta['server']} (one process), SQLite; {meta['cpus']} x {meta['cpu_model']}, Python {meta['python']}; "
+        f"{meta['date']}; profile {meta['profile']}; load average (1/5/15 min) {meta['load_average_before']} "
+        f"before, {meta['load_average_after']} after\n\n"
+    )
+    lines = ["| Measure | Direct | Bare relay | Router | Router vs target |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in rows(results)]
+    return head + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer samples and shorter phases")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds; checks that the harness works")
+    parser.add_argument("--server", choices=sorted(processes.SERVERS), default=DEFAULT_SERVER)
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    profile_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    random.seed(args.seed)
+    raise_open_files()
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    started = time.monotonic()
+    # Other work on the machine skews every figure; the table says how busy it was.
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="siraya-bench-") as workdir:
+        results = Bench(PROFILES[profile_name], args.server, Path(workdir)).run()
+    results["meta"] = {
+        **machine(),
+        "server": args.server,
+        "profile": profile_name,
+        "settings": asdict(PROFILES[profile_name]),
+        "seconds": round(time.monotonic() - started, 1),
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, default=str))
+    print(table(results))
+    print(f"\n(figures in {args.output}; the run took {results['meta']['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

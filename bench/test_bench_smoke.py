@@ -1,0 +1,30 @@
+"""The benchmark harness still works end to end (a very reduced run: a few requests of each kind)."""
+
+from __future__ import annotations
+
+import json
+
+from bench import run
+
+
+def test_bench_smoke_run_measures_every_phase_and_bills_cancellations_exactly(tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    assert run.main(["--smoke", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    for phase in ("latency_c1", "ttft_c1"):
+        for target in ("direct", "bare", "router"):
+            assert results[phase][target]["n"] > 0
+            assert results[phase][target]["errors"] == 0
+    for phase, figure in (("throughput", "requests_per_s"), ("streaming", "chunks_per_s")):
+        for target in ("direct", "bare", "router"):
+            assert results[phase][target][figure] > 0
+    router = results["streaming"]["router"]
+    assert router["errors"] == 0
+    cancel = results["cancellation"]
+    for target in ("direct", "bare", "router"):
+        assert cancel[target]["vendor_saw_close"] == cancel[target]["n"] > 0
+    assert cancel["router"]["billed_equals_delivered"] == cancel["router"]["n"]
+    (streams,) = results["open_streams"]
+    assert streams["all_keepalive"], streams
+    assert streams["rss_per_stream_kb"] > 0
+    assert "| Measure |" in capsys.readouterr().out

@@ -1,0 +1,51 @@
+"""In-process cache of model routes (model, prices, deployments, vendor settings).
+
+Routing a request must not cost a database round trip, so the relay's admission reads routes
+from here. A cached route is trusted for ``SIRAYA_ROUTE_CACHE_SECONDS`` (default 1 s): a
+change made in another process (the CLI, another server process) applies to requests that
+start at most that long after it. Changes saved in this process (the admin, services) drop
+the cache at once. Every usage record stores the prices its request was admitted with.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+
+from routing.selectors import ModelRoute, model_route
+
+# model name -> (route or None for unknown/disabled, monotonic expiry)
+_cache: dict[str, tuple[ModelRoute | None, float]] = {}
+_CACHE_MAX = 10_000
+
+
+def model_route_cached(name: str) -> ModelRoute | None:
+    ttl = settings.SIRAYA_ROUTE_CACHE_SECONDS
+    if ttl <= 0:
+        return model_route(name)
+    now = time.monotonic()
+    entry = _cache.get(name)
+    if entry is not None and entry[1] > now:
+        return entry[0]
+    route = model_route(name)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[name] = (route, now + ttl)
+    return route
+
+
+def route_cache_clear(*args: Any, **kwargs: Any) -> None:
+    """Forget every cached route (signature fits a Django signal receiver)."""
+    _cache.clear()
+
+
+def connect_invalidation() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    from routing.models import Deployment, RouterModel, Vendor
+
+    for model in (RouterModel, Deployment, Vendor):
+        post_save.connect(route_cache_clear, sender=model, dispatch_uid=f"route-cache-{model.__name__}")
+        post_delete.connect(route_cache_clear, sender=model, dispatch_uid=f"route-cache-del-{model.__name__}")
