@@ -44,7 +44,7 @@ def config(credentials: dict[str, str] | None = None, base_url: str = "") -> Ven
 
 def decode(data: bytes, piece: int = 1) -> list[Any]:
     decoder = ConverseStreamDecoder("aws")
-    events = []
+    events: list[Any] = []
     for i in range(0, len(data), piece):
         events.extend(decoder.feed(data[i : i + piece]))
     decoder.finish()

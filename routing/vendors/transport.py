@@ -13,10 +13,13 @@ precisely than ``httpx_aiohttp`` does (it reports a refused connection as a time
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 
 
 def _mapped(exc: BaseException) -> httpx.TransportError | None:
@@ -73,12 +76,48 @@ class UpstreamTransport(AiohttpTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
-            response = await super().handle_async_request(request)
+            response = await self._send(request)
         except Exception as exc:
             mapped = _mapped(exc)
             if mapped is None or mapped is exc:
                 raise
             raise mapped from exc
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Body(response.stream)
         return response
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` byte for byte as httpx built it.
+
+        ``httpx_aiohttp`` hands aiohttp ``str(url)``, which yarl re-quotes (``%3A`` becomes
+        ``:``); a SigV4 signature covers the exact path, so the URL goes over already encoded.
+        """
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        timeout = request.extensions.get("timeout", {})
+        try:
+            data: bytes | httpx.AsyncByteStream | None = request.content or None
+        except httpx.RequestNotRead:
+            data = request.stream  # type: ignore[assignment]
+            request.headers.pop("transfer-encoding", None)  # aiohttp frames the body itself
+        with map_aiohttp_exceptions():
+            response = await self.client.request(
+                method=request.method,
+                url=yarl.URL(str(request.url), encoded=True),
+                headers=request.headers,
+                data=data,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=timeout.get("connect"), sock_read=timeout.get("read"), connect=timeout.get("pool")
+                ),
+            ).__aenter__()
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(AiohttpResponseStream(response)),
+            request=request,
+            extensions=extensions,
+        )

@@ -7,6 +7,7 @@ payload becomes zero or one ``ChunkEvent`` (or a ``UsageEvent`` for ``metadata``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -55,19 +56,22 @@ class ConverseStreamDecoder:
         self.role_sent = False
         self.stopped = False
 
-    def feed(self, data: bytes) -> list[StreamEvent]:
+    def feed(self, data: bytes) -> Iterator[StreamEvent]:
+        """Yield the events of every whole frame in ``data``, in order.
+
+        A generator, not a list: when one network read holds good frames followed by an
+        exception or a corrupt frame, the good ones still reach the client first.
+        """
         self.frames.add_data(data)
         self.fed += len(data)
-        events: list[StreamEvent] = []
         try:
             for message in self.frames:
                 self.consumed += message.prelude.total_length
                 event = self.message_event(message.headers, message.payload)
                 if event is not None:
-                    events.append(event)
+                    yield event
         except ParserError as exc:
             raise malformed(self.vendor_name, f"a corrupt event-stream frame ({type(exc).__name__})") from None
-        return events
 
     def finish(self) -> None:
         if self.consumed != self.fed:
