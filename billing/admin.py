@@ -6,7 +6,7 @@ from billing.models import ApiKey, UsageRecord
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "prefix", "owner", "credit_limit", "revoked_at", "last_used_at"]
-    readonly_fields = ["prefix", "key_hash", "reserved", "last_used_at"]
+    readonly_fields = ["prefix", "key_hash", "last_used_at"]
 
 
 @admin.register(UsageRecord)

@@ -6,6 +6,7 @@ import hmac
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
@@ -25,6 +26,10 @@ class KeyInfo:
     requests_per_minute: int | None
     tokens_per_minute: int | None
     max_concurrent_streams: int | None
+    # USD; None means no limit. Admission reads the locked row again, so a stale cache entry
+    # only decides whether the prompt is counted before or inside the admission transaction.
+    credit_limit: Decimal | None = None
+    limit_reset: str = "never"
 
 
 # key hash -> (KeyInfo or None for unknown, monotonic expiry)
@@ -50,6 +55,8 @@ def _lookup(key_hash: str) -> KeyInfo | None:
         requests_per_minute=row.requests_per_minute,
         tokens_per_minute=row.tokens_per_minute,
         max_concurrent_streams=row.max_concurrent_streams,
+        credit_limit=row.credit_limit,
+        limit_reset=row.limit_reset,
     )
 
 

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from billing import keys
+from billing import credit, keys
 from billing.cost import Prices, TokenCounts, cost_compute
 from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
 from billing.selectors import KeyInfo, api_key_cache_forget
@@ -72,6 +72,12 @@ class Admission:
 
 
 def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
+    with transaction.atomic():
+        _rejection_create(key, generation_id, model_name, error, now)
+        credit.usage_day_add(key.id, now, 0, 0, Decimal("0"))
+
+
+def _rejection_create(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
     UsageRecord.objects.create(
         generation_id=generation_id,
         api_key_id=key.id,
@@ -86,11 +92,13 @@ def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: 
     )
 
 
-def request_admit(key: KeyInfo, model_name: str, streamed: bool, generation_id: str) -> Admission:
-    """Accept a request for ``model_name``: open its usage record (``in_progress``).
+def request_admit(
+    key: KeyInfo, model_name: str, streamed: bool, generation_id: str, ask: credit.Ask | None = None
+) -> Admission:
+    """Accept a request for ``model_name``: hold its worst-case cost, open its usage record (``in_progress``).
 
-    A request refused here still leaves one record (status ``error``), so every
-    authenticated request is accounted for.
+    A request refused here (402 when the key's credit cannot cover the worst case) still
+    leaves one record (status ``error``), so every authenticated request is accounted for.
     """
     now = timezone.now()
     route = model_route(model_name)
@@ -106,24 +114,40 @@ def request_admit(key: KeyInfo, model_name: str, streamed: bool, generation_id: 
     except RouterError as error:
         _record_rejection(key, generation_id, model_name, error, now)
         raise
-    prices = route.prices
-    with transaction.atomic():
-        record = UsageRecord.objects.create(
-            generation_id=generation_id,
-            api_key_id=key.id,
-            model_id=route.model_id,
-            model_name=route.name,
-            status=UsageStatus.IN_PROGRESS,
-            streamed=streamed,
-            input_price=prices.input,
-            output_price=prices.output,
-            cached_input_price=prices.cached_input,
-            reasoning_price=prices.reasoning,
-            request_price=prices.request,
-            created_at=now,
-        )
-        ApiKey.objects.filter(pk=key.id).update(last_used_at=now)
+    ask = ask or credit.Ask(messages=[])
+    worst = credit.ask_worst_case(route, ask) if key.credit_limit is not None else None
+    try:
+        with transaction.atomic():
+            hold = credit.reserve(key.id, worst, route, ask, now)
+            record = _record_open(key, generation_id, route, streamed, hold, now)
+    except RouterError as error:
+        _record_rejection(key, generation_id, model_name, error, now)
+        raise
     return Admission(record.pk, generation_id, route, int(now.timestamp()))
+
+
+def _record_open(
+    key: KeyInfo, generation_id: str, route: ModelRoute, streamed: bool, hold: credit.Hold, now: datetime
+) -> UsageRecord:
+    prices = route.prices
+    record = UsageRecord.objects.create(
+        generation_id=generation_id,
+        api_key_id=key.id,
+        model_id=route.model_id,
+        model_name=route.name,
+        status=UsageStatus.IN_PROGRESS,
+        streamed=streamed,
+        input_price=prices.input,
+        output_price=prices.output,
+        cached_input_price=prices.cached_input,
+        reasoning_price=prices.reasoning,
+        request_price=prices.request,
+        reserved_cost=hold.amount,
+        reserved_until=hold.until,
+        created_at=now,
+    )
+    ApiKey.objects.filter(pk=key.id).update(last_used_at=now)
+    return record
 
 
 @dataclass(slots=True)
@@ -152,6 +176,8 @@ class Outcome:
     vendor_name: str = ""
     upstream_model: str = ""
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # Set by usage_record_finalize: the prompt + completion tokens billed (for the rate limiter).
+    billed_tokens: int | None = None
 
 
 def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
@@ -178,10 +204,17 @@ def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
 
 
 def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
-    """Settle an in-progress record: bill it and close it. Settling twice changes nothing."""
+    """Settle an in-progress record: bill it, release its hold, close it. Settling twice changes nothing.
+
+    The cost goes into the key's total for the day the record was created on, in the same
+    transaction that zeroes the record's hold (the key's row is locked first, in the same
+    order as admission), so spend + held never double-counts or drops a request.
+    """
     now = timezone.now()
     counts, source, delivered = _counts(outcome)
+    outcome.billed_tokens = counts.prompt + counts.completion
     with transaction.atomic():
+        ApiKey.objects.select_for_update(of=("self",)).filter(usage_records__pk=record_id).values_list("pk").first()
         record = UsageRecord.objects.select_for_update().get(pk=record_id)
         if record.status != UsageStatus.IN_PROGRESS:
             return record.cost
@@ -209,6 +242,7 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
             tokens_delivered=delivered,
             cost=cost,
             reserved_cost=Decimal("0"),
+            reserved_until=None,
             first_token_ms=outcome.first_token_ms,
             duration_ms=outcome.duration_ms,
             finished_at=now,
@@ -218,4 +252,5 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
             upstream_model=outcome.upstream_model[:200],
             attempts=outcome.attempts,
         )
+        credit.usage_day_add(record.api_key_id, record.created_at, counts.prompt, counts.completion, cost)
     return cost

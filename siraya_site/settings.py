@@ -127,6 +127,13 @@ SIRAYA_FIRST_BYTE_TIMEOUT = env.float("SIRAYA_FIRST_BYTE_TIMEOUT", default=120.0
 SIRAYA_IDLE_TIMEOUT = env.float("SIRAYA_IDLE_TIMEOUT", default=120.0)
 # Seconds a verified API key stays in the in-process cache (revocation takes effect within it).
 SIRAYA_KEY_CACHE_SECONDS = env.float("SIRAYA_KEY_CACHE_SECONDS", default=5.0)
+# Seconds a request's credit hold counts against its key; a hold left by a killed process
+# stops counting after this (set it above the longest request you serve).
+SIRAYA_RESERVATION_SECONDS = env.float("SIRAYA_RESERVATION_SECONDS", default=3600.0)
+# Redis keys this router writes start with this (rate-limit windows).
+SIRAYA_REDIS_PREFIX = env.str("SIRAYA_REDIS_PREFIX", default="siraya:")
+# Seconds to wait for Redis before refusing the request with 503 (the limiter fails closed).
+SIRAYA_REDIS_TIMEOUT = env.float("SIRAYA_REDIS_TIMEOUT", default=0.5)
 # Encoding used to count tokens when a model has none configured.
 SIRAYA_DEFAULT_ENCODING = env.str("SIRAYA_DEFAULT_ENCODING", default="cl100k_base")
 

@@ -22,7 +22,9 @@ import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from billing.credit import Ask
 from billing.models import UsageStatus
+from billing.ratelimit import RateCharge, rate_limit_acquire
 from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
 from billing.services import Admission, Outcome, generation_id_new, request_admit, usage_record_finalize
 from lib import tokens
@@ -65,6 +67,7 @@ class Relay:
         self.delivered: list[str] = []
         self.usage = Usage()
         self.finish_reason = ""
+        self.rate: RateCharge | None = None
 
     # -- the request, start to end --------------------------------------------------------
 
@@ -74,10 +77,14 @@ class Relay:
             key = await self.authenticate()
             request = parse_chat_request(body)
             self.generation_id = generation_id_new()
-            admission = await _admit(key, request.model, request.stream, self.generation_id)
+            ask = Ask(request.messages, request.params.get("tools"), request.max_tokens)
+            self.rate, ask = await rate_limit_acquire(key, request.model, ask, self.generation_id)
+            admission = await _admit(key, request.model, request.stream, self.generation_id, ask)
         except ClientGone:
             return
         except RouterError as error:
+            if self.rate is not None:
+                await self.rate.settle(0)  # refused at admission: it used no tokens
             await self.send_error(error)
             return
         await self.serve(request, admission)
@@ -147,7 +154,12 @@ class Relay:
         finally:
             watcher.cancel()
             self.fill_outcome(outcome, target)
-            await asyncio.shield(_finalize(admission.record_id, outcome))
+            await asyncio.shield(self.settle(admission.record_id, outcome))
+
+    async def settle(self, record_id: int, outcome: Outcome) -> None:
+        await _finalize(record_id, outcome)
+        if self.rate is not None:
+            await self.rate.settle(outcome.billed_tokens)
 
     def fill_outcome(self, outcome: Outcome, target: Target) -> None:
         outcome.vendor_prompt_tokens = self.usage.prompt_tokens
@@ -210,6 +222,8 @@ class Relay:
     async def start_stream(self) -> None:
         self.started = True
         headers = [*wire.SSE_HEADERS, (b"x-generation-id", (self.generation_id or "").encode())]
+        if self.rate is not None:
+            headers += self.rate.headers()
         await self._send(wire.start(200, headers))
 
     def note_delivered(self, choices: list[dict[str, Any]]) -> None:
@@ -270,6 +284,8 @@ class Relay:
         payload["usage"] = self.usage_for_client(request, admission)
         self.delivered.clear()  # nothing is delivered until the body is sent
         headers = [*wire.JSON_HEADERS, (b"x-generation-id", admission.generation_id.encode())]
+        if self.rate is not None:
+            headers += self.rate.headers()
         self.started = True
         await self._send(wire.start(200, headers))
         await self._send(wire.body(orjson.dumps(payload)))
