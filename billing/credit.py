@@ -104,10 +104,10 @@ def key_lock(key_id: int) -> tuple[Decimal | None, str]:
 
 def spend_in_period(key_id: int, reset: str, now: datetime) -> Decimal:
     """Return the USD the key spent in the period ``now`` is in (settled requests only)."""
-    start, _ = period_bounds(reset, now)
+    start, end = period_bounds(reset, now)
     days = KeyUsageDay.objects.filter(api_key_id=key_id)
     if start is not None:
-        days = days.filter(day__gte=start)
+        days = days.filter(day__gte=start, day__lt=end)
     return days.aggregate(total=Sum("cost"))["total"] or ZERO
 
 
