@@ -255,3 +255,12 @@ def test_overview_reports_spend_held_and_remaining(model):
     assert (overview.spend, overview.held) == (cost, worst(100))
     assert overview.remaining == Decimal(1) - cost - worst(100)
     assert (overview.today.requests, overview.today.prompt_tokens, overview.today.cost) == (1, 100, cost)
+
+
+def test_key_endpoint_query_count(model, client, django_assert_num_queries):
+    _, plaintext = api_key_create("k", credit_limit=Decimal("1"), limit_reset="weekly")
+    # Key lookup, key row, daily totals, holds.
+    with django_assert_num_queries(4):
+        response = client.get("/v1/key", HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+    assert response.status_code == 200
+    assert response.json()["data"]["remaining"] == "1.00000000"

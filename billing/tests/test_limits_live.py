@@ -53,6 +53,7 @@ def wait_all_settled(api_key: ApiKey, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_hundred_simultaneous_requests_never_spend_above_the_limit(cast, fake_openai, server_factory):
     assert tokens.count_messages(MESSAGES, "cl100k_base") >= PROMPT_TOKENS
     fake_openai.scenario.tokens = 5
@@ -135,7 +136,7 @@ def wait_tokens_corrected(seconds: float = 0.3) -> None:
 def test_tokens_per_minute_charge_worst_case_then_billed_tokens(cast, fake_openai):
     fake_openai.scenario.tokens = 5
     prompt = tokens.count_messages(MESSAGES, "cl100k_base")
-    api_key, key = api_key_create("tpm", tokens_per_minute=2 * prompt + 100)
+    _, key = api_key_create("tpm", tokens_per_minute=2 * prompt + 100)
     first = chat(cast.url, key, max_tokens=60)
     assert first.status_code == 200
     assert first.headers["x-ratelimit-limit-tokens"] == str(2 * prompt + 100)
@@ -157,6 +158,7 @@ def test_tokens_per_minute_charge_worst_case_then_billed_tokens(cast, fake_opena
     assert "retry-after" not in huge.headers
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_rate_limit_through_redis(server_factory, fake_openai, transactional_db):
     env = {"REDIS_URL": redis_url(), "SIRAYA_REDIS_PREFIX": redis_prefix()}
     first, second = server_factory(env), server_factory(env)
@@ -176,6 +178,7 @@ def test_two_processes_share_one_rate_limit_through_redis(server_factory, fake_o
     assert UsageRecord.objects.filter(api_key=api_key, status="completed").count() == 10
 
 
+@pytest.mark.slow
 def test_redis_outage_refuses_rate_limited_keys_clearly(server_factory, fake_openai, transactional_db):
     server = server_factory({"REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0", "SIRAYA_REDIS_TIMEOUT": "0.3"})
     make_cast(server.url, fake_openai.url + "/v1")
@@ -190,6 +193,7 @@ def test_redis_outage_refuses_rate_limited_keys_clearly(server_factory, fake_ope
     assert chat(server.url, unlimited).status_code == 200  # keys without rate limits never touch Redis
 
 
+@pytest.mark.slow
 def test_hold_of_a_killed_process_expires(server_factory, fake_openai, cast):
     """A router killed mid-stream leaves an in-progress record; its hold stops counting after the expiry."""
     fake_openai.scenario.tokens = 200
