@@ -5,7 +5,8 @@ of the period's days, which equals the sum of its settled usage records' cost by
 ``created_at`` (both change in the same transaction). Money in flight is the sum of the
 ``reserved_cost`` of its ``in_progress`` records whose hold has not expired.
 
-Admission and settlement both lock the key's row first (``SELECT ... FOR UPDATE`` on
+Every writer of a key's holds or daily totals (admission, settlement, refusal) locks the
+key's row first (``SELECT ... FOR NO KEY UPDATE`` on
 PostgreSQL; on SQLite every write transaction starts with ``BEGIN IMMEDIATE``, which
 serialises them), so the check "spend + held + this request <= limit" and the hold it
 places happen with no other admission or settlement of the key in between.
@@ -98,8 +99,15 @@ def ask_worst_case(route: ModelRoute, ask: Ask) -> Decimal:
 
 
 def key_lock(key_id: int) -> tuple[Decimal | None, str]:
-    """Lock the key's row for the rest of the transaction; return its (credit_limit, limit_reset)."""
-    return ApiKey.objects.select_for_update().filter(pk=key_id).values_list("credit_limit", "limit_reset").get()
+    """Lock the key's row for the rest of the transaction; return its (credit_limit, limit_reset).
+
+    ``FOR NO KEY UPDATE``: it serialises admissions and settlements of the key, yet does not
+    block the foreign-key checks (``FOR KEY SHARE``, deferred to COMMIT by Django) of other
+    transactions inserting rows that point at the key.
+    """
+    return (
+        ApiKey.objects.select_for_update(no_key=True).filter(pk=key_id).values_list("credit_limit", "limit_reset").get()
+    )
 
 
 def spend_in_period(key_id: int, reset: str, now: datetime) -> Decimal:

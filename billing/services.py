@@ -73,6 +73,7 @@ class Admission:
 
 def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
     with transaction.atomic():
+        credit.key_lock(key.id)  # same lock order as admission and settlement: key, then rows
         _rejection_create(key, generation_id, model_name, error, now)
         credit.usage_day_add(key.id, now, 0, 0, Decimal("0"))
 
@@ -214,7 +215,9 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
     counts, source, delivered = _counts(outcome)
     outcome.billed_tokens = counts.prompt + counts.completion
     with transaction.atomic():
-        ApiKey.objects.select_for_update(of=("self",)).filter(usage_records__pk=record_id).values_list("pk").first()
+        ApiKey.objects.select_for_update(of=("self",), no_key=True).filter(usage_records__pk=record_id).values_list(
+            "pk"
+        ).first()
         record = UsageRecord.objects.select_for_update().get(pk=record_id)
         if record.status != UsageStatus.IN_PROGRESS:
             return record.cost
