@@ -80,6 +80,8 @@ def start_server(
         "SIRAYA_ROUTE_CACHE_SECONDS": "0",
         "SIRAYA_KEEPALIVE_SECONDS": "0.3",
         "PYTHONUNBUFFERED": "1",
+        # Parallel test runs may share one Redis: each run writes under its own prefix.
+        "SIRAYA_REDIS_PREFIX": f"siraya-test-{os.environ.get('SIRAYA_TEST_RUN', os.getpid())}:",
         **(env_overrides or {}),
     }
     log_path = ARTIFACTS / f"{name}-{port}.log"

@@ -77,12 +77,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = [ApiKeyStatusFilter, "limit_reset", ("owner", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["name", "prefix", "owner__username", "owner__email"]
     actions = ["revoke_keys", "enable_keys"]
-    readonly_fields = ["display_prefix", "status", "created_at", "revoked_at", "last_used_at", "reserved"]
+    readonly_fields = ["display_prefix", "status", "created_at", "revoked_at", "last_used_at"]
     fieldsets = [
         (None, {"fields": ["name", "owner", "display_prefix", "status"]}),
         ("Limits", {"fields": ["credit_limit", "limit_reset", "requests_per_minute", "tokens_per_minute"]}),
         ("Streams and expiry", {"fields": ["max_concurrent_streams", "expires_at"]}),
-        ("History", {"fields": ["created_at", "last_used_at", "revoked_at", "reserved"]}),
+        ("History", {"fields": ["created_at", "last_used_at", "revoked_at"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:

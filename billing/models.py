@@ -30,8 +30,6 @@ class ApiKey(models.Model):
     # USD; null means no limit.
     credit_limit = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     limit_reset = models.CharField(max_length=8, choices=LimitReset.choices, default=LimitReset.NEVER)
-    # USD held by requests in flight (worst case), released when they settle.
-    reserved = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
     max_concurrent_streams = models.PositiveIntegerField(null=True, blank=True)
@@ -102,8 +100,11 @@ class UsageRecord(models.Model):
     request_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
     # USD, rounded once to 8 decimal places (see billing.cost).
     cost = models.DecimalField(max_digits=18, decimal_places=8, default=Decimal("0"))
-    # USD held against the key's credit limit while in progress; zero once settled.
+    # USD held against the key's credit limit while in progress (the worst case); zero once
+    # settled. A hold stops counting at reserved_until, so a process killed mid-request
+    # cannot block its key for longer than SIRAYA_RESERVATION_SECONDS.
     reserved_cost = models.DecimalField(max_digits=18, decimal_places=8, default=Decimal("0"))
+    reserved_until = models.DateTimeField(null=True, blank=True)
 
     attempts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(db_index=True)
@@ -118,7 +119,34 @@ class UsageRecord(models.Model):
             models.Index(fields=["status", "created_at"], name="usage_status_created"),
             models.Index(fields=["model_name", "created_at"], name="usage_model_created"),
             models.Index(fields=["vendor_name", "created_at"], name="usage_vendor_created"),
+            # The holds admission sums: only in-progress records, so the index stays small.
+            models.Index(
+                fields=["api_key", "reserved_until"],
+                condition=models.Q(status="in_progress"),
+                name="usage_key_holds",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.generation_id
+
+
+class KeyUsageDay(models.Model):
+    """Settled usage of one key on one UTC day (by the records' ``created_at``).
+
+    Kept in the same transaction that settles each record, so it always equals the sum of
+    the key's settled usage records for that day; a period's spend is the sum of its days.
+    """
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage_days")
+    day = models.DateField()
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=8, default=Decimal("0"))  # USD
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "day"], name="key_usage_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id} {self.day}"

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
+from django.db.models import Q, Sum
 from django.utils import timezone
 
-from billing import keys
-from billing.models import ApiKey, UsageRecord
+from billing import credit, keys
+from billing.models import ApiKey, KeyUsageDay, UsageRecord
+from billing.periods import day_of, midnight, month_start, period_bounds, week_start
 from routing.errors import RouterError
 
 
@@ -25,6 +29,10 @@ class KeyInfo:
     requests_per_minute: int | None
     tokens_per_minute: int | None
     max_concurrent_streams: int | None
+    # USD; None means no limit. Admission reads the locked row again, so a stale cache entry
+    # only decides whether the prompt is counted before or inside the admission transaction.
+    credit_limit: Decimal | None = None
+    limit_reset: str = "never"
 
 
 # key hash -> (KeyInfo or None for unknown, monotonic expiry)
@@ -50,6 +58,8 @@ def _lookup(key_hash: str) -> KeyInfo | None:
         requests_per_minute=row.requests_per_minute,
         tokens_per_minute=row.tokens_per_minute,
         max_concurrent_streams=row.max_concurrent_streams,
+        credit_limit=row.credit_limit,
+        limit_reset=row.limit_reset,
     )
 
 
@@ -91,3 +101,75 @@ def authorization_hash(authorization: str) -> str:
 
 def usage_record_for_key(key_id: int, generation_id: str) -> UsageRecord | None:
     return UsageRecord.objects.filter(api_key_id=key_id, generation_id=generation_id).first()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal  # USD
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOverview:
+    name: str
+    prefix: str
+    credit_limit: Decimal | None
+    limit_reset: str
+    period_start: datetime | None
+    period_end: datetime | None  # when the spend resets (exclusive)
+    spend: Decimal  # USD, settled requests of the current period
+    held: Decimal  # USD, worst case of the requests in flight
+    remaining: Decimal | None  # USD a new request may still be held against; None: no limit
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    today: UsageTotals
+    this_week: UsageTotals
+    this_month: UsageTotals
+
+
+def _totals_since(start: date | None) -> dict[str, Any]:
+    where = Q() if start is None else Q(day__gte=start)
+    return {
+        "requests": Sum("requests", filter=where, default=0),
+        "prompt_tokens": Sum("prompt_tokens", filter=where, default=0),
+        "completion_tokens": Sum("completion_tokens", filter=where, default=0),
+        "cost": Sum("cost", filter=where, default=Decimal("0")),
+    }
+
+
+def key_overview(key_id: int, now: datetime) -> KeyOverview:
+    """Return what a key's owner asks first: spent, left, limits, and recent totals (three queries)."""
+    row = ApiKey.objects.get(pk=key_id)
+    start, end = period_bounds(row.limit_reset, now)
+    starts = {"today": day_of(now), "week": week_start(now), "month": month_start(now), "period": start}
+    sums: dict[str, Any] = {}
+    for label, since in starts.items():
+        sums.update({f"{label}_{name}": agg for name, agg in _totals_since(since).items()})
+    figures = KeyUsageDay.objects.filter(api_key_id=key_id).aggregate(**sums)
+    held = credit.held(key_id, now)
+    spend = figures["period_cost"]
+    remaining = None if row.credit_limit is None else max(row.credit_limit - spend - held, Decimal("0"))
+
+    def totals(label: str) -> UsageTotals:
+        return UsageTotals(
+            *(figures[f"{label}_{name}"] for name in ("requests", "prompt_tokens", "completion_tokens", "cost"))
+        )
+
+    return KeyOverview(
+        name=row.name,
+        prefix=row.prefix,
+        credit_limit=row.credit_limit,
+        limit_reset=row.limit_reset,
+        period_start=midnight(start) if start else None,
+        period_end=midnight(end) if end else None,
+        spend=spend,
+        held=held,
+        remaining=remaining,
+        requests_per_minute=row.requests_per_minute,
+        tokens_per_minute=row.tokens_per_minute,
+        today=totals("today"),
+        this_week=totals("week"),
+        this_month=totals("month"),
+    )

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from billing import keys
+from billing import credit, keys
 from billing.cost import Prices, TokenCounts, cost_compute
 from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
 from billing.selectors import KeyInfo, api_key_cache_forget
@@ -75,7 +75,19 @@ class Admission:
     routes: tuple[ModelRoute, ...] = ()
 
 
+def request_reject(key: KeyInfo, generation_id: str, model_name: str, error: RouterError) -> None:
+    """Record an authenticated request refused before admission (invalid body, rate limit)."""
+    _record_rejection(key, generation_id, model_name, error, timezone.now())
+
+
 def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
+    with transaction.atomic():
+        credit.key_lock(key.id)  # same lock order as admission and settlement: key, then rows
+        _rejection_create(key, generation_id, model_name, error, now)
+        credit.usage_day_add(key.id, now, 0, 0, Decimal("0"))
+
+
+def _rejection_create(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
     UsageRecord.objects.create(
         generation_id=generation_id,
         api_key_id=key.id,
@@ -109,13 +121,19 @@ def _routes(model_name: str, fallback_models: Sequence[str]) -> tuple[ModelRoute
 
 
 def request_admit(
-    key: KeyInfo, model_name: str, streamed: bool, generation_id: str, fallback_models: Sequence[str] = ()
+    key: KeyInfo,
+    model_name: str,
+    streamed: bool,
+    generation_id: str,
+    ask: credit.Ask | None = None,
+    fallback_models: Sequence[str] = (),
 ) -> Admission:
-    """Accept a request for ``model_name``: open its usage record (``in_progress``).
+    """Accept a request for ``model_name``: hold its worst-case cost, open its usage record (``in_progress``).
 
-    A request refused here still leaves one record (status ``error``), so every
-    authenticated request is accounted for. The record starts at the first model's prices;
-    settlement re-prices it at the model that answered.
+    A request refused here (402 when the key's credit cannot cover the worst case) still
+    leaves one record (status ``error``), so every authenticated request is accounted for.
+    The record starts at the first model's prices; settlement re-prices it at the model that
+    answered. The hold covers the dearest of the request's models (``models`` fallbacks).
     """
     now = timezone.now()
     try:
@@ -124,24 +142,42 @@ def request_admit(
         _record_rejection(key, generation_id, model_name, error, now)
         raise
     route = routes[0]
-    prices = route.prices
-    with transaction.atomic():
-        record = UsageRecord.objects.create(
-            generation_id=generation_id,
-            api_key_id=key.id,
-            model_id=route.model_id,
-            model_name=route.name,
-            status=UsageStatus.IN_PROGRESS,
-            streamed=streamed,
-            input_price=prices.input,
-            output_price=prices.output,
-            cached_input_price=prices.cached_input,
-            reasoning_price=prices.reasoning,
-            request_price=prices.request,
-            created_at=now,
-        )
-        ApiKey.objects.filter(pk=key.id).update(last_used_at=now)
+    ask = ask or credit.Ask(messages=[])
+    worst = None
+    if key.credit_limit is not None:
+        worst = max(credit.ask_worst_case(r, ask) for r in routes)
+    try:
+        with transaction.atomic():
+            hold = credit.reserve(key.id, worst, route, ask, now)
+            record = _record_open(key, generation_id, route, streamed, hold, now)
+    except RouterError as error:
+        _record_rejection(key, generation_id, model_name, error, now)
+        raise
     return Admission(record.pk, generation_id, route, int(now.timestamp()), routes)
+
+
+def _record_open(
+    key: KeyInfo, generation_id: str, route: ModelRoute, streamed: bool, hold: credit.Hold, now: datetime
+) -> UsageRecord:
+    prices = route.prices
+    record = UsageRecord.objects.create(
+        generation_id=generation_id,
+        api_key_id=key.id,
+        model_id=route.model_id,
+        model_name=route.name,
+        status=UsageStatus.IN_PROGRESS,
+        streamed=streamed,
+        input_price=prices.input,
+        output_price=prices.output,
+        cached_input_price=prices.cached_input,
+        reasoning_price=prices.reasoning,
+        request_price=prices.request,
+        reserved_cost=hold.amount,
+        reserved_until=hold.until,
+        created_at=now,
+    )
+    ApiKey.objects.filter(pk=key.id).update(last_used_at=now)
+    return record
 
 
 @dataclass(slots=True)
@@ -172,6 +208,8 @@ class Outcome:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     # The model that answered when it is not the one admitted (request-level fallback).
     answered_by: ModelRoute | None = None
+    # Set by usage_record_finalize: the prompt + completion tokens billed (for the rate limiter).
+    billed_tokens: int | None = None
 
 
 def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
@@ -211,10 +249,19 @@ def _model_fields(route: ModelRoute) -> dict[str, Any]:
 
 
 def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
-    """Settle an in-progress record: bill it and close it. Settling twice changes nothing."""
+    """Settle an in-progress record: bill it, release its hold, close it. Settling twice changes nothing.
+
+    The cost goes into the key's total for the day the record was created on, in the same
+    transaction that zeroes the record's hold (the key's row is locked first, in the same
+    order as admission), so spend + held never double-counts or drops a request.
+    """
     now = timezone.now()
     counts, source, delivered = _counts(outcome)
+    outcome.billed_tokens = counts.prompt + counts.completion
     with transaction.atomic():
+        ApiKey.objects.select_for_update(of=("self",), no_key=True).filter(usage_records__pk=record_id).values_list(
+            "pk"
+        ).first()
         record = UsageRecord.objects.select_for_update().get(pk=record_id)
         if record.status != UsageStatus.IN_PROGRESS:
             return record.cost
@@ -246,6 +293,7 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
             tokens_delivered=delivered,
             cost=cost,
             reserved_cost=Decimal("0"),
+            reserved_until=None,
             first_token_ms=outcome.first_token_ms,
             duration_ms=outcome.duration_ms,
             finished_at=now,
@@ -256,4 +304,5 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
             attempts=outcome.attempts,
             **repriced,
         )
+        credit.usage_day_add(record.api_key_id, record.created_at, counts.prompt, counts.completion, cost)
     return cost

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from datetime import datetime
+from decimal import Decimal
 
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+
+from billing.cost import COST_PLACES
 from billing.models import UsageRecord
-from billing.selectors import KeyInfo, usage_record_for_key
+from billing.selectors import KeyInfo, UsageTotals, key_overview, usage_record_for_key
 from routing.api import api_view
 from routing.errors import RouterError
 
@@ -50,3 +55,51 @@ def generation_detail(request: HttpRequest, key: KeyInfo) -> JsonResponse:
             404, f"No generation '{generation_id[:64]}' for this key.", code="generation_not_found", param="id"
         )
     return JsonResponse({"data": generation_body(record)})
+
+
+def _money(amount: Decimal | None) -> str | None:
+    return None if amount is None else format(amount.quantize(COST_PLACES), "f")
+
+
+def _when(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _totals_body(totals: UsageTotals) -> dict[str, object]:
+    return {
+        "requests": totals.requests,
+        "prompt_tokens": totals.prompt_tokens,
+        "completion_tokens": totals.completion_tokens,
+        "total_tokens": totals.prompt_tokens + totals.completion_tokens,
+        "cost": _money(totals.cost),
+    }
+
+
+@api_view()
+def key_detail(request: HttpRequest, key: KeyInfo) -> JsonResponse:
+    """``GET /v1/key``: the calling key's limit, spend, what is left, rate limits and recent totals."""
+    overview = key_overview(key.id, timezone.now())
+    return JsonResponse(
+        {
+            "data": {
+                "name": overview.name,
+                "prefix": overview.prefix,
+                "currency": "USD",
+                "credit_limit": _money(overview.credit_limit),
+                "limit_reset": overview.limit_reset,
+                "period": {"start": _when(overview.period_start), "resets_at": _when(overview.period_end)},
+                "spend": _money(overview.spend),
+                "reserved": _money(overview.held),
+                "remaining": _money(overview.remaining),
+                "rate_limits": {
+                    "requests_per_minute": overview.requests_per_minute,
+                    "tokens_per_minute": overview.tokens_per_minute,
+                },
+                "usage": {
+                    "today": _totals_body(overview.today),
+                    "this_week": _totals_body(overview.this_week),
+                    "this_month": _totals_body(overview.this_month),
+                },
+            }
+        }
+    )

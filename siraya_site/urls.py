@@ -14,6 +14,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("v1/models", routing_views.models_list, name="models-list"),
     path("v1/generation", billing_views.generation_detail, name="generation-detail"),
+    path("v1/key", billing_views.key_detail, name="key-detail"),
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("usage/", include("reports.urls")),

@@ -23,9 +23,18 @@ import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from billing.credit import Ask
 from billing.models import UsageStatus
+from billing.ratelimit import RateCharge, rate_limit_acquire
 from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
-from billing.services import Admission, Outcome, generation_id_new, request_admit, usage_record_finalize
+from billing.services import (
+    Admission,
+    Outcome,
+    generation_id_new,
+    request_admit,
+    request_reject,
+    usage_record_finalize,
+)
 from billing.writer import group_committed
 from lib import tokens
 from routing.errors import RouterError, UpstreamError
@@ -47,6 +56,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _admit = group_committed(request_admit)
 _finalize = group_committed(usage_record_finalize)
 _load_key = database_sync_to_async(api_key_load)
+_reject = group_committed(request_reject)
 
 
 _rng = random.Random()
@@ -76,6 +86,7 @@ class Relay:
         self.answer_started = False  # a byte of the answer reached the client: no more fallbacks
         self.current: tuple[ModelRoute, Target] | None = None
         self.attempts: list[dict[str, Any]] = []
+        self.rate: RateCharge | None = None
 
     # -- the request, start to end --------------------------------------------------------
 
@@ -83,12 +94,27 @@ class Relay:
         try:
             body = await self.read_body()
             key = await self.authenticate()
-            request = parse_chat_request(body)
-            self.generation_id = generation_id_new()
-            admission = await _admit(key, request.model, request.stream, self.generation_id, request.models[1:])
         except ClientGone:
             return
         except RouterError as error:
+            await self.send_error(error)
+            return
+        # From here the caller is known: whatever happens leaves exactly one usage record.
+        self.generation_id = generation_id_new()
+        admitting = False
+        model_name = ""
+        try:
+            request = parse_chat_request(body)
+            model_name = request.model
+            ask = Ask(request.messages, request.params.get("tools"), request.max_tokens)
+            self.rate, ask = await rate_limit_acquire(key, request.model, ask, self.generation_id)
+            admitting = True  # request_admit records its own refusals
+            admission = await _admit(key, request.model, request.stream, self.generation_id, ask, request.models[1:])
+        except RouterError as error:
+            if self.rate is not None:
+                await self.rate.settle(0)  # refused at admission: it used no tokens
+            if not admitting:
+                await _reject(key, self.generation_id, model_name, error)
             await self.send_error(error)
             return
         await self.serve(request, admission)
@@ -153,7 +179,12 @@ class Relay:
         finally:
             watcher.cancel()
             self.fill_outcome(outcome, admission)
-            await asyncio.shield(_finalize(admission.record_id, outcome))
+            await asyncio.shield(self.settle(admission.record_id, outcome))
+
+    async def settle(self, record_id: int, outcome: Outcome) -> None:
+        await _finalize(record_id, outcome)
+        if self.rate is not None:
+            await self.rate.settle(outcome.billed_tokens)
 
     def fill_outcome(self, outcome: Outcome, admission: Admission) -> None:
         route, target = self.current or (admission.route, None)
@@ -290,6 +321,8 @@ class Relay:
     async def start_stream(self) -> None:
         self.started = True
         headers = [*wire.SSE_HEADERS, (b"x-generation-id", (self.generation_id or "").encode())]
+        if self.rate is not None:
+            headers += self.rate.headers()
         await self._send(wire.start(200, headers))
 
     def note_delivered(self, choices: list[dict[str, Any]]) -> None:
@@ -352,6 +385,8 @@ class Relay:
         payload["usage"] = self.usage_for_client(request, route)
         self.delivered.clear()  # nothing is delivered until the body is sent
         headers = [*wire.JSON_HEADERS, (b"x-generation-id", admission.generation_id.encode())]
+        if self.rate is not None:
+            headers += self.rate.headers()
         self.started = self.answer_started = True
         await self._send(wire.start(200, headers))
         await self._send(wire.body(orjson.dumps(payload)))

@@ -1,0 +1,187 @@
+"""Credit limits: hold a request's worst-case cost at admission, settle it into daily totals.
+
+The rule the data obeys: a key's spend in a period is the sum of the ``KeyUsageDay`` rows
+of the period's days, which equals the sum of its settled usage records' cost by
+``created_at`` (both change in the same transaction). Money in flight is the sum of the
+``reserved_cost`` of its ``in_progress`` records whose hold has not expired.
+
+Every writer of a key's holds or daily totals (admission, settlement, refusal) locks the
+key's row first (``SELECT ... FOR NO KEY UPDATE`` on
+PostgreSQL; on SQLite every write transaction starts with ``BEGIN IMMEDIATE``, which
+serialises them), so the check "spend + held + this request <= limit" and the hold it
+places happen with no other admission or settlement of the key in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from billing.cost import Prices, TokenCounts, cost_compute
+from billing.models import ApiKey, KeyUsageDay, UsageRecord, UsageStatus
+from billing.periods import day_of, midnight, period_bounds
+from lib import tokens
+from routing.errors import RouterError
+from routing.models import RouterModel
+from routing.selectors import ModelRoute
+
+ZERO = Decimal("0")
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What a request asks for, as far as its worst-case cost goes."""
+
+    messages: list[dict[str, Any]]
+    tools: list[Any] | None = None
+    max_tokens: int | None = None
+    prompt_tokens: int | None = None  # already counted (for the rate limiter), else counted here
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    amount: Decimal  # USD
+    until: datetime | None
+
+
+NO_HOLD = Hold(ZERO, None)
+
+
+def ask_tokens(route: ModelRoute, ask: Ask) -> tuple[int, int]:
+    """Return (prompt tokens counted locally, most completion tokens the request may produce).
+
+    The completion ceiling is the request's ``max_tokens`` (or ``max_completion_tokens``),
+    else the model's ``max_output_tokens``.
+    """
+    prompt = ask.prompt_tokens
+    if prompt is None:
+        prompt = tokens.count_messages(ask.messages, route.encoding, ask.tools)
+    return prompt, ask.max_tokens or route.max_output_tokens
+
+
+def model_ask_tokens(model_name: str, ask: Ask) -> tuple[int, int] | None:
+    """Like ``ask_tokens`` from the model's name (None if there is no such enabled model)."""
+    row = (
+        RouterModel.objects.filter(name=model_name, enabled=True)
+        .values_list("name", "encoding", "max_output_tokens")
+        .first()
+    )
+    if row is None:
+        return None
+    name, encoding, max_output = row
+    encoding = tokens.encoding_for(name, encoding, settings.SIRAYA_DEFAULT_ENCODING)
+    prompt = ask.prompt_tokens
+    if prompt is None:
+        prompt = tokens.count_messages(ask.messages, encoding, ask.tools)
+    return prompt, ask.max_tokens or max_output
+
+
+def worst_case_cost(prices: Prices, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """Return the most a request can cost: every token at the dearer of its two prices."""
+    dearest = Prices(
+        input=max(prices.input, prices.cached_input),
+        output=max(prices.output, prices.reasoning),
+        cached_input=max(prices.input, prices.cached_input),
+        reasoning=max(prices.output, prices.reasoning),
+        request=prices.request,
+    )
+    return cost_compute(dearest, TokenCounts(prompt_tokens, completion_tokens))
+
+
+def ask_worst_case(route: ModelRoute, ask: Ask) -> Decimal:
+    return worst_case_cost(route.prices, *ask_tokens(route, ask))
+
+
+def key_lock(key_id: int) -> tuple[Decimal | None, str]:
+    """Lock the key's row for the rest of the transaction; return its (credit_limit, limit_reset).
+
+    ``FOR NO KEY UPDATE``: it serialises admissions and settlements of the key, yet does not
+    block the foreign-key checks (``FOR KEY SHARE``, deferred to COMMIT by Django) of other
+    transactions inserting rows that point at the key.
+    """
+    return (
+        ApiKey.objects.select_for_update(no_key=True).filter(pk=key_id).values_list("credit_limit", "limit_reset").get()
+    )
+
+
+def spend_in_period(key_id: int, reset: str, now: datetime) -> Decimal:
+    """Return the USD the key spent in the period ``now`` is in (settled requests only)."""
+    start, end = period_bounds(reset, now)
+    days = KeyUsageDay.objects.filter(api_key_id=key_id)
+    if start is not None:
+        days = days.filter(day__gte=start, day__lt=end)
+    return days.aggregate(total=Sum("cost"))["total"] or ZERO
+
+
+def held(key_id: int, now: datetime) -> Decimal:
+    """Return the USD held by the key's requests in flight whose hold has not expired."""
+    holds = UsageRecord.objects.filter(api_key_id=key_id, status=UsageStatus.IN_PROGRESS, reserved_until__gt=now)
+    return holds.aggregate(total=Sum("reserved_cost"))["total"] or ZERO
+
+
+def usd(amount: Decimal) -> str:
+    """Format USD for people: at least cents, no trailing zeros beyond them."""
+    text = format(amount.quantize(Decimal("0.00000001")).normalize(), "f")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def credit_refusal(limit: Decimal, reset: str, remaining: Decimal, worst: Decimal, now: datetime) -> RouterError:
+    _, end = period_bounds(reset, now)
+    when = f" The limit resets at {midnight(end).isoformat().replace('+00:00', 'Z')}." if end else ""
+    period = "" if reset == "never" else f"{reset} "
+    return RouterError(
+        402,
+        f"Credit limit reached: {usd(remaining)} of this key's {usd(limit)} {period}limit remains, "
+        f"and this request may cost up to {usd(worst)}. Lower max_tokens or raise the limit.{when}",
+        code="credit_limit_exceeded",
+    )
+
+
+def reserve(key_id: int, worst: Decimal | None, route: ModelRoute, ask: Ask, now: datetime) -> Hold:
+    """Inside the admission transaction: lock the key and hold ``worst`` USD, or raise 402.
+
+    ``worst`` is counted before the transaction (counting a huge prompt takes milliseconds,
+    and the lock should not wait for it); it is None when the key had no limit as far as
+    the caller knew, and is counted here if the key has one after all.
+    """
+    limit, reset = key_lock(key_id)
+    if limit is None:
+        return NO_HOLD
+    if worst is None:
+        worst = ask_worst_case(route, ask)
+    remaining = limit - spend_in_period(key_id, reset, now) - held(key_id, now)
+    if worst > remaining:
+        raise credit_refusal(limit, reset, max(remaining, ZERO), worst, now)
+    return Hold(worst, now + timedelta(seconds=settings.SIRAYA_RESERVATION_SECONDS))
+
+
+def usage_day_add(key_id: int, created_at: datetime, prompt_tokens: int, completion_tokens: int, cost: Decimal) -> None:
+    """Add one settled record to its key's total for the day it was created on."""
+    day = day_of(created_at)
+    # Make sure the row exists (no-op when it does), then increment it in SQL: no lost update.
+    KeyUsageDay.objects.bulk_create([KeyUsageDay(api_key_id=key_id, day=day)], ignore_conflicts=True)
+    KeyUsageDay.objects.filter(api_key_id=key_id, day=day).update(
+        requests=F("requests") + 1,
+        prompt_tokens=F("prompt_tokens") + prompt_tokens,
+        completion_tokens=F("completion_tokens") + completion_tokens,
+        cost=F("cost") + cost,
+    )
+
+
+def reservations_reconcile(now: datetime | None = None) -> int:
+    """Release the holds of in-progress records whose hold expired; return how many.
+
+    An expired hold already stops counting against its key's limit, so nothing waits for
+    this; it makes the stored figures say so. The record itself stays ``in_progress`` until
+    ``usage_record_finalize`` settles it (e.g. as ``interrupted``), which bills it then.
+    """
+    return UsageRecord.objects.filter(
+        status=UsageStatus.IN_PROGRESS, reserved_cost__gt=0, reserved_until__lte=now or timezone.now()
+    ).update(reserved_cost=ZERO)

@@ -1,0 +1,388 @@
+"""Per-key rate limits: requests and tokens per minute over a sliding 60-second window.
+
+Each limited key has one window per limit: a log of the requests admitted in the last 60
+seconds with their weight (1 for requests; prompt + completion ceiling for tokens). A
+request is let through only if it fits every window, and then it is entered in all of
+them at once. Tokens are charged at the worst case when the request starts and corrected
+to the billed prompt + completion tokens when it settles (``RateCharge.settle``).
+
+Backends: in-process memory (one router process) by default; Redis when ``REDIS_URL`` is
+set, so every process shares the window. The Redis backend runs each check-and-add as one
+Lua script (atomic on the server, timed by the server's clock) through the asyncio client.
+If Redis cannot be reached the request gets 503 ``rate_limiter_unavailable``: the limiter
+fails closed, because a limit that silently stops holding is worse than a clear error.
+Keys without rate limits never touch the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from billing.credit import Ask, model_ask_tokens
+from billing.selectors import KeyInfo
+from routing.errors import RouterError
+
+logger = logging.getLogger("siraya.ratelimit")
+
+WINDOW_MS = 60_000
+NEVER = -2  # retry value: the request is larger than the limit itself
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    name: str  # "requests" or "tokens"
+    limit: int
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    name: str
+    limit: int
+    remaining: int
+    reset_ms: int  # until the oldest entry leaves the window (room grows then)
+    retry_ms: int | None = None  # refused: until this request would fit (NEVER: it cannot)
+
+
+class Backend(Protocol):
+    async def acquire(self, ident: str, member: str, windows: list[Window]) -> list[WindowState]: ...
+
+    async def adjust(self, ident: str, member: str, name: str, weight: int) -> None: ...
+
+
+# -- in-process memory -----------------------------------------------------------------------
+
+
+@dataclass
+class _Log:
+    entries: OrderedDict[str, tuple[float, int]] = field(default_factory=OrderedDict)  # member -> (ms, weight)
+    total: int = 0
+
+    def expire(self, now: float) -> None:
+        while self.entries:
+            member, (at, weight) = next(iter(self.entries.items()))
+            if at > now - WINDOW_MS:
+                return
+            del self.entries[member]
+            self.total -= weight
+
+    def reset_ms(self, now: float) -> int:
+        if not self.entries:
+            return WINDOW_MS
+        at, _ = next(iter(self.entries.values()))
+        return math.ceil(at + WINDOW_MS - now)
+
+    def retry_ms(self, now: float, limit: int, weight: int) -> int:
+        if weight > limit:
+            return NEVER
+        need, freed = self.total + weight - limit, 0
+        for at, entry_weight in self.entries.values():
+            freed += entry_weight
+            if freed >= need:
+                return math.ceil(at + WINDOW_MS - now)
+        return WINDOW_MS
+
+
+class MemoryBackend:
+    """One process's windows. Every call runs on the event loop without awaiting: atomic."""
+
+    def __init__(self) -> None:
+        self.logs: dict[tuple[str, str], _Log] = {}
+
+    def _now(self) -> float:
+        return time.monotonic() * 1000
+
+    async def acquire(self, ident: str, member: str, windows: list[Window]) -> list[WindowState]:
+        now = self._now()
+        logs = [self.logs.setdefault((ident, w.name), _Log()) for w in windows]
+        for log in logs:
+            log.expire(now)
+        if any(log.total + w.weight > w.limit for log, w in zip(logs, windows, strict=True)):
+            return [
+                WindowState(
+                    w.name,
+                    w.limit,
+                    max(w.limit - log.total, 0),
+                    log.reset_ms(now),
+                    log.retry_ms(now, w.limit, w.weight) if log.total + w.weight > w.limit else None,
+                )
+                for log, w in zip(logs, windows, strict=True)
+            ]
+        for log, w in zip(logs, windows, strict=True):
+            log.entries[member] = (now, w.weight)
+            log.total += w.weight
+        if len(self.logs) > 100_000:
+            self.logs = {k: v for k, v in self.logs.items() if v.entries}
+        return [
+            WindowState(w.name, w.limit, max(w.limit - log.total, 0), log.reset_ms(now))
+            for log, w in zip(logs, windows, strict=True)
+        ]
+
+    async def adjust(self, ident: str, member: str, name: str, weight: int) -> None:
+        log = self.logs.get((ident, name))
+        if log is None or member not in log.entries:
+            return  # already out of the window
+        at, old = log.entries[member]
+        log.entries[member] = (at, weight)
+        log.total += weight - old
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+# KEYS: per window a sorted set (member -> admitted at, ms) and a hash (member -> weight,
+# plus "_total"). ARGV: window ms, member, then per window its limit and this request's weight.
+# Returns: allowed (1/0), then per window: limit, remaining, reset ms, retry ms (-1: not refused).
+ACQUIRE_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local member = ARGV[2]
+local n = #KEYS / 2
+
+local function expire(z, h)
+  while true do
+    local old = redis.call('ZRANGEBYSCORE', z, '-inf', now - window, 'LIMIT', 0, 500)
+    if #old == 0 then break end
+    local ws = redis.call('HMGET', h, unpack(old))
+    local freed = 0
+    for j = 1, #ws do freed = freed + (tonumber(ws[j]) or 0) end
+    redis.call('HDEL', h, unpack(old))
+    redis.call('ZREM', z, unpack(old))
+    redis.call('HINCRBY', h, '_total', -freed)
+  end
+  return tonumber(redis.call('HGET', h, '_total') or '0')
+end
+
+local function reset_ms(z)
+  local first = redis.call('ZRANGE', z, 0, 0, 'WITHSCORES')
+  if #first == 0 then return window end
+  return tonumber(first[2]) + window - now
+end
+
+local function retry_ms(z, h, total, weight, limit)
+  if weight > limit then return -2 end
+  local need, freed, start = total + weight - limit, 0, 0
+  while true do
+    local batch = redis.call('ZRANGE', z, start, start + 499, 'WITHSCORES')
+    if #batch == 0 then return window end
+    local members = {}
+    for j = 1, #batch, 2 do members[#members + 1] = batch[j] end
+    local ws = redis.call('HMGET', h, unpack(members))
+    for j = 1, #members do
+      freed = freed + (tonumber(ws[j]) or 0)
+      if freed >= need then return tonumber(batch[2 * j]) + window - now end
+    end
+    start = start + 500
+  end
+end
+
+local totals, allowed = {}, 1
+for i = 1, n do
+  totals[i] = expire(KEYS[2 * i - 1], KEYS[2 * i])
+  if totals[i] + tonumber(ARGV[2 + 2 * i]) > tonumber(ARGV[1 + 2 * i]) then allowed = 0 end
+end
+local out = {allowed}
+for i = 1, n do
+  local z, h = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit, weight = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local retry = -1
+  if allowed == 1 then
+    redis.call('ZADD', z, now, member)
+    redis.call('HSET', h, member, weight)
+    totals[i] = redis.call('HINCRBY', h, '_total', weight)
+    redis.call('PEXPIRE', z, window + 1000)
+    redis.call('PEXPIRE', h, window + 1000)
+  elseif totals[i] + weight > limit then
+    retry = retry_ms(z, h, totals[i], weight, limit)
+  end
+  local remaining = limit - totals[i]
+  if remaining < 0 then remaining = 0 end
+  out[#out + 1] = limit
+  out[#out + 1] = remaining
+  out[#out + 1] = reset_ms(z)
+  out[#out + 1] = retry
+end
+return out
+"""
+
+# KEYS: the window's hash. ARGV: member, its billed weight. No-op once it left the window.
+ADJUST_LUA = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[1], '_total', tonumber(ARGV[2]) - tonumber(old))
+return 1
+"""
+
+
+class RedisUnavailable(Exception):
+    pass
+
+
+class RedisBackend:
+    def __init__(self, url: str, prefix: str, timeout: float) -> None:
+        from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        self.timeout = timeout
+        self.prefix = prefix
+        self.client = Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
+        self.acquire_script = self.client.register_script(ACQUIRE_LUA)
+        self.adjust_script = self.client.register_script(ADJUST_LUA)
+
+    def _keys(self, ident: str, name: str) -> list[str]:
+        # One hash tag per key: every key a script touches lives in one Redis Cluster slot.
+        base = f"{self.prefix}rl:{{{ident}}}:{name}"
+        return [f"{base}:z", f"{base}:h"]
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                return await script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RedisUnavailable(type(exc).__name__) from exc
+
+    async def acquire(self, ident: str, member: str, windows: list[Window]) -> list[WindowState]:
+        keys = [k for w in windows for k in self._keys(ident, w.name)]
+        args: list[Any] = [WINDOW_MS, member]
+        for w in windows:
+            args += [w.limit, w.weight]
+        out = [int(v) for v in await self._run(self.acquire_script, keys, args)]
+        states = []
+        for i, w in enumerate(windows):
+            limit, remaining, reset, retry = out[1 + 4 * i : 5 + 4 * i]
+            states.append(WindowState(w.name, limit, remaining, reset, None if retry == -1 else retry))
+        return states
+
+    async def adjust(self, ident: str, member: str, name: str, weight: int) -> None:
+        await self._run(self.adjust_script, self._keys(ident, name)[1:], [member, weight])
+
+
+_backends: dict[int, Backend] = {}  # per event loop: an asyncio Redis client is bound to its loop
+
+
+def backend() -> Backend:
+    loop_id = id(asyncio.get_running_loop())
+    found = _backends.get(loop_id)
+    if found is None:
+        if settings.REDIS_URL:
+            found = RedisBackend(settings.REDIS_URL, settings.SIRAYA_REDIS_PREFIX, settings.SIRAYA_REDIS_TIMEOUT)
+        else:
+            found = MemoryBackend()
+        _backends[loop_id] = found
+    return found
+
+
+# -- what the relay calls ------------------------------------------------------------------------
+
+
+def _seconds(ms: int) -> str:
+    return str(max(math.ceil(ms / 1000), 0))
+
+
+@dataclass
+class RateCharge:
+    """A request entered in its key's windows; ``settle`` corrects the tokens it was charged."""
+
+    ident: str
+    member: str
+    states: list[WindowState]
+    backend: Backend
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(k.lower().encode(), v.encode()) for k, v in rate_headers(self.states).items()]
+
+    async def settle(self, billed_tokens: int | None) -> None:
+        if billed_tokens is None or not any(s.name == "tokens" for s in self.states):
+            return
+        try:
+            await self.backend.adjust(self.ident, self.member, "tokens", billed_tokens)
+        except RedisUnavailable as exc:
+            logger.warning("rate limiter: could not correct the tokens charged (%s)", exc)
+
+
+def rate_headers(states: list[WindowState], refused: WindowState | None = None) -> dict[str, str]:
+    """``X-RateLimit-*`` for the refused window (else requests, else tokens), plus one set per window."""
+    headers: dict[str, str] = {}
+    main = refused or states[0]
+    headers["X-RateLimit-Limit"] = str(main.limit)
+    headers["X-RateLimit-Remaining"] = str(main.remaining)
+    headers["X-RateLimit-Reset"] = _seconds(main.reset_ms)
+    for state in states:
+        suffix = state.name.capitalize()
+        headers[f"X-RateLimit-Limit-{suffix}"] = str(state.limit)
+        headers[f"X-RateLimit-Remaining-{suffix}"] = str(state.remaining)
+        headers[f"X-RateLimit-Reset-{suffix}"] = _seconds(state.reset_ms)
+    return headers
+
+
+def rate_refusal(states: list[WindowState], weights: dict[str, int]) -> RouterError:
+    refused = next(s for s in states if s.retry_ms is not None)
+    headers = rate_headers(states, refused)
+    per = "requests per minute" if refused.name == "requests" else "tokens per minute"
+    if refused.retry_ms == NEVER:
+        message = (
+            f"This request needs up to {weights['tokens']} tokens, more than this key's limit of "
+            f"{refused.limit} {per}. Lower max_tokens or shorten the prompt."
+        )
+        return RouterError(429, message, code="request_exceeds_rate_limit", headers=headers)
+    retry = _seconds(refused.retry_ms or 0)
+    headers["Retry-After"] = retry
+    message = f"Rate limit reached: this key may send {refused.limit} {per}. Retry in {retry} s."
+    return RouterError(429, message, code="rate_limit_exceeded", headers=headers)
+
+
+def key_ident(key: KeyInfo) -> str:
+    # The display prefix makes a reused row id (e.g. SQLite after a flush) a different window.
+    return f"{key.id}-{key.prefix}"
+
+
+_model_ask_tokens = database_sync_to_async(model_ask_tokens)
+
+
+async def rate_limit_acquire(
+    key: KeyInfo, model_name: str, ask: Ask, generation_id: str
+) -> tuple[RateCharge | None, Ask]:
+    """Enter the request in its key's windows or raise 429; return the charge and ``ask``.
+
+    For a key with a tokens-per-minute limit the prompt is counted here, off the event
+    loop, and the returned ``ask`` carries the count so that admission does not count again.
+    """
+    windows: list[Window] = []
+    weights: dict[str, int] = {}
+    if key.requests_per_minute:
+        windows.append(Window("requests", key.requests_per_minute, 1))
+    if key.tokens_per_minute:
+        counted = await _model_ask_tokens(model_name, ask)
+        if counted is not None:  # an unknown model is refused at admission
+            prompt, ceiling = counted
+            ask = replace(ask, prompt_tokens=prompt)
+            weights["tokens"] = prompt + ceiling
+            windows.append(Window("tokens", key.tokens_per_minute, prompt + ceiling))
+    if not windows:
+        return None, ask
+    chosen = backend()
+    try:
+        states = await chosen.acquire(key_ident(key), generation_id, windows)
+    except RedisUnavailable as exc:
+        logger.error("rate limiter unavailable: %s", exc)
+        raise RouterError(
+            503, "The rate limiter is unavailable; try again shortly.", code="rate_limiter_unavailable"
+        ) from None
+    if any(s.retry_ms is not None for s in states):
+        raise rate_refusal(states, weights)
+    return RateCharge(key_ident(key), generation_id, states, chosen), ask
