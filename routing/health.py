@@ -8,12 +8,16 @@ process memory, or in Redis when ``REDIS_URL`` is set so that every router proce
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
 
 from django.conf import settings
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("siraya.routing")
 
 
 class CooldownStore(Protocol):
@@ -71,10 +75,14 @@ return 1
 
 
 class RedisCooldowns:
+    """Cooldowns shared through Redis. They are advice, not a limit: when Redis cannot be
+    reached, routing carries on as if nothing were cooling (and says so in the log)."""
+
     def __init__(self, url: str, prefix: str, failures: int, window: float, cooldown: float) -> None:
         import redis.asyncio as redis
 
-        self.client: Any = redis.Redis.from_url(url)
+        timeout = settings.SIRAYA_REDIS_TIMEOUT
+        self.client: Any = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self.prefix = f"{prefix}cooldown:"
         self.failures, self.window, self.cooldown = failures, window, cooldown
         self._failure = self.client.register_script(_FAILURE_SCRIPT)
@@ -84,18 +92,25 @@ class RedisCooldowns:
         ids = list(deployment_ids)
         if not ids:
             return set()
-        flags = await self.client.mget([f"{self.prefix}on:{d}" for d in ids])
+        try:
+            flags = await self.client.mget([f"{self.prefix}on:{d}" for d in ids])
+        except (RedisError, OSError) as exc:
+            logger.warning("cooldowns unavailable, routing without them: %s", type(exc).__name__)
+            return set()
         return {d for d, flag in zip(ids, flags, strict=True) if flag is not None}
 
     async def record_failure(self, deployment_id: int, retry_after: float | None) -> None:
         flag = f"{self.prefix}on:{deployment_id}"
-        if retry_after is not None:
-            await self._cool(keys=[flag], args=[max(1, int(retry_after * 1000))])
-            return
-        counter = f"{self.prefix}fail:{deployment_id}"
-        await self._failure(
-            keys=[counter, flag], args=[self.failures, int(self.window * 1000), int(self.cooldown * 1000)]
-        )
+        try:
+            if retry_after is not None:
+                await self._cool(keys=[flag], args=[max(1, int(retry_after * 1000))])
+                return
+            counter = f"{self.prefix}fail:{deployment_id}"
+            await self._failure(
+                keys=[counter, flag], args=[self.failures, int(self.window * 1000), int(self.cooldown * 1000)]
+            )
+        except (RedisError, OSError) as exc:
+            logger.warning("could not record a deployment failure in Redis: %s", type(exc).__name__)
 
 
 _stores: dict[str, CooldownStore] = {}

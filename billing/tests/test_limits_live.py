@@ -120,8 +120,11 @@ def test_key_created_with_rpm_is_limited_end_to_end(cast, fake_openai):
     assert 0 < int(refused.headers["retry-after"]) <= 60
     assert (refused.headers["x-ratelimit-limit"], refused.headers["x-ratelimit-remaining"]) == ("3", "0")
     assert 0 < int(refused.headers["x-ratelimit-reset"]) <= 60
-    # Refused before admission: no usage record, no hold.
-    assert UsageRecord.objects.filter(api_key=api_key).count() == 3
+    # Refused before admission: one error record (every authenticated request has one), no cost, no hold.
+    refusal = UsageRecord.objects.get(generation_id=refused.headers["x-generation-id"])
+    assert (refusal.status, refusal.http_status, refusal.error_code) == ("error", 429, "rate_limit_exceeded")
+    assert (refusal.cost, refusal.reserved_cost) == (Decimal(0), Decimal(0))
+    assert UsageRecord.objects.filter(api_key=api_key).count() == 4
 
 
 def chat(url: str, key: str, **body) -> httpx.Response:
