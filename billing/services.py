@@ -152,6 +152,9 @@ class Outcome:
     vendor_name: str = ""
     upstream_model: str = ""
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # Set by ``usage_record_finalize``: the billed figures (for metrics).
+    billed_prompt_tokens: int = 0
+    billed_completion_tokens: int = 0
 
 
 def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
@@ -181,6 +184,7 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
     """Settle an in-progress record: bill it and close it. Settling twice changes nothing."""
     now = timezone.now()
     counts, source, delivered = _counts(outcome)
+    outcome.billed_prompt_tokens, outcome.billed_completion_tokens = counts.prompt, counts.completion
     with transaction.atomic():
         record = UsageRecord.objects.select_for_update().get(pk=record_id)
         if record.status != UsageStatus.IN_PROGRESS:

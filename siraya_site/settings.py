@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "channels",
     "routing",
     "billing",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -118,6 +119,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 LOGIN_URL = "admin:login"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Prefix of every Redis key the router writes (several deployments or test runs can share one Redis).
+SIRAYA_REDIS_PREFIX = env.str("SIRAYA_REDIS_PREFIX", default="siraya:")
 
 # The router's own knobs.
 SIRAYA_KEEPALIVE_SECONDS = env.float("SIRAYA_KEEPALIVE_SECONDS", default=10.0)
@@ -129,11 +132,29 @@ SIRAYA_IDLE_TIMEOUT = env.float("SIRAYA_IDLE_TIMEOUT", default=120.0)
 SIRAYA_KEY_CACHE_SECONDS = env.float("SIRAYA_KEY_CACHE_SECONDS", default=5.0)
 # Encoding used to count tokens when a model has none configured.
 SIRAYA_DEFAULT_ENCODING = env.str("SIRAYA_DEFAULT_ENCODING", default="cl100k_base")
+# Seconds a concurrent-stream slot lives in Redis unless its stream refreshes it (a dead process's slots expire).
+SIRAYA_STREAM_SLOT_TTL = env.float("SIRAYA_STREAM_SLOT_TTL", default=120.0)
+# Prometheus metrics at /metrics; with a token, scrapers must send "Authorization: Bearer <token>".
+SIRAYA_METRICS_ENABLED = env.bool("SIRAYA_METRICS_ENABLED", default=False)
+SIRAYA_METRICS_TOKEN = env.str("SIRAYA_METRICS_TOKEN", default="")
 
+# One JSON object per line (SIRAYA_LOG_FORMAT=plain for human-readable lines), each with the
+# generation id of the request it belongs to; known secret shapes are scrubbed (ops.logs).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"generation_id": {"()": "ops.logs.GenerationIdFilter"}},
+    "formatters": {
+        "json": {"()": "ops.logs.JsonFormatter"},
+        "plain": {"()": "ops.logs.PlainFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": env.str("SIRAYA_LOG_FORMAT", default="json"),
+            "filters": ["generation_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

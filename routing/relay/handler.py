@@ -25,7 +25,9 @@ from django.conf import settings
 from billing.models import UsageStatus
 from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
 from billing.services import Admission, Outcome, generation_id_new, request_admit, usage_record_finalize
+from billing.streams import stream_slot_acquire
 from lib import tokens
+from ops import logs, metrics
 from routing.errors import RouterError, UpstreamError
 from routing.relay import wire
 from routing.schema import ChatRequest, parse_chat_request, too_large
@@ -74,13 +76,36 @@ class Relay:
             key = await self.authenticate()
             request = parse_chat_request(body)
             self.generation_id = generation_id_new()
+            logs.generation_id.set(self.generation_id)
             admission = await _admit(key, request.model, request.stream, self.generation_id)
         except ClientGone:
             return
         except RouterError as error:
             await self.send_error(error)
             return
-        await self.serve(request, admission)
+        except Exception:
+            # A bug, not the client's fault; still an OpenAI-shaped answer, never a dropped connection.
+            logger.exception("relay failed before admission")
+            await self.send_error(RouterError(500, "The router failed to read this request.", code="router_error"))
+            return
+        try:
+            slot = await stream_slot_acquire(key.id, key.max_concurrent_streams) if request.stream else None
+        except RouterError as error:
+            await self.refuse(request, admission, error)
+            return
+        try:
+            await self.serve(request, admission)
+        finally:
+            if slot is not None:
+                await asyncio.shield(slot.release())
+
+    async def refuse(self, request: ChatRequest, admission: Admission, error: RouterError) -> None:
+        """Answer an admitted request that may not run after all (concurrent-stream cap); settle its record."""
+        outcome = Outcome(status=UsageStatus.ERROR, http_status=error.status, error_code=error.code or "")
+        outcome.error_message, outcome.messages = error.message, request.messages
+        outcome.encoding = admission.route.encoding
+        await _finalize(admission.record_id, outcome)
+        await self.send_error(error)
 
     async def read_body(self) -> bytes:
         limit = settings.SIRAYA_MAX_BODY_BYTES
@@ -121,6 +146,8 @@ class Relay:
         target = admission.route.targets[0]
         outcome = Outcome(status=UsageStatus.COMPLETED, messages=request.messages, tools=request.params.get("tools"))
         outcome.encoding = admission.route.encoding
+        if request.stream:
+            metrics.STREAMS_OPEN.inc()
         try:
             if request.stream:
                 await self.stream(request, admission, target)
@@ -146,8 +173,26 @@ class Relay:
             await self.fail(failure, admission)
         finally:
             watcher.cancel()
+            if request.stream:
+                metrics.STREAMS_OPEN.dec()
             self.fill_outcome(outcome, target)
-            await asyncio.shield(_finalize(admission.record_id, outcome))
+            cost = await asyncio.shield(_finalize(admission.record_id, outcome))
+            self.observe(outcome, admission, cost)
+
+    def observe(self, outcome: Outcome, admission: Admission, cost: Any) -> None:
+        if outcome.status == UsageStatus.CANCELLED:
+            metrics.cancelled(outcome.error_code)
+        first = None if outcome.first_token_ms is None else outcome.first_token_ms / 1000
+        metrics.generation_settled(
+            admission.route.name,
+            outcome.vendor_name,
+            outcome.status,
+            outcome.billed_prompt_tokens,
+            outcome.billed_completion_tokens,
+            cost,
+            first,
+            (outcome.duration_ms or 0) / 1000,
+        )
 
     def fill_outcome(self, outcome: Outcome, target: Target) -> None:
         outcome.vendor_prompt_tokens = self.usage.prompt_tokens
