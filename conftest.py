@@ -45,7 +45,7 @@ def _record_created_secrets() -> None:
         set_credentials(vendor, values)
 
     keys.generate = generate_recorded
-    Vendor.set_credentials = set_credentials_recorded  # type: ignore[method-assign]
+    Vendor.set_credentials = set_credentials_recorded  # type: ignore[method-assign,assignment]
 
 
 _record_created_secrets()

@@ -32,6 +32,6 @@ def install() -> None:
     from twisted.web import http
 
     if hasattr(http.HTTPChannel, "_respondToBadRequestAndDisconnect"):
-        http.HTTPChannel._respondToBadRequestAndDisconnect = _respond_and_disconnect
+        http.HTTPChannel._respondToBadRequestAndDisconnect = _respond_and_disconnect  # type: ignore[method-assign]
     # One line over 16 KiB: LineReceiver's default just drops the connection without a word.
-    http.HTTPChannel.lineLengthExceeded = lambda channel, line: _respond_and_disconnect(channel)
+    http.HTTPChannel.lineLengthExceeded = lambda channel, line: _respond_and_disconnect(channel)  # type: ignore[method-assign]
