@@ -295,7 +295,7 @@ def openapi_document(server_url: str = "/") -> Schema:
                             "headers": {"X-Generation-Id": {"schema": {"type": "string"}}},
                             "content": {
                                 "application/json": {"schema": _ref("ChatCompletion")},
-                                "text/event-stream": {"schema": {"type": "string"}},
+                                "text/event-stream": {"schema": _ref("StreamEvent")},
                             },
                         },
                         **_ERRORS,
@@ -350,6 +350,12 @@ def openapi_document(server_url: str = "/") -> Schema:
                 "ChatMessage": _MESSAGE,
                 "ChatCompletion": _COMPLETION,
                 "Usage": _USAGE,
+                # One Server-Sent Event: `data` is a chat.completion.chunk as JSON, or `[DONE]`.
+                "StreamEvent": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                },
                 "Error": _ERROR,
                 "ModelList": _MODEL_LIST,
                 "Generation": _GENERATION,
