@@ -160,6 +160,8 @@ LOGGING = {
 }
 
 if PRODUCTION:
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("ALLOWED_HOSTS must be set when SIRAYA_ENV=production")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
@@ -167,3 +169,10 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Probes and scrapers inside the network speak plain HTTP to the process.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    # `manage.py check --deploy` runs in CI with no warning left. Silenced, with the reason:
+    # W021 (HSTS preload off): preloading commits the whole domain and its subdomains to
+    # HTTPS in browsers' built-in lists, hard to undo; the operator opts in with
+    # SECURE_HSTS_PRELOAD=true once every subdomain serves HTTPS.
+    SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]

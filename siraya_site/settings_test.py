@@ -6,6 +6,8 @@ from siraya_site.settings import *  # noqa: F403
 from siraya_site.settings import DATABASES
 
 _run = os.environ.setdefault("SIRAYA_TEST_RUN", str(os.getpid()))
+# Redis keys of this run (and of the live routers it starts) do not collide with another run's.
+SIRAYA_REDIS_PREFIX = os.environ.setdefault("SIRAYA_REDIS_PREFIX", f"siraya-test-{_run}:")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the live router runs in another process and must see the data.
     DATABASES["default"]["TEST"] = {"NAME": f"/tmp/siraya-test-{_run}.sqlite3"}
