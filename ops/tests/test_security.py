@@ -13,7 +13,6 @@ from cryptography.fernet import Fernet
 from django.db import connection
 from django.test import Client
 
-from billing.models import ApiKey
 from billing.services import api_key_create
 from conftest import ROOT
 from ops.tests.secret_scan import scan
