@@ -29,6 +29,15 @@ def test_secret_scan_finds_a_planted_secret(tmp_path):
 
 
 @pytest.mark.django_db
+def test_secrets_created_by_tests_are_registered_for_the_end_of_run_scan():
+    from conftest import CREATED_SECRETS
+
+    _, plaintext = api_key_create("registered")
+    vendor_create("reg", "openai", "https://vendor.example/v1", credentials={"api_key": "sk-registered-vendor-1"})
+    assert {plaintext, "sk-registered-vendor-1"} <= CREATED_SECRETS
+
+
+@pytest.mark.django_db
 def test_api_key_is_stored_only_as_its_hash():
     api_key, plaintext = api_key_create("hash-only")
     assert api_key.key_hash == hashlib.sha256(plaintext.encode()).hexdigest()
