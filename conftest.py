@@ -17,12 +17,48 @@ import httpx
 import pytest
 from django.db import connection
 
+from billing import keys
 from billing.models import ApiKey, UsageRecord, UsageStatus
 from billing.services import api_key_create
+from routing.models import Vendor
 from routing.services import model_create, vendor_create
 
 ROOT = Path(__file__).resolve().parent
 ARTIFACTS = ROOT / "artifacts"
+
+# -- secrets created by this run, scanned for at the end (see ops/tests/secret_scan.py) -----
+CREATED_SECRETS: set[str] = set()
+SESSION_STARTED = time.time()
+
+
+def _record_created_secrets() -> None:
+    """Register every API key plaintext and vendor credential this test process creates."""
+    generate, set_credentials = keys.generate, Vendor.set_credentials
+
+    def generate_recorded() -> str:
+        plaintext = generate()
+        CREATED_SECRETS.add(plaintext)
+        return plaintext
+
+    def set_credentials_recorded(vendor: Vendor, values: dict[str, Any]) -> None:
+        CREATED_SECRETS.update(v for v in values.values() if isinstance(v, str) and len(v) >= 8)
+        set_credentials(vendor, values)
+
+    keys.generate = generate_recorded
+    Vendor.set_credentials = set_credentials_recorded  # type: ignore[method-assign,assignment]
+
+
+_record_created_secrets()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any secret it created shows up in a live router's log or response."""
+    from ops.tests.secret_scan import scan
+
+    leaks = scan(ARTIFACTS, CREATED_SECRETS, since=SESSION_STARTED)
+    if leaks:
+        print("\nSECRET LEAK: created secrets found in logs or responses:\n  " + "\n  ".join(leaks))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def free_port() -> int:
@@ -85,6 +121,8 @@ def start_server(
         **(env_overrides or {}),
     }
     log_path = ARTIFACTS / f"{name}-{port}.log"
+    # Every response is copied here (ops.tap) for the end-of-run secret scan.
+    env.setdefault("SIRAYA_RESPONSE_TAP", str(ARTIFACTS / f"{name}-{port}.responses"))
     command = argv or [
         sys.executable,
         "-m",
@@ -93,7 +131,7 @@ def start_server(
         "127.0.0.1",
         "-p",
         str(port),
-        "siraya_site.asgi:application",
+        "ops.tap:application",
     ]
     command = [part.replace("{port}", str(port)) for part in command]
     with open(log_path, "wb") as log:

@@ -210,6 +210,9 @@ class Outcome:
     answered_by: ModelRoute | None = None
     # Set by usage_record_finalize: the prompt + completion tokens billed (for the rate limiter).
     billed_tokens: int | None = None
+    # Set by ``usage_record_finalize``: the billed figures (for metrics).
+    billed_prompt_tokens: int = 0
+    billed_completion_tokens: int = 0
 
 
 def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
@@ -258,6 +261,7 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
     now = timezone.now()
     counts, source, delivered = _counts(outcome)
     outcome.billed_tokens = counts.prompt + counts.completion
+    outcome.billed_prompt_tokens, outcome.billed_completion_tokens = counts.prompt, counts.completion
     with transaction.atomic():
         ApiKey.objects.select_for_update(of=("self",), no_key=True).filter(usage_records__pk=record_id).values_list(
             "pk"

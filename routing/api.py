@@ -7,6 +7,7 @@ from functools import wraps
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 
 from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
 from routing.errors import RouterError
@@ -39,6 +40,39 @@ def api_view(methods: tuple[str, ...] = ("GET",)) -> Callable[..., Any]:
         return wrapper
 
     return decorate
+
+
+# Django's own error pages (URL not found, server error, ...): OpenAI-shaped JSON under the
+# API prefix, Django's HTML pages everywhere else (admin, reports).
+API_PREFIX = "/v1/"
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.page_not_found(request, exception)  # type: ignore[arg-type]
+    return error_response(RouterError(404, f"Unknown API path '{request.path[:100]}'.", code="not_found"))
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.bad_request(request, exception)  # type: ignore[arg-type]
+    return error_response(RouterError(400, "The request could not be understood.", code="bad_request"))
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.permission_denied(request, exception)  # type: ignore[arg-type]
+    return error_response(RouterError(403, "Permission denied.", code="permission_denied"))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if not _is_api(request):
+        return defaults.server_error(request)
+    return error_response(RouterError(500, "The router failed to handle this request.", code="router_error"))
 
 
 __all__ = ["KeyInfo", "api_view", "error_response"]

@@ -23,6 +23,8 @@ PASSTHROUGH = {
 ROUTER_FIELDS = {"model", "messages", "stream", "stream_options", "models", "provider", "usage"}
 MAX_DEPTH = 64
 MAX_MESSAGES = 100_000
+# Longest model name accepted; longer names are refused rather than echoed back in errors.
+MAX_MODEL_NAME = 256
 
 
 @dataclass
@@ -90,6 +92,40 @@ def _positive_int(data: dict[str, Any], name: str, high: int = 10_000_000) -> in
     return value
 
 
+def _shown(name: str, limit: int = 64) -> str:
+    """A client-supplied name fit to quote in an error message (never megabytes of it)."""
+    return name if len(name) <= limit else name[:limit] + "..."
+
+
+def _tool_calls(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise invalid(f"'{where}.tool_calls' must be an array.", f"{where}.tool_calls", "invalid_type")
+    for k, call in enumerate(value):
+        at = f"{where}.tool_calls[{k}]"
+        if not isinstance(call, dict):
+            raise invalid(f"'{at}' must be an object.", at, "invalid_type")
+        function = call.get("function")
+        if function is None:
+            continue
+        if not isinstance(function, dict):
+            raise invalid(f"'{at}.function' must be an object.", f"{at}.function", "invalid_type")
+        for name in ("name", "arguments"):
+            if function.get(name) is not None and not isinstance(function[name], str):
+                raise invalid(f"'{at}.function.{name}' must be a string.", f"{at}.function.{name}", "invalid_type")
+
+
+def _content_parts(content: list[Any], where: str) -> None:
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise invalid(f"'{where}.content[{j}]' must be an object with a 'type'.", f"{where}.content[{j}]")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise invalid(
+                f"'{where}.content[{j}].text' must be a string.", f"{where}.content[{j}].text", "invalid_type"
+            )
+
+
 def _messages(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise invalid("'messages' must be a non-empty array.", "messages", "invalid_type" if value else "missing")
@@ -100,21 +136,20 @@ def _messages(value: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise invalid(f"'{where}' must be an object.", where, "invalid_type")
         role = message.get("role")
-        if role not in ROLES:
-            raise invalid(f"'{where}.role' must be one of {sorted(ROLES)}; got {role!r}.", f"{where}.role")
+        if not isinstance(role, str) or role not in ROLES:
+            shown = _shown(role) if isinstance(role, str) else type(role).__name__
+            raise invalid(f"'{where}.role' must be one of {sorted(ROLES)}; got {shown!r}.", f"{where}.role")
         content = message.get("content")
         if content is None:
             if role not in ("assistant", "function") and not message.get("tool_calls"):
                 raise invalid(f"'{where}.content' is required for role '{role}'.", f"{where}.content", "missing")
         elif isinstance(content, list):
-            for j, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise invalid(f"'{where}.content[{j}]' must be an object with a 'type'.", f"{where}.content[{j}]")
+            _content_parts(content, where)
         elif not isinstance(content, str):
             raise invalid(f"'{where}.content' must be a string or an array.", f"{where}.content", "invalid_type")
-        tool_calls = message.get("tool_calls")
-        if tool_calls is not None and not isinstance(tool_calls, list):
-            raise invalid(f"'{where}.tool_calls' must be an array.", f"{where}.tool_calls", "invalid_type")
+        _tool_calls(message.get("tool_calls"), where)
+        if message.get("name") is not None and not isinstance(message["name"], str):
+            raise invalid(f"'{where}.name' must be a string.", f"{where}.name", "invalid_type")
     return value
 
 
@@ -135,17 +170,22 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     data = parse_json(body)
     unknown = sorted(set(data) - PASSTHROUGH - ROUTER_FIELDS)
     if unknown:
-        raise invalid(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0], "unknown_parameter")
+        name = _shown(unknown[0])
+        raise invalid(f"Unrecognized request argument supplied: {name}", name, "unknown_parameter")
     model = data.get("model")
     models = data.get("models")
     if models is not None:
         if not isinstance(models, list) or not models or not all(isinstance(m, str) and m for m in models):
             raise invalid("'models' must be a non-empty array of model names.", "models")
+        if any(len(m) > MAX_MODEL_NAME for m in models):
+            raise invalid(f"Model names are at most {MAX_MODEL_NAME} characters.", "models")
     if not isinstance(model, str) or not model:
         if models:
             model = models[0]
         else:
             raise invalid("'model' is required and must be a string.", "model", "missing")
+    if len(model) > MAX_MODEL_NAME:
+        raise invalid(f"'model' is at most {MAX_MODEL_NAME} characters.", "model")
     messages = _messages(data.get("messages"))
     stream = data.get("stream", False)
     if stream is None:
@@ -155,7 +195,13 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     options = data.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise invalid("'stream_options' must be an object.", "stream_options", "invalid_type")
-    include_usage = bool((options or {}).get("include_usage", False))
+    include_usage = (options or {}).get("include_usage")
+    if include_usage is None:
+        include_usage = False
+    if not isinstance(include_usage, bool):
+        raise invalid(
+            "'stream_options.include_usage' must be a boolean.", "stream_options.include_usage", "invalid_type"
+        )
     _number(data, "temperature", 0, 2)
     _number(data, "top_p", 0, 1)
     _number(data, "presence_penalty", -2, 2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 
 from billing.selectors import KeyInfo
+from routing import openapi
 from routing.api import api_view
 from routing.models import RouterModel
 
@@ -31,3 +32,8 @@ def models_list(request: HttpRequest, key: KeyInfo) -> JsonResponse:
         for model in RouterModel.objects.filter(enabled=True).order_by("name")
     ]
     return JsonResponse({"object": "list", "data": data})
+
+
+def openapi_document(request: HttpRequest) -> JsonResponse:
+    """``GET /v1/openapi.json``: the OpenAPI 3.1 document of the public API (no key needed)."""
+    return JsonResponse(openapi.openapi_document())

@@ -12,11 +12,14 @@ django_application = get_asgi_application()
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
+from ops import http_errors  # noqa: E402
 from routing.relay.entry import router_application  # noqa: E402  (needs Django set up)
 
 if settings.SIRAYA_SERVE_STATIC:
     # daphne serves no static files itself: serve /static/ (admin CSS, Chart.js) through the
     # staticfiles finders whatever DEBUG says.
     django_application = ASGIStaticFilesHandler(django_application)
+
+http_errors.install()
 
 application = router_application(django_application)

@@ -10,6 +10,8 @@ os.environ.setdefault("SIRAYA_VAR_DIR", f"/tmp/siraya-test-var-{_run}")
 from siraya_site.settings import *  # noqa: E402, F403
 from siraya_site.settings import DATABASES  # noqa: E402
 
+# Redis keys of this run (and of the live routers it starts) do not collide with another run's.
+SIRAYA_REDIS_PREFIX = os.environ.setdefault("SIRAYA_REDIS_PREFIX", f"siraya-test-{_run}:")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: the live router runs in another process and must see the data.
     DATABASES["default"]["TEST"] = {"NAME": f"/tmp/siraya-test-{_run}.sqlite3"}

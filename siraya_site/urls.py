@@ -4,6 +4,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
 from billing import views as billing_views
+from ops import views as ops_views
 from routing import views as routing_views
 
 
@@ -15,9 +16,18 @@ urlpatterns = [
     path("v1/models", routing_views.models_list, name="models-list"),
     path("v1/generation", billing_views.generation_detail, name="generation-detail"),
     path("v1/key", billing_views.key_detail, name="key-detail"),
+    path("v1/openapi.json", routing_views.openapi_document, name="openapi"),
     path("healthz", healthz, name="healthz"),
+    path("readyz", ops_views.readyz, name="readyz"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("usage/", include("reports.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
+
+# OpenAI-shaped JSON for /v1/... paths, Django's pages elsewhere.
+handler400 = "routing.api.bad_request"
+handler403 = "routing.api.permission_denied"
+handler404 = "routing.api.not_found"
+handler500 = "routing.api.server_error"

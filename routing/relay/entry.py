@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
+from ops import logs, metrics
 from routing.errors import RouterError
 from routing.relay import wire
 from routing.relay.handler import Receive, Scope, Send, chat_completions
 from routing.vendors import http
 
 CHAT_PATHS = {"/v1/chat/completions", "/v1/chat/completions/"}
+access_logger = logging.getLogger("siraya.access")
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -29,14 +33,48 @@ async def _method_not_allowed(send: Send) -> None:
     await send(wire.body(error.json()))
 
 
+async def _http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one HTTP request; count it and write its access log line (with its generation id)."""
+    started = time.monotonic()
+    status = 0
+
+    async def send_observed(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    logs.generation_id.set(None)
+    try:
+        if scope["path"] in CHAT_PATHS:
+            if scope["method"] == "POST":
+                await chat_completions(scope, receive, send_observed)
+            else:
+                await _method_not_allowed(send_observed)
+        else:
+            await django_app(scope, receive, send_observed)
+    finally:
+        metrics.request_answered(scope["path"], status or 499)
+        access_logger.info(
+            "%s %s %s",
+            scope["method"],
+            scope["path"][:200],
+            status or "-",
+            extra={
+                "method": scope["method"],
+                "path": scope["path"][:200],
+                "status": status or None,
+                "duration_ms": int((time.monotonic() - started) * 1000),
+                "client": (scope.get("client") or ("", 0))[0],
+            },
+        )
+
+
 def router_application(django_app: Any) -> Any:
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["path"] in CHAT_PATHS:
-            if scope["method"] == "POST":
-                await chat_completions(scope, receive, send)
-            else:
-                await _method_not_allowed(send)
+        if kind == "http":
+            await _http(django_app, scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
         else:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -35,8 +36,10 @@ from billing.services import (
     request_reject,
     usage_record_finalize,
 )
+from billing.streams import stream_slot_acquire
 from billing.writer import group_committed
 from lib import tokens
+from ops import logs, metrics
 from routing.errors import RouterError, UpstreamError
 from routing.health import cooldowns
 from routing.relay import wire
@@ -99,8 +102,14 @@ class Relay:
         except RouterError as error:
             await self.send_error(error)
             return
+        except Exception:
+            # A bug, not the client's fault; still an OpenAI-shaped answer, never a dropped connection.
+            logger.exception("relay failed before admission")
+            await self.send_error(RouterError(500, "The router failed to read this request.", code="router_error"))
+            return
         # From here the caller is known: whatever happens leaves exactly one usage record.
         self.generation_id = generation_id_new()
+        logs.generation_id.set(self.generation_id)
         admitting = False
         model_name = ""
         try:
@@ -117,7 +126,24 @@ class Relay:
                 await _reject(key, self.generation_id, model_name, error)
             await self.send_error(error)
             return
-        await self.serve(request, admission)
+        try:
+            slot = await stream_slot_acquire(key.id, key.max_concurrent_streams) if request.stream else None
+        except RouterError as error:
+            await self.refuse(request, admission, error)
+            return
+        try:
+            await self.serve(request, admission)
+        finally:
+            if slot is not None:
+                await asyncio.shield(slot.release())
+
+    async def refuse(self, request: ChatRequest, admission: Admission, error: RouterError) -> None:
+        """Answer an admitted request that may not run after all (concurrent-stream cap); settle its record."""
+        outcome = Outcome(status=UsageStatus.ERROR, http_status=error.status, error_code=error.code or "")
+        outcome.error_message, outcome.messages = error.message, request.messages
+        outcome.encoding = admission.route.encoding
+        await self.settle(admission.record_id, outcome)
+        await self.send_error(error)
 
     async def read_body(self) -> bytes:
         limit = settings.SIRAYA_MAX_BODY_BYTES
@@ -156,6 +182,8 @@ class Relay:
         assert task is not None
         watcher = asyncio.create_task(self.watch_disconnect(task))
         outcome = Outcome(status=UsageStatus.COMPLETED, messages=request.messages, tools=request.params.get("tools"))
+        if request.stream:
+            metrics.STREAMS_OPEN.inc()
         try:
             await self.relay(request, admission)
             outcome.http_status = 200
@@ -178,13 +206,32 @@ class Relay:
             await self.fail(failure, admission)
         finally:
             watcher.cancel()
+            if request.stream:
+                metrics.STREAMS_OPEN.dec()
             self.fill_outcome(outcome, admission)
-            await asyncio.shield(self.settle(admission.record_id, outcome))
+            cost = await asyncio.shield(self.settle(admission.record_id, outcome))
+            self.observe(outcome, admission, cost)
 
-    async def settle(self, record_id: int, outcome: Outcome) -> None:
-        await _finalize(record_id, outcome)
+    async def settle(self, record_id: int, outcome: Outcome) -> Decimal:
+        cost = await _finalize(record_id, outcome)
         if self.rate is not None:
             await self.rate.settle(outcome.billed_tokens)
+        return cost
+
+    def observe(self, outcome: Outcome, admission: Admission, cost: Any) -> None:
+        if outcome.status == UsageStatus.CANCELLED:
+            metrics.cancelled(outcome.error_code)
+        first = None if outcome.first_token_ms is None else outcome.first_token_ms / 1000
+        metrics.generation_settled(
+            (self.current or (admission.route,))[0].name,
+            outcome.vendor_name,
+            outcome.status,
+            outcome.billed_prompt_tokens,
+            outcome.billed_completion_tokens,
+            cost,
+            first,
+            (outcome.duration_ms or 0) / 1000,
+        )
 
     def fill_outcome(self, outcome: Outcome, admission: Admission) -> None:
         route, target = self.current or (admission.route, None)

@@ -90,6 +90,14 @@ def error_message(payload: Any) -> tuple[str, str | None]:
     return str(message)[:300], str(code) if code is not None else None
 
 
+def redact_credentials(text: str, vendor: VendorConfig) -> str:
+    """Remove the vendor's own credentials from text it sent (some vendors echo the key they got)."""
+    for value in vendor.credentials.values():
+        if isinstance(value, str) and len(value) >= 8 and value in text:
+            text = text.replace(value, "[redacted]")
+    return text
+
+
 def upstream_http_error(vendor: VendorConfig, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
     try:
         message, code = error_message(orjson.loads(body))
@@ -99,6 +107,7 @@ def upstream_http_error(vendor: VendorConfig, status: int, body: bytes, headers:
     if status in (401, 403):
         message = f"Vendor '{vendor.name}' rejected the router's credentials (HTTP {status})."
         code = "vendor_auth_failed"
+    message = redact_credentials(message, vendor)
     text = f"Vendor '{vendor.name}' returned HTTP {status}" + (f": {message}" if message else ".")
     return UpstreamError(
         client_status,

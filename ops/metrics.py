@@ -1,0 +1,104 @@
+"""Prometheus metrics of the router (``prometheus_client``).
+
+Updates are in-memory increments (a lock and a float add, about a microsecond), made once
+per request or per stream open/close, never per chunk. With several processes behind one
+scrape target, set ``PROMETHEUS_MULTIPROC_DIR`` (see the README): the same calls then
+write to per-process memory-mapped files that ``/metrics`` aggregates.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+
+REQUESTS = Counter(
+    "siraya_http_requests_total", "HTTP requests answered, by endpoint and status.", ["endpoint", "status"]
+)
+STREAMS_OPEN = Gauge("siraya_streams_open", "Chat completion streams being relayed now.", multiprocess_mode="livesum")
+TOKENS = Counter("siraya_tokens_total", "Billed tokens, by model and kind (prompt, completion).", ["model", "kind"])
+COST = Counter("siraya_cost_usd_total", "Billed cost in USD, by model.", ["model"])
+GENERATIONS = Counter("siraya_generations_total", "Settled generations, by model and status.", ["model", "status"])
+CANCELLATIONS = Counter("siraya_cancellations_total", "Requests cancelled, by reason.", ["reason"])
+FIRST_TOKEN = Histogram(
+    "siraya_upstream_first_token_seconds",
+    "Time from the request's arrival to the vendor's first token, by vendor.",
+    ["vendor"],
+    buckets=_LATENCY_BUCKETS,
+)
+DURATION = Histogram(
+    "siraya_request_duration_seconds",
+    "Time from the request's arrival to its settlement, by vendor.",
+    ["vendor"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+# Bounded label values: the path of every request is not a label, its endpoint is.
+_ENDPOINTS = {
+    "/v1/chat/completions": "chat_completions",
+    "/v1/chat/completions/": "chat_completions",
+    "/v1/models": "models",
+    "/v1/generation": "generation",
+    "/v1/key": "key",
+    "/v1/openapi.json": "openapi",
+    "/healthz": "healthz",
+    "/readyz": "readyz",
+    "/metrics": "metrics",
+}
+
+
+def endpoint_of(path: str) -> str:
+    found = _ENDPOINTS.get(path)
+    if found:
+        return found
+    return "admin" if path.startswith("/admin/") else "other"
+
+
+def request_answered(path: str, status: int) -> None:
+    REQUESTS.labels(endpoint_of(path), str(status)).inc()
+
+
+def generation_settled(
+    model: str,
+    vendor: str,
+    status: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: Decimal,
+    first_token_s: float | None,
+    duration_s: float,
+) -> None:
+    GENERATIONS.labels(model, status).inc()
+    if prompt_tokens:
+        TOKENS.labels(model, "prompt").inc(prompt_tokens)
+    if completion_tokens:
+        TOKENS.labels(model, "completion").inc(completion_tokens)
+    if cost:
+        COST.labels(model).inc(float(cost))
+    if first_token_s is not None:
+        FIRST_TOKEN.labels(vendor or "none").observe(first_token_s)
+    DURATION.labels(vendor or "none").observe(duration_s)
+
+
+def cancelled(reason: str) -> None:
+    CANCELLATIONS.labels(reason).inc()
+
+
+def exposition() -> tuple[bytes, str]:
+    """Return the metrics text and its content type (aggregated across processes if configured)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,63 @@
+"""Operations endpoints: readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from ops import metrics
+
+logger = logging.getLogger("siraya.ops")
+
+
+def _database_ok() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        # The class name only: driver messages can name hosts and users.
+        logger.warning("readiness: database unreachable (%s)", type(exc).__name__)
+        return f"unreachable ({type(exc).__name__})"
+    return "ok"
+
+
+def _redis_ok() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:
+        logger.warning("readiness: redis unreachable (%s)", type(exc).__name__)
+        return f"unreachable ({type(exc).__name__})"
+    return "ok"
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    """``GET /readyz``: 200 when the database (and Redis, when configured) answer; 503 otherwise."""
+    checks = {"database": _database_ok()}
+    if settings.REDIS_URL:
+        checks["redis"] = _redis_ok()
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """``GET /metrics``: Prometheus text format, when ``SIRAYA_METRICS_ENABLED`` (and the bearer token, if set)."""
+    if not settings.SIRAYA_METRICS_ENABLED:
+        return HttpResponse("Not found.\n", status=404, content_type="text/plain")
+    token = settings.SIRAYA_METRICS_TOKEN
+    if token:
+        sent = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()):
+            return HttpResponse("Unauthorized.\n", status=401, content_type="text/plain")
+    body, content_type = metrics.exposition()
+    return HttpResponse(body, content_type=content_type)

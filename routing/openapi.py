@@ -1,0 +1,365 @@
+"""The OpenAPI 3.1 document of the public API, served at ``/v1/openapi.json``.
+
+Kept by hand beside the code it describes; ``ops/tests/test_openapi.py`` runs schemathesis
+against a live router so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routing.schema import MAX_MESSAGES, MAX_MODEL_NAME, ROLES
+
+Schema = dict[str, Any]
+
+_NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+_NULLABLE_INT: Schema = {"type": ["integer", "null"]}
+# Money is a decimal string (USD), never a float.
+_MONEY: Schema = {"type": "string", "pattern": r"^-?\d+(\.\d+)?$", "description": "USD, decimal string"}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+_ERRORS = {
+    "400": _error("Invalid JSON or fields; `param` names the field."),
+    "401": _error("Missing, unknown, revoked or expired API key."),
+    "402": _error("Credit limit reached."),
+    "404": _error("Unknown model or generation."),
+    "405": _error("Wrong HTTP method."),
+    "413": _error("Body larger than SIRAYA_MAX_BODY_BYTES."),
+    "429": _error("Rate limit or concurrent-stream cap reached."),
+    "502": _error("The vendor failed."),
+    "503": _error("No deployment can serve the model now."),
+    "504": _error("The vendor timed out."),
+}
+_AUTH_ERRORS = {code: _ERRORS[code] for code in ("400", "401", "405", "429")}
+
+_MESSAGE: Schema = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"enum": sorted(ROLES)},
+        "content": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "null"},
+                {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}},
+                },
+            ]
+        },
+        "name": {"type": "string"},
+        "tool_calls": {"type": "array", "items": {"type": "object"}},
+        "tool_call_id": {"type": "string"},
+    },
+}
+
+_REQUEST: Schema = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "additionalProperties": False,
+    "properties": {
+        "model": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_NAME},
+        "messages": {"type": "array", "minItems": 1, "maxItems": MAX_MESSAGES, "items": _MESSAGE},
+        "stream": {"type": ["boolean", "null"]},
+        "stream_options": {
+            "type": ["object", "null"],
+            "properties": {"include_usage": {"type": ["boolean", "null"]}},
+        },
+        "max_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000},
+        "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000},
+        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "presence_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "frequency_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
+        "n": {"type": ["integer", "null"], "const": 1},
+        "seed": {"type": ["integer", "null"]},
+        "stop": {
+            "oneOf": [
+                {"type": "string"},
+                {"type": "null"},
+                {"type": "array", "maxItems": 4, "items": {"type": "string"}},
+            ]
+        },
+        "user": {"type": ["string", "null"]},
+        "metadata": {"type": ["object", "null"]},
+        "tools": {"type": ["array", "null"]},
+        "tool_choice": {"type": ["string", "object", "null"]},
+        "response_format": {"type": ["object", "null"]},
+        "models": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_NAME},
+            "description": "Fallback models, tried in order.",
+        },
+        "provider": {"type": ["object", "null"]},
+    },
+}
+
+_USAGE: Schema = {
+    "type": "object",
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {
+        "prompt_tokens": {"type": "integer", "minimum": 0},
+        "completion_tokens": {"type": "integer", "minimum": 0},
+        "total_tokens": {"type": "integer", "minimum": 0},
+    },
+}
+
+_COMPLETION: Schema = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^gen-"},
+        "object": {"const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "message"],
+                "properties": {
+                    "index": {"type": "integer"},
+                    "message": {"type": "object", "required": ["role"]},
+                    "finish_reason": _NULLABLE_STRING,
+                },
+            },
+        },
+        "usage": _USAGE,
+    },
+}
+
+_ERROR: Schema = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "code", "param"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "code": {"type": ["string", "integer", "null"]},
+                "param": _NULLABLE_STRING,
+            },
+        }
+    },
+}
+
+_MODEL_LIST: Schema = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "object", "created", "owned_by", "context_length", "pricing"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "object": {"const": "model"},
+                    "created": {"type": "integer"},
+                    "owned_by": {"type": "string"},
+                    "context_length": _NULLABLE_INT,
+                    "pricing": {
+                        "type": "object",
+                        "required": ["input", "output", "request", "unit"],
+                        "properties": {
+                            "input": _MONEY,
+                            "output": _MONEY,
+                            "request": _MONEY,
+                            "unit": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+_GENERATION: Schema = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "object",
+            "required": [
+                "id",
+                "model",
+                "status",
+                "streamed",
+                "created_at",
+                "prompt_tokens",
+                "completion_tokens",
+                "cost",
+            ],
+            "properties": {
+                "id": {"type": "string"},
+                "model": {"type": "string"},
+                "status": {"enum": ["in_progress", "completed", "cancelled", "error", "interrupted"]},
+                "streamed": {"type": "boolean"},
+                "created_at": {"type": "string", "format": "date-time"},
+                "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                "vendor": _NULLABLE_STRING,
+                "upstream_model": _NULLABLE_STRING,
+                "prompt_tokens": {"type": "integer", "minimum": 0},
+                "completion_tokens": {"type": "integer", "minimum": 0},
+                "cached_tokens": {"type": "integer", "minimum": 0},
+                "reasoning_tokens": {"type": "integer", "minimum": 0},
+                "usage_source": {"enum": ["vendor", "router", "mixed", "none"]},
+                "tokens_delivered": {"type": "integer", "minimum": 0},
+                "cost": _MONEY,
+                "currency": {"const": "USD"},
+                "finish_reason": _NULLABLE_STRING,
+                "http_status": _NULLABLE_INT,
+                "error": {"type": ["object", "null"]},
+                "timings": {"type": "object"},
+                "attempts": {"type": "array"},
+            },
+        }
+    },
+}
+
+_PERIOD_TOTALS: Schema = {
+    "type": "object",
+    "required": ["requests", "tokens", "cost"],
+    "properties": {
+        "requests": {"type": "integer", "minimum": 0},
+        "tokens": {"type": "integer", "minimum": 0},
+        "cost": _MONEY,
+    },
+}
+
+_KEY: Schema = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "object",
+            "required": ["name", "limit", "limit_reset", "spend", "remaining", "rate_limits", "totals"],
+            "properties": {
+                "name": {"type": "string"},
+                "limit": {"oneOf": [_MONEY, {"type": "null"}], "description": "Credit limit in USD; null: none."},
+                "limit_reset": {"enum": ["never", "daily", "weekly", "monthly"]},
+                "spend": {**_MONEY, "description": "USD spent in the current limit period."},
+                "remaining": {"oneOf": [_MONEY, {"type": "null"}], "description": "USD left; null: no limit."},
+                "rate_limits": {
+                    "type": "object",
+                    "properties": {
+                        "requests_per_minute": _NULLABLE_INT,
+                        "tokens_per_minute": _NULLABLE_INT,
+                        "max_concurrent_streams": _NULLABLE_INT,
+                    },
+                },
+                "totals": {
+                    "type": "object",
+                    "required": ["today", "week", "month"],
+                    "properties": {"today": _PERIOD_TOTALS, "week": _PERIOD_TOTALS, "month": _PERIOD_TOTALS},
+                },
+            },
+        }
+    },
+}
+
+
+def openapi_document(server_url: str = "/") -> Schema:
+    """Return the OpenAPI 3.1 document of the public API."""
+    bearer: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Siraya Model Router",
+            "version": "1",
+            "description": "OpenAI-compatible chat completions in front of many vendors, with usage and cost per request.",
+        },
+        "servers": [{"url": server_url}],
+        "security": bearer,
+        "paths": {
+            "/v1/chat/completions": {
+                "post": {
+                    "operationId": "createChatCompletion",
+                    "summary": "Chat completion, streamed as Server-Sent Events (`stream: true`) or one JSON body.",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ChatRequest")}}},
+                    "responses": {
+                        "200": {
+                            "description": "The answer. With `stream: true`, `data: {chunk}` lines ending with `data: [DONE]`.",
+                            "headers": {"X-Generation-Id": {"schema": {"type": "string"}}},
+                            "content": {
+                                "application/json": {"schema": _ref("ChatCompletion")},
+                                "text/event-stream": {"schema": _ref("StreamEvent")},
+                            },
+                        },
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "summary": "Enabled models with context length and prices (USD per million tokens).",
+                    "responses": {
+                        "200": {
+                            "description": "Models.",
+                            "content": {"application/json": {"schema": _ref("ModelList")}},
+                        },
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/v1/generation": {
+                "get": {
+                    "operationId": "getGeneration",
+                    "summary": "The usage record of one generation of the calling key.",
+                    "parameters": [
+                        {"name": "id", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1}}
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The usage record.",
+                            "content": {"application/json": {"schema": _ref("Generation")}},
+                        },
+                        **_AUTH_ERRORS,
+                        "404": _ERRORS["404"],
+                    },
+                }
+            },
+            "/v1/key": {
+                "get": {
+                    "operationId": "getKey",
+                    "summary": "The calling key: limit, spend, remaining credit, rate limits, totals.",
+                    "responses": {
+                        "200": {"description": "The key.", "content": {"application/json": {"schema": _ref("Key")}}},
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk-siraya-..."}},
+            "schemas": {
+                "ChatRequest": _REQUEST,
+                "ChatMessage": _MESSAGE,
+                "ChatCompletion": _COMPLETION,
+                "Usage": _USAGE,
+                # One Server-Sent Event: `data` is a chat.completion.chunk as JSON, or `[DONE]`.
+                "StreamEvent": {
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                },
+                "Error": _ERROR,
+                "ModelList": _MODEL_LIST,
+                "Generation": _GENERATION,
+                "Key": _KEY,
+            },
+        },
+    }
