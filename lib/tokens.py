@@ -72,3 +72,11 @@ def count_messages(messages: list[dict[str, Any]], encoding: str, tools: list[An
 def warm_up() -> None:
     for name in ENCODINGS:
         _encoding(name)
+
+
+def truncate_text(text: str, limit: int, encoding: str) -> str:
+    """Return the longest prefix of ``text`` that holds at most ``limit`` tokens."""
+    if limit <= 0:
+        return ""
+    ids = _encoding(encoding).encode_ordinary(text)
+    return text if len(ids) <= limit else str(_encoding(encoding).decode(ids[:limit]))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import orjson
+from django.conf import settings
+
 from routing.errors import RouterError
-from routing.relay import wire
+from routing.relay import lifecycle, wire
 from routing.relay.handler import Receive, Scope, Send, chat_completions
 from routing.vendors import http
 
@@ -16,8 +20,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            await lifecycle.ensure_started()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await lifecycle.stop()
             await http.close_clients()
             await send({"type": "lifespan.shutdown.complete"})
             return
@@ -29,14 +35,25 @@ async def _method_not_allowed(send: Send) -> None:
     await send(wire.body(error.json()))
 
 
+async def _debug_tasks(send: Send) -> None:
+    """Test-only: how many asyncio tasks and running requests this process holds (leak checks)."""
+    body = orjson.dumps({"tasks": len(asyncio.all_tasks()), "running": lifecycle.running()})
+    await send(wire.start(200, wire.JSON_HEADERS))
+    await send(wire.body(body))
+
+
 def router_application(django_app: Any) -> Any:
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        if kind == "http":
+            await lifecycle.ensure_started()  # daphne sends no lifespan events
         if kind == "http" and scope["path"] in CHAT_PATHS:
             if scope["method"] == "POST":
                 await chat_completions(scope, receive, send)
             else:
                 await _method_not_allowed(send)
+        elif kind == "http" and scope["path"] == "/debug/tasks" and settings.SIRAYA_DEBUG_ENDPOINTS:
+            await _debug_tasks(send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
         else:

@@ -27,7 +27,9 @@ from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_lo
 from billing.services import Admission, Outcome, generation_id_new, request_admit, usage_record_finalize
 from lib import tokens
 from routing.errors import RouterError, UpstreamError
-from routing.relay import wire
+from routing.relay import lifecycle, wire
+from routing.relay.checkpoint import DeliveryMeter
+from routing.relay.flow import ClientStalled, stall_guarded
 from routing.schema import ChatRequest, parse_chat_request, too_large
 from routing.selectors import Target
 from routing.vendors import adapter_for
@@ -54,12 +56,16 @@ class Relay:
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self.receive = receive
-        self._send = send
+        self._send = stall_guarded(send, settings.SIRAYA_CLIENT_STALL_SECONDS)
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.generation_id: str | None = None
         self.started = False  # response headers sent: errors now go in-band
         self.disconnected = False
+        # Why the router cancelled this request itself: client_disconnected, client_stalled, server_shutdown.
+        self.cancel_reason = ""
+        self.task: asyncio.Task[Any] | None = None
+        self.meter: DeliveryMeter | None = None
         self.last_send = self.t0
         self.first_token_at: float | None = None
         self.delivered: list[str] = []
@@ -115,10 +121,14 @@ class Relay:
 
     async def serve(self, request: ChatRequest, admission: Admission) -> None:
         """Relay an admitted request; whatever happens, settle its usage record exactly once."""
-        task = asyncio.current_task()
+        task = self.task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.create_task(self.watch_disconnect(task))
         target = admission.route.targets[0]
+        lifecycle.track(self, task)
+        self.meter = DeliveryMeter(
+            admission.record_id, request, target, admission.route.encoding, lambda: self.usage.prompt_tokens
+        )
         outcome = Outcome(status=UsageStatus.COMPLETED, messages=request.messages, tools=request.params.get("tools"))
         outcome.encoding = admission.route.encoding
         try:
@@ -129,10 +139,15 @@ class Relay:
             outcome.http_status = 200
         except asyncio.CancelledError:
             outcome.status = UsageStatus.CANCELLED
-            outcome.error_code = "client_disconnected" if self.disconnected else "server_shutdown"
-            outcome.http_status = 499
-            if not (self.disconnected and task.uncancel() == 0):
+            outcome.error_code = self.cancel_reason or "server_shutdown"
+            outcome.http_status = 503 if outcome.error_code == "server_shutdown" else 499
+            if not (self.cancel_reason and task.uncancel() == 0):
                 raise
+            if self.cancel_reason == "server_shutdown":
+                await self.fail(RouterError(503, "The router is shutting down.", code="server_shutdown"), admission)
+        except ClientStalled:
+            self.disconnected = True
+            outcome.status, outcome.error_code, outcome.http_status = UsageStatus.CANCELLED, "client_stalled", 499
         except RouterError as error:
             outcome.status = UsageStatus.ERROR
             outcome.http_status = error.status
@@ -146,6 +161,7 @@ class Relay:
             await self.fail(failure, admission)
         finally:
             watcher.cancel()
+            self.meter.close()
             self.fill_outcome(outcome, target)
             await asyncio.shield(_finalize(admission.record_id, outcome))
 
@@ -168,8 +184,14 @@ class Relay:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 self.disconnected = True
-                task.cancel("client disconnected")
+                self.stop("client_disconnected")
                 return
+
+    def stop(self, reason: str) -> None:
+        """Cancel this request from inside the router (the client left, stalled, or the server stops)."""
+        if self.task is not None and not self.cancel_reason:
+            self.cancel_reason = reason
+            self.task.cancel(reason)
 
     # -- streaming ------------------------------------------------------------------------
 
@@ -184,8 +206,15 @@ class Relay:
                 async for event in events:
                     deadline.reschedule(self.loop.time() + vendor.idle_timeout)
                     if type(event) is ChunkEvent:
-                        await self.send_chunk(wire.sse(wire.chunk(gid, created, name, event.choices, event.extra)))
-                        self.note_delivered(event.choices)
+                        piece = await self.meter.measure(event.choices)  # type: ignore[union-attr]
+                        if piece.has_text or not piece.exhausted:
+                            await self.send_chunk(wire.sse(wire.chunk(gid, created, name, piece.choices, event.extra)))
+                            self.note_delivered(piece.choices, piece.tokens)
+                        if piece.exhausted:  # the vendor ignored max_tokens: stop here, close upstream
+                            self.finish_reason = "length"
+                            await self.send_chunk(wire.sse(wire.chunk(gid, created, name, self.meter.length_choices())))  # type: ignore[union-attr]
+                            break
+                        deadline.reschedule(self.loop.time() + vendor.idle_timeout)  # time blocked on the client
                     else:
                         self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
         except TimeoutError:
@@ -212,9 +241,11 @@ class Relay:
         headers = [*wire.SSE_HEADERS, (b"x-generation-id", (self.generation_id or "").encode())]
         await self._send(wire.start(200, headers))
 
-    def note_delivered(self, choices: list[dict[str, Any]]) -> None:
+    def note_delivered(self, choices: list[dict[str, Any]], token_count: int = 0) -> None:
         if self.disconnected:
             return
+        if self.meter is not None:
+            self.meter.delivered(token_count)
         if self.first_token_at is None:
             self.first_token_at = self.loop.time()
         text = wire.delivered_text(choices)
@@ -232,7 +263,12 @@ class Relay:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            await self.send_chunk(wire.KEEPALIVE)
+            try:
+                await self.send_chunk(wire.KEEPALIVE)
+            except ClientStalled:
+                self.disconnected = True
+                self.stop("client_stalled")
+                return
 
     def usage_for_client(self, request: ChatRequest, admission: Admission) -> dict[str, Any]:
         encoding = admission.route.encoding
