@@ -77,6 +77,7 @@ def start_server(
         "DATABASE_URL": database_url(),
         "SIRAYA_KEY_CACHE_SECONDS": "0",
         "SIRAYA_KEEPALIVE_SECONDS": "0.3",
+        "SIRAYA_DEBUG_ENDPOINTS": "1",  # GET /debug/tasks, for leak checks
         "PYTHONUNBUFFERED": "1",
         **(env_overrides or {}),
     }

@@ -50,6 +50,14 @@ class Scenario:
     tool_call: bool = False
     # Split every write into pieces of this many bytes (exercise the SSE parser).
     split_bytes: int | None = None
+    # Split write number i of the stream in two at byte split_sweep + i (0: off).
+    split_sweep: int = 0
+    # Pause between the pieces of a split write, so the router reads them separately.
+    split_pause: float = 0.002
+    # Words (tokens) per content chunk.
+    words_per_chunk: int = 1
+    # Send one content chunk of this many tokens (4 bytes each: " the") before the others.
+    big_chunk_tokens: int = 0
 
 
 class FakeOpenAI(FakeServer):
@@ -144,10 +152,23 @@ class FakeOpenAI(FakeServer):
         }
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
-    def _send(self, conn: Connection, data: bytes, s: Scenario) -> bool:
-        if not s.split_bytes:
-            return conn.write(data)
-        return all(conn.write(data[i : i + s.split_bytes]) for i in range(0, len(data), s.split_bytes))
+    async def _send(self, conn: Connection, data: bytes, s: Scenario) -> bool:
+        """Write ``data`` (split as the scenario says), then wait while the router reads slowly."""
+        cuts: list[int] = []
+        if s.split_bytes:
+            cuts = list(range(s.split_bytes, len(data), s.split_bytes))
+        elif s.split_sweep:
+            self._writes = getattr(self, "_writes", 0) + 1
+            cut = (s.split_sweep + self._writes) % len(data)
+            cuts = [cut] if cut else []
+        start = 0
+        for cut in [*cuts, len(data)]:
+            if not conn.write(data[start:cut]):
+                return False
+            start = cut
+            if cut < len(data) and not await conn.pause(s.split_pause):
+                return False
+        return await conn.drain()
 
     async def _stream(
         self, request: RecordedRequest, conn: Connection, body: dict[str, Any], s: Scenario, count: int
@@ -158,21 +179,26 @@ class FakeOpenAI(FakeServer):
         if not await conn.pause(s.first_token_delay):
             return
         conn.send_head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-        if not self._send(conn, self._chunk(body, {"role": "assistant", "content": ""}), s):
+        self._writes = 0
+        if not await self._send(conn, self._chunk(body, {"role": "assistant", "content": ""}), s):
             return
-        pieces = words(count)
+        if s.big_chunk_tokens:
+            if not await self._send(conn, self._chunk(body, {"content": " the" * s.big_chunk_tokens}), s):
+                return
+            request.tokens_written += s.big_chunk_tokens
+        pieces = ["".join(words(s.words_per_chunk)) for _ in range(count)] if s.words_per_chunk > 1 else words(count)
         for i, word in enumerate(pieces):
             if i and not await conn.pause(s.token_delay):
                 return
             if s.error_after == i:
                 error = {"error": {"message": "fake mid-stream failure", "type": "server_error", "code": 502}}
-                self._send(conn, b"data: " + orjson.dumps(error) + b"\n\n", s)
+                await self._send(conn, b"data: " + orjson.dumps(error) + b"\n\n", s)
                 return
             if s.reset_after == i:
                 conn.abort()
                 return
             if s.malformed_after == i:
-                self._send(conn, b"data: {not json\n\n", s)
+                await self._send(conn, b"data: {not json\n\n", s)
                 return
             if s.hang_after == i:
                 await conn.pause(3600)
@@ -183,14 +209,14 @@ class FakeOpenAI(FakeServer):
                 if i == 0:
                     delta["tool_calls"][0].update({"id": "call_fake1", "type": "function"})
                     delta["tool_calls"][0]["function"]["name"] = "get_weather"
-            if not self._send(conn, self._chunk(body, delta), s):
+            if not await self._send(conn, self._chunk(body, delta), s):
                 return
-            request.tokens_written += 1
+            request.tokens_written += s.words_per_chunk
         finish = "tool_calls" if s.tool_call else ("length" if count < s.tokens else "stop")
-        self._send(conn, self._chunk(body, {}, finish), s)
+        await self._send(conn, self._chunk(body, {}, finish), s)
         if s.report_usage and (body.get("stream_options") or {}).get("include_usage"):
             usage: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": body.get("model"), "choices": [], "usage": self._usage(count)}  # fmt: skip
-            self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
-        self._send(conn, b"data: [DONE]\n\n", s)
+                     "model": body.get("model"), "choices": [], "usage": self._usage(request.tokens_written)}  # fmt: skip
+            await self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
+        await self._send(conn, b"data: [DONE]\n\n", s)
         conn.end()
