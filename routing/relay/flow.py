@@ -23,8 +23,11 @@ class ClientStalled(Exception):
     """The client took no data for the stall timeout."""
 
 
-def stall_guarded(send: Send, seconds: float) -> Send:
-    """Wrap ASGI ``send`` so a body write blocked for ``seconds`` raises ``ClientStalled``."""
+def stall_guarded(send: Send, seconds: float, on_stall: Callable[[], None]) -> Send:
+    """Wrap ASGI ``send`` so a body write blocked for ``seconds`` raises ``ClientStalled``.
+
+    ``on_stall`` runs first, before the connection is aborted (whose disconnect event follows).
+    """
 
     async def guarded(message: dict[str, Any]) -> None:
         if message["type"] != "http.response.body":
@@ -34,6 +37,7 @@ def stall_guarded(send: Send, seconds: float) -> Send:
             async with asyncio.timeout(seconds):
                 await send(message)
         except TimeoutError:
+            on_stall()
             abort_connection(send)
             raise ClientStalled from None
 

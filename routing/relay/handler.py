@@ -56,7 +56,7 @@ class Relay:
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self.receive = receive
-        self._send = stall_guarded(send, settings.SIRAYA_CLIENT_STALL_SECONDS)
+        self._send = stall_guarded(send, settings.SIRAYA_CLIENT_STALL_SECONDS, self.note_stalled)
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.generation_id: str | None = None
@@ -146,7 +146,6 @@ class Relay:
             if self.cancel_reason == "server_shutdown":
                 await self.fail(RouterError(503, "The router is shutting down.", code="server_shutdown"), admission)
         except ClientStalled:
-            self.disconnected = True
             outcome.status, outcome.error_code, outcome.http_status = UsageStatus.CANCELLED, "client_stalled", 499
         except RouterError as error:
             outcome.status = UsageStatus.ERROR
@@ -186,6 +185,10 @@ class Relay:
                 self.disconnected = True
                 self.stop("client_disconnected")
                 return
+
+    def note_stalled(self) -> None:
+        self.disconnected = True
+        self.cancel_reason = self.cancel_reason or "client_stalled"
 
     def stop(self, reason: str) -> None:
         """Cancel this request from inside the router (the client left, stalled, or the server stops)."""
@@ -266,8 +269,8 @@ class Relay:
             try:
                 await self.send_chunk(wire.KEEPALIVE)
             except ClientStalled:
-                self.disconnected = True
-                self.stop("client_stalled")
+                if self.task is not None:
+                    self.task.cancel("client_stalled")
                 return
 
     def usage_for_client(self, request: ChatRequest, admission: Admission) -> dict[str, Any]:
