@@ -18,7 +18,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py demo_setup
 	@echo "Serving on http://127.0.0.1:$(PORT)  (Ctrl-C to stop)"
-	$(BIN)/daphne -b 127.0.0.1 -p $(PORT) siraya_site.asgi:application
+	$(BIN)/python -m siraya_site.serve --host 127.0.0.1 --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

@@ -17,6 +17,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from billing import recovery
+from lib import tokens
 
 logger = logging.getLogger("siraya.lifecycle")
 
@@ -39,6 +40,8 @@ _state = _State()
 
 
 def _start_sync() -> None:
+    # Load the tokenizer tables now, off the event loop: streams count tokens on the loop.
+    tokens.warm_up()
     recovery.router_instance_register()
     for record in recovery.usage_records_reconcile():
         logger.warning(
