@@ -115,6 +115,7 @@ def start_server(
         # Tests recreate "test/fake" against a new fake vendor every time: no route caching.
         "SIRAYA_ROUTE_CACHE_SECONDS": "0",
         "SIRAYA_KEEPALIVE_SECONDS": "0.3",
+        "SIRAYA_DEBUG_ENDPOINTS": "1",  # GET /debug/tasks, for leak checks
         "PYTHONUNBUFFERED": "1",
         # Parallel test runs may share one Redis: each run writes under its own prefix.
         "SIRAYA_REDIS_PREFIX": f"siraya-test-{os.environ.get('SIRAYA_TEST_RUN', os.getpid())}:",

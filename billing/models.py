@@ -91,6 +91,8 @@ class UsageRecord(models.Model):
     # Checkpoint of completion tokens handed to the client while the stream runs.
     tokens_delivered = models.PositiveIntegerField(default=0)
     checkpoint_at = models.DateTimeField(null=True, blank=True)
+    # The router process serving the request (RouterInstance.id); recovery settles only dead owners' records.
+    instance_id = models.CharField(max_length=32, blank=True, default="")
 
     # Prices in force when the request started, USD per million tokens (per request for request_price).
     input_price = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
@@ -150,3 +152,18 @@ class KeyUsageDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.api_key_id} {self.day}"
+
+
+class RouterInstance(models.Model):
+    """One router process, for telling a live process's in-progress records from a dead one's."""
+
+    id = models.CharField(max_length=32, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+    # Set by a clean shutdown: the instance's remaining records can be settled at once.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid} ({self.id})"

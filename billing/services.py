@@ -18,7 +18,7 @@ from billing import credit, keys
 from billing.cost import Prices, TokenCounts, cost_compute
 from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
 from billing.selectors import KeyInfo, api_key_cache_forget
-from lib import tokens
+from lib import process, tokens
 from routing.errors import RouterError
 from routing.routes import model_route_cached
 from routing.selectors import ModelRoute
@@ -175,6 +175,7 @@ def _record_open(
         reserved_cost=hold.amount,
         reserved_until=hold.until,
         created_at=now,
+        instance_id=process.instance_id(),
     )
     ApiKey.objects.filter(pk=key.id).update(last_used_at=now)
     return record
@@ -196,6 +197,9 @@ class Outcome:
     reasoning_tokens: int = 0
     # Text handed to the client (content, refusal, reasoning, tool-call arguments).
     delivered_text: str = ""
+    # Already counted (a checkpoint): used instead of counting ``delivered_text`` / ``messages``.
+    delivered_tokens: int | None = None
+    prompt_tokens: int | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     tools: list[Any] | None = None
     encoding: str = "cl100k_base"
@@ -223,12 +227,16 @@ def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
     actually handed to the client, counted with the model's tokenizer.
     """
     vendor_prompt = outcome.vendor_prompt_tokens
-    prompt = (
-        vendor_prompt
-        if vendor_prompt is not None
-        else tokens.count_messages(outcome.messages, outcome.encoding, outcome.tools)
-    )
-    delivered = tokens.count_text(outcome.delivered_text, outcome.encoding)
+    if vendor_prompt is not None:
+        prompt = vendor_prompt
+    elif outcome.prompt_tokens is not None:
+        prompt = outcome.prompt_tokens
+    else:
+        prompt = tokens.count_messages(outcome.messages, outcome.encoding, outcome.tools)
+    if outcome.delivered_tokens is not None:
+        delivered = outcome.delivered_tokens
+    else:
+        delivered = tokens.count_text(outcome.delivered_text, outcome.encoding)
     vendor_completion = outcome.vendor_completion_tokens if outcome.status == UsageStatus.COMPLETED else None
     completion = vendor_completion if vendor_completion is not None else delivered
     from_vendor = (vendor_prompt is not None, vendor_completion is not None)
@@ -310,3 +318,39 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
         )
         credit.usage_day_add(record.api_key_id, record.created_at, counts.prompt, counts.completion, cost)
     return cost
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What a running stream has handed to the client so far (see ``routing.relay.checkpoint``)."""
+
+    tokens_delivered: int
+    # Counted here, off the event loop, on the first checkpoint only (None: already stored).
+    messages: list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None
+    encoding: str = "cl100k_base"
+    vendor_prompt_tokens: int | None = None
+    deployment_id: int | None = None
+    vendor_id: int | None = None
+    vendor_name: str = ""
+    upstream_model: str = ""
+
+
+def usage_record_checkpoint(record_id: int, checkpoint: Checkpoint) -> None:
+    """Store a running request's delivered tokens; a settled record is left alone.
+
+    The first checkpoint also stores the locally counted prompt (``prompt_tokens``) and the
+    vendor, so a record whose process dies can be billed without the request at hand.
+    """
+    fields: dict[str, Any] = {"tokens_delivered": checkpoint.tokens_delivered, "checkpoint_at": timezone.now()}
+    if checkpoint.messages is not None:
+        fields["prompt_tokens"] = tokens.count_messages(checkpoint.messages, checkpoint.encoding, checkpoint.tools)
+        fields.update(
+            deployment_id=checkpoint.deployment_id,
+            vendor_id=checkpoint.vendor_id,
+            vendor_name=checkpoint.vendor_name[:64],
+            upstream_model=checkpoint.upstream_model[:200],
+        )
+    if checkpoint.vendor_prompt_tokens is not None:
+        fields["vendor_prompt_tokens"] = checkpoint.vendor_prompt_tokens
+    UsageRecord.objects.filter(pk=record_id, status=UsageStatus.IN_PROGRESS).update(**fields)

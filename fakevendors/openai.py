@@ -50,6 +50,14 @@ class Scenario:
     tool_call: bool = False
     # Split every write into pieces of this many bytes (exercise the SSE parser).
     split_bytes: int | None = None
+    # Split write number i of the stream in two at byte split_sweep + i (0: off).
+    split_sweep: int = 0
+    # Pause between the pieces of a split write, so the router reads them separately.
+    split_pause: float = 0.002
+    # Words (tokens) per content chunk.
+    words_per_chunk: int = 1
+    # Send one content chunk of this many tokens (4 bytes each: " the") before the others.
+    big_chunk_tokens: int = 0
 
 
 class FakeOpenAI(FakeServer):
@@ -194,10 +202,23 @@ class FakeOpenAI(FakeServer):
         }
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
-    def _send(self, conn: Connection, data: bytes, s: Scenario) -> bool:
-        if not s.split_bytes:
-            return conn.write(data)
-        return all(conn.write(data[i : i + s.split_bytes]) for i in range(0, len(data), s.split_bytes))
+    async def _send(self, conn: Connection, data: bytes, s: Scenario) -> bool:
+        """Write ``data`` (split as the scenario says), then wait while the router reads slowly."""
+        cuts: list[int] = []
+        if s.split_bytes:
+            cuts = list(range(s.split_bytes, len(data), s.split_bytes))
+        elif s.split_sweep:
+            self._writes = getattr(self, "_writes", 0) + 1
+            cut = (s.split_sweep + self._writes) % len(data)
+            cuts = [cut] if cut else []
+        start = 0
+        for cut in [*cuts, len(data)]:
+            if not conn.write(data[start:cut]):
+                return False
+            start = cut
+            if cut < len(data) and not await conn.pause(s.split_pause):
+                return False
+        return await conn.drain()
 
     async def _stream(
         self, request: RecordedRequest, conn: Connection, body: dict[str, Any], s: Scenario, count: int
@@ -208,37 +229,42 @@ class FakeOpenAI(FakeServer):
         if not await conn.pause(s.first_token_delay):
             return
         conn.send_head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        self._writes = 0
         opening = self.stream_opening(body, s) + self._chunk(body, {"role": "assistant", "content": ""})
-        if not self._send(conn, opening, s):
+        if not await self._send(conn, opening, s):
             return
-        pieces = words(count)
+        if s.big_chunk_tokens:
+            if not await self._send(conn, self._chunk(body, {"content": " the" * s.big_chunk_tokens}), s):
+                return
+            request.tokens_written += s.big_chunk_tokens
+        pieces = ["".join(words(s.words_per_chunk)) for _ in range(count)] if s.words_per_chunk > 1 else words(count)
         for i, word in enumerate(pieces):
             if i and not await conn.pause(s.token_delay):
                 return
             interruption = self.interruption(body, s, i)
             if interruption is not None:
-                self._send(conn, interruption, s)
+                await self._send(conn, interruption, s)
                 return
             if s.reset_after == i:
                 conn.abort()
                 return
             if s.malformed_after == i:
-                self._send(conn, b"data: {not json\n\n", s)
+                await self._send(conn, b"data: {not json\n\n", s)
                 return
             if s.hang_after == i:
                 await conn.pause(3600)
                 return
-            if not self._send(conn, self._chunk(body, self.token_delta(s, i, word)), s):
+            if not await self._send(conn, self._chunk(body, self.token_delta(s, i, word)), s):
                 return
-            request.tokens_written += 1
+            request.tokens_written += s.words_per_chunk
             extra = self.between_tokens(body, s, i)
-            if extra and not self._send(conn, extra, s):
+            if extra and not await self._send(conn, extra, s):
                 return
         finish = "tool_calls" if s.tool_call else ("length" if count < s.tokens else "stop")
-        self._send(conn, self._chunk(body, {}, finish) + self.stream_closing(body, s, count), s)
+        await self._send(conn, self._chunk(body, {}, finish) + self.stream_closing(body, s, count), s)
         if s.report_usage and self.wants_usage(body):
             usage: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": body.get("model"), "choices": [], "usage": self._usage(count)}  # fmt: skip
-            self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
-        self._send(conn, b"data: [DONE]\n\n", s)
+                     "model": body.get("model"), "choices": [], "usage": self._usage(request.tokens_written)}  # fmt: skip
+            await self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
+        await self._send(conn, b"data: [DONE]\n\n", s)
         conn.end()

@@ -43,6 +43,8 @@ class Connection(asyncio.Protocol):
         self.data = asyncio.Event()
         self.current: RecordedRequest | None = None
         self.chunked = False
+        self.writable = asyncio.Event()  # clear while the transport's write buffer is full
+        self.writable.set()
 
     # -- asyncio.Protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -50,6 +52,18 @@ class Connection(asyncio.Protocol):
         self.server.open_connections += 1
         self.server.connections.add(self)
         self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    async def drain(self) -> bool:
+        """Wait while the client reads slower than we write (TCP backpressure), as a real server does."""
+        while not self.writable.is_set():
+            await self.writable.wait()  # also set when the connection is lost
+        return not self.closed.is_set()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -72,6 +86,7 @@ class Connection(asyncio.Protocol):
             self.current.closed_at = now
         self.closed.set()
         self.data.set()
+        self.writable.set()
 
     # -- reading a request --
     async def _read_until(self, marker: bytes) -> bytes | None:

@@ -33,10 +33,30 @@ def encoding_for(model_name: str, configured: str = "", default: str = "cl100k_b
     return "o200k_base" if base.startswith(_O200K_PREFIXES) else default
 
 
+# bpe-openai refuses texts of a million characters or more; longer texts are counted in
+# segments cut just before a space, where the pre-tokenizer cuts anyway, so the sum is exact.
+_SEGMENT_CHARS = 500_000
+
+
+def _segments(text: str) -> list[str]:
+    parts: list[str] = []
+    start = 0
+    while len(text) - start > _SEGMENT_CHARS:
+        cut = text.rfind(" ", start + 1, start + _SEGMENT_CHARS)
+        if cut <= start:
+            cut = start + _SEGMENT_CHARS
+        parts.append(text[start:cut])
+        start = cut
+    parts.append(text[start:])
+    return parts
+
+
 def count_text(text: str, encoding: str) -> int:
     if not text:
         return 0
-    return len(_encoding(encoding).encode_ordinary(text))
+    if len(text) <= _SEGMENT_CHARS:
+        return len(_encoding(encoding).encode_ordinary(text))
+    return sum(len(_encoding(encoding).encode_ordinary(part)) for part in _segments(text))
 
 
 def _content_text(content: Any) -> Iterable[str]:
@@ -72,3 +92,18 @@ def count_messages(messages: list[dict[str, Any]], encoding: str, tools: list[An
 def warm_up() -> None:
     for name in ENCODINGS:
         _encoding(name)
+
+
+def truncate_text(text: str, limit: int, encoding: str) -> str:
+    """Return the longest prefix of ``text`` that holds at most ``limit`` tokens."""
+    if limit <= 0:
+        return ""
+    kept: list[str] = []
+    for part in _segments(text):
+        ids = _encoding(encoding).encode_ordinary(part)
+        if len(ids) >= limit:
+            kept.append(str(_encoding(encoding).decode(ids[:limit])))
+            break
+        kept.append(part)
+        limit -= len(ids)
+    return "".join(kept)

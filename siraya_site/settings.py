@@ -155,6 +155,21 @@ SIRAYA_STREAM_SLOT_TTL = env.float("SIRAYA_STREAM_SLOT_TTL", default=120.0)
 SIRAYA_METRICS_ENABLED = env.bool("SIRAYA_METRICS_ENABLED", default=False)
 SIRAYA_METRICS_TOKEN = env.str("SIRAYA_METRICS_TOKEN", default="")
 
+# Reliability (README "Reliability"). A running stream's delivered tokens are checkpointed
+# every SIRAYA_CHECKPOINT_SECONDS or SIRAYA_CHECKPOINT_TOKENS, whichever comes first.
+SIRAYA_CHECKPOINT_SECONDS = env.float("SIRAYA_CHECKPOINT_SECONDS", default=1.0)
+SIRAYA_CHECKPOINT_TOKENS = env.int("SIRAYA_CHECKPOINT_TOKENS", default=256)
+# Each router process writes a heartbeat; one silent for SIRAYA_INSTANCE_STALE_SECONDS is dead
+# and its in-progress records are settled as interrupted by the next process that looks.
+SIRAYA_HEARTBEAT_SECONDS = env.float("SIRAYA_HEARTBEAT_SECONDS", default=5.0)
+SIRAYA_INSTANCE_STALE_SECONDS = env.float("SIRAYA_INSTANCE_STALE_SECONDS", default=30.0)
+# A client that takes no data for this long (its socket buffer full) is treated as gone.
+SIRAYA_CLIENT_STALL_SECONDS = env.float("SIRAYA_CLIENT_STALL_SECONDS", default=30.0)
+# On SIGTERM, running streams get this long to finish before they are cancelled and settled.
+SIRAYA_SHUTDOWN_GRACE_SECONDS = env.float("SIRAYA_SHUTDOWN_GRACE_SECONDS", default=30.0)
+# Test-only introspection (GET /debug/tasks); never on in production.
+SIRAYA_DEBUG_ENDPOINTS = env.bool("SIRAYA_DEBUG_ENDPOINTS", default=False) and not PRODUCTION
+
 # One JSON object per line (SIRAYA_LOG_FORMAT=plain for human-readable lines), each with the
 # generation id of the request it belongs to; known secret shapes are scrubbed (ops.logs).
 LOGGING = {

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
+import orjson
+from django.conf import settings
+
 from ops import logs, metrics
 from routing.errors import RouterError
-from routing.relay import wire
+from routing.relay import lifecycle, wire
 from routing.relay.handler import Receive, Scope, Send, chat_completions
 from routing.vendors import http
 
@@ -20,8 +24,10 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            await lifecycle.ensure_started()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await lifecycle.stop()
             await http.close_clients()
             await send({"type": "lifespan.shutdown.complete"})
             return
@@ -70,11 +76,22 @@ async def _http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> 
         )
 
 
+async def _debug_tasks(send: Send) -> None:
+    """Test-only: how many asyncio tasks and running requests this process holds (leak checks)."""
+    body = orjson.dumps({"tasks": len(asyncio.all_tasks()), "running": lifecycle.running()})
+    await send(wire.start(200, wire.JSON_HEADERS))
+    await send(wire.body(body))
+
+
 def router_application(django_app: Any) -> Any:
     async def application(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await _http(django_app, scope, receive, send)
+            await lifecycle.ensure_started()  # daphne sends no lifespan events
+            if scope["path"] == "/debug/tasks" and settings.SIRAYA_DEBUG_ENDPOINTS:
+                await _debug_tasks(send)
+            else:
+                await _http(django_app, scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
         else:

@@ -42,7 +42,9 @@ from lib import tokens
 from ops import logs, metrics
 from routing.errors import RouterError, UpstreamError
 from routing.health import cooldowns
-from routing.relay import wire
+from routing.relay import lifecycle, wire
+from routing.relay.checkpoint import DeliveryMeter
+from routing.relay.flow import ClientStalled, stall_guarded
 from routing.schema import ChatRequest, parse_chat_request, too_large
 from routing.selection import attempt_plan, fallback_allowed
 from routing.selectors import ModelRoute, Target
@@ -75,12 +77,16 @@ class Relay:
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self.receive = receive
-        self._send = send
+        self._send = stall_guarded(send, settings.SIRAYA_CLIENT_STALL_SECONDS, self.note_stalled)
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.generation_id: str | None = None
         self.started = False  # response headers sent: errors now go in-band
         self.disconnected = False
+        # Why the router cancelled this request itself: client_disconnected, client_stalled, server_shutdown.
+        self.cancel_reason = ""
+        self.task: asyncio.Task[Any] | None = None
+        self.meter: DeliveryMeter | None = None
         self.last_send = self.t0
         self.first_token_at: float | None = None
         self.delivered: list[str] = []
@@ -178,9 +184,14 @@ class Relay:
 
     async def serve(self, request: ChatRequest, admission: Admission) -> None:
         """Relay an admitted request; whatever happens, settle its usage record exactly once."""
-        task = asyncio.current_task()
+        task = self.task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.create_task(self.watch_disconnect(task))
+        lifecycle.track(self, task)
+        first = admission.route.targets[0]
+        self.meter = DeliveryMeter(
+            admission.record_id, request, first, admission.route.encoding, lambda: self.usage.prompt_tokens
+        )
         outcome = Outcome(status=UsageStatus.COMPLETED, messages=request.messages, tools=request.params.get("tools"))
         if request.stream:
             metrics.STREAMS_OPEN.inc()
@@ -189,10 +200,14 @@ class Relay:
             outcome.http_status = 200
         except asyncio.CancelledError:
             outcome.status = UsageStatus.CANCELLED
-            outcome.error_code = "client_disconnected" if self.disconnected else "server_shutdown"
-            outcome.http_status = 499
-            if not (self.disconnected and task.uncancel() == 0):
+            outcome.error_code = self.cancel_reason or "server_shutdown"
+            outcome.http_status = 503 if outcome.error_code == "server_shutdown" else 499
+            if not (self.cancel_reason and task.uncancel() == 0):
                 raise
+            if self.cancel_reason == "server_shutdown":
+                await self.fail(RouterError(503, "The router is shutting down.", code="server_shutdown"), admission)
+        except ClientStalled:
+            outcome.status, outcome.error_code, outcome.http_status = UsageStatus.CANCELLED, "client_stalled", 499
         except RouterError as error:
             outcome.status = UsageStatus.ERROR
             outcome.http_status = error.status
@@ -208,6 +223,7 @@ class Relay:
             watcher.cancel()
             if request.stream:
                 metrics.STREAMS_OPEN.dec()
+            self.meter.close()
             self.fill_outcome(outcome, admission)
             cost = await asyncio.shield(self.settle(admission.record_id, outcome))
             self.observe(outcome, admission, cost)
@@ -257,8 +273,18 @@ class Relay:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 self.disconnected = True
-                task.cancel("client disconnected")
+                self.stop("client_disconnected")
                 return
+
+    def note_stalled(self) -> None:
+        self.disconnected = True
+        self.cancel_reason = self.cancel_reason or "client_stalled"
+
+    def stop(self, reason: str) -> None:
+        """Cancel this request from inside the router (the client left, stalled, or the server stops)."""
+        if self.task is not None and not self.cancel_reason:
+            self.cancel_reason = reason
+            self.task.cancel(reason)
 
     # -- deployments and fallbacks ----------------------------------------------------------
 
@@ -277,6 +303,8 @@ class Relay:
         try:
             for number, (route, target) in enumerate(plan, 1):
                 self.current = (route, target)
+                if self.meter is not None:
+                    self.meter.target = target  # checkpoints name the deployment now answering
                 began = self.loop.time()
                 try:
                     if request.stream:
@@ -332,16 +360,26 @@ class Relay:
             async with asyncio.timeout(vendor.first_byte_timeout) as deadline:
                 async for event in events:
                     if type(event) is ChunkEvent:
-                        data = wire.sse(wire.chunk(gid, created, name, event.choices, event.extra))
-                        if not self.answer_started:
-                            if not wire.carries_answer(event.choices):
+                        piece = await self.meter.measure(event.choices)  # type: ignore[union-attr]
+                        if not piece.has_text and piece.exhausted:
+                            data = b""
+                        else:
+                            data = wire.sse(wire.chunk(gid, created, name, piece.choices, event.extra))
+                        if not self.answer_started and not piece.exhausted:
+                            if not wire.carries_answer(piece.choices):
                                 held.append(data)
                                 continue
-                            self.answer_started = True
-                            if held:
-                                data, held = b"".join(held) + data, []
-                        await self.send_chunk(data)
-                        self.note_delivered(event.choices)
+                        self.answer_started = True
+                        if held:
+                            data, held = b"".join(held) + data, []
+                        if data:
+                            await self.send_chunk(data)
+                            self.note_delivered(piece.choices, piece.tokens)
+                        if piece.exhausted:  # the vendor ignored max_tokens: stop here, close upstream
+                            self.finish_reason = "length"
+                            length = self.meter.length_choices()  # type: ignore[union-attr]
+                            await self.send_chunk(wire.sse(wire.chunk(gid, created, name, length)))
+                            break
                     else:
                         self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
                     if self.answer_started:
@@ -372,9 +410,11 @@ class Relay:
             headers += self.rate.headers()
         await self._send(wire.start(200, headers))
 
-    def note_delivered(self, choices: list[dict[str, Any]]) -> None:
+    def note_delivered(self, choices: list[dict[str, Any]], token_count: int = 0) -> None:
         if self.disconnected:
             return
+        if self.meter is not None:
+            self.meter.delivered(token_count)
         if self.first_token_at is None:
             self.first_token_at = self.loop.time()
         text = wire.delivered_text(choices)
@@ -392,7 +432,12 @@ class Relay:
             if wait > 0:
                 await asyncio.sleep(wait)
                 continue
-            await self.send_chunk(wire.KEEPALIVE)
+            try:
+                await self.send_chunk(wire.KEEPALIVE)
+            except ClientStalled:
+                if self.task is not None:
+                    self.task.cancel("client_stalled")
+                return
 
     def usage_for_client(self, request: ChatRequest, route: ModelRoute) -> dict[str, Any]:
         encoding = route.encoding
