@@ -231,13 +231,17 @@ _GENERATION: Schema = {
 
 _PERIOD_TOTALS: Schema = {
     "type": "object",
-    "required": ["requests", "tokens", "cost"],
+    "required": ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"],
     "properties": {
         "requests": {"type": "integer", "minimum": 0},
-        "tokens": {"type": "integer", "minimum": 0},
+        "prompt_tokens": {"type": "integer", "minimum": 0},
+        "completion_tokens": {"type": "integer", "minimum": 0},
+        "total_tokens": {"type": "integer", "minimum": 0},
         "cost": _MONEY,
     },
 }
+_NULLABLE_MONEY: Schema = {"oneOf": [_MONEY, {"type": "null"}]}
+_NULLABLE_TIME: Schema = {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}
 
 _KEY: Schema = {
     "type": "object",
@@ -245,25 +249,46 @@ _KEY: Schema = {
     "properties": {
         "data": {
             "type": "object",
-            "required": ["name", "limit", "limit_reset", "spend", "remaining", "rate_limits", "totals"],
+            "required": [
+                "name",
+                "prefix",
+                "currency",
+                "credit_limit",
+                "limit_reset",
+                "period",
+                "spend",
+                "reserved",
+                "remaining",
+                "rate_limits",
+                "usage",
+            ],
             "properties": {
                 "name": {"type": "string"},
-                "limit": {"oneOf": [_MONEY, {"type": "null"}], "description": "Credit limit in USD; null: none."},
+                "prefix": {"type": "string", "description": "Display prefix of the key (not the key)."},
+                "currency": {"const": "USD"},
+                "credit_limit": {**_NULLABLE_MONEY, "description": "Credit limit in USD; null: none."},
                 "limit_reset": {"enum": ["never", "daily", "weekly", "monthly"]},
+                "period": {
+                    "type": "object",
+                    "required": ["start", "resets_at"],
+                    "properties": {"start": _NULLABLE_TIME, "resets_at": _NULLABLE_TIME},
+                },
                 "spend": {**_MONEY, "description": "USD spent in the current limit period."},
-                "remaining": {"oneOf": [_MONEY, {"type": "null"}], "description": "USD left; null: no limit."},
+                "reserved": {**_MONEY, "description": "USD held by requests in flight (their worst case)."},
+                "remaining": {**_NULLABLE_MONEY, "description": "USD left; null: no limit."},
                 "rate_limits": {
                     "type": "object",
-                    "properties": {
-                        "requests_per_minute": _NULLABLE_INT,
-                        "tokens_per_minute": _NULLABLE_INT,
-                        "max_concurrent_streams": _NULLABLE_INT,
-                    },
+                    "required": ["requests_per_minute", "tokens_per_minute"],
+                    "properties": {"requests_per_minute": _NULLABLE_INT, "tokens_per_minute": _NULLABLE_INT},
                 },
-                "totals": {
+                "usage": {
                     "type": "object",
-                    "required": ["today", "week", "month"],
-                    "properties": {"today": _PERIOD_TOTALS, "week": _PERIOD_TOTALS, "month": _PERIOD_TOTALS},
+                    "required": ["today", "this_week", "this_month"],
+                    "properties": {
+                        "today": _PERIOD_TOTALS,
+                        "this_week": _PERIOD_TOTALS,
+                        "this_month": _PERIOD_TOTALS,
+                    },
                 },
             },
         }

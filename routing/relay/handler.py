@@ -132,6 +132,19 @@ class Relay:
                 await _reject(key, self.generation_id, model_name, error)
             await self.send_error(error)
             return
+        except Exception:
+            # A router bug (or, say, vendor credentials that no longer decrypt): still one usage
+            # record and an OpenAI-shaped answer.
+            logger.exception("relay failed before admission")
+            failure = RouterError(500, "The router failed to admit this request.", code="router_error")
+            if self.rate is not None:
+                await self.rate.settle(0)
+            try:
+                await _reject(key, self.generation_id, model_name, failure)
+            except Exception:
+                logger.exception("could not record the failed request")
+            await self.send_error(failure)
+            return
         try:
             slot = await stream_slot_acquire(key.id, key.max_concurrent_streams) if request.stream else None
         except RouterError as error:
