@@ -109,10 +109,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="Status")
     def status(self, obj: ApiKey) -> str:
         if obj.revoked_at is not None:
-            return format_html('<span style="color:#b91c1c">Revoked</span>')
-        if obj.expires_at is not None and obj.expires_at <= timezone.now():
-            return format_html('<span style="color:#92400e">Expired</span>')
-        return format_html('<span style="color:#166534">Active</span>')
+            label, colour = "Revoked", "#b91c1c"
+        elif obj.expires_at is not None and obj.expires_at <= timezone.now():
+            label, colour = "Expired", "#92400e"
+        else:
+            label, colour = "Active", "#166534"
+        return format_html('<span style="color:{}">{}</span>', colour, label)
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
