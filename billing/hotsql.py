@@ -32,12 +32,12 @@ class _Reader:
         meta = model._meta
         q = connection.ops.quote_name
         self.names = tuple(names)
-        fields = [meta.get_field(name) for name in names]
-        columns = ", ".join(q(f.column) for f in fields)  # type: ignore[union-attr]
+        fields = [_field(model, name) for name in names]
+        columns = ", ".join(q(f.column) for f in fields)
         self.sql = f"SELECT {columns} FROM {q(meta.db_table)} WHERE {where}{lock}"
         self.converters: list[tuple[int, list[Converter], Any]] = []
         for i, field in enumerate(fields):
-            col = field.get_col(meta.db_table)  # type: ignore[union-attr]
+            col = field.get_col(meta.db_table)
             converters = [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)]
             if converters:
                 self.converters.append((i, converters, col))
@@ -139,14 +139,16 @@ class Statements:
         self.day_field = _field(KeyUsageDay, "day")
         self.day_cost_field = _field(KeyUsageDay, "cost")
 
-    def record_update_sql(self, names: Iterable[str]) -> str:
-        """``UPDATE usage record SET <names> WHERE id = %s AND status = %s``, cached by field list."""
-        key = tuple(names)
+    def record_update_sql(self, names: Iterable[str], by_generation: bool) -> str:
+        """``UPDATE usage record SET <names> WHERE id = %s AND status = %s [AND generation_id = %s]``."""
+        key = (*names, str(by_generation))
         sql = self._record_updates.get(key)
         if sql is None:
             q = connection.ops.quote_name
-            sets = ", ".join(f"{q(_field(UsageRecord, n).column)} = %s" for n in key)
+            sets = ", ".join(f"{q(_field(UsageRecord, n).column)} = %s" for n in key[:-1])
             sql = f"UPDATE {self.record_table} SET {sets} WHERE {q('id')} = %s AND {q('status')} = %s"
+            if by_generation:
+                sql += f" AND {q('generation_id')} = %s"
             self._record_updates[key] = sql
         return sql
 
@@ -208,13 +210,16 @@ def record_for_settlement(record_id: int) -> dict[str, Any] | None:
     return None if row is None else dict(zip(reader.names, row, strict=True))
 
 
-def record_update(record_id: int, only_status: str, values: dict[str, Any]) -> int:
-    """UPDATE a usage record's fields (by name) if its status is still ``only_status``; return rows changed."""
+def record_update(record_id: int, only_status: str, values: dict[str, Any], generation_id: str | None = None) -> int:
+    """UPDATE a usage record's fields (by name) if its status is still ``only_status`` (and its
+    generation id is ``generation_id`` when given); return how many rows changed (0 or 1)."""
     s = statements()
     params = [_field(UsageRecord, name).get_db_prep_save(value, connection) for name, value in values.items()]
     params += [record_id, only_status]
+    if generation_id is not None:
+        params.append(generation_id)
     with connection.cursor() as cursor:
-        cursor.execute(s.record_update_sql(values), params)
+        cursor.execute(s.record_update_sql(values, generation_id is not None), params)
         return int(cursor.rowcount)
 
 

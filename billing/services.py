@@ -202,7 +202,38 @@ def _record_open(
         }
     )
     _last_used_touch(key.id, now)
+    if _storable(prices):
+        if len(_opened) >= 100_000:
+            _opened.clear()
+        _opened[record_id] = _Opened(generation_id, key.id, route.model_id, now, prices)
     return record_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """What settlement needs of a record this process just opened, as it was written."""
+
+    generation_id: str
+    api_key_id: int
+    model_id: int
+    created_at: datetime
+    prices: Prices
+
+
+# Records opened by this process and not yet settled: settlement updates them without
+# reading them back first. The UPDATE is guarded by the generation id and the in-progress
+# status, so a stale entry (a rolled-back admission, a flushed database) never applies; any
+# record not found here, or not updated, is read back and settled the ordinary way.
+_opened: dict[int, _Opened] = {}
+_PRICE_PLACES = Decimal("0.000001")  # UsageRecord's price fields: 12 digits, 6 places
+
+
+def _storable(prices: Prices) -> bool:
+    """True when the prices read back from a usage record are exactly these (no rounding)."""
+    return all(
+        p.is_finite() and p == p.quantize(_PRICE_PLACES) and abs(p) < 1_000_000
+        for p in (prices.input, prices.output, prices.cached_input, prices.reasoning, prices.request)
+    )
 
 
 @dataclass(slots=True)
@@ -283,10 +314,19 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
     now = timezone.now()
     counts, source, delivered = _counts(outcome)
     outcome.billed_tokens = counts.prompt + counts.completion
+    failed = outcome.status == UsageStatus.ERROR
+    opened = _opened.pop(record_id, None)
     # No savepoint of its own: in the group commit each write already has one.
     with transaction.atomic(savepoint=False):
         # PostgreSQL: lock the key first, the same order as admission (SQLite: nothing to do).
         hotsql.key_of_record_lock(record_id)
+        if opened is not None:
+            # Opened here: its prices, key and creation time are known; one guarded UPDATE.
+            model_id, prices = opened.model_id, opened.prices
+            cost, fields = _settlement(outcome, counts, source, delivered, now, model_id, prices, failed)
+            if hotsql.record_update(record_id, UsageStatus.IN_PROGRESS, fields, opened.generation_id):
+                credit.usage_day_add(opened.api_key_id, opened.created_at, counts.prompt, counts.completion, cost)
+                return cost
         record = hotsql.record_for_settlement(record_id)
         if record is None:
             raise UsageRecord.DoesNotExist(f"no usage record {record_id}")
@@ -300,41 +340,52 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
             record["reasoning_price"],
             record["request_price"],
         )
-        repriced: dict[str, Any] = {}
-        if outcome.answered_by is not None and outcome.answered_by.model_id != record["model_id"]:
-            prices = outcome.answered_by.prices
-            repriced = _model_fields(outcome.answered_by)
-        cost = cost_compute(prices, counts, failed=outcome.status == UsageStatus.ERROR)
-        hotsql.record_update(
-            record_id,
-            UsageStatus.IN_PROGRESS,
-            {
-                "status": outcome.status,
-                "http_status": outcome.http_status,
-                "error_code": outcome.error_code[:64],
-                "error_message": outcome.error_message[:500],
-                "finish_reason": outcome.finish_reason[:32],
-                "prompt_tokens": counts.prompt,
-                "completion_tokens": counts.completion,
-                "cached_tokens": counts.cached,
-                "reasoning_tokens": counts.reasoning,
-                "usage_source": source,
-                "vendor_prompt_tokens": outcome.vendor_prompt_tokens,
-                "vendor_completion_tokens": outcome.vendor_completion_tokens,
-                "tokens_delivered": delivered,
-                "cost": cost,
-                "reserved_cost": Decimal("0"),
-                "reserved_until": None,
-                "first_token_ms": outcome.first_token_ms,
-                "duration_ms": outcome.duration_ms,
-                "finished_at": now,
-                "deployment_id": outcome.deployment_id,
-                "vendor_id": outcome.vendor_id,
-                "vendor_name": outcome.vendor_name[:64],
-                "upstream_model": outcome.upstream_model[:200],
-                "attempts": outcome.attempts,
-                **repriced,
-            },
-        )
+        cost, fields = _settlement(outcome, counts, source, delivered, now, record["model_id"], prices, failed)
+        hotsql.record_update(record_id, UsageStatus.IN_PROGRESS, fields)
         credit.usage_day_add(record["api_key_id"], record["created_at"], counts.prompt, counts.completion, cost)
     return cost
+
+
+def _settlement(
+    outcome: Outcome,
+    counts: TokenCounts,
+    source: str,
+    delivered: int,
+    now: datetime,
+    model_id: int | None,
+    prices: Prices,
+    failed: bool,
+) -> tuple[Decimal, dict[str, Any]]:
+    """Return a settled record's cost and the fields to write (re-priced at the model that answered)."""
+    repriced: dict[str, Any] = {}
+    if outcome.answered_by is not None and outcome.answered_by.model_id != model_id:
+        prices = outcome.answered_by.prices
+        repriced = _model_fields(outcome.answered_by)
+    cost = cost_compute(prices, counts, failed=failed)
+    return cost, {
+        "status": outcome.status,
+        "http_status": outcome.http_status,
+        "error_code": outcome.error_code[:64],
+        "error_message": outcome.error_message[:500],
+        "finish_reason": outcome.finish_reason[:32],
+        "prompt_tokens": counts.prompt,
+        "completion_tokens": counts.completion,
+        "cached_tokens": counts.cached,
+        "reasoning_tokens": counts.reasoning,
+        "usage_source": source,
+        "vendor_prompt_tokens": outcome.vendor_prompt_tokens,
+        "vendor_completion_tokens": outcome.vendor_completion_tokens,
+        "tokens_delivered": delivered,
+        "cost": cost,
+        "reserved_cost": Decimal("0"),
+        "reserved_until": None,
+        "first_token_ms": outcome.first_token_ms,
+        "duration_ms": outcome.duration_ms,
+        "finished_at": now,
+        "deployment_id": outcome.deployment_id,
+        "vendor_id": outcome.vendor_id,
+        "vendor_name": outcome.vendor_name[:64],
+        "upstream_model": outcome.upstream_model[:200],
+        "attempts": outcome.attempts,
+        **repriced,
+    }
