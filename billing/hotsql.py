@@ -17,12 +17,49 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 from billing.models import ApiKey, KeyUsageDay, UsageRecord
 
 Converter = Callable[[Any, Any, Any], Any]
+
+# Fields whose get_db_prep_save returns a value of one of _PLAIN's types unchanged (Django 5.2,
+# SQLite and PostgreSQL: CharField.to_python keeps a str, IntegerField int(), BooleanField
+# bool(), DecimalField Decimal() and adapt_decimalfield_value is the identity). Values of
+# other types, and other fields (dates, JSON), go through get_db_prep_save.
+_AS_IS = {
+    "CharField",
+    "TextField",
+    "IntegerField",
+    "PositiveIntegerField",
+    "PositiveSmallIntegerField",
+    "PositiveBigIntegerField",
+    "BigIntegerField",
+    "SmallIntegerField",
+    "BooleanField",
+    "DecimalField",
+    "ForeignKey",
+}
+_PLAIN = {int, str, bool, Decimal, type(None)}
+
+
+def _db() -> BaseDatabaseWrapper:
+    """The thread's connection itself (``connection`` is a proxy that looks it up on every use)."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+_as_is: dict[Field[Any, Any], bool] = {}
+
+
+def _prep(field: Field[Any, Any], value: Any, conn: BaseDatabaseWrapper) -> Any:
+    as_is = _as_is.get(field)
+    if as_is is None:
+        as_is = _as_is[field] = field.get_internal_type() in _AS_IS
+    if as_is and type(value) in _PLAIN:
+        return value
+    return field.get_db_prep_save(value, conn)
 
 
 class _Reader:
@@ -43,7 +80,8 @@ class _Reader:
                 self.converters.append((i, converters, col))
 
     def one(self, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        with connection.cursor() as cursor:
+        conn = _db()
+        with conn.cursor() as cursor:
             cursor.execute(self.sql, params)
             row = cursor.fetchone()
         if row is None:
@@ -51,7 +89,7 @@ class _Reader:
         values = list(row)
         for i, converters, col in self.converters:
             for convert in converters:
-                values[i] = convert(values[i], col, connection)
+                values[i] = convert(values[i], col, conn)
         return tuple(values)
 
 
@@ -158,9 +196,10 @@ _statements: dict[str, Statements] = {}
 
 def statements() -> Statements:
     """The statements for the current connection's vendor (built on first use)."""
-    found = _statements.get(connection.vendor)
+    vendor = _db().vendor
+    found = _statements.get(vendor)
     if found is None:
-        found = _statements[connection.vendor] = Statements()
+        found = _statements[vendor] = Statements()
     return found
 
 
@@ -176,26 +215,27 @@ def key_of_record_lock(record_id: int) -> None:
     """Lock the key of a usage record (PostgreSQL); nothing to do where there are no row locks."""
     s = statements()
     if s.locks:
-        with connection.cursor() as cursor:
+        with _db().cursor() as cursor:
             cursor.execute(s.key_of_record, [record_id])
             cursor.fetchone()
 
 
 def last_used_set(key_id: int, now: datetime) -> None:
+    conn = _db()
     field = _field(ApiKey, "last_used_at")
-    with connection.cursor() as cursor:
-        cursor.execute(statements().last_used, [field.get_db_prep_save(now, connection), key_id])
+    with conn.cursor() as cursor:
+        cursor.execute(statements().last_used, [field.get_db_prep_save(now, conn), key_id])
 
 
 def record_insert(values: dict[str, Any]) -> int:
     """INSERT one usage record (``values`` by attname, the rest at the fields' defaults); return its id."""
-    s = statements()
+    s, conn = statements(), _db()
     params = list(s.record_defaults)
     fields = s.record_fields
     for name, value in values.items():
         i = s.record_index[name]
-        params[i] = fields[i].get_db_prep_save(value, connection)
-    with connection.cursor() as cursor:
+        params[i] = _prep(fields[i], value, conn)
+    with conn.cursor() as cursor:
         cursor.execute(s.record_insert, params)
         if s.record_returning:
             row = cursor.fetchone()
@@ -213,25 +253,25 @@ def record_for_settlement(record_id: int) -> dict[str, Any] | None:
 def record_update(record_id: int, only_status: str, values: dict[str, Any], generation_id: str | None = None) -> int:
     """UPDATE a usage record's fields (by name) if its status is still ``only_status`` (and its
     generation id is ``generation_id`` when given); return how many rows changed (0 or 1)."""
-    s = statements()
-    params = [_field(UsageRecord, name).get_db_prep_save(value, connection) for name, value in values.items()]
+    s, conn = statements(), _db()
+    params = [_prep(_field(UsageRecord, name), value, conn) for name, value in values.items()]
     params += [record_id, only_status]
     if generation_id is not None:
         params.append(generation_id)
-    with connection.cursor() as cursor:
+    with conn.cursor() as cursor:
         cursor.execute(s.record_update_sql(values, generation_id is not None), params)
         return int(cursor.rowcount)
 
 
 def day_add(key_id: int, day: date, prompt_tokens: int, completion_tokens: int, cost: Decimal) -> None:
     """Add one settled record to its key's day row (created when missing), in one statement."""
-    s = statements()
+    s, conn = statements(), _db()
     params = [
         key_id,
-        s.day_field.get_db_prep_save(day, connection),
+        s.day_field.get_db_prep_save(day, conn),
         prompt_tokens,
         completion_tokens,
-        s.day_cost_field.get_db_prep_save(cost, connection),
+        _prep(s.day_cost_field, cost, conn),
     ]
-    with connection.cursor() as cursor:
+    with conn.cursor() as cursor:
         cursor.execute(s.day_add, params)
