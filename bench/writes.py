@@ -1,8 +1,8 @@
 """Time the relay's two database writes per request alone: ``python -m bench.writes [--requests N]``.
 
 Admits and settles N requests through ``request_admit`` and ``usage_record_finalize`` on a
-fresh SQLite database, in batches of 32 committed together as the group-commit writer does
-(one transaction, a savepoint per write), and prints the CPU and wall time per request. No
+fresh SQLite database, in batches of 32 committed together by the group-commit writer's own
+``_commit``, and prints the CPU and wall time per request. No
 server, no network: it isolates the cost of the writes from the event loop and the machine's
 load, so two versions of the code can be compared run against run.
 """
@@ -10,6 +10,7 @@ load, so two versions of the code can be compared run against run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import tempfile
 import time
@@ -29,10 +30,10 @@ def main() -> None:
 
     django.setup()
     from django.core.management import call_command
-    from django.db import transaction
 
     from billing.selectors import api_key_load, authorization_hash
     from billing.services import Outcome, api_key_create, generation_id_new, request_admit, usage_record_finalize
+    from billing.writer import GroupWriter
     from routing.services import model_create, vendor_create
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -42,13 +43,15 @@ def main() -> None:
     key = api_key_load(authorization_hash(f"Bearer {plaintext}"))
     assert key is not None
 
-    def batch_run(work: list) -> list:
-        with transaction.atomic():
-            out = []
-            for fn in work:
-                with transaction.atomic():
-                    out.append(fn())
-            return out
+    writer = GroupWriter()
+    loop = asyncio.new_event_loop()
+
+    def batch_run(works: list) -> list:
+        """Commit ``works`` as one batch of the group-commit writer (this thread)."""
+        futures = [loop.create_future() for _ in works]
+        writer._commit([(work, loop, future) for work, future in zip(works, futures, strict=True)])
+        loop.run_until_complete(asyncio.sleep(0))
+        return [future.result() for future in futures]
 
     def run(requests: int) -> None:
         done = 0
