@@ -24,6 +24,7 @@ import asyncio
 import functools
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
@@ -37,6 +38,11 @@ logger = logging.getLogger("siraya.writer")
 P = ParamSpec("P")
 T = TypeVar("T")
 MAX_BATCH = 256
+# The writer thread runs Python (Django's cursor, field preparation) while the event loop
+# waits on sockets. Each time the loop returns from a GIL-releasing call (epoll, send, recv)
+# while the writer holds the GIL, it waits up to the interpreter's switch interval (5 ms by
+# default) to get it back. With the writer thread running, the interval is lowered to this.
+GIL_SWITCH_INTERVAL = 0.0005  # seconds
 
 Work = Callable[[], Any]
 Item = tuple[Work, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
@@ -102,6 +108,8 @@ class GroupWriter:
             return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
+                if sys.getswitchinterval() > GIL_SWITCH_INTERVAL:
+                    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
                 self._thread = threading.Thread(target=self._loop, name="siraya-group-writer", daemon=True)
                 self._thread.start()
 
