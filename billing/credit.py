@@ -20,11 +20,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
+from billing import hotsql
 from billing.cost import Prices, TokenCounts, cost_compute
-from billing.models import ApiKey, KeyUsageDay, UsageRecord, UsageStatus
+from billing.models import KeyUsageDay, UsageRecord, UsageStatus
 from billing.periods import day_of, midnight, period_bounds
 from lib import tokens
 from routing.errors import RouterError
@@ -105,9 +106,7 @@ def key_lock(key_id: int) -> tuple[Decimal | None, str]:
     block the foreign-key checks (``FOR KEY SHARE``, deferred to COMMIT by Django) of other
     transactions inserting rows that point at the key.
     """
-    return (
-        ApiKey.objects.select_for_update(no_key=True).filter(pk=key_id).values_list("credit_limit", "limit_reset").get()
-    )
+    return hotsql.key_lock(key_id)
 
 
 def spend_in_period(key_id: int, reset: str, now: datetime) -> Decimal:
@@ -164,15 +163,8 @@ def reserve(key_id: int, worst: Decimal | None, route: ModelRoute, ask: Ask, now
 
 def usage_day_add(key_id: int, created_at: datetime, prompt_tokens: int, completion_tokens: int, cost: Decimal) -> None:
     """Add one settled record to its key's total for the day it was created on."""
-    day = day_of(created_at)
-    # Make sure the row exists (no-op when it does), then increment it in SQL: no lost update.
-    KeyUsageDay.objects.bulk_create([KeyUsageDay(api_key_id=key_id, day=day)], ignore_conflicts=True)
-    KeyUsageDay.objects.filter(api_key_id=key_id, day=day).update(
-        requests=F("requests") + 1,
-        prompt_tokens=F("prompt_tokens") + prompt_tokens,
-        completion_tokens=F("completion_tokens") + completion_tokens,
-        cost=F("cost") + cost,
-    )
+    # One upsert: creates the row or increments it in SQL (no lost update).
+    hotsql.day_add(key_id, day_of(created_at), prompt_tokens, completion_tokens, cost)
 
 
 def reservations_reconcile(now: datetime | None = None) -> int:

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from billing import credit, keys
+from billing import credit, hotsql, keys
 from billing.cost import Prices, TokenCounts, cost_compute
 from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
 from billing.selectors import KeyInfo, api_key_cache_forget
@@ -81,7 +81,8 @@ def request_reject(key: KeyInfo, generation_id: str, model_name: str, error: Rou
 
 
 def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
-    with transaction.atomic():
+    # No savepoint of its own: in the group commit each write already has one.
+    with transaction.atomic(savepoint=False):
         credit.key_lock(key.id)  # same lock order as admission and settlement: key, then rows
         _rejection_create(key, generation_id, model_name, error, now)
         credit.usage_day_add(key.id, now, 0, 0, Decimal("0"))
@@ -146,39 +147,94 @@ def request_admit(
     worst = None
     if key.credit_limit is not None:
         worst = max(credit.ask_worst_case(r, ask) for r in routes)
-    try:
-        with transaction.atomic():
+    # No savepoint of its own (the group commit gives each write one): a refusal is raised
+    # by ``reserve`` before anything is written, and is recorded in the same transaction.
+    with transaction.atomic(savepoint=False):
+        try:
             hold = credit.reserve(key.id, worst, route, ask, now)
-            record = _record_open(key, generation_id, route, streamed, hold, now)
-    except RouterError as error:
-        _record_rejection(key, generation_id, model_name, error, now)
-        raise
-    return Admission(record.pk, generation_id, route, int(now.timestamp()), routes)
+        except RouterError as error:
+            refusal = error
+        else:
+            record_id = _record_open(key, generation_id, route, streamed, hold, now)
+            return Admission(record_id, generation_id, route, int(now.timestamp()), routes)
+        _record_rejection(key, generation_id, model_name, refusal, now)
+    raise refusal
+
+
+# ``ApiKey.last_used_at`` is written at most once a minute per key and process: the column
+# says when a key was last used to within LAST_USED_EVERY seconds, and admission does not
+# pay an UPDATE of the key's row for every request.
+LAST_USED_EVERY = 60.0
+_last_used: dict[int, float] = {}
+
+
+def _last_used_touch(key_id: int, now: datetime) -> None:
+    tick = time.monotonic()
+    written = _last_used.get(key_id)
+    if written is not None and tick - written < LAST_USED_EVERY:
+        return
+    hotsql.last_used_set(key_id, now)
+    if len(_last_used) >= 100_000:
+        _last_used.clear()
+    _last_used[key_id] = tick
 
 
 def _record_open(
     key: KeyInfo, generation_id: str, route: ModelRoute, streamed: bool, hold: credit.Hold, now: datetime
-) -> UsageRecord:
+) -> int:
     prices = route.prices
-    record = UsageRecord.objects.create(
-        generation_id=generation_id,
-        api_key_id=key.id,
-        model_id=route.model_id,
-        model_name=route.name,
-        status=UsageStatus.IN_PROGRESS,
-        streamed=streamed,
-        input_price=prices.input,
-        output_price=prices.output,
-        cached_input_price=prices.cached_input,
-        reasoning_price=prices.reasoning,
-        request_price=prices.request,
-        reserved_cost=hold.amount,
-        reserved_until=hold.until,
-        created_at=now,
-        instance_id=process.instance_id(),
+    record_id = hotsql.record_insert(
+        {
+            "generation_id": generation_id,
+            "api_key_id": key.id,
+            "model_id": route.model_id,
+            "model_name": route.name,
+            "status": UsageStatus.IN_PROGRESS,
+            "streamed": streamed,
+            "input_price": prices.input,
+            "output_price": prices.output,
+            "cached_input_price": prices.cached_input,
+            "reasoning_price": prices.reasoning,
+            "request_price": prices.request,
+            "reserved_cost": hold.amount,
+            "reserved_until": hold.until,
+            "created_at": now,
+            "instance_id": process.instance_id(),
+        }
     )
-    ApiKey.objects.filter(pk=key.id).update(last_used_at=now)
-    return record
+    _last_used_touch(key.id, now)
+    if _storable(prices):
+        if len(_opened) >= 100_000:
+            _opened.clear()
+        _opened[record_id] = _Opened(generation_id, key.id, route.model_id, now, prices)
+    return record_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """What settlement needs of a record this process just opened, as it was written."""
+
+    generation_id: str
+    api_key_id: int
+    model_id: int
+    created_at: datetime
+    prices: Prices
+
+
+# Records opened by this process and not yet settled: settlement updates them without
+# reading them back first. The UPDATE is guarded by the generation id and the in-progress
+# status, so a stale entry (a rolled-back admission, a flushed database) never applies; any
+# record not found here, or not updated, is read back and settled the ordinary way.
+_opened: dict[int, _Opened] = {}
+_PRICE_PLACES = Decimal("0.000001")  # UsageRecord's price fields: 12 digits, 6 places
+
+
+def _storable(prices: Prices) -> bool:
+    """True when the prices read back from a usage record are exactly these (no rounding)."""
+    return all(
+        p.is_finite() and p == p.quantize(_PRICE_PLACES) and abs(p) < 1_000_000
+        for p in (prices.input, prices.output, prices.cached_input, prices.reasoning, prices.request)
+    )
 
 
 @dataclass(slots=True)
@@ -270,53 +326,35 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
     counts, source, delivered = _counts(outcome)
     outcome.billed_tokens = counts.prompt + counts.completion
     outcome.billed_prompt_tokens, outcome.billed_completion_tokens = counts.prompt, counts.completion
-    with transaction.atomic():
-        ApiKey.objects.select_for_update(of=("self",), no_key=True).filter(usage_records__pk=record_id).values_list(
-            "pk"
-        ).first()
-        record = UsageRecord.objects.select_for_update().get(pk=record_id)
-        if record.status != UsageStatus.IN_PROGRESS:
-            return record.cost
+    failed = outcome.status == UsageStatus.ERROR
+    opened = _opened.pop(record_id, None)
+    # No savepoint of its own: in the group commit each write already has one.
+    with transaction.atomic(savepoint=False):
+        # PostgreSQL: lock the key first, the same order as admission (SQLite: nothing to do).
+        hotsql.key_of_record_lock(record_id)
+        if opened is not None:
+            # Opened here: its prices, key and creation time are known; one guarded UPDATE.
+            model_id, prices = opened.model_id, opened.prices
+            cost, fields = _settlement(outcome, counts, source, delivered, now, model_id, prices, failed)
+            if hotsql.record_update(record_id, UsageStatus.IN_PROGRESS, fields, opened.generation_id):
+                credit.usage_day_add(opened.api_key_id, opened.created_at, counts.prompt, counts.completion, cost)
+                return cost
+        record = hotsql.record_for_settlement(record_id)
+        if record is None:
+            raise UsageRecord.DoesNotExist(f"no usage record {record_id}")
+        if record["status"] != UsageStatus.IN_PROGRESS:
+            cost_before: Decimal = record["cost"]
+            return cost_before
         prices = Prices(
-            record.input_price,
-            record.output_price,
-            record.cached_input_price,
-            record.reasoning_price,
-            record.request_price,
+            record["input_price"],
+            record["output_price"],
+            record["cached_input_price"],
+            record["reasoning_price"],
+            record["request_price"],
         )
-        repriced: dict[str, Any] = {}
-        if outcome.answered_by is not None and outcome.answered_by.model_id != record.model_id:
-            prices = outcome.answered_by.prices
-            repriced = _model_fields(outcome.answered_by)
-        cost = cost_compute(prices, counts, failed=outcome.status == UsageStatus.ERROR)
-        UsageRecord.objects.filter(pk=record_id, status=UsageStatus.IN_PROGRESS).update(
-            status=outcome.status,
-            http_status=outcome.http_status,
-            error_code=outcome.error_code[:64],
-            error_message=outcome.error_message[:500],
-            finish_reason=outcome.finish_reason[:32],
-            prompt_tokens=counts.prompt,
-            completion_tokens=counts.completion,
-            cached_tokens=counts.cached,
-            reasoning_tokens=counts.reasoning,
-            usage_source=source,
-            vendor_prompt_tokens=outcome.vendor_prompt_tokens,
-            vendor_completion_tokens=outcome.vendor_completion_tokens,
-            tokens_delivered=delivered,
-            cost=cost,
-            reserved_cost=Decimal("0"),
-            reserved_until=None,
-            first_token_ms=outcome.first_token_ms,
-            duration_ms=outcome.duration_ms,
-            finished_at=now,
-            deployment_id=outcome.deployment_id,
-            vendor_id=outcome.vendor_id,
-            vendor_name=outcome.vendor_name[:64],
-            upstream_model=outcome.upstream_model[:200],
-            attempts=outcome.attempts,
-            **repriced,
-        )
-        credit.usage_day_add(record.api_key_id, record.created_at, counts.prompt, counts.completion, cost)
+        cost, fields = _settlement(outcome, counts, source, delivered, now, record["model_id"], prices, failed)
+        hotsql.record_update(record_id, UsageStatus.IN_PROGRESS, fields)
+        credit.usage_day_add(record["api_key_id"], record["created_at"], counts.prompt, counts.completion, cost)
     return cost
 
 
@@ -354,3 +392,48 @@ def usage_record_checkpoint(record_id: int, checkpoint: Checkpoint) -> None:
     if checkpoint.vendor_prompt_tokens is not None:
         fields["vendor_prompt_tokens"] = checkpoint.vendor_prompt_tokens
     UsageRecord.objects.filter(pk=record_id, status=UsageStatus.IN_PROGRESS).update(**fields)
+
+
+def _settlement(
+    outcome: Outcome,
+    counts: TokenCounts,
+    source: str,
+    delivered: int,
+    now: datetime,
+    model_id: int | None,
+    prices: Prices,
+    failed: bool,
+) -> tuple[Decimal, dict[str, Any]]:
+    """Return a settled record's cost and the fields to write (re-priced at the model that answered)."""
+    repriced: dict[str, Any] = {}
+    if outcome.answered_by is not None and outcome.answered_by.model_id != model_id:
+        prices = outcome.answered_by.prices
+        repriced = _model_fields(outcome.answered_by)
+    cost = cost_compute(prices, counts, failed=failed)
+    return cost, {
+        "status": outcome.status,
+        "http_status": outcome.http_status,
+        "error_code": outcome.error_code[:64],
+        "error_message": outcome.error_message[:500],
+        "finish_reason": outcome.finish_reason[:32],
+        "prompt_tokens": counts.prompt,
+        "completion_tokens": counts.completion,
+        "cached_tokens": counts.cached,
+        "reasoning_tokens": counts.reasoning,
+        "usage_source": source,
+        "vendor_prompt_tokens": outcome.vendor_prompt_tokens,
+        "vendor_completion_tokens": outcome.vendor_completion_tokens,
+        "tokens_delivered": delivered,
+        "cost": cost,
+        "reserved_cost": Decimal("0"),
+        "reserved_until": None,
+        "first_token_ms": outcome.first_token_ms,
+        "duration_ms": outcome.duration_ms,
+        "finished_at": now,
+        "deployment_id": outcome.deployment_id,
+        "vendor_id": outcome.vendor_id,
+        "vendor_name": outcome.vendor_name[:64],
+        "upstream_model": outcome.upstream_model[:200],
+        "attempts": outcome.attempts,
+        **repriced,
+    }
