@@ -93,16 +93,15 @@ def test_live_processes_keep_their_records_and_reconcile_settles_the_dead(killab
 
     server.stop(signal.SIGKILL)
     delivered = UsageRecord.objects.get(generation_id=generation_id).tokens_delivered
-    # On PostgreSQL the killed process's backend may hold its last checkpoint's locks for a
-    # moment after the kill; the command is simply run again, as an operator would.
-    deadline = time.monotonic() + 10
-    while True:
-        result = manage("usage", "reconcile")
-        assert result.returncode == 0, result.stderr
-        if generation_id in result.stdout or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert generation_id in result.stdout and "1 record(s) settled" in result.stdout
+    result = manage("usage", "reconcile")
+    assert result.returncode == 0, result.stderr
+    if generation_id not in result.stdout:
+        # Every live router applies the same rule on its heartbeat (every 5 s): the session's
+        # router may have settled the dead process's record a moment before the command ran.
+        assert "0 record(s) settled" in result.stdout
+        assert UsageRecord.objects.get(generation_id=generation_id).status == UsageStatus.INTERRUPTED
+    else:
+        assert "1 record(s) settled" in result.stdout
     record = UsageRecord.objects.get(generation_id=generation_id)
     assert (record.status, record.completion_tokens) == ("interrupted", delivered)
     stream.close()
