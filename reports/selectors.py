@@ -236,52 +236,32 @@ def requests_by_status(records: QuerySet[UsageRecord]) -> dict[str, int]:
     return counts
 
 
-CSV_COLUMNS = (
-    "generation_id",
-    "created_at",
-    "finished_at",
-    "key_name",
-    "key_prefix",
-    "model",
-    "vendor",
-    "upstream_model",
-    "status",
-    "streamed",
-    "http_status",
-    "error_code",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "usage_source",
-    "cost_usd",
-    "first_token_ms",
-    "duration_ms",
+# CSV export: (column header, UsageRecord field path), in column order; one list so they cannot drift.
+_CSV = (
+    ("generation_id", "generation_id"),
+    ("created_at", "created_at"),
+    ("finished_at", "finished_at"),
+    ("key_name", "api_key__name"),
+    ("key_prefix", "api_key__prefix"),
+    ("model", "model_name"),
+    ("vendor", "vendor_name"),
+    ("upstream_model", "upstream_model"),
+    ("status", "status"),
+    ("streamed", "streamed"),
+    ("http_status", "http_status"),
+    ("error_code", "error_code"),
+    ("finish_reason", "finish_reason"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("completion_tokens", "completion_tokens"),
+    ("cached_tokens", "cached_tokens"),
+    ("reasoning_tokens", "reasoning_tokens"),
+    ("usage_source", "usage_source"),
+    ("cost_usd", "cost"),
+    ("first_token_ms", "first_token_ms"),
+    ("duration_ms", "duration_ms"),
 )
-_CSV_FIELDS = (
-    "generation_id",
-    "created_at",
-    "finished_at",
-    "api_key__name",
-    "api_key__prefix",
-    "model_name",
-    "vendor_name",
-    "upstream_model",
-    "status",
-    "streamed",
-    "http_status",
-    "error_code",
-    "finish_reason",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "usage_source",
-    "cost",
-    "first_token_ms",
-    "duration_ms",
-)
+CSV_COLUMNS = tuple(column for column, _ in _CSV)
+_CSV_FIELDS = tuple(field for _, field in _CSV)
 
 
 def csv_rows_query(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord, tuple[Any, ...]]:
