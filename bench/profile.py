@@ -21,13 +21,17 @@ from bench.limits import raise_open_files
 from bench.run import PROFILES, Bench, router_target
 
 
-def summarise(collapsed: Path, top: int) -> str:
+def summarise(collapsed: Path, top: int, threads: str = "all") -> str:
+    """Aggregate py-spy's collapsed stacks; ``threads``: all, loop (the event loop's) or workers."""
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
+        in_worker = "Thread._bootstrap" in stack
+        if (threads == "loop" and in_worker) or (threads == "workers" and not in_worker):
+            continue
         frames = [
             f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] + ")" for f in stack.split(";")
         ]
@@ -48,6 +52,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--server", choices=sorted(processes.SERVERS), default="uvicorn")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--threads", choices=("all", "loop", "workers"), default="all")
+    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "profile.txt")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -76,6 +82,7 @@ def main() -> None:
                     "-d",
                     str(int(args.seconds)),
                     "--nonblocking",
+                    *(["--gil"] if args.gil else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -84,7 +91,7 @@ def main() -> None:
                 workloads.throughput(target, args.workload, 32, args.seconds, args.workload == "stream")
             )
             spy.wait(30)
-            report = f"{args.workload} at c=32 on {args.server}: {result}\n\n" + summarise(collapsed, args.top)
+            report = f"{args.workload} at c=32 on {args.server}: {result}\n\n" + summarise(collapsed, args.top, args.threads)
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(report)
             print(report)
