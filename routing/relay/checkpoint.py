@@ -56,8 +56,8 @@ class Piece:
 
     choices: list[dict[str, Any]]
     tokens: int
+    text: str  # the billable text (``wire.delivered_text``)
     exhausted: bool = False  # the token limit is reached: end the stream after this piece
-    has_text: bool = True
 
 
 @dataclass(slots=True)
@@ -69,6 +69,7 @@ class DeliveryMeter:
     vendor_prompt: Callable[[], int | None]
     limit: int | None = None
     tokens: int = 0  # delivered to the client so far
+    measured: int = 0  # passed through ``measure`` so far (a batch is measured before it is sent)
     indexes: set[int] = field(default_factory=set)
     _saved_tokens: int = 0
     _saved_at: float = 0.0
@@ -87,11 +88,14 @@ class DeliveryMeter:
                 self.indexes.add(choice["index"])
         text = wire.delivered_text(choices)
         count = await self._count(text)
-        if self.limit is None or self.tokens + count <= self.limit:
-            return Piece(choices, count, has_text=bool(text))
-        clipped = clip_choices(choices, self.limit - self.tokens, self.encoding)
+        if self.limit is None or self.measured + count <= self.limit:
+            self.measured += count
+            return Piece(choices, count, text)
+        clipped = clip_choices(choices, self.limit - self.measured, self.encoding)
         clipped_text = wire.delivered_text(clipped)
-        return Piece(clipped, await self._count(clipped_text), exhausted=True, has_text=bool(clipped_text))
+        count = await self._count(clipped_text)
+        self.measured += count
+        return Piece(clipped, count, clipped_text, exhausted=True)
 
     def length_choices(self) -> list[dict[str, Any]]:
         return [{"index": i, "delta": {}, "finish_reason": "length"} for i in sorted(self.indexes or {0})]

@@ -13,7 +13,7 @@ from django.conf import settings
 from ops import logs, metrics
 from routing.errors import RouterError
 from routing.relay import lifecycle, wire
-from routing.relay.handler import Receive, Scope, Send, chat_completions
+from routing.relay.handler import Receive, Relay, Scope, Send
 from routing.vendors import http
 
 CHAT_PATHS = {"/v1/chat/completions", "/v1/chat/completions/"}
@@ -54,7 +54,12 @@ async def _http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> 
     try:
         if scope["path"] in CHAT_PATHS:
             if scope["method"] == "POST":
-                await chat_completions(scope, receive, send_observed)
+                # The relay gets the server's own send (no wrapper per chunk) and keeps its status.
+                relay = Relay(scope, receive, send)
+                try:
+                    await relay.run()
+                finally:
+                    status = relay.status
             else:
                 await _method_not_allowed(send_observed)
         else:

@@ -31,7 +31,6 @@ from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_lo
 from billing.services import (
     Admission,
     Outcome,
-    generation_id_new,
     request_admit,
     request_reject,
     usage_record_finalize,
@@ -39,12 +38,13 @@ from billing.services import (
 from billing.streams import stream_slot_acquire
 from billing.writer import group_committed
 from lib import tokens
+from lib.ids import generation_id
 from ops import logs, metrics
 from routing.errors import RouterError, UpstreamError
 from routing.health import cooldowns
 from routing.relay import lifecycle, wire
-from routing.relay.checkpoint import DeliveryMeter
-from routing.relay.flow import ClientStalled, stall_guarded
+from routing.relay.checkpoint import DeliveryMeter, Piece
+from routing.relay.flow import ClientStalled, Deadline, StallGuard
 from routing.schema import ChatRequest, parse_chat_request, too_large
 from routing.selection import attempt_plan, fallback_allowed
 from routing.selectors import ModelRoute, Target
@@ -77,7 +77,9 @@ class Relay:
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self.receive = receive
-        self._send = stall_guarded(send, settings.SIRAYA_CLIENT_STALL_SECONDS, self.note_stalled)
+        self.guard = StallGuard(send, settings.SIRAYA_CLIENT_STALL_SECONDS, self.note_stalled)
+        self._send = self.guard
+        self.status = 0  # the response's HTTP status, once its headers are sent
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.generation_id: str | None = None
@@ -114,7 +116,7 @@ class Relay:
             await self.send_error(RouterError(500, "The router failed to read this request.", code="router_error"))
             return
         # From here the caller is known: whatever happens leaves exactly one usage record.
-        self.generation_id = generation_id_new()
+        self.generation_id = generation_id()
         logs.generation_id.set(self.generation_id)
         admitting = False
         model_name = ""
@@ -234,6 +236,7 @@ class Relay:
             await self.fail(failure, admission)
         finally:
             watcher.cancel()
+            self.guard.close()
             if request.stream:
                 metrics.STREAMS_OPEN.dec()
             self.meter.close()
@@ -308,10 +311,13 @@ class Relay:
         the client never gets two vendors' text spliced together.
         """
         store = cooldowns()
-        cooling = await store.cooling(
-            t.deployment_id for r in admission.routes or (admission.route,) for t in r.targets
-        )
-        plan = attempt_plan(admission.routes or (admission.route,), request.provider, cooling, _rng)
+        routes = admission.routes or (admission.route,)
+        if len(routes) == 1 and len(routes[0].targets) == 1 and not request.provider:
+            # One deployment: cooling or not, it is the only one to try (no cooldown lookup).
+            plan = [(routes[0], routes[0].targets[0])]
+        else:
+            cooling = await store.cooling(t.deployment_id for r in routes for t in r.targets)
+            plan = attempt_plan(routes, request.provider, cooling, _rng)
         keepalive = asyncio.create_task(self.keep_alive()) if request.stream else None
         try:
             for number, (route, target) in enumerate(plan, 1):
@@ -364,46 +370,67 @@ class Relay:
     async def stream(self, request: ChatRequest, admission: Admission, route: ModelRoute, target: Target) -> None:
         vendor = target.vendor
         call = UpstreamCall(request, target.upstream_model, admission.generation_id, route.max_output_tokens)
-        events = adapter_for(vendor).stream(call)
+        batches = adapter_for(vendor).stream(call)
         gid, created, name = admission.generation_id, admission.created, route.name
+        meter = self.meter
+        assert meter is not None
         # Chunks that carry nothing of the answer yet (the role chunk) wait here, so that a
         # failure before the first real token can still fall back to another deployment.
         held: list[bytes] = []
+        # One vendor deadline, moved forward by each batch once the answer has started.
+        deadline = Deadline(vendor.first_byte_timeout)
+        idle = vendor.idle_timeout
         try:
-            async with asyncio.timeout(vendor.first_byte_timeout) as deadline:
-                async for event in events:
-                    if type(event) is ChunkEvent:
-                        piece = await self.meter.measure(event.choices)  # type: ignore[union-attr]
-                        if not piece.has_text and piece.exhausted:
-                            data = b""
-                        else:
-                            data = wire.sse(wire.chunk(gid, created, name, piece.choices, event.extra))
-                        if not self.answer_started and not piece.exhausted:
-                            if not wire.carries_answer(piece.choices):
-                                held.append(data)
-                                continue
-                        self.answer_started = True
-                        if held:
-                            data, held = b"".join(held) + data, []
-                        if data:
-                            await self.send_chunk(data)
-                            self.note_delivered(piece.choices, piece.tokens)
-                        if piece.exhausted:  # the vendor ignored max_tokens: stop here, close upstream
-                            self.finish_reason = "length"
-                            length = self.meter.length_choices()  # type: ignore[union-attr]
-                            await self.send_chunk(wire.sse(wire.chunk(gid, created, name, length)))
-                            break
-                    else:
+            async for batch in batches:
+                # Every chunk of one network read goes to the client in one write.
+                out: list[bytes] = []
+                sent: list[Piece] = []
+                exhausted = False
+                for event in batch:
+                    if type(event) is not ChunkEvent:
                         self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
-                    if self.answer_started:
-                        deadline.reschedule(self.loop.time() + vendor.idle_timeout)
-        except TimeoutError:
-            phase = "the first token" if self.first_token_at is None else "the next token"
-            raise UpstreamError(
-                504, f"Vendor '{vendor.name}' timed out waiting for {phase}.", code="upstream_timeout", retryable=True
-            ) from None
+                        continue
+                    piece = await meter.measure(event.choices)
+                    exhausted = piece.exhausted
+                    if not piece.text and exhausted:
+                        data = b""
+                    else:
+                        data = wire.sse(wire.chunk(gid, created, name, piece.choices, event.extra))
+                    if not self.answer_started and not exhausted:
+                        if not wire.carries_answer(piece.choices, piece.text):
+                            held.append(data)
+                            continue
+                    self.answer_started = True
+                    if held:
+                        out += held
+                        held = []
+                    if data:
+                        out.append(data)
+                        sent.append(piece)
+                    if exhausted:  # the vendor ignored max_tokens: stop here, close upstream
+                        self.finish_reason = "length"
+                        out.append(wire.sse(wire.chunk(gid, created, name, meter.length_choices())))
+                        break
+                if out:
+                    await self.send_chunk(b"".join(out))
+                    self.note_delivered(sent)
+                if exhausted:
+                    break
+                if self.answer_started:
+                    deadline.move(self.loop.time() + idle)
+        except asyncio.CancelledError:
+            if deadline.expired_here():
+                phase = "the first token" if self.first_token_at is None else "the next token"
+                raise UpstreamError(
+                    504,
+                    f"Vendor '{vendor.name}' timed out waiting for {phase}.",
+                    code="upstream_timeout",
+                    retryable=True,
+                ) from None
+            raise
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            deadline.close()
+            await batches.aclose()  # type: ignore[attr-defined]
         tail = b"".join(held)
         if request.include_usage:
             usage = self.usage_for_client(request, route)
@@ -418,24 +445,28 @@ class Relay:
 
     async def start_stream(self) -> None:
         self.started = True
+        self.status = 200
         headers = [*wire.SSE_HEADERS, (b"x-generation-id", (self.generation_id or "").encode())]
         if self.rate is not None:
             headers += self.rate.headers()
         await self._send(wire.start(200, headers))
 
-    def note_delivered(self, choices: list[dict[str, Any]], token_count: int = 0) -> None:
+    def note_delivered(self, pieces: list[Piece]) -> None:
+        """Note what one write handed to the client: its text, tokens and finish reason."""
         if self.disconnected:
             return
-        if self.meter is not None:
-            self.meter.delivered(token_count)
+        count = 0
+        for piece in pieces:
+            count += piece.tokens
+            if piece.text:
+                self.delivered.append(piece.text)
+            for choice in piece.choices:
+                if choice.get("finish_reason"):
+                    self.finish_reason = choice["finish_reason"]
         if self.first_token_at is None:
             self.first_token_at = self.loop.time()
-        text = wire.delivered_text(choices)
-        if text:
-            self.delivered.append(text)
-        for choice in choices:
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+        if self.meter is not None:
+            self.meter.delivered(count)
 
     async def keep_alive(self) -> None:
         """Send an SSE comment whenever nothing was sent for the keepalive interval."""
@@ -493,6 +524,7 @@ class Relay:
         if self.rate is not None:
             headers += self.rate.headers()
         self.started = self.answer_started = True
+        self.status = 200
         await self._send(wire.start(200, headers))
         await self._send(wire.body(orjson.dumps(payload)))
         if not self.disconnected:
@@ -515,6 +547,7 @@ class Relay:
 
     async def send_error(self, error: RouterError) -> None:
         self.started = True
+        self.status = error.status
         await self._send(wire.start(error.status, wire.error_response_headers(error, self.generation_id)))
         await self._send(wire.body(error.json()))
 

@@ -96,12 +96,14 @@ def delivered_text(choices: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def carries_answer(choices: list[dict[str, Any]]) -> bool:
-    """Whether a chunk holds any of the answer (text, a tool call, or the end of it)."""
+def carries_answer(choices: list[dict[str, Any]], text: str | None = None) -> bool:
+    """Whether a chunk holds any of the answer (text, a tool call, or the end of it).
+
+    ``text``: the chunk's ``delivered_text`` when the caller has it already."""
     for choice in choices:
         if choice.get("finish_reason"):
             return True
         delta = choice.get("delta") or {}
         if delta.get("tool_calls") or delta.get("function_call"):
             return True
-    return bool(delivered_text(choices))
+    return bool(delivered_text(choices) if text is None else text)

@@ -5,8 +5,12 @@ OpenAI-shaped pieces: ``ChunkEvent`` (a chunk's ``choices``) and ``UsageEvent`` 
 counts the vendor reported). Failures are raised as ``UpstreamError``. The relay owns
 everything vendor-neutral: ids, keepalives, cancellation, counting and billing.
 
-``stream()`` is an async generator; the relay closes it with ``aclose()`` on cancellation,
+``stream()`` is an async generator of batches: the events decoded from one network read
+come together in one list, so the relay handles them in one pass and hands them to the
+client in one write (a vendor that sends faster than the client's loop turns costs one
+write per read, not one per token). The relay closes it with ``aclose()`` on cancellation,
 so an adapter must release its upstream connection in ``finally`` (``async with`` does).
+Events decoded before a failure in the same read are yielded before the failure is raised.
 """
 
 from __future__ import annotations
@@ -104,8 +108,8 @@ class VendorAdapter(ABC):
         """Raise ``ValueError`` with a one-line message when the vendor cannot work as configured."""
 
     @abstractmethod
-    def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
-        """Yield the answer as events; raise ``UpstreamError`` on failure."""
+    def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
+        """Yield the answer as batches of events (one per network read); raise ``UpstreamError`` on failure."""
 
     @abstractmethod
     async def complete(self, call: UpstreamCall) -> Completion:

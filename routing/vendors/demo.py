@@ -58,17 +58,19 @@ class DemoAdapter(VendorAdapter):
             completion_tokens=tokens.count_text(text, encoding),
         )
 
-    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         words, finish = self._answer(call)
         delay = float(self.vendor.options.get("token_delay", 0.05))
         await asyncio.sleep(float(self.vendor.options.get("first_token_delay", 0)))
-        yield ChunkEvent([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        yield [ChunkEvent([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
         for i, word in enumerate(words):
             if i:
                 await asyncio.sleep(delay)
-            yield ChunkEvent([{"index": 0, "delta": {"content": word}, "finish_reason": None}])
-        yield ChunkEvent([{"index": 0, "delta": {}, "finish_reason": finish}])
-        yield UsageEvent(self._usage(call, "".join(words)))
+            yield [ChunkEvent([{"index": 0, "delta": {"content": word}, "finish_reason": None}])]
+        yield [
+            ChunkEvent([{"index": 0, "delta": {}, "finish_reason": finish}]),
+            UsageEvent(self._usage(call, "".join(words))),
+        ]
 
     async def complete(self, call: UpstreamCall) -> Completion:
         words, finish = self._answer(call)

@@ -11,7 +11,7 @@ import orjson
 from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
-from routing.vendors.sse import SseTooLarge, sse_events
+from routing.vendors.sse import SseDecoder, SseEvent, SseTooLarge
 
 _CHUNK_EXTRAS = ("system_fingerprint", "service_tier")
 
@@ -81,27 +81,45 @@ class OpenAIAdapter(VendorAdapter):
             events.append(UsageEvent(usage_from_openai(usage)))
         return events
 
-    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         request = await self.request(call, stream=True)
+        decoder = SseDecoder()
         async with http.open_response(self.vendor, request, self.on_error) as response:
-            try:
-                async for event in sse_events(response.aiter_raw()):
-                    if event.data == b"[DONE]":
-                        return
-                    try:
-                        payload = orjson.loads(event.data)
-                    except orjson.JSONDecodeError:
+            async for data in response.aiter_raw():
+                batch: list[StreamEvent] = []
+                try:
+                    done = self._decode(decoder.feed(data), batch)
+                except (UpstreamError, SseTooLarge) as exc:
+                    if batch:
+                        yield batch  # what came before the failure in this read still reaches the client
+                    if isinstance(exc, SseTooLarge):
                         raise UpstreamError(
-                            502,
-                            f"Vendor '{self.vendor.name}' sent a malformed stream chunk.",
-                            code="upstream_malformed",
+                            502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed"
                         ) from None
-                    if not isinstance(payload, dict):
-                        continue
-                    for item in self.chunk_events(payload):
-                        yield item
-            except SseTooLarge as exc:
-                raise UpstreamError(502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed") from None
+                    raise
+                if batch:
+                    yield batch
+                if done:
+                    return
+            batch = []
+            self._decode(decoder.close(), batch)
+            if batch:
+                yield batch
+
+    def _decode(self, events: list[SseEvent], batch: list[StreamEvent]) -> bool:
+        """Append the events of decoded SSE messages to ``batch``; return True at ``[DONE]``."""
+        for event in events:
+            if event.data == b"[DONE]":
+                return True
+            try:
+                payload = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(
+                    502, f"Vendor '{self.vendor.name}' sent a malformed stream chunk.", code="upstream_malformed"
+                ) from None
+            if isinstance(payload, dict):
+                batch.extend(self.chunk_events(payload))
+        return False
 
     async def complete(self, call: UpstreamCall) -> Completion:
         request = await self.request(call, stream=False)

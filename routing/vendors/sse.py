@@ -29,6 +29,21 @@ class SseDecoder:
         buffer = self._buffer + chunk if self._buffer else chunk
         events: list[SseEvent] = []
         start = 0
+        # Fast path for what vendors send almost always: events of one ``data: `` line each,
+        # ended by a blank line, no CR. Anything else (comments, ``event:`` lines, CRLF, an
+        # event split across reads) goes through the line-by-line parser below from there on.
+        if not self._data and not self._event:
+            while True:
+                end = buffer.find(b"\n\n", start)
+                if end < 0:
+                    break
+                if buffer.startswith(b"data: ", start):
+                    data = buffer[start + 6 : end]
+                    if b"\n" not in data and not data.endswith(b"\r"):
+                        events.append(SseEvent(data))
+                        start = end + 2
+                        continue
+                break
         while True:
             end = buffer.find(b"\n", start)
             if end < 0:

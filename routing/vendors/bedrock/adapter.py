@@ -131,13 +131,20 @@ class BedrockAdapter(VendorAdapter):
             result.headers["Retry-After"] = str(math.ceil(retry_after))
         return result
 
-    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         request = self.request(call, stream=True)
         decoder = ConverseStreamDecoder(self.vendor.name)
         async with http.open_response(self.vendor, request, self.on_error) as response:
             async for data in response.aiter_raw():
-                for event in decoder.feed(data):
-                    yield event
+                batch: list[StreamEvent] = []
+                try:
+                    batch.extend(decoder.feed(data))
+                except UpstreamError:
+                    if batch:
+                        yield batch  # good frames that shared the read with the failure come first
+                    raise
+                if batch:
+                    yield batch
             decoder.finish()
 
     async def complete(self, call: UpstreamCall) -> Completion:

@@ -22,7 +22,7 @@ import orjson
 from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorAdapter, VendorConfig
-from routing.vendors.sse import SseTooLarge, sse_events
+from routing.vendors.sse import SseDecoder, SseEvent, SseTooLarge
 from routing.vendors.vertex import claude, gemini
 from routing.vendors.vertex.auth import AccessTokens, service_account_credentials
 
@@ -108,24 +108,43 @@ class VertexAdapter(VendorAdapter):
             error.code = str(named)
         return error
 
-    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamEvent]:
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         dialect, request = await self.request(call, stream=True)
         state = dialect.StreamState(self.vendor.name)
+        decoder = SseDecoder()
         async with http.open_response(self.vendor, request, self.on_error) as response:
-            try:
-                async for event in sse_events(response.aiter_raw()):
-                    for item in state.events(self._json(event.data)):
-                        yield item
-                    if state.done:
-                        return
-            except SseTooLarge as exc:
-                raise UpstreamError(502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed") from None
+            reads = response.aiter_raw()
+            while not state.done:
+                data = await anext(reads, None)
+                batch: list[StreamEvent] = []
+                try:
+                    self._decode(state, decoder.feed(data) if data is not None else decoder.close(), batch)
+                except (UpstreamError, SseTooLarge) as exc:
+                    if batch:
+                        yield batch  # what came before the failure in this read still reaches the client
+                    if isinstance(exc, SseTooLarge):
+                        raise UpstreamError(
+                            502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed"
+                        ) from None
+                    raise
+                if batch:
+                    yield batch
+                if data is None:
+                    break
+            if state.done:
+                return
         if not state.finished:
             # A clean end without a finish reason (Gemini) or message_stop (Claude) is a cut stream.
             raise UpstreamError(
                 502, f"Vendor '{self.vendor.name}' ended the stream before the answer was complete.",
                 code="upstream_truncated", retryable=True,
             )  # fmt: skip
+
+    def _decode(self, state: Any, events: list[SseEvent], batch: list[StreamEvent]) -> None:
+        for event in events:
+            batch.extend(state.events(self._json(event.data)))
+            if state.done:
+                return
 
     def _json(self, data: bytes) -> dict[str, Any]:
         try:
