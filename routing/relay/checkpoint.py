@@ -1,10 +1,14 @@
 """Counting what a stream hands the client: checkpoints of delivered tokens, and ``max_tokens``.
 
-Each delivered piece is counted when it passes (a short piece on the event loop, a large
-one in a worker thread). Every ``SIRAYA_CHECKPOINT_SECONDS`` or ``SIRAYA_CHECKPOINT_TOKENS``,
-whichever comes first, the count is written to the usage record in the background: one
-write in flight per stream at most, never a database hop per chunk, and the stream never
-waits for it. If the process dies, recovery bills the last checkpoint (``billing.recovery``).
+With a token limit (``max_tokens``), each piece is counted as it passes (a short piece on
+the event loop, a large one in a worker thread) and the piece that crosses the limit is cut.
+Without one, pieces are only counted when a checkpoint may be due: the settled record counts
+the whole delivered text anyway, so most streams (shorter than a checkpoint interval) are
+never counted on the event loop at all. Every ``SIRAYA_CHECKPOINT_SECONDS`` or
+``SIRAYA_CHECKPOINT_TOKENS``, whichever comes first, the count is written to the usage record
+in the background: one write in flight per stream at most, never a database hop per chunk,
+and the stream never waits for it. If the process dies, recovery bills the last checkpoint
+(``billing.recovery``).
 
 The count is the sum of the pieces' token counts; vendors cut deltas at token boundaries,
 so it matches the count of the whole text (the settled record recounts the whole text).
@@ -68,9 +72,12 @@ class DeliveryMeter:
     encoding: str
     vendor_prompt: Callable[[], int | None]
     limit: int | None = None
-    tokens: int = 0  # delivered to the client so far
+    tokens: int = 0  # delivered to the client so far (counted)
     measured: int = 0  # passed through ``measure`` so far (a batch is measured before it is sent)
     indexes: set[int] = field(default_factory=set)
+    # Delivered pieces not counted yet (no token limit: counted when a checkpoint may be due).
+    _uncounted: list[str] = field(default_factory=list)
+    _uncounted_chars: int = 0
     _saved_tokens: int = 0
     _saved_at: float = 0.0
     _first: bool = True
@@ -87,8 +94,10 @@ class DeliveryMeter:
             if isinstance(choice.get("index"), int):
                 self.indexes.add(choice["index"])
         text = wire.delivered_text(choices)
+        if self.limit is None:
+            return Piece(choices, 0, text)  # counted by ``delivered`` when a checkpoint may be due
         count = await self._count(text)
-        if self.limit is None or self.measured + count <= self.limit:
+        if self.measured + count <= self.limit:
             self.measured += count
             return Piece(choices, count, text)
         clipped = clip_choices(choices, self.limit - self.measured, self.encoding)
@@ -105,12 +114,24 @@ class DeliveryMeter:
             return tokens.count_text(text, self.encoding)
         return await asyncio.to_thread(tokens.count_text, text, self.encoding)
 
-    def delivered(self, count: int) -> None:
-        """Note tokens handed to the client; start a checkpoint write when one is due."""
+    def delivered(self, count: int, uncounted: list[str] | None = None) -> None:
+        """Note tokens (and not yet counted texts) handed to the client; start a checkpoint write when one is due."""
         self.tokens += count
+        if uncounted:
+            self._uncounted += uncounted
+            self._uncounted_chars += sum(map(len, uncounted))
         if self._closed or (self._pending is not None and not self._pending.done()):
             return
         now = asyncio.get_running_loop().time()
+        if self._uncounted and (
+            self._uncounted_chars >= settings.SIRAYA_CHECKPOINT_TOKENS
+            or now - self._saved_at >= settings.SIRAYA_CHECKPOINT_SECONDS
+        ):
+            # Counted once the characters reach the token threshold (a token is usually several
+            # characters) or the interval has passed; the interval bounds the wait either way.
+            encoding = self.encoding
+            self.tokens += sum(tokens.count_text(text, encoding) for text in self._uncounted)
+            self._uncounted, self._uncounted_chars = [], 0
         new = self.tokens - self._saved_tokens
         if new >= settings.SIRAYA_CHECKPOINT_TOKENS or (
             new > 0 and now - self._saved_at >= settings.SIRAYA_CHECKPOINT_SECONDS

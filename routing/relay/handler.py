@@ -456,17 +456,19 @@ class Relay:
         if self.disconnected:
             return
         count = 0
+        texts = []
         for piece in pieces:
             count += piece.tokens
             if piece.text:
-                self.delivered.append(piece.text)
+                texts.append(piece.text)
             for choice in piece.choices:
                 if choice.get("finish_reason"):
                     self.finish_reason = choice["finish_reason"]
+        self.delivered += texts
         if self.first_token_at is None:
             self.first_token_at = self.loop.time()
         if self.meter is not None:
-            self.meter.delivered(count)
+            self.meter.delivered(count, texts if self.meter.limit is None else None)
 
     async def keep_alive(self) -> None:
         """Send an SSE comment whenever nothing was sent for the keepalive interval."""

@@ -78,8 +78,17 @@ def error_response_headers(error: RouterError, generation_id: str | None) -> lis
     return headers
 
 
+_PLAIN_DELTA = frozenset(("role", "content"))
+
+
 def delivered_text(choices: list[dict[str, Any]]) -> str:
     """Text the client is billed for in a chunk: content, refusal, reasoning, tool-call arguments."""
+    if len(choices) == 1:
+        # The usual streamed chunk: one choice whose delta holds content (and perhaps the role).
+        delta = choices[0].get("delta")
+        if type(delta) is dict and delta.keys() <= _PLAIN_DELTA:
+            content = delta.get("content")
+            return content if type(content) is str else ""
     parts: list[str] = []
     for choice in choices:
         delta = choice.get("delta") or choice.get("message")

@@ -74,7 +74,9 @@ class OpenAIAdapter(VendorAdapter):
         events: list[StreamEvent] = []
         choices = payload.get("choices")
         if choices:
-            extra = {k: payload[k] for k in _CHUNK_EXTRAS if payload.get(k) is not None} or None
+            extra = None
+            if "system_fingerprint" in payload or "service_tier" in payload:
+                extra = {k: payload[k] for k in _CHUNK_EXTRAS if payload.get(k) is not None} or None
             events.append(ChunkEvent(choices, extra))
         usage = payload.get("usage")
         if usage:
