@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -65,8 +66,23 @@ def endpoint_of(path: str) -> str:
     return "admin" if path.startswith("/admin/") else "other"
 
 
+# Labelled children by (metric, labels): ``labels()`` validates and locks on every call; the
+# children themselves never change once made, so the relay looks them up here instead.
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        if len(_children) > 10_000:  # bounded, whatever the label values
+            _children.clear()
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def request_answered(path: str, status: int) -> None:
-    REQUESTS.labels(endpoint_of(path), str(status)).inc()
+    _child(REQUESTS, endpoint_of(path), str(status)).inc()
 
 
 def generation_settled(
@@ -79,16 +95,16 @@ def generation_settled(
     first_token_s: float | None,
     duration_s: float,
 ) -> None:
-    GENERATIONS.labels(model, status).inc()
+    _child(GENERATIONS, model, status).inc()
     if prompt_tokens:
-        TOKENS.labels(model, "prompt").inc(prompt_tokens)
+        _child(TOKENS, model, "prompt").inc(prompt_tokens)
     if completion_tokens:
-        TOKENS.labels(model, "completion").inc(completion_tokens)
+        _child(TOKENS, model, "completion").inc(completion_tokens)
     if cost:
-        COST.labels(model).inc(float(cost))
+        _child(COST, model).inc(float(cost))
     if first_token_s is not None:
-        FIRST_TOKEN.labels(vendor or "none").observe(first_token_s)
-    DURATION.labels(vendor or "none").observe(duration_s)
+        _child(FIRST_TOKEN, vendor or "none").observe(first_token_s)
+    _child(DURATION, vendor or "none").observe(duration_s)
 
 
 def cancelled(reason: str) -> None:

@@ -203,10 +203,11 @@ class Relay:
         assert task is not None
         watcher = asyncio.create_task(self.watch_disconnect(task))
         lifecycle.track(self, task)
-        first = admission.route.targets[0]
-        self.meter = DeliveryMeter(
-            admission.record_id, request, first, admission.route.encoding, lambda: self.usage.prompt_tokens
-        )
+        if request.stream:  # a JSON answer is delivered whole or not at all: nothing to meter
+            first = admission.route.targets[0]
+            self.meter = DeliveryMeter(
+                admission.record_id, request, first, admission.route.encoding, lambda: self.usage.prompt_tokens
+            )
         outcome = Outcome(status=UsageStatus.COMPLETED, messages=request.messages, tools=request.params.get("tools"))
         if request.stream:
             metrics.STREAMS_OPEN.inc()
@@ -239,7 +240,8 @@ class Relay:
             self.guard.close()
             if request.stream:
                 metrics.STREAMS_OPEN.dec()
-            self.meter.close()
+            if self.meter is not None:
+                self.meter.close()
             self.fill_outcome(outcome, admission)
             cost = await asyncio.shield(self.settle(admission.record_id, outcome))
             self.observe(outcome, admission, cost)
