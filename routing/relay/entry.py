@@ -39,31 +39,43 @@ async def _method_not_allowed(send: Send) -> None:
     await send(wire.body(error.json()))
 
 
+class _StatusSend:
+    """ASGI ``send`` that remembers the response's status."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.status = 0
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 async def _http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one HTTP request; count it and write its access log line (with its generation id)."""
     started = time.monotonic()
     status = 0
-
-    async def send_observed(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        await send(message)
-
     logs.generation_id.set(None)
     try:
-        if scope["path"] in CHAT_PATHS:
-            if scope["method"] == "POST":
-                # The relay gets the server's own send (no wrapper per chunk) and keeps its status.
-                relay = Relay(scope, receive, send)
-                try:
-                    await relay.run()
-                finally:
-                    status = relay.status
-            else:
-                await _method_not_allowed(send_observed)
+        if scope["path"] in CHAT_PATHS and scope["method"] == "POST":
+            # The relay gets the server's own send (no wrapper per chunk) and keeps its status.
+            relay = Relay(scope, receive, send)
+            try:
+                await relay.run()
+            finally:
+                status = relay.status
         else:
-            await django_app(scope, receive, send_observed)
+            observed = _StatusSend(send)
+            try:
+                if scope["path"] in CHAT_PATHS:
+                    await _method_not_allowed(observed)
+                else:
+                    await django_app(scope, receive, observed)
+            finally:
+                status = observed.status
     finally:
         metrics.request_answered(scope["path"], status or 499)
         access_logger.info(

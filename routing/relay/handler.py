@@ -49,7 +49,7 @@ from routing.schema import ChatRequest, parse_chat_request, too_large
 from routing.selection import attempt_plan, fallback_allowed
 from routing.selectors import ModelRoute, Target
 from routing.vendors import adapter_for
-from routing.vendors.base import ChunkEvent, UpstreamCall, Usage
+from routing.vendors.base import ChunkEvent, StreamEvent, UpstreamCall, Usage
 
 logger = logging.getLogger("siraya.relay")
 
@@ -73,6 +73,13 @@ class ClientGone(Exception):
 
 class Relay:
     """One chat completion request, from body to settled usage record."""
+
+    # One per open stream: slots keep each a few hundred bytes smaller than a __dict__ would.
+    __slots__ = (
+        "_send", "answer_started", "attempts", "cancel_reason", "current", "delivered", "disconnected",
+        "finish_reason", "first_token_at", "generation_id", "guard", "last_send", "loop", "meter", "rate",
+        "receive", "scope", "started", "status", "t0", "task", "usage",
+    )  # fmt: skip
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -122,6 +129,7 @@ class Relay:
         model_name = ""
         try:
             request = parse_chat_request(body)
+            del body  # the parsed request holds what is needed; the raw body need not live as long as the stream
             model_name = request.model
             ask = Ask(request.messages, request.params.get("tools"), request.max_tokens)
             self.rate, ask = await rate_limit_acquire(key, request.model, ask, self.generation_id)
@@ -206,7 +214,7 @@ class Relay:
         if request.stream:  # a JSON answer is delivered whole or not at all: nothing to meter
             first = admission.route.targets[0]
             self.meter = DeliveryMeter(
-                admission.record_id, request, first, admission.route.encoding, lambda: self.usage.prompt_tokens
+                admission.record_id, request, first, admission.route.encoding, self.vendor_prompt_tokens
             )
         outcome = Outcome(status=UsageStatus.COMPLETED, messages=request.messages, tools=request.params.get("tools"))
         if request.stream:
@@ -242,9 +250,15 @@ class Relay:
                 metrics.STREAMS_OPEN.dec()
             if self.meter is not None:
                 self.meter.close()
-            self.fill_outcome(outcome, admission)
-            cost = await asyncio.shield(self.settle(admission.record_id, outcome))
-            self.observe(outcome, admission, cost)
+            try:
+                self.fill_outcome(outcome, admission)
+                cost = await asyncio.shield(self.settle(admission.record_id, outcome))
+                self.observe(outcome, admission, cost)
+            finally:
+                lifecycle.untrack(self)
+
+    def vendor_prompt_tokens(self) -> int | None:
+        return self.usage.prompt_tokens
 
     async def settle(self, record_id: int, outcome: Outcome) -> Decimal:
         cost = await _finalize(record_id, outcome)
@@ -384,38 +398,10 @@ class Relay:
         idle = vendor.idle_timeout
         try:
             async for batch in batches:
-                # Every chunk of one network read goes to the client in one write.
-                out: list[bytes] = []
-                sent: list[Piece] = []
-                exhausted = False
-                for event in batch:
-                    if type(event) is not ChunkEvent:
-                        self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
-                        continue
-                    piece = await meter.measure(event.choices)
-                    exhausted = piece.exhausted
-                    if not piece.text and exhausted:
-                        data = b""
-                    else:
-                        data = wire.sse(wire.chunk(gid, created, name, piece.choices, event.extra))
-                    if not self.answer_started and not exhausted:
-                        if not wire.carries_answer(piece.choices, piece.text):
-                            held.append(data)
-                            continue
-                    self.answer_started = True
-                    if held:
-                        out += held
-                        held = []
-                    if data:
-                        out.append(data)
-                        sent.append(piece)
-                    if exhausted:  # the vendor ignored max_tokens: stop here, close upstream
-                        self.finish_reason = "length"
-                        out.append(wire.sse(wire.chunk(gid, created, name, meter.length_choices())))
-                        break
-                if out:
-                    await self.send_chunk(b"".join(out))
-                    self.note_delivered(sent)
+                exhausted = await self.relay_batch(batch, held, meter, gid, created, name)
+                # While the next read is awaited, the stream keeps no parsed chunk alive (memory
+                # per held-open stream).
+                batch.clear()
                 if exhausted:
                     break
                 if self.answer_started:
@@ -438,6 +424,47 @@ class Relay:
             usage = self.usage_for_client(request, route)
             tail += wire.sse(wire.chunk(gid, created, name, [], {"usage": usage}))
         await self.send_chunk(tail + wire.DONE, more=False)
+
+    async def relay_batch(
+        self, batch: list[StreamEvent], held: list[bytes], meter: DeliveryMeter, gid: str, created: int, name: str
+    ) -> bool:
+        """Hand one vendor read's chunks to the client in one write; return True at the token limit.
+
+        Chunks that carry nothing of the answer yet (the role chunk) wait in ``held``, so that a
+        failure before the first real token can still fall back to another deployment.
+        """
+        out: list[bytes] = []
+        sent: list[Piece] = []
+        exhausted = False
+        for event in batch:
+            if type(event) is not ChunkEvent:
+                self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
+                continue
+            piece = await meter.measure(event.choices)
+            exhausted = piece.exhausted
+            if not piece.text and exhausted:
+                data = b""
+            else:
+                data = wire.sse(wire.chunk(gid, created, name, piece.choices, event.extra))
+            if not self.answer_started and not exhausted:
+                if not wire.carries_answer(piece.choices, piece.text):
+                    held.append(data)
+                    continue
+            self.answer_started = True
+            if held:
+                out += held
+                held.clear()
+            if data:
+                out.append(data)
+                sent.append(piece)
+            if exhausted:  # the vendor ignored max_tokens: stop here, close upstream
+                self.finish_reason = "length"
+                out.append(wire.sse(wire.chunk(gid, created, name, meter.length_choices())))
+                break
+        if out:
+            await self.send_chunk(b"".join(out))
+            self.note_delivered(sent)
+        return exhausted
 
     async def send_chunk(self, data: bytes, more: bool = True) -> None:
         if not self.started:

@@ -82,8 +82,12 @@ async def _heartbeat() -> None:
 
 
 def track(relay: Stoppable, task: asyncio.Task[object]) -> None:
+    """Note a running request; it calls ``untrack`` once its record is settled."""
     _state.running[relay] = task
-    task.add_done_callback(lambda _: _state.running.pop(relay, None))
+
+
+def untrack(relay: Stoppable) -> None:
+    _state.running.pop(relay, None)
 
 
 def running() -> int:

@@ -177,10 +177,18 @@ async def read_json(vendor: VendorConfig, response: httpx.Response) -> Any:
         ) from None
 
 
+def json_bytes(value: Any) -> bytes:
+    """``orjson.dumps(value)`` in a bytes object of its own size.
+
+    orjson returns its output buffer as is: at least 4 KiB however short the JSON. A request
+    body lives as long as its stream, so for held-open streams that was a tenth of the
+    router's memory per stream (tracemalloc, see the commit message); a copy costs ~0.1 us/KB.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 def json_request(method: str, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
-    return httpx.Request(
-        method, url, content=orjson.dumps(body), headers={"content-type": "application/json", **headers}
-    )
+    return httpx.Request(method, url, content=json_bytes(body), headers={"content-type": "application/json", **headers})
 
 
 async def close_clients() -> None:

@@ -19,7 +19,7 @@ import aiohttp
 import httpx
 import yarl
 from httpx_aiohttp import AiohttpTransport
-from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
+from httpx_aiohttp.transport import map_aiohttp_exceptions
 
 
 def _mapped(exc: BaseException) -> httpx.TransportError | None:
@@ -42,12 +42,20 @@ def _mapped(exc: BaseException) -> httpx.TransportError | None:
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self.inner = inner
+    """An aiohttp response body as httpx's stream, aiohttp's errors mapped to httpx's.
+
+    Reads aiohttp's stream directly (``httpx_aiohttp``'s ``AiohttpResponseStream`` added one
+    more generator per read and per open stream)."""
+
+    __slots__ = ("response",)
+    CHUNK_SIZE = 16 * 1024
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for part in self.inner:
+            async for part in self.response.content.iter_chunked(self.CHUNK_SIZE):
                 yield part
         except Exception as exc:
             mapped = _mapped(exc)
@@ -56,7 +64,13 @@ class _Body(httpx.AsyncByteStream):
             raise mapped from exc
 
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        try:
+            await self.response.__aexit__(None, None, None)
+        except Exception as exc:
+            mapped = _mapped(exc)
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from exc
 
 
 class UpstreamTransport(AiohttpTransport):
@@ -117,7 +131,7 @@ class UpstreamTransport(AiohttpTransport):
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=_Body(AiohttpResponseStream(response)),
+            stream=_Body(response),
             request=request,
             extensions=extensions,
         )
