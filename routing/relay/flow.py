@@ -36,10 +36,16 @@ class StallGuard:
     ``on_stall`` runs first, before the connection is aborted (whose disconnect event follows).
     """
 
-    __slots__ = ("_loop", "_on_stall", "_raw", "_seconds", "_sender", "_since", "_timer", "stalled")
+    __slots__ = ("_flow", "_loop", "_on_stall", "_raw", "_seconds", "_sender", "_since", "_timer", "stalled")
 
     def __init__(self, send: Send, seconds: float, on_stall: Callable[[], None]) -> None:
         self._raw = send
+        # uvicorn's flow control, when ``send`` is uvicorn's own: its send waits only while
+        # ``write_paused`` is set, so a send made while it is clear cannot stall and needs no
+        # watchdog (no timer per open stream). Any other server: every body send is watched.
+        self._flow = getattr(getattr(send, "__self__", None), "flow", None)
+        if not isinstance(getattr(self._flow, "write_paused", None), bool):
+            self._flow = None
         self._seconds = seconds
         self._on_stall = on_stall
         self._loop = asyncio.get_running_loop()
@@ -51,7 +57,7 @@ class StallGuard:
     async def __call__(self, message: dict[str, Any]) -> None:
         if self.stalled:
             raise ClientStalled
-        if message["type"] != "http.response.body":
+        if message["type"] != "http.response.body" or (self._flow is not None and not self._flow.write_paused):
             await self._raw(message)
             return
         since = self._since = self._loop.time()
