@@ -88,14 +88,16 @@ class DeliveryMeter:
         self.limit = token_limit(self.request)
         self._saved_at = asyncio.get_running_loop().time()
 
+    def piece(self, choices: list[dict[str, Any]]) -> Piece:
+        """A chunk's billable text, not counted (no token limit: ``delivered`` counts when a checkpoint may be due)."""
+        return Piece(choices, 0, wire.delivered_text(choices))
+
     async def measure(self, choices: list[dict[str, Any]]) -> Piece:
         """Count a chunk's billable text; cut it at the token limit."""
         for choice in choices:
             if isinstance(choice.get("index"), int):
                 self.indexes.add(choice["index"])
         text = wire.delivered_text(choices)
-        if self.limit is None:
-            return Piece(choices, 0, text)  # counted by ``delivered`` when a checkpoint may be due
         count = await self._count(text)
         if self.measured + count <= self.limit:
             self.measured += count
@@ -107,6 +109,7 @@ class DeliveryMeter:
         return Piece(clipped, count, clipped_text, exhausted=True)
 
     def length_choices(self) -> list[dict[str, Any]]:
+        """The closing chunk's choices when the limit cut the stream (``measure`` noted the indexes)."""
         return [{"index": i, "delta": {}, "finish_reason": "length"} for i in sorted(self.indexes or {0})]
 
     async def _count(self, text: str) -> int:

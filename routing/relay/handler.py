@@ -440,7 +440,7 @@ class Relay:
             if type(event) is not ChunkEvent:
                 self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
                 continue
-            piece = await meter.measure(event.choices)
+            piece = meter.piece(event.choices) if meter.limit is None else await meter.measure(event.choices)
             exhausted = piece.exhausted
             if not piece.text and exhausted:
                 data = b""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -14,6 +15,23 @@ from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCa
 from routing.vendors.sse import SseDecoder, SseEvent, SseTooLarge
 
 _CHUNK_EXTRAS = ("system_fingerprint", "service_tier")
+
+
+@functools.lru_cache(maxsize=256)
+def _extras(fingerprint: Any, tier: Any) -> dict[str, Any] | None:
+    found = {"system_fingerprint": fingerprint, "service_tier": tier}
+    return {k: v for k, v in found.items() if v is not None} or None
+
+
+def chunk_extras(fingerprint: Any, tier: Any) -> dict[str, Any] | None:
+    """The extra fields of a chunk, one shared (read-only) dict per distinct pair: a stream
+    repeats the same fingerprint in every chunk."""
+    if type(fingerprint) not in _HASHABLE or type(tier) not in _HASHABLE:
+        return {k: v for k, v in (("system_fingerprint", fingerprint), ("service_tier", tier)) if v is not None}
+    return _extras(fingerprint, tier)
+
+
+_HASHABLE = {str, int, float, bool, type(None)}
 
 
 def usage_from_openai(usage: dict[str, Any]) -> Usage:
@@ -76,7 +94,7 @@ class OpenAIAdapter(VendorAdapter):
         if choices:
             extra = None
             if "system_fingerprint" in payload or "service_tier" in payload:
-                extra = {k: payload[k] for k in _CHUNK_EXTRAS if payload.get(k) is not None} or None
+                extra = chunk_extras(payload.get("system_fingerprint"), payload.get("service_tier"))
             events.append(ChunkEvent(choices, extra))
         usage = payload.get("usage")
         if usage:
