@@ -10,6 +10,7 @@ On shutdown it lets running streams finish for the grace period, then stops the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Protocol
 
@@ -67,9 +68,20 @@ async def ensure_started() -> None:
         except Exception:
             logger.exception("router instance registration failed")
         _state.heartbeat = asyncio.create_task(_heartbeat())
+        _settle_heap()
         _state.started.set_result(None)
     elif not _state.started.done():
         await asyncio.shield(_state.started)
+
+
+def _settle_heap() -> None:
+    """Move everything loaded at start (Django, the tokenizer tables: ~125k objects) out of the
+    garbage collector's view. A full collection scanned them all, about 40 ms with the event
+    loop stopped, every few thousand requests: a latency spike for every request in flight.
+    Objects made later are collected as usual."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 async def _heartbeat() -> None:
