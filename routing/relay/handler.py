@@ -43,7 +43,7 @@ from ops import logs, metrics
 from routing.errors import RouterError, UpstreamError
 from routing.health import cooldowns
 from routing.relay import lifecycle, wire
-from routing.relay.checkpoint import DeliveryMeter, Piece
+from routing.relay.checkpoint import DeliveryMeter
 from routing.relay.flow import ClientStalled, Deadline, StallGuard
 from routing.schema import ChatRequest, parse_chat_request, too_large
 from routing.selection import attempt_plan, fallback_allowed
@@ -65,6 +65,7 @@ _reject = group_committed(request_reject)
 
 
 _rng = random.Random()
+CHUNK_OBJECT = "chat.completion.chunk"
 
 
 class ClientGone(Exception):
@@ -431,16 +432,34 @@ class Relay:
         """Hand one vendor read's chunks to the client in one write; return True at the token limit.
 
         Chunks that carry nothing of the answer yet (the role chunk) wait in ``held``, so that a
-        failure before the first real token can still fall back to another deployment.
+        failure before the first real token can still fall back to another deployment. Once the
+        answer has started and no token limit applies (most chunks of most streams), a chunk
+        costs its text, its finish reason and its rewrite, and no object of its own.
         """
         out: list[bytes] = []
-        sent: list[Piece] = []
+        texts: list[str] = []
+        count = 0
+        finish = ""
         exhausted = False
+        plain = meter.limit is None
         for event in batch:
             if type(event) is not ChunkEvent:
                 self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
                 continue
-            piece = meter.piece(event.choices) if meter.limit is None else await meter.measure(event.choices)
+            choices = event.choices
+            if plain and self.answer_started:
+                text = wire.delivered_text(choices)
+                if text:
+                    texts.append(text)
+                for choice in choices:
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                payload = {"id": gid, "object": CHUNK_OBJECT, "created": created, "model": name, "choices": choices}
+                if event.extra:
+                    payload.update(event.extra)
+                out += (wire.SSE_DATA, orjson.dumps(payload), wire.SSE_END)  # joined once per write
+                continue
+            piece = meter.piece(choices) if plain else await meter.measure(choices)
             exhausted = piece.exhausted
             if not piece.text and exhausted:
                 data = b""
@@ -456,14 +475,19 @@ class Relay:
                 held.clear()
             if data:
                 out.append(data)
-                sent.append(piece)
+                count += piece.tokens
+                if piece.text:
+                    texts.append(piece.text)
+                for choice in piece.choices:
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
             if exhausted:  # the vendor ignored max_tokens: stop here, close upstream
                 self.finish_reason = "length"
                 out.append(wire.sse(wire.chunk(gid, created, name, meter.length_choices())))
                 break
         if out:
             await self.send_chunk(b"".join(out))
-            self.note_delivered(sent)
+            self.note_delivered(texts, count, finish)
         return exhausted
 
     async def send_chunk(self, data: bytes, more: bool = True) -> None:
@@ -480,24 +504,17 @@ class Relay:
             headers += self.rate.headers()
         await self._send(wire.start(200, headers))
 
-    def note_delivered(self, pieces: list[Piece]) -> None:
-        """Note what one write handed to the client: its text, tokens and finish reason."""
+    def note_delivered(self, texts: list[str], tokens_counted: int, finish: str) -> None:
+        """Note what one write handed to the client: its text, counted tokens and finish reason."""
         if self.disconnected:
             return
-        count = 0
-        texts = []
-        for piece in pieces:
-            count += piece.tokens
-            if piece.text:
-                texts.append(piece.text)
-            for choice in piece.choices:
-                if choice.get("finish_reason"):
-                    self.finish_reason = choice["finish_reason"]
         self.delivered += texts
+        if finish:
+            self.finish_reason = finish
         if self.first_token_at is None:
             self.first_token_at = self.loop.time()
         if self.meter is not None:
-            self.meter.delivered(count, texts if self.meter.limit is None else None)
+            self.meter.delivered(tokens_counted, texts if self.meter.limit is None else None)
 
     async def keep_alive(self) -> None:
         """Send an SSE comment whenever nothing was sent for the keepalive interval."""

@@ -26,8 +26,11 @@ def body(data: bytes, more: bool = False) -> dict[str, Any]:
     return {"type": "http.response.body", "body": data, "more_body": more}
 
 
+SSE_DATA, SSE_END = b"data: ", b"\n\n"
+
+
 def sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
+    return SSE_DATA + orjson.dumps(payload) + SSE_END
 
 
 def chunk(
