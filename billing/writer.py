@@ -29,8 +29,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
+from billing import credit, hotsql
 from routing.errors import RouterError
 
 logger = logging.getLogger("siraya.writer")
@@ -65,17 +67,23 @@ class _Redo(Exception):
     """A write of the batch failed: roll the batch back and run its writes one by one."""
 
 
-def _run_together(batch: list[Item]) -> list[tuple[bool, Any]]:
+def _run_together(batch: list[Item], conn: BaseDatabaseWrapper) -> list[tuple[bool, Any]]:
     results: list[tuple[bool, Any]] = []
-    for work, _, _ in batch:
+    # A batch's settlements of one key on one day add to its day row once, before the commit.
+    with credit.usage_days_collected():
+        for work, _, _ in batch:
+            try:
+                results.append((True, work()))
+            except RouterError as refusal:
+                results.append((False, refusal))  # an answer, with what it wrote (its usage record)
+            except Exception as exc:
+                raise _Redo from exc
+            if conn.needs_rollback:
+                raise _Redo
         try:
-            results.append((True, work()))
-        except RouterError as refusal:
-            results.append((False, refusal))  # an answer, with what it wrote (its usage record)
+            credit.usage_days_flush()
         except Exception as exc:
             raise _Redo from exc
-        if connection.needs_rollback:
-            raise _Redo
     return results
 
 
@@ -86,6 +94,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_result(value)
     else:
         future.set_exception(value)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        _settle(future, ok, value)
 
 
 class GroupWriter:
@@ -124,22 +137,29 @@ class GroupWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[Item]) -> None:
-        try:
-            with transaction.atomic():
-                results = _run_together(batch)
-        except _Redo:
-            results = [self._alone(work) for work, _, _ in batch]
-        except Exception:
-            # The commit itself failed (connection lost, lock timeout): start over on a fresh
-            # connection, one transaction per write, so each caller gets its own answer.
-            logger.exception("group commit of %d writes failed; retrying one by one", len(batch))
-            connection.close()
-            results = [self._alone(work) for work, _, _ in batch]
+        conn = connections[DEFAULT_DB_ALIAS]
+        with hotsql.connection_pinned(conn):
+            try:
+                with transaction.atomic():
+                    results = _run_together(batch, conn)
+            except _Redo:
+                results = [self._alone(work) for work, _, _ in batch]
+            except Exception:
+                # The commit itself failed (connection lost, lock timeout): start over on a fresh
+                # connection, one transaction per write, so each caller gets its own answer.
+                logger.exception("group commit of %d writes failed; retrying one by one", len(batch))
+                conn.close()
+                results = [self._alone(work) for work, _, _ in batch]
         self.batches += 1
         self.writes += len(batch)
+        # One wake-up of each caller's event loop per batch (each call_soon_threadsafe writes to
+        # the loop's self-pipe), not one per write.
+        settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, loop, future), (ok, value) in zip(batch, results, strict=True):
+            settled.setdefault(loop, []).append((future, ok, value))
+        for loop, futures in settled.items():
             try:
-                loop.call_soon_threadsafe(_settle, future, ok, value)
+                loop.call_soon_threadsafe(_settle_all, futures)
             except RuntimeError:
                 pass  # the caller's event loop is gone (process shutting down)
 
