@@ -40,18 +40,18 @@ Adapter = Callable[[Any], Any]
 # Values of other types go through the field's adapter.
 Types = frozenset[type]
 _NONE: Types = frozenset({type(None)})
+_TEXT: Types = frozenset({str, type(None)})
 _INTEGER: Types = frozenset({int, type(None)})
-_STORED_AS_IS: dict[str, Types] = {
-    "CharField": frozenset({str, type(None)}),
-    "TextField": frozenset({str, type(None)}),
-    "IntegerField": _INTEGER,
-    "PositiveIntegerField": _INTEGER,
-    "PositiveSmallIntegerField": _INTEGER,
-    "PositiveBigIntegerField": _INTEGER,
-    "BigIntegerField": _INTEGER,
-    "SmallIntegerField": _INTEGER,
-    "BooleanField": frozenset({bool, type(None)}),
-    "DecimalField": frozenset({Decimal, type(None)}),
+_INTEGER_KINDS = {
+    "IntegerField",
+    "PositiveIntegerField",
+    "PositiveSmallIntegerField",
+    "PositiveBigIntegerField",
+    "BigIntegerField",
+    "SmallIntegerField",
+    "AutoField",
+    "BigAutoField",
+    "SmallAutoField",
 }
 
 
@@ -122,34 +122,56 @@ def _field(model: type[Model], name: str) -> Field[Any, Any]:
 
 
 def _adapter(field: Field[Any, Any], conn: BaseDatabaseWrapper) -> tuple[Types, Adapter]:
-    """Return (types stored as they are, adapter of other values) for ``field``, the pair
-    together doing what ``field.get_db_prep_save`` does."""
+    """Return (types passed to the driver as they are, adapter of other values) for ``field``: the
+    pair gives the driver what ``field.get_db_prep_save`` would.
+
+    On SQLite the adapters also do what the sqlite3 module would do next (Decimal to str, as
+    Django registers it; bool to int; a str subclass to its text): it binds int, float, str and
+    None directly, and every other value costs it a failed adapter lookup (two exceptions).
+    """
     kind, sqlite = field.get_internal_type(), conn.vendor == "sqlite"
     if isinstance(field, ForeignKey):
         kind = field.target_field.get_internal_type()
-        if kind in ("AutoField", "BigAutoField", "SmallAutoField"):
-            kind = "IntegerField"
 
     def generic(value: Any) -> Any:
         return field.get_db_prep_save(value, conn)
 
     if kind in ("CharField", "TextField"):
-        # CharField.to_python keeps any str (a TextChoices member too); the driver binds its text.
+        # CharField.to_python keeps any str (a TextChoices member too); drivers bind its text.
         def text(value: Any) -> Any:
             return str.__str__(value) if isinstance(value, str) else generic(value)
 
-        return _STORED_AS_IS[kind], text
-    if kind in _STORED_AS_IS:
-        return _STORED_AS_IS[kind], generic
+        return _TEXT, text
+    if kind in _INTEGER_KINDS:
+        return _INTEGER, generic
+    if kind == "BooleanField":
+        if not sqlite:
+            return frozenset({bool, type(None)}), generic
+
+        def flag(value: Any) -> Any:
+            prepared = generic(value)
+            return None if prepared is None else int(prepared)
+
+        return _NONE, flag
+    if kind == "DecimalField":
+        if not sqlite:
+            return frozenset({Decimal, type(None)}), generic
+
+        def number(value: Any) -> Any:
+            if type(value) is Decimal and value.is_finite():
+                return str(value)
+            prepared = generic(value)
+            return None if prepared is None else str(prepared)
+
+        return _NONE, number
     if kind == "DateTimeField":
         # SQLite: naive UTC text (adapt_datetimefield_value); PostgreSQL: the aware datetime itself.
         def moment(value: Any) -> Any:
-            if type(value) is datetime and value.utcoffset() is not None:
-                if not sqlite:
-                    return value
+            if type(value) is datetime:
                 if value.tzinfo is UTC:
-                    return str(value)[:-6]  # without "+00:00"
-                return str(value.astimezone(UTC).replace(tzinfo=None))
+                    return str(value)[:-6] if sqlite else value  # str() without its "+00:00"
+                if value.utcoffset() is not None:
+                    return str(value.astimezone(UTC).replace(tzinfo=None)) if sqlite else value
             return generic(value)  # naive (Django warns and assumes the default time zone)
 
         return _NONE, moment
@@ -168,6 +190,14 @@ def _adapter(field: Field[Any, Any], conn: BaseDatabaseWrapper) -> tuple[Types, 
 
         return _NONE, document
     return frozenset(), generic
+
+
+def _literal(conn: BaseDatabaseWrapper, value: Any) -> str:
+    """Return ``value`` (as ``get_db_prep_save`` made it) as an SQL literal the database reads as
+    the same value bound as a parameter (SQLite's QUOTE(); psycopg's client-side binding)."""
+    if conn.vendor == "sqlite":
+        return str(_execute("SELECT QUOTE(?)", [value]).fetchone()[0])
+    return str(_cursor(conn).mogrify("%s", [value]))
 
 
 class _Columns:
@@ -221,10 +251,10 @@ class _Insert:
         given = [s.record_fields[name] for name in names]
         rest = [f for f in s.record_fields.values() if f.attname not in names]
         self.columns = _Columns(conn, given)
-        # The models' defaults are Python-side: adapted once, sent with every row.
-        self.defaults = [f.get_db_prep_save(f.get_default(), conn) for f in rest]
+        # The models' defaults are Python-side: written into the SQL once, as literals.
+        defaults = [_literal(conn, f.get_db_prep_save(f.get_default(), conn)) for f in rest]
         columns = ", ".join(s.q(f.column) for f in [*given, *rest])
-        values = ", ".join([s.p] * (len(given) + len(rest)))
+        values = ", ".join([s.p] * len(given) + defaults)
         self.returning = s.returning
         self.sql = f"INSERT INTO {s.record_table} ({columns}) VALUES ({values})"
         if self.returning:
@@ -237,9 +267,7 @@ class _Insert:
         )
 
     def params(self, values: Iterable[Any]) -> list[Any]:
-        params = self.columns.params(values)
-        params += self.defaults
-        return params
+        return self.columns.params(values)
 
 
 class _Update:

@@ -8,7 +8,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -79,7 +79,7 @@ class Admission:
 
 def request_reject(key: KeyInfo, generation_id: str, model_name: str, error: RouterError) -> None:
     """Record an authenticated request refused before admission (invalid body, rate limit)."""
-    _record_rejection(key, generation_id, model_name, error, timezone.now())
+    _record_rejection(key, generation_id, model_name, error, _now())
 
 
 def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
@@ -139,7 +139,7 @@ def request_admit(
     The record starts at the first model's prices; settlement re-prices it at the model that
     answered. The hold covers the dearest of the request's models (``models`` fallbacks).
     """
-    now = timezone.now()
+    now = _now()
     try:
         routes = _routes(model_name, fallback_models)
     except RouterError as error:
@@ -177,6 +177,11 @@ def request_admit(
 _NESTED = contextlib.nullcontext()
 
 
+def _now() -> datetime:
+    """``timezone.now()`` (USE_TZ is on) without its settings lookup, twice per request."""
+    return datetime.now(UTC)
+
+
 def _atomic() -> contextlib.AbstractContextManager[Any]:
     """One transaction for a write, without a savepoint of its own: none when already in one (in
     the group commit each write has its savepoint, or the batch is redone write by write)."""
@@ -205,7 +210,7 @@ def _record_values(
     key: KeyInfo, generation_id: str, route: ModelRoute, streamed: bool, hold: credit.Hold, now: datetime
 ) -> dict[str, Any]:
     prices = route.prices
-    return {
+    values = {
         "generation_id": generation_id,
         "api_key_id": key.id,
         "model_id": route.model_id,
@@ -217,11 +222,12 @@ def _record_values(
         "cached_input_price": prices.cached_input,
         "reasoning_price": prices.reasoning,
         "request_price": prices.request,
-        "reserved_cost": hold.amount,
-        "reserved_until": hold.until,
         "created_at": now,
         "instance_id": _instance_id(),
     }
+    if hold is not credit.NO_HOLD:  # else the fields' defaults, written as constants in the SQL
+        values.update(reserved_cost=hold.amount, reserved_until=hold.until)
+    return values
 
 
 def _record_opened(key: KeyInfo, record_id: int, generation_id: str, route: ModelRoute, now: datetime) -> None:
@@ -374,7 +380,7 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
     transaction that zeroes the record's hold (the key's row is locked first, in the same
     order as admission), so spend + held never double-counts or drops a request.
     """
-    now = timezone.now()
+    now = _now()
     counts, source, delivered = _counts(outcome)
     outcome.billed_tokens = counts.prompt + counts.completion
     outcome.billed_prompt_tokens, outcome.billed_completion_tokens = counts.prompt, counts.completion

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -141,14 +142,26 @@ def test_adapters_prepare_values_as_the_fields_do(db, value):
 
 
 def bound(value: Any) -> tuple[Any, Any]:
-    """What the driver stores: psycopg's Jsonb wrapper compares by identity (its object is
-    compared), and its Int2/Int4/Int8 (Django's on PostgreSQL) store what a plain int does."""
+    """What the driver binds for a prepared value.
+
+    sqlite3 applies its registered adapters (Django's: Decimal to str) and binds a bool as an
+    int and a str subclass as its text. psycopg's Jsonb wrapper compares by identity (its object
+    is compared), and its Int2/Int4/Int8 (Django's on PostgreSQL) bind what a plain int does.
+    """
+    if connection.vendor == "sqlite":
+        adapt = sqlite3.adapters.get((type(value), sqlite3.PrepareProtocol))
+        if adapt is not None:
+            value = adapt(value)
+        if isinstance(value, bool):
+            return int, int(value)
     kind = type(value).__name__
     if kind == "Jsonb":
         return kind, value.obj
     if kind in ("Int2", "Int4", "Int8"):
         return int, int(value)
-    return type(value) if not isinstance(value, str) else str, value
+    if isinstance(value, str):
+        return str, str.__str__(value)
+    return type(value), value
 
 
 def test_day_adapter_prepares_dates_as_the_field_does(db):
