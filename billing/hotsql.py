@@ -149,6 +149,8 @@ def _adapter(field: Field[Any, Any], conn: BaseDatabaseWrapper) -> tuple[Types, 
             return frozenset({bool, type(None)}), generic
 
         def flag(value: Any) -> Any:
+            if type(value) is bool:
+                return int(value)
             prepared = generic(value)
             return None if prepared is None else int(prepared)
 

@@ -159,8 +159,8 @@ def request_admit(
     worst = None
     if key.credit_limit is not None:
         worst = max(credit.ask_worst_case(r, ask) for r in routes)
-    # No savepoint of its own (the group commit gives each write one): a refusal is raised
-    # by ``reserve`` before anything is written, and is recorded in the same transaction.
+    # A refusal is raised by ``reserve`` before anything is written, and is recorded in the
+    # same transaction.
     with _atomic():
         try:
             hold = credit.reserve(key.id, worst, route, ask, now)

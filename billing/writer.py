@@ -4,8 +4,7 @@ Every request writes twice: admission opens its usage record, settlement closes 
 by one, each write is a transaction of its own, and a commit (plus, through
 ``database_sync_to_async``, closing and reopening the connection around every call) costs far
 more than the rows. Here one thread with one persistent connection takes every write queued
-while the previous commit ran and commits them together in one transaction, each in a
-savepoint of its own, so one write that fails undoes only itself.
+while the previous commit ran and commits them together in one transaction.
 
 Nothing is dropped or deferred: the caller awaits its own write, which resolves once the
 transaction holding it has committed.
@@ -16,6 +15,10 @@ the whole batch is rolled back and every write of it is run again alone, in a tr
 and savepoint of its own, so one write that fails still undoes only itself and every caller
 gets its own answer. A write waits at most for the commit in progress plus
 its own batch (``MAX_BATCH`` writes), milliseconds on SQLite; there is no timer.
+
+This thread shares the GIL with the event loop, so per batch it looks its connection up once,
+adds the batch's settlements up per key and day and writes each day row once just before the
+commit (``credit.usage_days_collected``), and wakes each caller's event loop once.
 """
 
 from __future__ import annotations
