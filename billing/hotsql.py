@@ -36,7 +36,8 @@ Adapter = Callable[[Any], Any]
 
 # Types of values that fields of each kind store as they are (Django 5.2, SQLite and PostgreSQL:
 # CharField.to_python keeps a str, IntegerField int() an int, BooleanField bool() a bool,
-# DecimalField Decimal() a finite Decimal, and adapt_decimalfield_value is the identity).
+# DecimalField Decimal() a finite Decimal, and adapt_decimalfield_value is the identity; on
+# PostgreSQL Django wraps ints in psycopg's Int2/Int4/Int8, which store the same number).
 # Values of other types go through the field's adapter.
 Types = frozenset[type]
 _NONE: Types = frozenset({type(None)})
