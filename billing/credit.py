@@ -14,8 +14,11 @@ places happen with no other admission or settlement of the key in between.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -111,6 +114,7 @@ def key_lock(key_id: int) -> tuple[Decimal | None, str]:
 
 def spend_in_period(key_id: int, reset: str, now: datetime) -> Decimal:
     """Return the USD the key spent in the period ``now`` is in (settled requests only)."""
+    usage_days_flush()
     start, end = period_bounds(reset, now)
     days = KeyUsageDay.objects.filter(api_key_id=key_id)
     if start is not None:
@@ -163,8 +167,53 @@ def reserve(key_id: int, worst: Decimal | None, route: ModelRoute, ask: Ask, now
 
 def usage_day_add(key_id: int, created_at: datetime, prompt_tokens: int, completion_tokens: int, cost: Decimal) -> None:
     """Add one settled record to its key's total for the day it was created on."""
-    # One upsert: creates the row or increments it in SQL (no lost update).
-    hotsql.day_add(key_id, day_of(created_at), prompt_tokens, completion_tokens, cost)
+    day = day_of(created_at)
+    days = _collected.days
+    if days is None:
+        # One upsert: creates the row or increments it in SQL (no lost update).
+        hotsql.day_add(key_id, day, 1, prompt_tokens, completion_tokens, cost)
+        return
+    totals = days.get((key_id, day))
+    if totals is None:
+        days[key_id, day] = [1, prompt_tokens, completion_tokens, cost]
+    else:
+        totals[0] += 1
+        totals[1] += prompt_tokens
+        totals[2] += completion_tokens
+        totals[3] += cost
+
+
+class _Collected(threading.local):
+    # (key id, day) -> [requests, prompt tokens, completion tokens, cost], while collecting.
+    days: dict[tuple[int, date], list[Any]] | None = None
+
+
+_collected = _Collected()
+
+
+@contextlib.contextmanager
+def usage_days_collected() -> Iterator[None]:
+    """Within: ``usage_day_add`` adds its figures up per key and day; ``usage_days_flush`` writes them.
+
+    For the group commit, whose settlements of one key on one day then cost one upsert. The
+    caller flushes before its transaction commits; ``spend_in_period`` flushes before reading.
+    """
+    _collected.days = {}
+    try:
+        yield
+    finally:
+        _collected.days = None
+
+
+def usage_days_flush() -> None:
+    """Write the day totals collected so far (see ``usage_days_collected``)."""
+    days = _collected.days
+    if not days:
+        return
+    _collected.days = {}
+    # In key order: concurrent batches of several processes lock the day rows in the same order.
+    for (key_id, day), (requests, prompt, completion, cost) in sorted(days.items()):
+        hotsql.day_add(key_id, day, requests, prompt, completion, cost)
 
 
 def reservations_reconcile(now: datetime | None = None) -> int:

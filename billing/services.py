@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -77,29 +79,30 @@ class Admission:
 
 def request_reject(key: KeyInfo, generation_id: str, model_name: str, error: RouterError) -> None:
     """Record an authenticated request refused before admission (invalid body, rate limit)."""
-    _record_rejection(key, generation_id, model_name, error, timezone.now())
+    _record_rejection(key, generation_id, model_name, error, _now())
 
 
 def _record_rejection(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
-    # No savepoint of its own: in the group commit each write already has one.
-    with transaction.atomic(savepoint=False):
+    with _atomic():
         credit.key_lock(key.id)  # same lock order as admission and settlement: key, then rows
         _rejection_create(key, generation_id, model_name, error, now)
         credit.usage_day_add(key.id, now, 0, 0, Decimal("0"))
 
 
 def _rejection_create(key: KeyInfo, generation_id: str, model_name: str, error: RouterError, now: datetime) -> None:
-    UsageRecord.objects.create(
-        generation_id=generation_id,
-        api_key_id=key.id,
-        model_name=model_name[:128],
-        status=UsageStatus.ERROR,
-        http_status=error.status,
-        error_code=(error.code or "")[:64],
-        error_message=error.message[:500],
-        created_at=now,
-        finished_at=now,
-        duration_ms=0,
+    hotsql.record_insert(
+        {
+            "generation_id": generation_id,
+            "api_key_id": key.id,
+            "model_name": model_name[:128],
+            "status": UsageStatus.ERROR,
+            "http_status": error.status,
+            "error_code": (error.code or "")[:64],
+            "error_message": error.message[:500],
+            "created_at": now,
+            "finished_at": now,
+            "duration_ms": 0,
+        }
     )
 
 
@@ -136,29 +139,53 @@ def request_admit(
     The record starts at the first model's prices; settlement re-prices it at the model that
     answered. The hold covers the dearest of the request's models (``models`` fallbacks).
     """
-    now = timezone.now()
+    now = _now()
     try:
         routes = _routes(model_name, fallback_models)
     except RouterError as error:
         _record_rejection(key, generation_id, model_name, error, now)
         raise
     route = routes[0]
+    if key.credit_limit is None and hotsql.limit_checked_in_insert():
+        # No limit as far as the key cache knows: on SQLite one INSERT that also checks the
+        # key has none in the database (else it inserts nothing, and the hold is counted below).
+        with _atomic():
+            values = _record_values(key, generation_id, route, streamed, credit.NO_HOLD, now)
+            record_id = hotsql.record_insert_unlimited(key.id, values)
+            if record_id is not None:
+                _record_opened(key, record_id, generation_id, route, now)
+                return Admission(record_id, generation_id, route, int(now.timestamp()), routes)
     ask = ask or credit.Ask(messages=[])
     worst = None
     if key.credit_limit is not None:
         worst = max(credit.ask_worst_case(r, ask) for r in routes)
-    # No savepoint of its own (the group commit gives each write one): a refusal is raised
-    # by ``reserve`` before anything is written, and is recorded in the same transaction.
-    with transaction.atomic(savepoint=False):
+    # A refusal is raised by ``reserve`` before anything is written, and is recorded in the
+    # same transaction.
+    with _atomic():
         try:
             hold = credit.reserve(key.id, worst, route, ask, now)
         except RouterError as error:
             refusal = error
         else:
-            record_id = _record_open(key, generation_id, route, streamed, hold, now)
+            record_id = hotsql.record_insert(_record_values(key, generation_id, route, streamed, hold, now))
+            _record_opened(key, record_id, generation_id, route, now)
             return Admission(record_id, generation_id, route, int(now.timestamp()), routes)
         _record_rejection(key, generation_id, model_name, refusal, now)
     raise refusal
+
+
+_NESTED = contextlib.nullcontext()
+
+
+def _now() -> datetime:
+    """``timezone.now()`` (USE_TZ is on) without its settings lookup, twice per request."""
+    return datetime.now(UTC)
+
+
+def _atomic() -> contextlib.AbstractContextManager[Any]:
+    """One transaction for a write, without a savepoint of its own: none when already in one (in
+    the group commit each write has its savepoint, or the batch is redone write by write)."""
+    return _NESTED if hotsql.in_transaction() else transaction.atomic(savepoint=False)
 
 
 # ``ApiKey.last_used_at`` is written at most once a minute per key and process: the column
@@ -179,35 +206,55 @@ def _last_used_touch(key_id: int, now: datetime) -> None:
     _last_used[key_id] = tick
 
 
-def _record_open(
+def _record_values(
     key: KeyInfo, generation_id: str, route: ModelRoute, streamed: bool, hold: credit.Hold, now: datetime
-) -> int:
+) -> dict[str, Any]:
     prices = route.prices
-    record_id = hotsql.record_insert(
-        {
-            "generation_id": generation_id,
-            "api_key_id": key.id,
-            "model_id": route.model_id,
-            "model_name": route.name,
-            "status": UsageStatus.IN_PROGRESS,
-            "streamed": streamed,
-            "input_price": prices.input,
-            "output_price": prices.output,
-            "cached_input_price": prices.cached_input,
-            "reasoning_price": prices.reasoning,
-            "request_price": prices.request,
-            "reserved_cost": hold.amount,
-            "reserved_until": hold.until,
-            "created_at": now,
-            "instance_id": process.instance_id(),
-        }
-    )
+    values = {
+        "generation_id": generation_id,
+        "api_key_id": key.id,
+        "model_id": route.model_id,
+        "model_name": route.name,
+        "status": UsageStatus.IN_PROGRESS,
+        "streamed": streamed,
+        "input_price": prices.input,
+        "output_price": prices.output,
+        "cached_input_price": prices.cached_input,
+        "reasoning_price": prices.reasoning,
+        "request_price": prices.request,
+        "created_at": now,
+        "instance_id": _instance_id(),
+    }
+    if hold is not credit.NO_HOLD:  # else the fields' defaults, written as constants in the SQL
+        values.update(reserved_cost=hold.amount, reserved_until=hold.until)
+    return values
+
+
+def _record_opened(key: KeyInfo, record_id: int, generation_id: str, route: ModelRoute, now: datetime) -> None:
     _last_used_touch(key.id, now)
-    if _storable(prices):
+    if _storable(route.prices):
         if len(_opened) >= 100_000:
             _opened.clear()
-        _opened[record_id] = _Opened(generation_id, key.id, route.model_id, now, prices)
-    return record_id
+        _opened[record_id] = _Opened(generation_id, key.id, route.model_id, now, route.prices)
+
+
+_instance: str | None = None
+
+
+def _instance_id() -> str:
+    """``process.instance_id()`` without a getpid() system call per request (reset on fork)."""
+    global _instance
+    if _instance is None:
+        _instance = process.instance_id()
+    return _instance
+
+
+def _instance_forget() -> None:
+    global _instance
+    _instance = None
+
+
+os.register_at_fork(after_in_child=_instance_forget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,10 +278,21 @@ _PRICE_PLACES = Decimal("0.000001")  # UsageRecord's price fields: 12 digits, 6 
 
 def _storable(prices: Prices) -> bool:
     """True when the prices read back from a usage record are exactly these (no rounding)."""
-    return all(
+    known = _storable_known.get(id(prices))
+    if known is not None and known[0] is prices:
+        return known[1]
+    storable = all(
         p.is_finite() and p == p.quantize(_PRICE_PLACES) and abs(p) < 1_000_000
         for p in (prices.input, prices.output, prices.cached_input, prices.reasoning, prices.request)
     )
+    if len(_storable_known) >= 1_000:
+        _storable_known.clear()
+    _storable_known[id(prices)] = (prices, storable)  # holds prices: the id is not reused meanwhile
+    return storable
+
+
+# Routes are cached, so admissions see the same Prices objects again and again.
+_storable_known: dict[int, tuple[Prices, bool]] = {}
 
 
 @dataclass(slots=True)
@@ -322,14 +380,13 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
     transaction that zeroes the record's hold (the key's row is locked first, in the same
     order as admission), so spend + held never double-counts or drops a request.
     """
-    now = timezone.now()
+    now = _now()
     counts, source, delivered = _counts(outcome)
     outcome.billed_tokens = counts.prompt + counts.completion
     outcome.billed_prompt_tokens, outcome.billed_completion_tokens = counts.prompt, counts.completion
     failed = outcome.status == UsageStatus.ERROR
     opened = _opened.pop(record_id, None)
-    # No savepoint of its own: in the group commit each write already has one.
-    with transaction.atomic(savepoint=False):
+    with _atomic():
         # PostgreSQL: lock the key first, the same order as admission (SQLite: nothing to do).
         hotsql.key_of_record_lock(record_id)
         if opened is not None:

@@ -4,8 +4,7 @@ Every request writes twice: admission opens its usage record, settlement closes 
 by one, each write is a transaction of its own, and a commit (plus, through
 ``database_sync_to_async``, closing and reopening the connection around every call) costs far
 more than the rows. Here one thread with one persistent connection takes every write queued
-while the previous commit ran and commits them together in one transaction, each in a
-savepoint of its own, so one write that fails undoes only itself.
+while the previous commit ran and commits them together in one transaction.
 
 Nothing is dropped or deferred: the caller awaits its own write, which resolves once the
 transaction holding it has committed.
@@ -16,6 +15,10 @@ the whole batch is rolled back and every write of it is run again alone, in a tr
 and savepoint of its own, so one write that fails still undoes only itself and every caller
 gets its own answer. A write waits at most for the commit in progress plus
 its own batch (``MAX_BATCH`` writes), milliseconds on SQLite; there is no timer.
+
+This thread shares the GIL with the event loop, so per batch it looks its connection up once,
+adds the batch's settlements up per key and day and writes each day row once just before the
+commit (``credit.usage_days_collected``), and wakes each caller's event loop once.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
+from billing import credit, hotsql
 from routing.errors import RouterError
 
 logger = logging.getLogger("siraya.writer")
@@ -65,17 +70,23 @@ class _Redo(Exception):
     """A write of the batch failed: roll the batch back and run its writes one by one."""
 
 
-def _run_together(batch: list[Item]) -> list[tuple[bool, Any]]:
+def _run_together(batch: list[Item], conn: BaseDatabaseWrapper) -> list[tuple[bool, Any]]:
     results: list[tuple[bool, Any]] = []
-    for work, _, _ in batch:
+    # A batch's settlements of one key on one day add to its day row once, before the commit.
+    with credit.usage_days_collected():
+        for work, _, _ in batch:
+            try:
+                results.append((True, work()))
+            except RouterError as refusal:
+                results.append((False, refusal))  # an answer, with what it wrote (its usage record)
+            except Exception as exc:
+                raise _Redo from exc
+            if conn.needs_rollback:
+                raise _Redo
         try:
-            results.append((True, work()))
-        except RouterError as refusal:
-            results.append((False, refusal))  # an answer, with what it wrote (its usage record)
+            credit.usage_days_flush()
         except Exception as exc:
             raise _Redo from exc
-        if connection.needs_rollback:
-            raise _Redo
     return results
 
 
@@ -86,6 +97,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_result(value)
     else:
         future.set_exception(value)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        _settle(future, ok, value)
 
 
 class GroupWriter:
@@ -124,22 +140,29 @@ class GroupWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[Item]) -> None:
-        try:
-            with transaction.atomic():
-                results = _run_together(batch)
-        except _Redo:
-            results = [self._alone(work) for work, _, _ in batch]
-        except Exception:
-            # The commit itself failed (connection lost, lock timeout): start over on a fresh
-            # connection, one transaction per write, so each caller gets its own answer.
-            logger.exception("group commit of %d writes failed; retrying one by one", len(batch))
-            connection.close()
-            results = [self._alone(work) for work, _, _ in batch]
+        conn = connections[DEFAULT_DB_ALIAS]
+        with hotsql.connection_pinned(conn):
+            try:
+                with transaction.atomic():
+                    results = _run_together(batch, conn)
+            except _Redo:
+                results = [self._alone(work) for work, _, _ in batch]
+            except Exception:
+                # The commit itself failed (connection lost, lock timeout): start over on a fresh
+                # connection, one transaction per write, so each caller gets its own answer.
+                logger.exception("group commit of %d writes failed; retrying one by one", len(batch))
+                conn.close()
+                results = [self._alone(work) for work, _, _ in batch]
         self.batches += 1
         self.writes += len(batch)
+        # One wake-up of each caller's event loop per batch (each call_soon_threadsafe writes to
+        # the loop's self-pipe), not one per write.
+        settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for (_, loop, future), (ok, value) in zip(batch, results, strict=True):
+            settled.setdefault(loop, []).append((future, ok, value))
+        for loop, futures in settled.items():
             try:
-                loop.call_soon_threadsafe(_settle, future, ok, value)
+                loop.call_soon_threadsafe(_settle_all, futures)
             except RuntimeError:
                 pass  # the caller's event loop is gone (process shutting down)
 

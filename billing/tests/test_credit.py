@@ -155,6 +155,18 @@ def test_refused_request_gets_402_with_remaining_credit_and_one_error_record(mod
     assert UsageRecord.objects.filter(api_key=api_key).count() == 2
 
 
+def test_limit_set_after_the_key_was_cached_holds_and_refuses(model):
+    """The key cache says "no limit"; admission still finds the limit the database has now."""
+    api_key, info = limited_key(None)
+    ApiKey.objects.filter(pk=api_key.pk).update(credit_limit=Decimal("0.0015"))
+    first = admit(info)
+    assert UsageRecord.objects.get(pk=first.record_id).reserved_cost == worst(100)
+    with pytest.raises(RouterError) as refused:
+        admit(info)
+    assert refused.value.status == 402
+    assert UsageRecord.objects.filter(api_key=api_key).count() == 2
+
+
 def test_released_hold_makes_room_again(model):
     _, info = limited_key("0.0015")
     first = admit(info)

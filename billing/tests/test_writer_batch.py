@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
+import pytest
 from django.db import IntegrityError
+from django.db.models import Count, Sum
 
-from billing.models import ApiKey
-from billing.services import api_key_create
+from billing.credit import Ask
+from billing.models import ApiKey, KeyUsageDay, UsageRecord, UsageStatus
+from billing.selectors import KeyInfo, api_key_load
+from billing.services import (
+    Admission,
+    Outcome,
+    api_key_create,
+    generation_id_new,
+    request_admit,
+    usage_record_finalize,
+)
 from billing.writer import GroupWriter
 from routing.errors import RouterError
+from routing.services import model_create, vendor_create
+
+MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def _run_batch(works: list[Any]) -> list[tuple[str, Any]]:
@@ -55,3 +71,75 @@ def test_batch_without_failures_commits_every_write(transactional_db):
     outcomes = _run_batch([lambda i=i: api_key_create(f"k{i}")[0].pk for i in range(5)])
     assert all(kind == "ok" for kind, _ in outcomes)
     assert ApiKey.objects.filter(name__startswith="k").count() == 5
+
+
+@pytest.fixture
+def priced(transactional_db):
+    vendor = vendor_create("acme", "openai", "http://127.0.0.1:1/v1", credentials={"api_key": "sk-x"})
+    return model_create("acme/m", deployments=[(vendor, "m", 0, 1)], input_price=Decimal(1), output_price=Decimal(2))
+
+
+def _info(api_key: ApiKey) -> KeyInfo:
+    info = api_key_load(api_key.key_hash)
+    assert info is not None
+    return info
+
+
+def _admit(info: KeyInfo) -> Callable[[], Admission]:
+    return lambda: request_admit(info, "acme/m", False, generation_id_new(), Ask(MESSAGES, None, 100))
+
+
+def _settle(admission: Admission, completion: int) -> Callable[[], Decimal]:
+    outcome = Outcome(status=UsageStatus.COMPLETED, vendor_prompt_tokens=10, vendor_completion_tokens=completion)
+    return lambda: usage_record_finalize(admission.record_id, outcome)
+
+
+def _days_equal_records(api_key: ApiKey) -> None:
+    records = UsageRecord.objects.filter(api_key=api_key).aggregate(
+        n=Count("id"), p=Sum("prompt_tokens"), c=Sum("completion_tokens"), cost=Sum("cost")
+    )
+    days = KeyUsageDay.objects.filter(api_key=api_key).aggregate(
+        n=Sum("requests"), p=Sum("prompt_tokens"), c=Sum("completion_tokens"), cost=Sum("cost")
+    )
+    assert records == days
+
+
+def test_settlements_of_a_batch_add_up_on_their_day_row(priced):
+    api_key, _ = api_key_create("k")
+    other, _ = api_key_create("other")
+    info, other_info = _info(api_key), _info(other)
+    admitted = _run_batch([_admit(info), _admit(other_info), _admit(info)])
+    outcomes = _run_batch([_settle(a, 5 + i) for i, (_, a) in enumerate(admitted)])
+    assert [kind for kind, _ in outcomes] == ["ok"] * 3
+    day = KeyUsageDay.objects.get(api_key=api_key)
+    assert (day.requests, day.prompt_tokens, day.completion_tokens) == (2, 20, 5 + 7)
+    assert day.cost == outcomes[0][1] + outcomes[2][1]
+    _days_equal_records(api_key)
+    _days_equal_records(other)
+
+
+def test_admission_counts_what_its_batch_settled_before_it(priced):
+    """Spend settled earlier in the same group commit counts against the limit of a later admission."""
+    api_key, _ = api_key_create("k", credit_limit=Decimal("0.0042"))
+    info = _info(api_key)
+    first = _run_batch([_admit(info)])[0][1]
+    # 10 prompt + 2000 completion tokens: $0.00401; the $0.00019 left no longer covers a worst case of about $0.0002.
+    outcomes = _run_batch([_settle(first, 2000), _admit(info)])
+    assert outcomes[0] == ("ok", Decimal("0.00401"))
+    kind, refusal = outcomes[1]
+    assert kind == "error" and isinstance(refusal, RouterError) and refusal.status == 402
+    _days_equal_records(api_key)
+
+
+def test_failing_write_in_a_batch_leaves_day_totals_equal_to_the_records(priced):
+    api_key, _ = api_key_create("k")
+    info = _info(api_key)
+    admitted = [a for _, a in _run_batch([_admit(info), _admit(info)])]
+
+    def duplicate() -> None:
+        ApiKey.objects.create(name="dup", prefix="p", key_hash=api_key.key_hash)
+
+    outcomes = _run_batch([_settle(admitted[0], 3), duplicate, _settle(admitted[1], 4)])
+    assert [kind for kind, _ in outcomes] == ["ok", "error", "ok"]
+    assert KeyUsageDay.objects.get(api_key=api_key).requests == 2
+    _days_equal_records(api_key)
