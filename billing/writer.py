@@ -29,7 +29,7 @@ import logging
 import queue
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
@@ -179,12 +179,15 @@ class GroupWriter:
 _writer = GroupWriter()
 
 
-def group_committed(fn: Callable[P, T]) -> Callable[P, Awaitable[T]]:
-    """Return an async version of the synchronous write ``fn`` that runs in the next group commit."""
+def group_committed(fn: Callable[P, T]) -> Callable[P, asyncio.Future[T]]:
+    """Return a version of the synchronous write ``fn`` that queues it for the next group commit.
+
+    The call queues the write at once and returns its future (no coroutine in between): the
+    write happens whether or not the caller is still there to await it, and a caller that
+    must not be interrupted can ``asyncio.shield`` the future without a task of its own."""
 
     @functools.wraps(fn)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        result: T = await _writer.submit(functools.partial(fn, *args, **kwargs))
-        return result
+    def call(*args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        return _writer.submit(functools.partial(fn, *args, **kwargs))
 
     return call

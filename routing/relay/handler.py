@@ -253,7 +253,11 @@ class Relay:
                 self.meter.close()
             try:
                 self.fill_outcome(outcome, admission)
-                cost = await asyncio.shield(self.settle(admission.record_id, outcome))
+                if self.rate is None:
+                    # The write is queued here; shielding its future keeps it awaited through a cancel.
+                    cost = await asyncio.shield(_finalize(admission.record_id, outcome))
+                else:
+                    cost = await asyncio.shield(self.settle(admission.record_id, outcome))
                 self.observe(outcome, admission, cost)
             finally:
                 lifecycle.untrack(self)
