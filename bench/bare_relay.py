@@ -19,6 +19,7 @@ from routing.vendors import http as vendor_http
 
 UPSTREAM = os.environ.get("BENCH_UPSTREAM", "http://127.0.0.1:9/v1").rstrip("/") + "/chat/completions"
 PASSED_HEADERS = (b"content-type", b"content-length")
+_HEADERS = {"content-type": "application/json"}
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
@@ -51,7 +52,8 @@ async def _watch(receive: Any, task: asyncio.Task[Any], gone: list[bool]) -> Non
 
 
 async def _relay(body: bytes, send: Any) -> None:
-    request = httpx.Request("POST", UPSTREAM, content=body, headers={"content-type": "application/json"})
+    # The URL parsed once, as the router does (routing.vendors.http.parsed_url).
+    request = httpx.Request("POST", vendor_http.parsed_url(UPSTREAM), content=body, headers=_HEADERS)
     response = await vendor_http.client().send(request, stream=True)
     try:
         headers = [(k, v) for k, v in response.headers.raw if k.lower() in PASSED_HEADERS]

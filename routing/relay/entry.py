@@ -78,19 +78,24 @@ async def _http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> 
                 status = observed.status
     finally:
         metrics.request_answered(scope["path"], status or 499)
-        access_logger.info(
-            "%s %s %s",
-            scope["method"],
-            scope["path"][:200],
-            status or "-",
-            extra={
-                "method": scope["method"],
-                "path": scope["path"][:200],
-                "status": status or None,
-                "duration_ms": int((time.monotonic() - started) * 1000),
-                "client": (scope.get("client") or ("", 0))[0],
-            },
-        )
+        if access_logger.isEnabledFor(logging.INFO):
+            _access_log(scope, status, started)
+
+
+def _access_log(scope: Scope, status: int, started: float) -> None:
+    access_logger.info(
+        "%s %s %s",
+        scope["method"],
+        scope["path"][:200],
+        status or "-",
+        extra={
+            "method": scope["method"],
+            "path": scope["path"][:200],
+            "status": status or None,
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "client": (scope.get("client") or ("", 0))[0],
+        },
+    )
 
 
 async def _debug_tasks(send: Send) -> None:

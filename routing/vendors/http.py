@@ -31,6 +31,18 @@ def _transport() -> httpx.AsyncBaseTransport:
     return UpstreamTransport(keepalive_expiry=30)
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing.
+
+    The router never sends a vendor's cookies back (it builds every request itself), so
+    httpx's client-level jar only cost a ``urllib`` request object and a cookie-policy pass
+    per response: about a tenth of the event loop's samples per request in the profile.
+    """
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
 def client() -> httpx.AsyncClient:
     """Return the process's upstream connection pool (one per event loop)."""
     loop = asyncio.get_running_loop()
@@ -42,8 +54,24 @@ def client() -> httpx.AsyncClient:
             follow_redirects=False,
             trust_env=False,
         )
+        # The ``cookies`` setter would copy into a plain jar; the pool keeps this one.
+        pool._cookies = _NoCookies()
         _clients[id(loop)] = pool
     return pool
+
+
+_urls: dict[str, httpx.URL] = {}
+
+
+def parsed_url(url: str) -> httpx.URL:
+    """``httpx.URL(url)``, parsed once per distinct URL (httpx parses a str URL on every request,
+    about 16 us; a URL object is taken as it is)."""
+    found = _urls.get(url)
+    if found is None:
+        if len(_urls) >= 4096:
+            _urls.clear()
+        found = _urls[url] = httpx.URL(url)
+    return found
 
 
 def timeouts(vendor: VendorConfig) -> httpx.Timeout:
@@ -188,7 +216,9 @@ def json_bytes(value: Any) -> bytes:
 
 
 def json_request(method: str, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
-    return httpx.Request(method, url, content=json_bytes(body), headers={"content-type": "application/json", **headers})
+    return httpx.Request(
+        method, parsed_url(url), content=json_bytes(body), headers={"content-type": "application/json", **headers}
+    )
 
 
 async def close_clients() -> None:
