@@ -66,7 +66,9 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise invalid(f"Request body is not valid JSON ({detail}).", code="invalid_json") from None
     if not isinstance(data, dict):
         raise invalid("Request body must be a JSON object.", code="invalid_json")
-    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+    # Nesting cannot be deeper than the count of '{' and '[' in the body (a C scan): walk the
+    # parsed value only when there are more of them than the limit.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise invalid(f"Request body is nested deeper than {MAX_DEPTH} levels.", code="invalid_json")
     return data
 
