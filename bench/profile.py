@@ -91,6 +91,7 @@ def main() -> None:
                 workloads.throughput(target, args.workload, 32, args.seconds, args.workload == "stream")
             )
             spy.wait(30)
+            args.output.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(collapsed, args.output.with_suffix(".raw"))  # py-spy's stacks, for other cuts
             report = f"{args.workload} at c=32 on {args.server}: {result}\n\n" + summarise(
                 collapsed, args.top, args.threads
