@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,14 +20,15 @@ from billing.cost import Prices, TokenCounts, cost_compute
 from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
 from billing.selectors import KeyInfo, api_key_cache_forget
 from lib import process, tokens
+from lib.ids import generation_id
 from routing.errors import RouterError
 from routing.routes import model_route_cached
 from routing.selectors import ModelRoute
 
 
 def generation_id_new() -> str:
-    # Time-ordered, so ids sort roughly by creation.
-    return f"gen-{int(time.time() * 1000):011x}{secrets.token_hex(8)}"
+    """A new generation id (``lib.ids``: time-ordered, 64 random bits)."""
+    return generation_id()
 
 
 def api_key_create(

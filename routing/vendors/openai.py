@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any, ClassVar
 
 import httpx
@@ -12,7 +13,7 @@ import orjson
 from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
-from routing.vendors.sse import SseDecoder, SseEvent, SseTooLarge
+from routing.vendors.sse import SseEvent, sse_batches
 
 _CHUNK_EXTRAS = ("system_fingerprint", "service_tier")
 
@@ -103,28 +104,10 @@ class OpenAIAdapter(VendorAdapter):
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         request = await self.request(call, stream=True)
-        decoder = SseDecoder()
         async with http.open_response(self.vendor, request, self.on_error) as response:
-            async for data in response.aiter_raw():
-                batch: list[StreamEvent] = []
-                try:
-                    done = self._decode(decoder.feed(data), batch)
-                except (UpstreamError, SseTooLarge) as exc:
-                    if batch:
-                        yield batch  # what came before the failure in this read still reaches the client
-                    if isinstance(exc, SseTooLarge):
-                        raise UpstreamError(
-                            502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed"
-                        ) from None
-                    raise
-                if batch:
+            async with aclosing(sse_batches(self.vendor.name, response.aiter_raw(), self._decode)) as batches:
+                async for batch in batches:
                     yield batch
-                if done:
-                    return
-            batch = []
-            self._decode(decoder.close(), batch)
-            if batch:
-                yield batch
 
     def _decode(self, events: list[SseEvent], batch: list[StreamEvent]) -> bool:
         """Append the events of decoded SSE messages to ``batch``; return True at ``[DONE]``."""

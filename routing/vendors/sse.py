@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from routing.errors import UpstreamError
+
+T = TypeVar("T")
 
 # An SSE event larger than this is treated as a broken upstream, not buffered forever.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -78,10 +83,28 @@ class SseDecoder:
         return tail
 
 
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
+async def sse_batches(
+    vendor_name: str, reads: AsyncIterator[bytes], decode: Callable[[list[SseEvent], list[T]], bool]
+) -> AsyncGenerator[list[T], None]:
+    """An SSE body as one batch per network read (see ``VendorAdapter.stream``).
+
+    ``decode`` appends the adapter's events for the SSE events of one read to the batch and
+    returns True when the answer is over. What was decoded before a failure in the same read
+    is yielded before the failure is raised; an oversized event is the vendor's fault (502).
+    """
     decoder = SseDecoder()
-    async for chunk in chunks:
-        for event in decoder.feed(chunk):
-            yield event
-    for event in decoder.close():
-        yield event
+    while True:
+        data = await anext(reads, None)
+        batch: list[T] = []
+        try:
+            done = decode(decoder.feed(data) if data is not None else decoder.close(), batch)
+        except (UpstreamError, SseTooLarge) as exc:
+            if batch:
+                yield batch  # what came before the failure in this read still reaches the client
+            if isinstance(exc, SseTooLarge):
+                raise UpstreamError(502, f"Vendor '{vendor_name}': {exc}.", code="upstream_malformed") from None
+            raise
+        if batch:
+            yield batch
+        if done or data is None:
+            return

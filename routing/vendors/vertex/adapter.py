@@ -10,8 +10,10 @@ key, exchanged for OAuth2 tokens) or a static ``access_token``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from types import ModuleType
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +24,7 @@ import orjson
 from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorAdapter, VendorConfig
-from routing.vendors.sse import SseDecoder, SseEvent, SseTooLarge
+from routing.vendors.sse import SseEvent, sse_batches
 from routing.vendors.vertex import claude, gemini
 from routing.vendors.vertex.auth import AccessTokens, service_account_credentials
 
@@ -111,26 +113,11 @@ class VertexAdapter(VendorAdapter):
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         dialect, request = await self.request(call, stream=True)
         state = dialect.StreamState(self.vendor.name)
-        decoder = SseDecoder()
+        decode = functools.partial(self._decode, state)
         async with http.open_response(self.vendor, request, self.on_error) as response:
-            reads = response.aiter_raw()
-            while not state.done:
-                data = await anext(reads, None)
-                batch: list[StreamEvent] = []
-                try:
-                    self._decode(state, decoder.feed(data) if data is not None else decoder.close(), batch)
-                except (UpstreamError, SseTooLarge) as exc:
-                    if batch:
-                        yield batch  # what came before the failure in this read still reaches the client
-                    if isinstance(exc, SseTooLarge):
-                        raise UpstreamError(
-                            502, f"Vendor '{self.vendor.name}': {exc}.", code="upstream_malformed"
-                        ) from None
-                    raise
-                if batch:
+            async with aclosing(sse_batches(self.vendor.name, response.aiter_raw(), decode)) as batches:
+                async for batch in batches:
                     yield batch
-                if data is None:
-                    break
             if state.done:
                 return
         if not state.finished:
@@ -140,11 +127,12 @@ class VertexAdapter(VendorAdapter):
                 code="upstream_truncated", retryable=True,
             )  # fmt: skip
 
-    def _decode(self, state: Any, events: list[SseEvent], batch: list[StreamEvent]) -> None:
+    def _decode(self, state: Any, events: list[SseEvent], batch: list[StreamEvent]) -> bool:
         for event in events:
             batch.extend(state.events(self._json(event.data)))
             if state.done:
-                return
+                break
+        return bool(state.done)
 
     def _json(self, data: bytes) -> dict[str, Any]:
         try:
