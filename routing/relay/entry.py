@@ -13,6 +13,7 @@ from django.conf import settings
 from ops import logs, metrics
 from routing.errors import RouterError
 from routing.relay import lifecycle, wire
+from routing.relay.flow import StatusSend
 from routing.relay.handler import Receive, Relay, Scope, Send
 from routing.vendors import http
 
@@ -39,21 +40,6 @@ async def _method_not_allowed(send: Send) -> None:
     await send(wire.body(error.json()))
 
 
-class _StatusSend:
-    """ASGI ``send`` that remembers the response's status."""
-
-    __slots__ = ("send", "status")
-
-    def __init__(self, send: Send) -> None:
-        self.send = send
-        self.status = 0
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        await self.send(message)
-
-
 async def _http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one HTTP request; count it and write its access log line (with its generation id)."""
     started = time.monotonic()
@@ -68,7 +54,7 @@ async def _http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> 
             finally:
                 status = relay.status
         else:
-            observed = _StatusSend(send)
+            observed = StatusSend(send)
             try:
                 if scope["path"] in CHAT_PATHS:
                     await _method_not_allowed(observed)

@@ -30,16 +30,31 @@ class ClientStalled(Exception):
     """The client took no data for the stall timeout."""
 
 
-class StallGuard:
+class StatusSend:
+    """ASGI ``send`` that remembers the response's status (0 until the headers are sent)."""
+
+    __slots__ = ("_raw", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._raw = send
+        self.status = 0
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._raw(message)
+
+
+class StallGuard(StatusSend):
     """Wrap ASGI ``send`` so a body write blocked for ``seconds`` raises ``ClientStalled``.
 
     ``on_stall`` runs first, before the connection is aborted (whose disconnect event follows).
     """
 
-    __slots__ = ("_flow", "_loop", "_on_stall", "_raw", "_seconds", "_sender", "_since", "_timer", "stalled")
+    __slots__ = ("_flow", "_loop", "_on_stall", "_seconds", "_sender", "_since", "_timer", "stalled")
 
     def __init__(self, send: Send, seconds: float, on_stall: Callable[[], None]) -> None:
-        self._raw = send
+        super().__init__(send)
         # uvicorn's flow control, when ``send`` is uvicorn's own: its send waits only while
         # ``write_paused`` is set, so a send made while it is clear cannot stall and needs no
         # watchdog (no timer per open stream). Any other server: every body send is watched.
@@ -57,7 +72,10 @@ class StallGuard:
     async def __call__(self, message: dict[str, Any]) -> None:
         if self.stalled:
             raise ClientStalled
-        if message["type"] != "http.response.body" or (self._flow is not None and not self._flow.write_paused):
+        if message["type"] != "http.response.body":
+            await super().__call__(message)
+            return
+        if self._flow is not None and not self._flow.write_paused:
             await self._raw(message)
             return
         since = self._since = self._loop.time()

@@ -65,7 +65,6 @@ _reject = group_committed(request_reject)
 
 
 _rng = random.Random()
-CHUNK_OBJECT = "chat.completion.chunk"
 
 
 class ClientGone(Exception):
@@ -78,16 +77,14 @@ class Relay:
     # One per open stream: slots keep each a few hundred bytes smaller than a __dict__ would.
     __slots__ = (
         "_send", "answer_started", "attempts", "cancel_reason", "current", "delivered", "disconnected",
-        "finish_reason", "first_token_at", "generation_id", "guard", "last_send", "loop", "meter", "rate",
-        "receive", "scope", "started", "status", "t0", "task", "usage",
+        "finish_reason", "first_token_at", "generation_id", "last_send", "loop", "meter", "rate",
+        "receive", "scope", "started", "t0", "task", "usage",
     )  # fmt: skip
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
         self.receive = receive
-        self.guard = StallGuard(send, settings.SIRAYA_CLIENT_STALL_SECONDS, self.note_stalled)
-        self._send = self.guard
-        self.status = 0  # the response's HTTP status, once its headers are sent
+        self._send = StallGuard(send, settings.SIRAYA_CLIENT_STALL_SECONDS, self.note_stalled)
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.generation_id: str | None = None
@@ -106,6 +103,11 @@ class Relay:
         self.current: tuple[ModelRoute, Target] | None = None
         self.attempts: list[dict[str, Any]] = []
         self.rate: RateCharge | None = None
+
+    @property
+    def status(self) -> int:
+        """The response's HTTP status, once its headers are sent (0 before)."""
+        return self._send.status
 
     # -- the request, start to end --------------------------------------------------------
 
@@ -246,7 +248,7 @@ class Relay:
             await self.fail(failure, admission)
         finally:
             watcher.cancel()
-            self.guard.close()
+            self._send.close()
             if request.stream:
                 metrics.STREAMS_OPEN.dec()
             if self.meter is not None:
@@ -333,12 +335,10 @@ class Relay:
         """
         store = cooldowns()
         routes = admission.routes or (admission.route,)
-        if len(routes) == 1 and len(routes[0].targets) == 1 and not request.provider:
-            # One deployment: cooling or not, it is the only one to try (no cooldown lookup).
-            plan = [(routes[0], routes[0].targets[0])]
-        else:
-            cooling = await store.cooling(t.deployment_id for r in routes for t in r.targets)
-            plan = attempt_plan(routes, request.provider, cooling, _rng)
+        ids = [t.deployment_id for r in routes for t in r.targets]
+        # One deployment is tried whether it is cooling or not: no cooldown lookup for it.
+        cooling = await store.cooling(ids) if len(ids) > 1 else set()
+        plan = attempt_plan(routes, request.provider, cooling, _rng)
         keepalive = asyncio.create_task(self.keep_alive()) if request.stream else None
         try:
             for number, (route, target) in enumerate(plan, 1):
@@ -455,13 +455,8 @@ class Relay:
                 text = wire.delivered_text(choices)
                 if text:
                     texts.append(text)
-                for choice in choices:
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                payload = {"id": gid, "object": CHUNK_OBJECT, "created": created, "model": name, "choices": choices}
-                if event.extra:
-                    payload.update(event.extra)
-                out += (wire.SSE_DATA, orjson.dumps(payload), wire.SSE_END)  # joined once per write
+                finish = wire.finish_reason(choices) or finish
+                out.append(wire.sse(wire.chunk(gid, created, name, choices, event.extra)))
                 continue
             piece = meter.piece(choices) if plain else await meter.measure(choices)
             exhausted = piece.exhausted
@@ -482,9 +477,7 @@ class Relay:
                 count += piece.tokens
                 if piece.text:
                     texts.append(piece.text)
-                for choice in piece.choices:
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
+                finish = wire.finish_reason(piece.choices) or finish
             if exhausted:  # the vendor ignored max_tokens: stop here, close upstream
                 self.finish_reason = "length"
                 out.append(wire.sse(wire.chunk(gid, created, name, meter.length_choices())))
@@ -502,7 +495,6 @@ class Relay:
 
     async def start_stream(self) -> None:
         self.started = True
-        self.status = 200
         headers = [*wire.SSE_HEADERS, (b"x-generation-id", (self.generation_id or "").encode())]
         if self.rate is not None:
             headers += self.rate.headers()
@@ -576,7 +568,6 @@ class Relay:
         if self.rate is not None:
             headers += self.rate.headers()
         self.started = self.answer_started = True
-        self.status = 200
         await self._send(wire.start(200, headers))
         await self._send(wire.body(orjson.dumps(payload)))
         if not self.disconnected:
@@ -599,10 +590,5 @@ class Relay:
 
     async def send_error(self, error: RouterError) -> None:
         self.started = True
-        self.status = error.status
         await self._send(wire.start(error.status, wire.error_response_headers(error, self.generation_id)))
         await self._send(wire.body(error.json()))
-
-
-async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
-    await Relay(scope, receive, send).run()

@@ -26,11 +26,8 @@ def body(data: bytes, more: bool = False) -> dict[str, Any]:
     return {"type": "http.response.body", "body": data, "more_body": more}
 
 
-SSE_DATA, SSE_END = b"data: ", b"\n\n"
-
-
 def sse(payload: dict[str, Any]) -> bytes:
-    return SSE_DATA + orjson.dumps(payload) + SSE_END
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 def chunk(
@@ -106,6 +103,15 @@ def delivered_text(choices: list[dict[str, Any]]) -> str:
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 parts.append(function["arguments"])
     return "".join(parts)
+
+
+def finish_reason(choices: list[dict[str, Any]]) -> str:
+    """The last finish reason among a chunk's choices ("" when none has finished)."""
+    found = ""
+    for choice in choices:
+        if choice.get("finish_reason"):
+            found = choice["finish_reason"]
+    return found
 
 
 def carries_answer(choices: list[dict[str, Any]], text: str | None = None) -> bool:
