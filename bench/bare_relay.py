@@ -51,7 +51,10 @@ async def _watch(receive: Any, task: asyncio.Task[Any], gone: list[bool]) -> Non
     task.cancel()
 
 
-async def _relay(body: bytes, send: Any) -> None:
+async def _relay(body: bytes, send: Any, kept: list[bytes] | None = None) -> int:
+    """Relay ``body`` to the vendor and its answer to the client; return the vendor's status.
+
+    ``kept`` collects the answer's bytes (the recorded relay reads the vendor's usage from them)."""
     # The URL parsed once, as the router does (routing.vendors.http.parsed_url).
     request = httpx.Request("POST", vendor_http.parsed_url(UPSTREAM), content=body, headers=_HEADERS)
     response = await vendor_http.client().send(request, stream=True)
@@ -62,9 +65,12 @@ async def _relay(body: bytes, send: Any) -> None:
             if not part:
                 continue  # an empty body message would end a chunked response early
             await send({"type": "http.response.body", "body": part, "more_body": True})
+            if kept is not None:
+                kept.append(part)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
         await response.aclose()
+    return response.status_code
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -1,4 +1,4 @@
-"""Start and stop the benchmark's processes: the fake vendor, the router, the bare relay."""
+"""Start and stop the benchmark's processes: the fake vendor, the router, the bare and recorded relays."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ SERVERS: dict[str, list[str]] = {
 }
 ROUTER_APP = "siraya_site.asgi:application"
 BARE_APP = "bench.bare_relay:application"
+RECORDED_APP = "bench.recorded_relay:application"
 
 
 def free_port() -> int:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import processes, workloads
+from bench import processes, recorded_relay, workloads
 from bench.limits import raise_open_files
 from bench.loadgen import Target, percentile
 from bench.prepare import MODELS
@@ -65,6 +65,11 @@ def upstream_target(name: str, proc: processes.Process) -> Target:
     """The fake vendor itself, or the bare relay in front of it: asked for upstream model ids."""
     upstream = {model.removeprefix("bench/"): upstream for model, upstream in MODELS.items()}
     return Target(name, "127.0.0.1", proc.port, None, upstream)
+
+
+def recorded_target(proc: processes.Process, key: str) -> Target:
+    """The recorded relay: upstream model ids, and the router's key (it checks and records it)."""
+    return Target("recorded", "127.0.0.1", proc.port, key, upstream_target("recorded", proc).models)
 
 
 def router_target(name: str, proc: processes.Process, key: str) -> Target:
@@ -105,17 +110,21 @@ class Bench:
         try:
             key = processes.prepare_database(self.env, vendor.url)
             router = self.start("router", processes.ROUTER_APP)
-            bare = self.start("bare", processes.BARE_APP, {**self.env, "BENCH_UPSTREAM": vendor.url + "/v1"})
+            relay_env = {**self.env, "BENCH_UPSTREAM": vendor.url + "/v1"}
+            bare = self.start("bare", processes.BARE_APP, relay_env)
+            recorded = self.start("recorded", processes.RECORDED_APP, relay_env)
             direct = upstream_target("direct", vendor)
             targets = [direct, upstream_target("bare", bare), router_target("router", router, key)]
-            return asyncio.run(self.measure(targets, direct, router, key))
+            return asyncio.run(self.measure(targets, direct, router, key, recorded_target(recorded, key)))
         finally:
             self.stop_all()
 
     async def measure(
-        self, targets: list[Target], direct: Target, router: processes.Process, key: str
+        self, targets: list[Target], direct: Target, router: processes.Process, key: str, recorded: Target
     ) -> dict[str, Any]:
         p = self.profile
+        # The recorded relay is a floor for throughput only (see bench.recorded_relay).
+        floors = [*targets[:2], recorded, *targets[2:]]
         out: dict[str, Any] = {}
         step("warm-up")
         await workloads.latency_interleaved(targets, "complete", p.warmup_rounds, stream=False)
@@ -124,14 +133,15 @@ class Bench:
         out["latency_c1"] = await workloads.latency_interleaved(targets, "complete", p.latency_rounds, stream=False)
         step(f"non-streaming throughput, concurrency {p.concurrency}")
         out["throughput"] = await workloads.throughput_interleaved(
-            targets, "complete", p.concurrency, p.seconds, p.rounds, stream=False
+            floors, "complete", p.concurrency, p.seconds, p.rounds, stream=False
         )
         step(f"streaming time to first token, concurrency 1, {p.ttft_rounds} streams per target")
         out["ttft_c1"] = await workloads.latency_interleaved(targets, "stream", p.ttft_rounds, stream=True)
         step(f"streaming chunks/s, 64-token answers, concurrency {p.concurrency}")
         out["streaming"] = await workloads.throughput_interleaved(
-            targets, "stream", p.concurrency, p.seconds, p.rounds, stream=True
+            floors, "stream", p.concurrency, p.seconds, p.rounds, stream=True
         )
+        out["recorded_relay_records"] = self.recorded_records()
         step(f"cancellation, {p.cancels} per target at random points")
         cancels = await workloads.cancellations(targets, direct, p.cancels, p.cancel_concurrency)
         out["cancellation"] = self.cancellation_summary(cancels)
@@ -177,6 +187,15 @@ class Bench:
         ]
         summary["router"]["billed_equals_delivered"] = len(router_runs) - len(mismatches)
         summary["router"]["mismatches"] = mismatches[:20]
+        return summary
+
+    def recorded_records(self) -> dict[str, int]:
+        """The usage records the recorded relay wrote: by status, and the tokens they bill."""
+        with sqlite3.connect(self.database, timeout=30) as db:
+            query = "SELECT status, count(*), sum(completion_tokens) FROM billing_usagerecord WHERE instance_id = ? GROUP BY status"
+            rows = db.execute(query, (recorded_relay.INSTANCE,)).fetchall()
+        summary = {status: count for status, count, _ in rows}
+        summary["completion_tokens"] = sum(tokens or 0 for _, _, tokens in rows)
         return summary
 
     def billed_tokens(self, generation_ids: list[str], timeout: float = 30.0) -> dict[str, tuple[str, int]]:
@@ -231,21 +250,25 @@ def _check(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(measure, direct, bare relay, router, router against its target)."""
+Row = tuple[str, str, str, str, str, str]
+
+
+def rows(results: dict[str, Any]) -> list[Row]:
+    """(measure, direct, bare relay, recorded relay, router, router against its target)."""
     lat, thr, ttft, st, cancel = (
         results[k] for k in ("latency_c1", "throughput", "ttft_c1", "streaming", "cancellation")
     )
     d, b, r = "direct", "bare", "router"
-    out: list[tuple[str, str, str, str, str]] = []
+    out: list[Row] = []
     for label, data, target_p50 in (("Non-streaming latency, c=1", lat, 1.0), ("Time to first token, c=1", ttft, 1.0)):
         for q in ("p50", "p99"):
             key = f"{q}_ms"
-            out.append((f"{label}, {q} (ms)", _f(data[d][key]), _f(data[b][key]), _f(data[r][key]), ""))
+            out.append((f"{label}, {q} (ms)", _f(data[d][key]), _f(data[b][key]), "", _f(data[r][key]), ""))
         over_bare = data[r]["p50_ms"] - data[b]["p50_ms"]
         out.append(
             (
                 f"{label}: router over bare relay, p50 (ms)",
+                "",
                 "",
                 "",
                 _f(over_bare),
@@ -256,45 +279,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             added_b = data[b][f"{q}_ms"] - data[d][f"{q}_ms"]
             added_r = data[r][f"{q}_ms"] - data[d][f"{q}_ms"]
             note = f"<= {bound:g}: {_check(added_r <= bound)}" if data is lat else ""
-            out.append((f"{label}: added over direct, {q} (ms)", "", _f(added_b), _f(added_r), note))
-    ratio = thr[r]["requests_per_s"] / thr[b]["requests_per_s"] if thr[b]["requests_per_s"] else float("nan")
-    out.append(
-        (
-            "Non-streaming requests/s, c=32",
-            _f(thr[d]["requests_per_s"], 0),
-            _f(thr[b]["requests_per_s"], 0),
-            _f(thr[r]["requests_per_s"], 0),
-            f"{ratio:.0%} of bare (>= 80%): {_check(ratio >= 0.8)}",
-        )
-    )
-    out.append(
-        (
-            "  ... as a share of direct",
-            "100%",
-            f"{thr[b]['requests_per_s'] / thr[d]['requests_per_s']:.0%}",
-            f"{thr[r]['requests_per_s'] / thr[d]['requests_per_s']:.0%}",
-            "",
-        )
-    )
-    ratio = st[r]["chunks_per_s"] / st[b]["chunks_per_s"] if st[b]["chunks_per_s"] else float("nan")
-    out.append(
-        (
-            "Relayed chunks/s, 64-token streams, c=32",
-            _f(st[d]["chunks_per_s"], 0),
-            _f(st[b]["chunks_per_s"], 0),
-            _f(st[r]["chunks_per_s"], 0),
-            f"{ratio:.0%} of bare (>= 80%): {_check(ratio >= 0.8)}",
-        )
-    )
-    out.append(
-        (
-            "  ... as a share of direct",
-            "100%",
-            f"{st[b]['chunks_per_s'] / st[d]['chunks_per_s']:.0%}",
-            f"{st[r]['chunks_per_s'] / st[d]['chunks_per_s']:.0%}",
-            "",
-        )
-    )
+            out.append((f"{label}: added over direct, {q} (ms)", "", _f(added_b), "", _f(added_r), note))
+    out += _throughput_rows("Non-streaming requests/s, c=32", thr, "requests_per_s")
+    out += _throughput_rows("Relayed chunks/s, 64-token streams, c=32", st, "chunks_per_s")
     for q in ("p50", "p99"):
         key = f"{q}_ms"
         note = f"<= 10: {_check(cancel[r][key] <= 10)}" if q == "p99" else ""
@@ -303,6 +290,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"Cancel: client close to vendor close, {q} (ms)",
                 _f(cancel[d][key]),
                 _f(cancel[b][key]),
+                "",
                 _f(cancel[r][key]),
                 note,
             )
@@ -311,6 +299,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     out.append(
         (
             "Cancel: billed tokens == delivered tokens",
+            "",
             "",
             "",
             f"{billed}/{cancel[r]['n']}",
@@ -325,11 +314,28 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"{o['streams']:,} open streams: RSS per stream (KB)",
                 "",
                 "",
+                "",
                 _f(o["rss_per_stream_kb"], 1),
                 f"{note}: {_check(ok)}",
             )
         )
     return out
+
+
+def _throughput_rows(label: str, data: dict[str, Any], figure: str) -> list[Row]:
+    """The figure per target, then as shares of the direct path and of the bare relay."""
+    direct, bare, recorded, router = (data[name][figure] for name in ("direct", "bare", "recorded", "router"))
+
+    def share(value: float, whole: float) -> str:
+        return f"{value / whole:.0%}" if whole else "n/a"
+
+    ratio = router / bare if bare else float("nan")
+    note = f"{ratio:.0%} of bare (>= 80%): {_check(ratio >= 0.8)}"
+    return [
+        (label, _f(direct, 0), _f(bare, 0), _f(recorded, 0), _f(router, 0), note),
+        ("  ... as a share of direct", "100%", share(bare, direct), share(recorded, direct), share(router, direct), ""),
+        ("  ... as a share of the bare relay", "", "100%", share(recorded, bare), share(router, bare), ""),
+    ]
 
 
 def table(results: dict[str, Any]) -> str:
@@ -339,7 +345,10 @@ def table(results: dict[str, Any]) -> str:
         f"{meta['date']}; profile {meta['profile']}; load average (1/5/15 min) {meta['load_average_before']} "
         f"before, {meta['load_average_after']} after\n\n"
     )
-    lines = ["| Measure | Direct | Bare relay | Router | Router vs target |", "|---|---:|---:|---:|---|"]
+    lines = [
+        "| Measure | Direct | Bare relay | Recorded relay | Router | Router vs target |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     lines += [f"| {' | '.join(row)} |" for row in rows(results)]
     return head + "\n".join(lines)
 

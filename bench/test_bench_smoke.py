@@ -16,8 +16,13 @@ def test_bench_smoke_run_measures_every_phase_and_bills_cancellations_exactly(tm
             assert results[phase][target]["n"] > 0
             assert results[phase][target]["errors"] == 0
     for phase, figure in (("throughput", "requests_per_s"), ("streaming", "chunks_per_s")):
-        for target in ("direct", "bare", "router"):
+        for target in ("direct", "bare", "recorded", "router"):
             assert results[phase][target][figure] > 0
+    # The recorded relay (a floor) really records: every request it served is settled with the
+    # vendor's token counts (the fake vendor sends 16 or 64 tokens per answer).
+    records = results["recorded_relay_records"]
+    assert set(records) == {"completed", "completion_tokens"}, records
+    assert records["completion_tokens"] >= 16 * records["completed"] > 0
     router = results["streaming"]["router"]
     assert router["errors"] == 0
     cancel = results["cancellation"]
