@@ -67,6 +67,10 @@ def main() -> None:
             for admission in admissions:
                 outcome = Outcome(status="completed", http_status=200, vendor_prompt_tokens=12)
                 outcome.vendor_completion_tokens, outcome.delivered_text = 16, "hello " * 16
+                # As the relay fills it in (Relay.fill_outcome): the deployment that answered.
+                target = admission.route.targets[0]
+                outcome.deployment_id, outcome.upstream_model = target.deployment_id, target.upstream_model
+                outcome.vendor_id, outcome.vendor_name = target.vendor.id, target.vendor.name
                 outcomes.append((admission.record_id, outcome))
             batch_run([lambda r=r, o=o: usage_record_finalize(r, o) for r, o in outcomes])
             done += n

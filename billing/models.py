@@ -65,7 +65,9 @@ class UsageRecord(models.Model):
     """One accepted request: what was asked, what was delivered, what it cost."""
 
     generation_id = models.CharField(max_length=40, unique=True)
-    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage_records")
+    # No index of its own: usage_key_created (api_key, created_at) serves lookups by key, and a
+    # second index on the same column cost SQLite an index entry per admitted request.
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage_records", db_index=False)
     model = models.ForeignKey("routing.RouterModel", null=True, blank=True, on_delete=models.SET_NULL)
     model_name = models.CharField(max_length=128)
     vendor = models.ForeignKey("routing.Vendor", null=True, blank=True, on_delete=models.SET_NULL)

@@ -23,7 +23,7 @@ from lib import process, tokens
 from lib.ids import generation_id
 from routing.errors import RouterError
 from routing.routes import model_route_cached
-from routing.selectors import ModelRoute
+from routing.selectors import ModelRoute, Target
 
 
 def generation_id_new() -> str:
@@ -150,10 +150,10 @@ def request_admit(
         # No limit as far as the key cache knows: on SQLite one INSERT that also checks the
         # key has none in the database (else it inserts nothing, and the hold is counted below).
         with _atomic():
-            values = _record_values(key, generation_id, route, streamed, credit.NO_HOLD, now)
+            values = _record_values(key, generation_id, routes, streamed, credit.NO_HOLD, now)
             record_id = hotsql.record_insert_unlimited(key.id, values)
             if record_id is not None:
-                _record_opened(key, record_id, generation_id, route, now)
+                _record_opened(key, record_id, values, route, now)
                 return Admission(record_id, generation_id, route, int(now.timestamp()), routes)
     ask = ask or credit.Ask(messages=[])
     worst = None
@@ -167,8 +167,9 @@ def request_admit(
         except RouterError as error:
             refusal = error
         else:
-            record_id = hotsql.record_insert(_record_values(key, generation_id, route, streamed, hold, now))
-            _record_opened(key, record_id, generation_id, route, now)
+            values = _record_values(key, generation_id, routes, streamed, hold, now)
+            record_id = hotsql.record_insert(values)
+            _record_opened(key, record_id, values, route, now)
             return Admission(record_id, generation_id, route, int(now.timestamp()), routes)
         _record_rejection(key, generation_id, model_name, refusal, now)
     raise refusal
@@ -207,8 +208,9 @@ def _last_used_touch(key_id: int, now: datetime) -> None:
 
 
 def _record_values(
-    key: KeyInfo, generation_id: str, route: ModelRoute, streamed: bool, hold: credit.Hold, now: datetime
+    key: KeyInfo, generation_id: str, routes: Sequence[ModelRoute], streamed: bool, hold: credit.Hold, now: datetime
 ) -> dict[str, Any]:
+    route = routes[0]
     prices = route.prices
     values = {
         "generation_id": generation_id,
@@ -227,15 +229,33 @@ def _record_values(
     }
     if hold is not credit.NO_HOLD:  # else the fields' defaults, written as constants in the SQL
         values.update(reserved_cost=hold.amount, reserved_until=hold.until)
+    if len(routes) == 1 and len(route.targets) == 1:
+        values.update(_answering_fields(route.targets[0]))
     return values
 
 
-def _record_opened(key: KeyInfo, record_id: int, generation_id: str, route: ModelRoute, now: datetime) -> None:
+def _answering_fields(target: Target) -> dict[str, Any]:
+    """The record's fields naming the deployment that answers.
+
+    When a request can go to one deployment only (the usual case), admission writes them, and
+    settlement leaves them out of its UPDATE when they did not change: three indexed columns
+    (deployment, vendor, vendor name) then get one index entry per request instead of two
+    (an entry written and moved again), about a quarter of SQLite's work per request."""
+    return {
+        "deployment_id": target.deployment_id,
+        "vendor_id": target.vendor.id,
+        "vendor_name": target.vendor.name[:64],
+        "upstream_model": target.upstream_model[:200],
+    }
+
+
+def _record_opened(key: KeyInfo, record_id: int, values: dict[str, Any], route: ModelRoute, now: datetime) -> None:
     _last_used_touch(key.id, now)
     if _storable(route.prices):
         if len(_opened) >= 100_000:
             _opened.clear()
-        _opened[record_id] = _Opened(generation_id, key.id, route.model_id, now, route.prices)
+        answering = tuple(values.get(name, _ANSWERING_DEFAULTS[name]) for name in _ANSWERING)
+        _opened[record_id] = _Opened(values["generation_id"], key.id, route.model_id, now, route.prices, answering)
 
 
 _instance: str | None = None
@@ -266,6 +286,8 @@ class _Opened:
     model_id: int
     created_at: datetime
     prices: Prices
+    # The _ANSWERING fields as admission wrote them (their defaults when it did not).
+    answering: tuple[Any, ...] = (None, None, "", "")
 
 
 # Records opened by this process and not yet settled: settlement updates them without
@@ -273,6 +295,13 @@ class _Opened:
 # status, so a stale entry (a rolled-back admission, a flushed database) never applies; any
 # record not found here, or not updated, is read back and settled the ordinary way.
 _opened: dict[int, _Opened] = {}
+_ANSWERING = ("deployment_id", "vendor_id", "vendor_name", "upstream_model")
+_ANSWERING_DEFAULTS: dict[str, Any] = {
+    "deployment_id": None,
+    "vendor_id": None,
+    "vendor_name": "",
+    "upstream_model": "",
+}
 _PRICE_PLACES = Decimal("0.000001")  # UsageRecord's price fields: 12 digits, 6 places
 
 
@@ -393,6 +422,9 @@ def usage_record_finalize(record_id: int, outcome: Outcome) -> Decimal:
             # Opened here: its prices, key and creation time are known; one guarded UPDATE.
             model_id, prices = opened.model_id, opened.prices
             cost, fields = _settlement(outcome, counts, source, delivered, now, model_id, prices, failed)
+            if opened.answering == tuple(fields[name] for name in _ANSWERING):
+                for name in _ANSWERING:
+                    del fields[name]  # as admission wrote them: their index entries stay put
             if hotsql.record_update(record_id, UsageStatus.IN_PROGRESS, fields, opened.generation_id):
                 credit.usage_day_add(opened.api_key_id, opened.created_at, counts.prompt, counts.completion, cost)
                 return cost

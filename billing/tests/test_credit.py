@@ -276,3 +276,59 @@ def test_key_endpoint_query_count(model, client, django_assert_num_queries):
         response = client.get("/v1/key", HTTP_AUTHORIZATION=f"Bearer {plaintext}")
     assert response.status_code == 200
     assert response.json()["data"]["remaining"] == "1.00000000"
+
+
+def answering(admission) -> tuple:
+    record = UsageRecord.objects.get(pk=admission.record_id)
+    return record.deployment_id, record.vendor_id, record.vendor_name, record.upstream_model
+
+
+@pytest.mark.parametrize("limit", [None, "10"])
+def test_single_deployment_record_names_it_from_admission_to_settlement(model, limit):
+    deployment = model.deployments.get()
+    named = (deployment.pk, deployment.vendor_id, "acme", "m")
+    _, info = limited_key(limit)
+    admission = admit(info)
+    assert answering(admission) == named  # in progress: the only deployment it can go to
+    settle(
+        admission,
+        UsageStatus.COMPLETED,
+        vendor_prompt_tokens=PROMPT,
+        vendor_completion_tokens=3,
+        deployment_id=deployment.pk,
+        vendor_id=deployment.vendor_id,
+        vendor_name="acme",
+        upstream_model="m",
+    )
+    record = UsageRecord.objects.get(pk=admission.record_id)
+    assert (record.status, record.completion_tokens) == (UsageStatus.COMPLETED, 3)
+    assert answering(admission) == named
+
+
+def test_request_that_never_reached_the_deployment_settles_without_it(model):
+    _, info = limited_key(None)
+    admission = admit(info)
+    refused = Outcome(status=UsageStatus.ERROR, http_status=429, error_code="too_many_streams", messages=MESSAGES)
+    usage_record_finalize(admission.record_id, refused)
+    assert answering(admission) == (None, None, "", "")
+    assert UsageRecord.objects.get(pk=admission.record_id).status == UsageStatus.ERROR
+
+
+def test_record_of_a_model_with_two_deployments_names_the_one_that_answered(model):
+    second = vendor_create("bolt", "openai", "http://127.0.0.1:2/v1", credentials={"api_key": "sk-y"})
+    model.deployments.create(vendor=second, upstream_model="m2", priority=1, weight=1)  # clears the route cache
+    _, info = limited_key(None)
+    admission = admit(info)
+    assert answering(admission) == (None, None, "", "")  # not known until one answers
+    deployment = model.deployments.get(vendor=second)
+    settle(
+        admission,
+        UsageStatus.COMPLETED,
+        vendor_prompt_tokens=PROMPT,
+        vendor_completion_tokens=3,
+        deployment_id=deployment.pk,
+        vendor_id=second.pk,
+        vendor_name="bolt",
+        upstream_model="m2",
+    )
+    assert answering(admission) == (deployment.pk, second.pk, "bolt", "m2")
