@@ -36,6 +36,8 @@ def weighted_order(targets: Sequence[Target], rng: random.Random) -> list[Target
 
 
 def deployment_order(route: ModelRoute, cooling: Collection[int], rng: random.Random) -> list[Target]:
+    if len(route.targets) == 1:
+        return list(route.targets)  # one deployment is tried, cooling or not, whatever its weight
     healthy: list[Target] = []
     for _, group in groupby(route.targets, key=lambda t: t.priority):
         members = list(group)

@@ -80,6 +80,21 @@ def timeouts(vendor: VendorConfig) -> httpx.Timeout:
     return httpx.Timeout(connect=vendor.connect_timeout, read=backstop, write=backstop, pool=vendor.connect_timeout)
 
 
+_timeout_extensions: dict[tuple[float, float, float], dict[str, float | None]] = {}
+
+
+def timeout_extension(vendor: VendorConfig) -> dict[str, float | None]:
+    """``timeouts(vendor).as_dict()``, built once per distinct set of timeouts (read-only: httpx
+    only reads the request's timeout extension)."""
+    key = (vendor.connect_timeout, vendor.first_byte_timeout, vendor.idle_timeout)
+    found = _timeout_extensions.get(key)
+    if found is None:
+        if len(_timeout_extensions) >= 1024:
+            _timeout_extensions.clear()
+        found = _timeout_extensions[key] = timeouts(vendor).as_dict()
+    return found
+
+
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
     value = headers.get("retry-after")
     if not value:
@@ -169,7 +184,7 @@ async def open_response(
     Leaving the block closes the response; an unfinished response's connection is
     dropped rather than returned to the pool, so the vendor sees the close at once.
     """
-    request.extensions["timeout"] = timeouts(vendor).as_dict()
+    request.extensions["timeout"] = timeout_extension(vendor)
     try:
         response = await client().send(request, stream=True)
     except httpx.HTTPError as exc:

@@ -115,15 +115,13 @@ class UpstreamTransport(AiohttpTransport):
         with map_aiohttp_exceptions():
             response = await self.client.request(
                 method=request.method,
-                url=yarl.URL(str(request.url), encoded=True),
+                url=_aiohttp_url(request.url),
                 headers=request.headers,
                 data=data,
                 allow_redirects=False,
                 auto_decompress=False,
                 compress=False,
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=timeout.get("connect"), sock_read=timeout.get("read"), connect=timeout.get("pool")
-                ),
+                timeout=_aiohttp_timeout(timeout.get("connect"), timeout.get("read"), timeout.get("pool")),
             ).__aenter__()
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
@@ -135,3 +133,30 @@ class UpstreamTransport(AiohttpTransport):
             request=request,
             extensions=extensions,
         )
+
+
+# A router calls a handful of URLs with a handful of timeouts: each converted once, not per request.
+_urls: dict[Any, yarl.URL] = {}
+_timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
+
+
+def _aiohttp_url(url: httpx.URL) -> yarl.URL:
+    """The URL as httpx encoded it (see ``_send``), converted once per distinct URL."""
+    key = url._uri_reference  # a named tuple of the URL's encoded parts
+    found = _urls.get(key)
+    if found is None:
+        if len(_urls) >= 4096:
+            _urls.clear()
+        found = _urls[key] = yarl.URL(str(url), encoded=True)
+    return found
+
+
+def _aiohttp_timeout(connect: float | None, read: float | None, pool: float | None) -> aiohttp.ClientTimeout:
+    found = _timeouts.get((connect, read, pool))
+    if found is None:
+        if len(_timeouts) >= 1024:
+            _timeouts.clear()
+        found = _timeouts[connect, read, pool] = aiohttp.ClientTimeout(
+            sock_connect=connect, sock_read=read, connect=pool
+        )
+    return found
