@@ -2,7 +2,7 @@
 
 One ``Conn`` is one keep-alive connection carrying one request at a time. Responses are parsed
 incrementally (content-length or chunked); SSE answers are split into events as they arrive,
-with the arrival time of the first ``data:`` event, the number of chunks, keepalive comments
+with the arrival time of the first event carrying a token, the number of chunks, keepalive comments
 and content tokens (every word the fake vendor sends is one token).
 """
 
@@ -46,9 +46,27 @@ class Target:
         return head.encode() + payload
 
 
+_ANSWER_FIELDS = ("content", "refusal", "reasoning_content", "reasoning", "tool_calls")
+
+
+def carries_token(data: bytes) -> bool:
+    """Whether a chunk's JSON holds any of the answer (text, reasoning or a tool call)."""
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(payload, dict):
+        return False
+    for choice in payload.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if any(delta.get(name) for name in _ANSWER_FIELDS):
+            return True
+    return False
+
+
 class Response:
     __slots__ = (
-        "chunked", "chunks", "count_tokens", "done", "done_at", "first_data_at", "generation_id", "head_done",
+        "chunked", "chunks", "count_tokens", "done", "done_at", "first_token_at", "generation_id", "head_done",
         "keepalives", "last_keepalive_at", "length", "on_event", "parts", "received", "sent_at", "sse",
         "sse_buf", "status", "text", "tokens",
     )  # fmt: skip
@@ -60,7 +78,10 @@ class Response:
         self.done: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.sent_at = 0.0
         self.done_at = 0.0
-        self.first_data_at: float | None = None
+        # The first event carrying some of the answer: what "time to first token" measures. A
+        # vendor's (or the bare relay's) first event is usually the role chunk, with no token;
+        # the router sends that chunk together with the first token.
+        self.first_token_at: float | None = None
         self.last_keepalive_at: float | None = None
         self.status = 0
         self.head_done = False
@@ -98,8 +119,8 @@ class Response:
             if data == b"[DONE]":
                 return
             self.chunks += 1
-            if self.first_data_at is None:
-                self.first_data_at = now()
+            if self.first_token_at is None and carries_token(data):
+                self.first_token_at = now()
             if self.count_tokens:
                 for choice in orjson.loads(data).get("choices") or ():
                     content = (choice.get("delta") or {}).get("content")

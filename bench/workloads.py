@@ -41,7 +41,7 @@ async def latency_interleaved(targets: list[Target], workload: str, rounds: int,
             if r.status != 200:
                 errors[target.name] += 1
                 continue
-            end = r.first_data_at if stream else r.done_at
+            end = r.first_token_at if stream else r.done_at
             samples[target.name].append(((end or r.done_at) - r.sent_at) * 1000)
     for leftover in conns.values():
         if leftover is not None:
@@ -85,8 +85,8 @@ async def throughput(target: Target, workload: str, concurrency: int, seconds: f
                 continue
             counts["requests"] += 1
             counts["chunks"] += r.chunks
-            if r.first_data_at is not None:
-                ttft.append((r.first_data_at - r.sent_at) * 1000)
+            if r.first_token_at is not None:
+                ttft.append((r.first_token_at - r.sent_at) * 1000)
         if conn is not None:
             conn.close()
 
