@@ -85,8 +85,15 @@ def _access_log(scope: Scope, status: int, started: float) -> None:
 
 
 async def _debug_tasks(send: Send) -> None:
-    """Test-only: how many asyncio tasks and running requests this process holds (leak checks)."""
-    body = orjson.dumps({"tasks": len(asyncio.all_tasks()), "running": lifecycle.running()})
+    """Test-only: how many asyncio tasks, running requests and idle pooled vendor connections
+    this process holds (leak checks)."""
+    body = orjson.dumps(
+        {
+            "tasks": len(asyncio.all_tasks()),
+            "running": lifecycle.running(),
+            "upstream_idle": http.idle_upstream_connections(),
+        }
+    )
     await send(wire.start(200, wire.JSON_HEADERS))
     await send(wire.body(body))
 

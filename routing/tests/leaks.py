@@ -17,20 +17,28 @@ class Snapshot:
     tasks: int
     running: int
     vendor_connections: int
+    # Open and idle in the router's keep-alive pool (an answer read to its end, its final chunk
+    # arrived with [DONE], returns its connection there): reuse, not a leak. Each holds one fd;
+    # ``vendor_idle`` are those to this fake vendor.
+    upstream_idle: int = 0
+    vendor_idle: int = 0
 
     def within(self, before: Snapshot) -> bool:
         return (
-            self.fds <= before.fds
+            self.fds - self.upstream_idle <= before.fds - before.upstream_idle
             and self.tasks <= before.tasks
             and self.running == 0
-            and self.vendor_connections <= before.vendor_connections
+            and self.vendor_connections - self.vendor_idle <= before.vendor_connections - before.vendor_idle
         )
 
 
 def snapshot(url: str, pid: int, fake) -> Snapshot:
     debug = httpx.get(url + "/debug/tasks", timeout=5).json()
     # The debug request itself is one task while it runs.
-    return Snapshot(len(os.listdir(f"/proc/{pid}/fd")), debug["tasks"] - 1, debug["running"], fake.open_connections)
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    idle: dict[str, int] = debug["upstream_idle"]
+    vendor_idle = idle.get(f"{fake.host}:{fake.port}", 0)
+    return Snapshot(fds, debug["tasks"] - 1, debug["running"], fake.open_connections, sum(idle.values()), vendor_idle)
 
 
 def settle_all(timeout: float = 10.0) -> None:

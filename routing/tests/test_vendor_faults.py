@@ -202,3 +202,12 @@ def test_honest_vendor_reaching_max_tokens_is_not_cut_early(cast, live_router, f
     record = cast.record(response.headers["x-generation-id"])
     assert (record.finish_reason, record.completion_tokens, record.usage_source) == ("length", 6, "vendor")
     assert fake_openai.last().finished
+
+
+def test_connection_of_an_answer_read_to_its_end_waits_idle_in_the_pool(cast, live_router, fake_openai, before):
+    """A JSON answer is read to its end, so its connection goes back to the keep-alive pool: the
+    leak check counts it as idle (reusable), not as held."""
+    assert cast.chat(stream=False).status_code == 200
+    after = snapshot(live_router.url, live_router.process.pid, fake_openai)
+    assert after.vendor_idle == after.vendor_connections == 1
+    check_no_leaks(live_router, fake_openai, before)

@@ -236,6 +236,22 @@ def json_request(method: str, url: str, body: dict[str, Any], headers: dict[str,
     )
 
 
+def idle_upstream_connections() -> dict[str, int]:
+    """Open vendor connections waiting, idle, in this event loop's keep-alive pool, per
+    ``host:port`` (for the leak checks: an answer read to its end returns its connection to the
+    pool, which is reuse, not a leak)."""
+    pool = _clients.get(id(asyncio.get_running_loop()))
+    session = getattr(getattr(pool, "_transport", None), "client", None)
+    connector = getattr(session, "connector", None)
+    idle: dict[str, int] = {}
+    # aiohttp's per-host deques of (protocol, time released); a closed one waits for cleanup.
+    for key, connections in (getattr(connector, "_conns", None) or {}).items():
+        count = sum(1 for protocol, _ in connections if protocol.is_connected())
+        if count:
+            idle[f"{key.host}:{key.port}"] = idle.get(f"{key.host}:{key.port}", 0) + count
+    return idle
+
+
 async def close_clients() -> None:
     for pool in list(_clients.values()):
         await pool.aclose()
