@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -73,27 +74,41 @@ async def _relay(body: bytes, send: Any, kept: list[bytes] | None = None) -> int
     return response.status_code
 
 
-async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def handled_aside(scope: dict[str, Any], receive: Any, send: Any) -> bool:
+    """Serve lifespan events and ``/healthz``; return True when ``scope`` was one of them or not HTTP."""
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
-        return
+        return True
     if scope["type"] != "http":
-        return
+        return True
     if scope["path"] == "/healthz":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"ok"})
-        return
-    body = await _read_body(receive)
-    if body is None:
-        return
+        return True
+    return False
+
+
+async def watched(receive: Any, relay: Awaitable[int]) -> int | None:
+    """Await ``relay`` while watching the client, as the router does: a client that goes away
+    cancels it (closing the upstream socket). Return its result, or None when the client left."""
     task = asyncio.current_task()
     assert task is not None
     gone: list[bool] = []
     watcher = asyncio.create_task(_watch(receive, task, gone))
     try:
-        await _relay(body, send)
+        return await relay
     except asyncio.CancelledError:
         if not gone or task.uncancel():
             raise
+        return None
     finally:
         watcher.cancel()
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if await handled_aside(scope, receive, send):
+        return
+    body = await _read_body(receive)
+    if body is None:
+        return
+    await watched(receive, _relay(body, send))

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from bench.bare_relay import _lifespan, _read_body, _watch
+from bench.bare_relay import _read_body, handled_aside, watched
 from bench.bare_relay import _relay as relay_through
 
 INSTANCE = "recorded-relay"
@@ -164,14 +164,7 @@ async def _respond(status: int, send: Any) -> None:
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
-        return
-    if scope["type"] != "http":
-        return
-    if scope["path"] == "/healthz":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok"})
+    if await handled_aside(scope, receive, send):
         return
     writer = _started()
     body = await _read_body(receive)
@@ -191,19 +184,10 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     generation_id = "gen-" + secrets.token_hex(12)
     admitted = (generation_id, key_id, request["model"], "in_progress", int(stream), _now(), INSTANCE)
     record_id = await writer.submit(writer.admit, admitted)
-    task = asyncio.current_task()
-    assert task is not None
-    gone: list[bool] = []
-    watcher = asyncio.create_task(_watch(receive, task, gone))
     parts: list[bytes] = []
-    try:
-        status = await relay_through(orjson.dumps(request), send, parts)
-    except asyncio.CancelledError:
-        if not gone or task.uncancel():
-            raise
-        status = 499
-    finally:
-        watcher.cancel()
+    status = await watched(receive, relay_through(orjson.dumps(request), send, parts))
+    if status is None:
+        status = 499  # the client went away
     prompt, completion = vendor_usage(b"".join(parts), stream) if status == 200 else (0, 0)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     await writer.submit(_SETTLE, (status, prompt, completion, _now(), elapsed_ms, record_id))

@@ -278,6 +278,20 @@ def test_key_endpoint_query_count(model, client, django_assert_num_queries):
     assert response.json()["data"]["remaining"] == "1.00000000"
 
 
+def settle_answered(admission, deployment) -> None:
+    """Settle as completed by ``deployment``, naming it as the relay does (Relay.fill_outcome)."""
+    settle(
+        admission,
+        UsageStatus.COMPLETED,
+        vendor_prompt_tokens=PROMPT,
+        vendor_completion_tokens=3,
+        deployment_id=deployment.pk,
+        vendor_id=deployment.vendor_id,
+        vendor_name=deployment.vendor.name,
+        upstream_model=deployment.upstream_model,
+    )
+
+
 def answering(admission) -> tuple:
     record = UsageRecord.objects.get(pk=admission.record_id)
     return record.deployment_id, record.vendor_id, record.vendor_name, record.upstream_model
@@ -290,16 +304,7 @@ def test_single_deployment_record_names_it_from_admission_to_settlement(model, l
     _, info = limited_key(limit)
     admission = admit(info)
     assert answering(admission) == named  # in progress: the only deployment it can go to
-    settle(
-        admission,
-        UsageStatus.COMPLETED,
-        vendor_prompt_tokens=PROMPT,
-        vendor_completion_tokens=3,
-        deployment_id=deployment.pk,
-        vendor_id=deployment.vendor_id,
-        vendor_name="acme",
-        upstream_model="m",
-    )
+    settle_answered(admission, deployment)
     record = UsageRecord.objects.get(pk=admission.record_id)
     assert (record.status, record.completion_tokens) == (UsageStatus.COMPLETED, 3)
     assert answering(admission) == named
@@ -321,14 +326,5 @@ def test_record_of_a_model_with_two_deployments_names_the_one_that_answered(mode
     admission = admit(info)
     assert answering(admission) == (None, None, "", "")  # not known until one answers
     deployment = model.deployments.get(vendor=second)
-    settle(
-        admission,
-        UsageStatus.COMPLETED,
-        vendor_prompt_tokens=PROMPT,
-        vendor_completion_tokens=3,
-        deployment_id=deployment.pk,
-        vendor_id=second.pk,
-        vendor_name="bolt",
-        upstream_model="m2",
-    )
+    settle_answered(admission, deployment)
     assert answering(admission) == (deployment.pk, second.pk, "bolt", "m2")
