@@ -353,6 +353,9 @@ class Outcome:
     vendor_name: str = ""
     upstream_model: str = ""
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    # A JSON answer cut at the client's max_tokens (the vendor ignored it): the completion is
+    # billed for the text delivered, not the vendor's figure (still stored, for the record).
+    cut_at_limit: bool = False
     # The model that answered when it is not the one admitted (request-level fallback).
     answered_by: ModelRoute | None = None
     # Set by usage_record_finalize: the prompt + completion tokens billed (for the rate limiter).
@@ -380,7 +383,8 @@ def _counts(outcome: Outcome) -> tuple[TokenCounts, str, int]:
         delivered = outcome.delivered_tokens
     else:
         delivered = tokens.count_text(outcome.delivered_text, outcome.encoding)
-    vendor_completion = outcome.vendor_completion_tokens if outcome.status == UsageStatus.COMPLETED else None
+    billable_vendor_figure = outcome.status == UsageStatus.COMPLETED and not outcome.cut_at_limit
+    vendor_completion = outcome.vendor_completion_tokens if billable_vendor_figure else None
     completion = vendor_completion if vendor_completion is not None else delivered
     from_vendor = (vendor_prompt is not None, vendor_completion is not None)
     source = {(True, True): UsageSource.VENDOR, (False, False): UsageSource.ROUTER}.get(from_vendor, UsageSource.MIXED)

@@ -47,11 +47,17 @@ _TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
 
 def token_limit(request: ChatRequest) -> int | None:
     """Return the completion tokens the client allows in all (``max_tokens`` x ``n``), or None."""
-    limit = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
+    limit = choice_token_limit(request)
     n = request.params.get("n") or 1
-    if isinstance(limit, int) and limit > 0 and isinstance(n, int) and n > 0:
+    if limit is not None and isinstance(n, int) and n > 0:
         return limit * n
     return None
+
+
+def choice_token_limit(request: ChatRequest) -> int | None:
+    """Return the completion tokens the client allows per choice (``max_tokens``), or None."""
+    limit = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
+    return limit if isinstance(limit, int) and limit > 0 else None
 
 
 @dataclass(slots=True)
@@ -173,6 +179,22 @@ class DeliveryMeter:
     def close(self) -> None:
         """No more checkpoints: the record is about to be settled (a late write skips settled records)."""
         self._closed = True
+
+
+def clip_answer(choices: list[dict[str, Any]], limit: int, encoding: str) -> list[dict[str, Any]] | None:
+    """Return copies of a whole answer's ``choices`` with each message cut to ``limit`` tokens
+    of billable text and ended for ``length``; None when no message exceeds it."""
+    clipped: list[dict[str, Any]] = []
+    cut = False
+    for choice in choices:
+        message = choice.get("message")
+        if isinstance(message, dict) and tokens.count_text(wire.delivered_text([choice]), encoding) > limit:
+            choice = copy.deepcopy(choice)
+            _clip_delta(choice["message"], limit, encoding)
+            choice["finish_reason"] = "length"
+            cut = True
+        clipped.append(choice)
+    return clipped if cut else None
 
 
 def clip_choices(choices: list[dict[str, Any]], allowed: int, encoding: str) -> list[dict[str, Any]]:

@@ -43,7 +43,7 @@ from ops import logs, metrics
 from routing.errors import RouterError, UpstreamError
 from routing.health import cooldowns
 from routing.relay import lifecycle, wire
-from routing.relay.checkpoint import DeliveryMeter
+from routing.relay.checkpoint import DeliveryMeter, choice_token_limit, clip_answer
 from routing.relay.flow import ClientStalled, Deadline, StallGuard
 from routing.schema import ChatRequest, parse_chat_request, too_large
 from routing.selection import attempt_plan, fallback_allowed
@@ -76,7 +76,7 @@ class Relay:
 
     # One per open stream: slots keep each a few hundred bytes smaller than a __dict__ would.
     __slots__ = (
-        "_send", "answer_started", "attempts", "cancel_reason", "current", "delivered", "disconnected",
+        "_send", "answer_started", "attempts", "cancel_reason", "current", "cut", "delivered", "disconnected",
         "finish_reason", "first_token_at", "generation_id", "last_send", "loop", "meter", "rate",
         "receive", "scope", "started", "t0", "task", "usage",
     )  # fmt: skip
@@ -98,6 +98,7 @@ class Relay:
         self.first_token_at: float | None = None
         self.delivered: list[str] = []
         self.usage = Usage()
+        self.cut = False  # a JSON answer was cut at max_tokens: billed for what was delivered
         self.finish_reason = ""
         self.answer_started = False  # a byte of the answer reached the client: no more fallbacks
         self.current: tuple[ModelRoute, Target] | None = None
@@ -297,6 +298,7 @@ class Relay:
         outcome.cached_tokens = self.usage.cached_tokens
         outcome.reasoning_tokens = self.usage.reasoning_tokens
         outcome.delivered_text = "".join(self.delivered)
+        outcome.cut_at_limit = self.cut
         outcome.finish_reason = self.finish_reason
         outcome.attempts = self.attempts
         if target is not None:
@@ -532,7 +534,7 @@ class Relay:
         prompt = self.usage.prompt_tokens
         if prompt is None:
             prompt = tokens.count_messages(request.messages, encoding, request.params.get("tools"))
-        completion = self.usage.completion_tokens
+        completion = None if self.cut else self.usage.completion_tokens
         if completion is None:
             completion = tokens.count_text("".join(self.delivered), encoding)
         return wire.usage_body(prompt, completion, self.usage.cached_tokens, self.usage.reasoning_tokens)
@@ -551,16 +553,17 @@ class Relay:
             ) from None
         if completion.usage is not None:
             self.usage = completion.usage
+        choices = self.within_max_tokens(request, route, completion.choices)
         payload: dict[str, Any] = {
             "id": admission.generation_id,
             "object": "chat.completion",
             "created": admission.created,
             "model": route.name,
-            "choices": completion.choices,
+            "choices": choices,
         }
         if completion.extra:
             payload.update(completion.extra)
-        text = wire.delivered_text(completion.choices)
+        text = wire.delivered_text(choices)
         self.delivered.append(text)
         payload["usage"] = self.usage_for_client(request, route)
         self.delivered.clear()  # nothing is delivered until the body is sent
@@ -573,9 +576,29 @@ class Relay:
         if not self.disconnected:
             self.delivered.append(text)
         self.first_token_at = self.loop.time()
-        for choice in completion.choices:
+        for choice in choices:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+
+    def within_max_tokens(
+        self, request: ChatRequest, route: ModelRoute, choices: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """A JSON answer's choices, each cut at the client's ``max_tokens`` if the vendor ignored it.
+
+        Counted only when the vendor's own figure is missing or over the limit (a vendor that
+        honours ``max_tokens`` costs nothing here); a cut answer is billed for what it delivers,
+        as a stream cut at the limit is."""
+        limit = choice_token_limit(request)
+        if limit is None:
+            return choices
+        reported = self.usage.completion_tokens
+        if reported is not None and reported <= limit:
+            return choices
+        clipped = clip_answer(choices, limit, route.encoding)
+        if clipped is None:
+            return choices
+        self.cut = True
+        return clipped
 
     # -- errors ---------------------------------------------------------------------------
 

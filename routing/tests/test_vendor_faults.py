@@ -184,6 +184,36 @@ def test_vendor_ignoring_max_tokens_is_cut_at_the_limit(cast, live_router, fake_
     check_no_leaks(live_router, fake_openai, before)
 
 
+def test_json_answer_of_a_vendor_ignoring_max_tokens_is_cut_and_billed_as_delivered(
+    cast, live_router, fake_openai, before
+):
+    fake_openai.scenario.tokens = 50
+    fake_openai.scenario.honour_max_tokens = False
+    response = cast.chat(max_tokens=7)
+    assert response.status_code == 200
+    body = response.json()
+    (choice,) = body["choices"]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("".join(words(7)), "length")
+    assert body["usage"]["completion_tokens"] == 7
+    record = cast.record(response.headers["x-generation-id"])
+    assert (record.status, record.finish_reason, record.completion_tokens) == ("completed", "length", 7)
+    assert record.vendor_completion_tokens == 50  # the vendor's own figure, kept for the record
+    assert record.cost == Decimal(record.prompt_tokens * 1 + 7 * 2) / 1_000_000
+    check_no_leaks(live_router, fake_openai, before)
+
+
+def test_json_answer_within_max_tokens_is_untouched_and_billed_at_the_vendors_figure(
+    cast, live_router, fake_openai, before
+):
+    fake_openai.scenario.tokens = 50  # honoured: the vendor stops at 7 and says so
+    response = cast.chat(max_tokens=7)
+    (choice,) = response.json()["choices"]
+    assert (choice["message"]["content"], choice["finish_reason"]) == ("".join(words(7)), "stop")
+    record = cast.record(response.headers["x-generation-id"])
+    assert (record.completion_tokens, record.vendor_completion_tokens, record.usage_source) == (7, 7, "vendor")
+    check_no_leaks(live_router, fake_openai, before)
+
+
 def test_max_tokens_cuts_inside_a_multi_token_chunk(cast, live_router, fake_openai, before):
     fake_openai.scenario.tokens = 20
     fake_openai.scenario.words_per_chunk = 4
