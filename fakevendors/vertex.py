@@ -10,6 +10,11 @@
 
 Every API call must carry ``Authorization: Bearer <a token this fake issued, unexpired>``.
 Every word is one token (see ``fakevendors.openai.WORDS``); ``tokens_written`` counts them.
+
+Gemini 3 models (``gemini-3*``) behave as Google documents for thought signatures: each
+``functionCall`` part they answer with carries a ``thoughtSignature``, and a request whose
+model turn starts its function calls without one this fake issued (or Google's
+``skip_thought_signature_validator`` sentinel, for histories from other models) is a 400.
 """
 
 from __future__ import annotations
@@ -86,6 +91,10 @@ def _b64decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
+# Google's documented value for function calls that no Gemini model signed (other models' history).
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
 class FakeVertex(FakeServer):
     def __init__(self, public_key: Any = None, client_email: str = "", *, project: str = "test-project",
                  location: str = "us-central1", **scenario: Any) -> None:  # fmt: skip
@@ -98,6 +107,7 @@ class FakeVertex(FakeServer):
         self.token_requests: list[RecordedRequest] = []
         self.issued: dict[str, float] = {}  # access token -> monotonic expiry
         self.api_requests: list[RecordedRequest] = []
+        self.thought_signatures: set[str] = set()  # issued with Gemini 3 function calls
 
     def trust(self, service_account: dict[str, Any]) -> None:
         """Accept assertions signed by this service account's key."""
@@ -181,9 +191,14 @@ class FakeVertex(FakeServer):
 
     # -- Gemini -----------------------------------------------------------------------------------
 
-    def _gemini_problem(self, body: dict[str, Any], method: str, query: dict[str, list[str]]) -> str | None:
+    def _gemini_problem(self, body: dict[str, Any], model: str, method: str, query: dict[str, list[str]]) -> str | None:
         if method == "streamGenerateContent" and query.get("alt") != ["sse"]:
             return "This fake only streams with alt=sse."
+        if model.startswith("gemini-3"):
+            for content in body.get("contents") or ():
+                calls = [p for p in content.get("parts") or () if "functionCall" in p]
+                if calls and calls[0].get("thoughtSignature") not in {*self.thought_signatures, SKIP_SIGNATURE}:
+                    return "Function call is missing a thought_signature in functionCall parts."
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents:
             return "contents is required."
@@ -222,7 +237,7 @@ class FakeVertex(FakeServer):
                                    "status": "RESOURCE_EXHAUSTED"}}  # fmt: skip
         if await self._fail_first(conn, s, default_error):
             return
-        problem = self._gemini_problem(body, method, request.query)
+        problem = self._gemini_problem(body, model, method, request.query)
         if problem:
             conn.send_json(400, {"error": {"code": 400, "message": problem, "status": "INVALID_ARGUMENT"}})
             return
@@ -230,7 +245,13 @@ class FakeVertex(FakeServer):
         count = min(s.tokens, limit) if limit else s.tokens
         answered = any("functionResponse" in p for p in body["contents"][-1]["parts"])
         tools = [d for t in body.get("tools") or () for d in t.get("functionDeclarations") or ()]
-        call = {"name": tools[0]["name"], "args": {"city": "Paris"}} if s.tool_call and tools and not answered else None
+        call: dict[str, Any] | None = None
+        if s.tool_call and tools and not answered:
+            call = {"functionCall": {"name": tools[0]["name"], "args": {"city": "Paris"}}}
+            if model.startswith("gemini-3"):
+                signature = base64.b64encode(secrets.token_bytes(24)).decode()
+                self.thought_signatures.add(signature)
+                call["thoughtSignature"] = signature
         if method == "generateContent":
             await self._gemini_whole(request, conn, s, count, call)
         else:
@@ -247,7 +268,7 @@ class FakeVertex(FakeServer):
         parts: list[dict[str, Any]] = [{"text": "".join(words(s.thoughts)), "thought": True}] if s.thoughts else []
         if call:
             count = 1
-            parts.append({"functionCall": call})
+            parts.append(call)
         else:
             parts.append({"text": "".join(words(count))})
         usage = self._gemini_usage(count, s)
@@ -271,7 +292,7 @@ class FakeVertex(FakeServer):
                 return
         if call:
             request.tokens_written = 1
-            conn.write(self._gemini_chunk([{"functionCall": call}], self._gemini_usage(1, s), "STOP"))
+            conn.write(self._gemini_chunk([call], self._gemini_usage(1, s), "STOP"))
             return
         for i, word in enumerate(words(count)):
             if i and not await conn.pause(s.token_delay):

@@ -5,6 +5,13 @@ Request: system/developer messages become ``systemInstruction``; user and tool m
 merged, as Gemini wants parallel function responses in one content). Answer: text parts are
 content, ``thought: true`` parts reasoning, each whole ``functionCall`` part one tool-call
 delta with a generated id. Usage: the last ``usageMetadata`` seen wins; thoughts are output.
+
+Thought signatures: a ``functionCall`` part's ``thoughtSignature`` travels in its tool call
+as ``extra_content.google.thought_signature`` (the field Google's own OpenAI-compatible
+endpoint uses, which OpenAI SDKs keep when the message is sent back) and is put back on the
+part when the call returns in the history; Gemini 3 refuses function calls without it. A
+Gemini 3 request whose history holds unsigned calls (made by another model, say before a
+fallback) gets Google's documented ``skip_thought_signature_validator`` on them instead.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from routing.vendors.vertex import messages as m
 ROLES = {"user": "user", "tool": "user", "function": "user", "assistant": "model"}
 TOOL_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
+SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 
 def method(stream: bool) -> str:
@@ -30,7 +38,7 @@ def method(stream: bool) -> str:
 
 def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
     params = call.request.params
-    system, contents = _contents(call.request.messages)
+    system, contents = _contents(call.request.messages, call.upstream_model.startswith("gemini-3"))
     payload: dict[str, Any] = {"contents": contents}
     if system:
         payload["systemInstruction"] = {"parts": system}
@@ -46,7 +54,9 @@ def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
     return payload
 
 
-def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _contents(
+    messages: list[dict[str, Any]], sign_unsigned: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     names = m.tool_names(messages)
@@ -56,7 +66,7 @@ def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
         if role in ("system", "developer"):
             system.extend({"text": p["text"]} for p in m.parts_of(message.get("content"), where) if p.get("text"))
             continue
-        parts = _parts(message, names, where)
+        parts = _parts(message, names, where, sign_unsigned)
         if not parts:
             continue
         if contents and contents[-1]["role"] == ROLES[role]:
@@ -68,7 +78,7 @@ def _contents(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     return system, contents
 
 
-def _parts(message: dict[str, Any], names: dict[str, str], where: str) -> list[dict[str, Any]]:
+def _parts(message: dict[str, Any], names: dict[str, str], where: str, sign_unsigned: bool) -> list[dict[str, Any]]:
     role = message["role"]
     if role in ("tool", "function"):
         name = message.get("name") if role == "function" else names.get(str(message.get("tool_call_id")))
@@ -88,8 +98,20 @@ def _parts(message: dict[str, Any], names: dict[str, str], where: str) -> list[d
     for j, call in enumerate(message.get("tool_calls") or ()):
         name = (call.get("function") or {}).get("name")
         args = m.tool_arguments(call, f"{where}.tool_calls[{j}]")
-        parts.append({"functionCall": {"name": name, "args": args}})
+        function_call: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
+        # Gemini signs the first call of a step (parallel calls share its signature).
+        signature = _thought_signature(call) or (SKIP_SIGNATURE if sign_unsigned and j == 0 else None)
+        if signature:
+            function_call["thoughtSignature"] = signature
+        parts.append(function_call)
     return parts
+
+
+def _thought_signature(call: dict[str, Any]) -> str | None:
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return signature if isinstance(signature, str) and signature else None
 
 
 def _response_object(content: Any) -> dict[str, Any]:
@@ -193,12 +215,16 @@ def _blocked(vendor_name: str, payload: dict[str, Any]) -> UpstreamError | None:
 
 def _tool_call(part: dict[str, Any], index: int) -> dict[str, Any]:
     call = part["functionCall"]
-    return {
+    tool_call: dict[str, Any] = {
         "index": index,
         "id": "call_" + secrets.token_hex(12),
         "type": "function",
         "function": {"name": call.get("name", ""), "arguments": orjson.dumps(call.get("args") or {}).decode()},
     }
+    signature = part.get("thoughtSignature")
+    if isinstance(signature, str) and signature:
+        tool_call["extra_content"] = {"google": {"thought_signature": signature}}
+    return tool_call
 
 
 class StreamState:
