@@ -287,7 +287,7 @@ class _Opened:
     created_at: datetime
     prices: Prices
     # The _ANSWERING fields as admission wrote them (their defaults when it did not).
-    answering: tuple[Any, ...] = (None, None, "", "")
+    answering: tuple[Any, ...]
 
 
 # Records opened by this process and not yet settled: settlement updates them without
@@ -295,13 +295,14 @@ class _Opened:
 # status, so a stale entry (a rolled-back admission, a flushed database) never applies; any
 # record not found here, or not updated, is read back and settled the ordinary way.
 _opened: dict[int, _Opened] = {}
-_ANSWERING = ("deployment_id", "vendor_id", "vendor_name", "upstream_model")
+# The fields naming the deployment that answered, and their values until one did.
 _ANSWERING_DEFAULTS: dict[str, Any] = {
     "deployment_id": None,
     "vendor_id": None,
     "vendor_name": "",
     "upstream_model": "",
 }
+_ANSWERING = tuple(_ANSWERING_DEFAULTS)
 _PRICE_PLACES = Decimal("0.000001")  # UsageRecord's price fields: 12 digits, 6 places
 
 

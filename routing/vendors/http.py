@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -60,39 +61,33 @@ def client() -> httpx.AsyncClient:
     return pool
 
 
-_urls: dict[str, httpx.URL] = {}
-
-
+@functools.lru_cache(maxsize=4096)
 def parsed_url(url: str) -> httpx.URL:
     """``httpx.URL(url)``, parsed once per distinct URL (httpx parses a str URL on every request,
     about 16 us; a URL object is taken as it is)."""
-    found = _urls.get(url)
-    if found is None:
-        if len(_urls) >= 4096:
-            _urls.clear()
-        found = _urls[url] = httpx.URL(url)
-    return found
+    return httpx.URL(url)
 
 
 def timeouts(vendor: VendorConfig) -> httpx.Timeout:
-    # The relay enforces first-byte and idle gaps itself; httpx's read timeout is a backstop.
-    backstop = max(vendor.first_byte_timeout, vendor.idle_timeout) + 5
-    return httpx.Timeout(connect=vendor.connect_timeout, read=backstop, write=backstop, pool=vendor.connect_timeout)
-
-
-_timeout_extensions: dict[tuple[float, float, float], dict[str, float | None]] = {}
+    return _timeouts(vendor.connect_timeout, vendor.first_byte_timeout, vendor.idle_timeout)
 
 
 def timeout_extension(vendor: VendorConfig) -> dict[str, float | None]:
-    """``timeouts(vendor).as_dict()``, built once per distinct set of timeouts (read-only: httpx
-    only reads the request's timeout extension)."""
-    key = (vendor.connect_timeout, vendor.first_byte_timeout, vendor.idle_timeout)
-    found = _timeout_extensions.get(key)
-    if found is None:
-        if len(_timeout_extensions) >= 1024:
-            _timeout_extensions.clear()
-        found = _timeout_extensions[key] = timeouts(vendor).as_dict()
-    return found
+    """``timeouts(vendor).as_dict()``, the request extension httpx reads (shared, read-only)."""
+    return _timeout_extension(vendor.connect_timeout, vendor.first_byte_timeout, vendor.idle_timeout)
+
+
+# A router has a handful of vendors: each set of timeouts is built once, not per request.
+@functools.lru_cache(maxsize=1024)
+def _timeouts(connect: float, first_byte: float, idle: float) -> httpx.Timeout:
+    # The relay enforces first-byte and idle gaps itself; httpx's read timeout is a backstop.
+    backstop = max(first_byte, idle) + 5
+    return httpx.Timeout(connect=connect, read=backstop, write=backstop, pool=connect)
+
+
+@functools.lru_cache(maxsize=1024)
+def _timeout_extension(connect: float, first_byte: float, idle: float) -> dict[str, float | None]:
+    return _timeouts(connect, first_byte, idle).as_dict()
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:

@@ -12,6 +12,7 @@ precisely than ``httpx_aiohttp`` does (it reports a refused connection as a time
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -136,27 +137,16 @@ class UpstreamTransport(AiohttpTransport):
 
 
 # A router calls a handful of URLs with a handful of timeouts: each converted once, not per request.
-_urls: dict[Any, yarl.URL] = {}
-_timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
+@functools.lru_cache(maxsize=4096)
+def _yarl_url(reference: Any) -> yarl.URL:
+    return yarl.URL(str(reference), encoded=True)
 
 
 def _aiohttp_url(url: httpx.URL) -> yarl.URL:
-    """The URL as httpx encoded it (see ``_send``), converted once per distinct URL."""
-    key = url._uri_reference  # a named tuple of the URL's encoded parts
-    found = _urls.get(key)
-    if found is None:
-        if len(_urls) >= 4096:
-            _urls.clear()
-        found = _urls[key] = yarl.URL(str(url), encoded=True)
-    return found
+    """The URL as httpx encoded it (see ``_send``); keyed by its parsed parts (a named tuple)."""
+    return _yarl_url(url._uri_reference)
 
 
+@functools.lru_cache(maxsize=1024)
 def _aiohttp_timeout(connect: float | None, read: float | None, pool: float | None) -> aiohttp.ClientTimeout:
-    found = _timeouts.get((connect, read, pool))
-    if found is None:
-        if len(_timeouts) >= 1024:
-            _timeouts.clear()
-        found = _timeouts[connect, read, pool] = aiohttp.ClientTimeout(
-            sock_connect=connect, sock_read=read, connect=pool
-        )
-    return found
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
