@@ -308,3 +308,26 @@ def test_claude_whole_answer():
     ]
     assert result.choices[0]["finish_reason"] == "tool_calls"
     assert result.usage == Usage(9, 4, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "model, required",
+    [
+        ("gemini-3-pro-preview", True),
+        ("gemini-3.1-flash-lite", True),
+        ("gemini-4-ultra", True),
+        ("gemini-2.5-flash", False),
+        ("gemini-1.5-pro-002", False),
+    ],
+)
+def test_unsigned_calls_get_the_skip_value_from_gemini_3_on(model, required):
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "21"},
+    ]
+    request = parse_chat_request(orjson.dumps({"model": "m", "messages": messages}))
+    (part,) = gemini.body(UpstreamCall(request, model, "gen-1"), stream=False)["contents"][1]["parts"]
+    assert gemini.signatures_required(model) is required
+    assert part.get("thoughtSignature") == (gemini.SKIP_SIGNATURE if required else None)

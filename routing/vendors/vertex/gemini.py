@@ -16,6 +16,7 @@ fallback) gets Google's documented ``skip_thought_signature_validator`` on them 
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -30,6 +31,7 @@ ROLES = {"user": "user", "tool": "user", "function": "user", "assistant": "model
 TOOL_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 SKIP_SIGNATURE = "skip_thought_signature_validator"
+_GENERATION = re.compile(r"gemini-(\d+)")
 
 
 def method(stream: bool) -> str:
@@ -38,7 +40,7 @@ def method(stream: bool) -> str:
 
 def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
     params = call.request.params
-    system, contents = _contents(call.request.messages, call.upstream_model.startswith("gemini-3"))
+    system, contents = _contents(call.request.messages, signatures_required(call.upstream_model))
     payload: dict[str, Any] = {"contents": contents}
     if system:
         payload["systemInstruction"] = {"parts": system}
@@ -54,9 +56,13 @@ def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
     return payload
 
 
-def _contents(
-    messages: list[dict[str, Any]], sign_unsigned: bool = False
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def signatures_required(model: str) -> bool:
+    """Whether the model refuses function calls without their thought signature (Gemini 3 on)."""
+    found = _GENERATION.match(model)
+    return found is not None and int(found.group(1)) >= 3
+
+
+def _contents(messages: list[dict[str, Any]], sign_unsigned: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     names = m.tool_names(messages)
