@@ -49,19 +49,16 @@ class Target:
 _ANSWER_FIELDS = ("content", "refusal", "reasoning_content", "reasoning", "tool_calls")
 
 
-def carries_token(data: bytes) -> bool:
-    """Whether a chunk's JSON holds any of the answer (text, reasoning or a tool call)."""
+def _deltas(data: bytes, strict: bool) -> list[dict[str, Any]]:
+    """The deltas of a chunk's choices; data that is not JSON has none, or raises if ``strict``."""
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return False
-    if not isinstance(payload, dict):
-        return False
-    for choice in payload.get("choices") or ():
-        delta = choice.get("delta") or {}
-        if any(delta.get(name) for name in _ANSWER_FIELDS):
-            return True
-    return False
+        if strict:
+            raise
+        return []
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    return [choice.get("delta") or {} for choice in choices or ()]
 
 
 class Response:
@@ -119,11 +116,13 @@ class Response:
             if data == b"[DONE]":
                 return
             self.chunks += 1
-            if self.first_token_at is None and carries_token(data):
+            # Parsed only while the first token is awaited, or when tokens are counted.
+            deltas = _deltas(data, self.count_tokens) if self.first_token_at is None or self.count_tokens else []
+            if self.first_token_at is None and any(d.get(f) for d in deltas for f in _ANSWER_FIELDS):
                 self.first_token_at = now()
             if self.count_tokens:
-                for choice in orjson.loads(data).get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content")
+                for delta in deltas:
+                    content = delta.get("content")
                     if content:
                         self.tokens += 1
                         self.text.append(content)

@@ -61,15 +61,11 @@ PROFILES = {
 }
 
 
-def upstream_target(name: str, proc: processes.Process) -> Target:
-    """The fake vendor itself, or the bare relay in front of it: asked for upstream model ids."""
+def upstream_target(name: str, proc: processes.Process, key: str | None = None) -> Target:
+    """The fake vendor itself, or a relay in front of it: asked for upstream model ids (the
+    recorded relay also checks and records the router's ``key``)."""
     upstream = {model.removeprefix("bench/"): upstream for model, upstream in MODELS.items()}
-    return Target(name, "127.0.0.1", proc.port, None, upstream)
-
-
-def recorded_target(proc: processes.Process, key: str) -> Target:
-    """The recorded relay: upstream model ids, and the router's key (it checks and records it)."""
-    return Target("recorded", "127.0.0.1", proc.port, key, upstream_target("recorded", proc).models)
+    return Target(name, "127.0.0.1", proc.port, key, upstream)
 
 
 def router_target(name: str, proc: processes.Process, key: str) -> Target:
@@ -115,7 +111,7 @@ class Bench:
             recorded = self.start("recorded", processes.RECORDED_APP, relay_env)
             direct = upstream_target("direct", vendor)
             targets = [direct, upstream_target("bare", bare), router_target("router", router, key)]
-            return asyncio.run(self.measure(targets, direct, router, key, recorded_target(recorded, key)))
+            return asyncio.run(self.measure(targets, direct, router, key, upstream_target("recorded", recorded, key)))
         finally:
             self.stop_all()
 
