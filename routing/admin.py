@@ -93,7 +93,12 @@ class VendorAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Vendor, form: Any, change: bool) -> None:
         if change:
-            services.vendor_update(obj, options=form.vendor_options, credentials=form.vendor_credentials)
+            services.vendor_update(
+                obj,
+                options=form.vendor_options,
+                credentials=form.typed_credentials,
+                remove_credentials=form.remove_credentials,
+            )
             return
         created = services.vendor_create(
             obj.name, form.kind_name, obj.base_url, form.vendor_options, form.vendor_credentials

@@ -2,8 +2,12 @@
 
 Each adapter declares ``option_names`` (plain settings kept in ``Vendor.options``) and
 ``secret_names`` (kept encrypted); the form gets one field per name, so a new vendor kind
-needs no admin change. Secrets are write-only: never rendered, shown as set / not set, kept
-when left blank, replaced when typed, removed with "Remove stored credentials".
+needs no admin change. Secrets are write-only: never rendered (not even back into a form
+that has errors), shown as set / not set, kept when left blank, replaced when typed, removed
+with "Remove stored credentials". A typed secret is parsed by the adapter (a service-account
+JSON becomes the object the adapter needs). Stored secrets never follow the vendor to a new
+origin, and every address is checked against the host policy: ``routing.services`` decides
+both, for this form and for ``manage.py vendor`` alike.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 from django import forms
 
+from routing import services
 from routing.models import Vendor
 from routing.vendors import adapter_class
 
@@ -26,9 +31,16 @@ def field_label(name: str) -> str:
     return label.replace("Api ", "API ").replace(" url", " URL").replace(" id", " ID")
 
 
+class SecretTextarea(forms.Textarea):
+    """A text area that never renders its value: a pasted key is not sent back with form errors."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 def _secret_widget(name: str) -> forms.Widget:
     if any(hint in name for hint in _MULTILINE_HINTS):
-        return forms.Textarea(attrs={"rows": 4, "cols": 60, "autocomplete": "off", "spellcheck": "false"})
+        return SecretTextarea(attrs={"rows": 4, "cols": 60, "autocomplete": "off", "spellcheck": "false"})
     return forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
 
 
@@ -66,7 +78,10 @@ class VendorFormBase(forms.ModelForm):
             )
             field.help_text = f"Write-only. Currently {state}."
         self.vendor_options: dict[str, Any] = {}
+        # Secrets typed now (parsed), and the whole set the vendor will hold once saved.
+        self.typed_credentials: dict[str, Any] = {}
         self.vendor_credentials: dict[str, Any] = {}
+        self.remove_credentials = False
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -79,21 +94,61 @@ class VendorFormBase(forms.ModelForm):
     def stored_credentials(self) -> dict[str, Any]:
         return self.instance.credentials() if self.instance.pk and self.instance.credentials_encrypted else {}
 
+    def field_of(self, setting: str) -> str | None:
+        """The form field of an adapter setting (``None``: the form as a whole)."""
+        if setting == "base_url":
+            return setting
+        if setting in self.option_names():
+            return OPTION_PREFIX + setting
+        if setting in self.secret_names():
+            return SECRET_PREFIX + setting
+        return None
+
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
         options = {n: data.get(OPTION_PREFIX + n) for n in self.option_names()}
         self.vendor_options = {k: v.strip() for k, v in options.items() if isinstance(v, str) and v.strip()}
-        stored = {} if data.get("remove_credentials") else self.stored_credentials()
-        typed = {n: data.get(SECRET_PREFIX + n) for n in self.secret_names()}
-        self.vendor_credentials = {**stored, **{k: v for k, v in typed.items() if v}}
+        self.remove_credentials = bool(data.get("remove_credentials"))
+        self.typed_credentials = self.parsed_secrets(data)
+        if self.errors:
+            return data
+        base_url = data.get("base_url") or ""
+        vendor = self.instance if self.instance.pk else None
         try:
-            adapter_class(self.kind_name).validate(
-                data.get("base_url") or "", self.vendor_options, self.vendor_credentials
+            self.vendor_credentials = services.vendor_credentials_resolve(
+                vendor, base_url, self.vendor_options, self.typed_credentials, remove=self.remove_credentials
             )
+            adapter_class(self.kind_name).validate(base_url, self.vendor_options, self.vendor_credentials)
+            services.vendor_destinations_check(self.kind_name, base_url, self.vendor_options, self.vendor_credentials)
+        except services.VendorCredentialsRequired as error:
+            self.add_error(
+                self.field_of(error.setting),
+                f"The vendor's requests would now go to {error.new_origin} instead of "
+                f"{error.old_origin or 'nowhere'}. Enter its credentials again: stored credentials are never "
+                "sent to a new address.",
+            )
+            if self.secret_names():
+                self.add_error(SECRET_PREFIX + self.secret_names()[0], "Enter the credentials for the new address.")
+        except services.VendorHostRefused as error:
+            self.add_error(self.field_of(error.setting), f"This address is not allowed: {error.reason}.")
         except ValueError as error:
             raise forms.ValidationError(str(error)) from None
         return data
+
+    def parsed_secrets(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Return the secrets typed now as the adapter stores them; an unusable one is an error at its field."""
+        adapter = adapter_class(self.kind_name)
+        typed: dict[str, Any] = {}
+        for name in self.secret_names():
+            text = data.get(SECRET_PREFIX + name)
+            if not text:
+                continue
+            try:
+                typed[name] = adapter.parse_secret(name, text)
+            except ValueError as error:
+                self.add_error(SECRET_PREFIX + name, str(error))  # the adapter's message never quotes the value
+        return typed
 
 
 def vendor_form_for(kind: str) -> type[VendorFormBase]:

@@ -9,8 +9,92 @@ from django.conf import settings
 from django.db import transaction
 
 from lib import secretbox
+from lib.hosts import origin
 from routing.models import Deployment, RouterModel, Vendor, VendorKind
-from routing.vendors import adapter_class
+from routing.vendors import adapter_class, hosts
+
+
+class VendorHostRefused(ValueError):
+    """A place the vendor's configuration sends requests to is refused by ``SIRAYA_VENDOR_HOSTS`` or production rules."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"the vendor's requests would go where this router does not send credentials: {reason}")
+        self.setting = setting  # base_url, or the option or secret that decides the address
+        self.reason = reason
+
+
+class VendorCredentialsRequired(ValueError):
+    """The configuration moves the vendor's requests to a new origin: its stored credentials do not follow."""
+
+    def __init__(self, setting: str, old_origin: str, new_origin: str) -> None:
+        super().__init__(
+            f"the vendor's requests would go to {new_origin} instead of {old_origin or 'nowhere'}: "
+            "enter its credentials again (stored credentials are never sent to a new address)"
+        )
+        self.setting = setting
+        self.old_origin = old_origin
+        self.new_origin = new_origin
+
+
+def _filled(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v not in (None, "")}
+
+
+def vendor_destinations_check(kind: str, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+    """Raise ``VendorHostRefused`` unless the host policy allows every place this configuration sends requests to."""
+    for setting, url in adapter_class(kind).destinations(base_url, options, credentials):
+        try:
+            origin(url)
+        except ValueError as error:
+            raise VendorHostRefused(setting, str(error)) from None
+        reason = hosts.url_refusal(url, resolve_names=True)
+        if reason is not None:
+            raise VendorHostRefused(setting, reason)
+
+
+def _origins(kind: str, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> dict[str, str]:
+    """Return origin (scheme, host, port) -> the setting that decides it, for each place requests go."""
+    found: dict[str, str] = {}
+    for setting, url in adapter_class(kind).destinations(base_url, options, credentials):
+        try:
+            found.setdefault(origin(url), setting)
+        except ValueError:
+            found.setdefault(url, setting)  # not a URL: compared as written
+    return found
+
+
+def vendor_credentials_resolve(
+    vendor: Vendor | None,
+    base_url: str,
+    options: dict[str, Any],
+    typed: dict[str, Any],
+    *,
+    remove: bool = False,
+) -> dict[str, Any]:
+    """Return the credentials ``vendor`` holds once saved with ``base_url`` and ``options``.
+
+    ``typed`` holds only the values entered now; they replace stored ones of the same name.
+    Stored credentials are kept unless ``remove``, or unless the new configuration sends
+    requests to an origin (scheme, host and port) the saved one did not: then only typed
+    credentials are kept, and none typed is ``VendorCredentialsRequired``.
+    """
+    typed = _filled(typed)
+    if vendor is None or vendor.pk is None:
+        return typed
+    saved = Vendor.objects.get(pk=vendor.pk)
+    stored = {} if remove or not saved.credentials_encrypted else saved.credentials()
+    if not stored:
+        return typed
+    before = _origins(saved.kind, saved.base_url, saved.options or {}, stored)
+    after = _origins(saved.kind, base_url, _filled(options), stored)
+    moved = [o for o in after if o not in before]
+    if moved:
+        if not typed:
+            setting = after[moved[0]]
+            old = next((o for o, s in before.items() if s == setting), next(iter(before), ""))
+            raise VendorCredentialsRequired(setting, old, moved[0])
+        stored = {}
+    return {**stored, **typed}
 
 
 def vendor_create(
@@ -25,9 +109,10 @@ def vendor_create(
         raise ValueError(f"unknown vendor kind '{kind}' (known: {', '.join(VendorKind.values)})")
     if Vendor.objects.filter(name=name).exists():
         raise ValueError(f"a vendor named '{name}' already exists")
-    options = {k: v for k, v in (options or {}).items() if v not in (None, "")}
-    credentials = {k: v for k, v in (credentials or {}).items() if v not in (None, "")}
+    options = _filled(options or {})
+    credentials = _filled(credentials or {})
     adapter_class(kind).validate(base_url, options, credentials)
+    vendor_destinations_check(kind, base_url, options, credentials)
     vendor = Vendor(name=name, kind=kind, base_url=base_url, options=options)
     vendor.set_credentials(credentials)
     vendor.full_clean(exclude=["credentials_encrypted"])
@@ -86,11 +171,19 @@ def model_create(
     return model
 
 
-def vendor_update(vendor: Vendor, *, options: dict[str, Any], credentials: dict[str, Any]) -> Vendor:
-    """Save ``vendor``'s edited fields with new options and credentials, once its adapter accepted them."""
-    options = {k: v for k, v in options.items() if v not in (None, "")}
-    credentials = {k: v for k, v in credentials.items() if v not in (None, "")}
+@transaction.atomic
+def vendor_update(
+    vendor: Vendor, *, options: dict[str, Any], credentials: dict[str, Any], remove_credentials: bool = False
+) -> Vendor:
+    """Save ``vendor``'s edited fields (base URL, timeouts, ...) with new options, once its adapter accepted them.
+
+    ``credentials`` are the values entered now; stored ones are kept or dropped as
+    ``vendor_credentials_resolve`` decides (never kept when requests would go to a new origin).
+    """
+    options = _filled(options)
+    credentials = vendor_credentials_resolve(vendor, vendor.base_url, options, credentials, remove=remove_credentials)
     adapter_class(vendor.kind).validate(vendor.base_url, options, credentials)
+    vendor_destinations_check(vendor.kind, vendor.base_url, options, credentials)
     vendor.options = options
     vendor.set_credentials(credentials)
     vendor.full_clean(exclude=["credentials_encrypted"])

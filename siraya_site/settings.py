@@ -167,6 +167,15 @@ SIRAYA_INSTANCE_STALE_SECONDS = env.float("SIRAYA_INSTANCE_STALE_SECONDS", defau
 SIRAYA_CLIENT_STALL_SECONDS = env.float("SIRAYA_CLIENT_STALL_SECONDS", default=30.0)
 # On SIGTERM, running streams get this long to finish before they are cancelled and settled.
 SIRAYA_SHUTDOWN_GRACE_SECONDS = env.float("SIRAYA_SHUTDOWN_GRACE_SECONDS", default=30.0)
+# Hosts vendor requests (and so vendor credentials) may go to, comma-separated; empty: any host.
+# Entries: names where '*' is one DNS label (*.openai.azure.com, bedrock-runtime.*.amazonaws.com),
+# IP addresses or networks (10.0.0.5, 10.0.0.0/8, ::1), or localhost. Checked when a vendor is
+# saved and before every request (routing.vendors.hosts).
+SIRAYA_VENDOR_HOSTS = env.list("SIRAYA_VENDOR_HOSTS", default=[])
+# In production, loopback, link-local and private addresses (and names resolving to them when a
+# vendor is saved) are refused unless an entry of SIRAYA_VENDOR_HOSTS names them: a name pattern
+# that matches the name, the IP address or a network holding it, or "localhost" itself.
+SIRAYA_VENDOR_REFUSE_INTERNAL = PRODUCTION
 # Test-only introspection (GET /debug/tasks); never on in production.
 SIRAYA_DEBUG_ENDPOINTS = env.bool("SIRAYA_DEBUG_ENDPOINTS", default=False) and not PRODUCTION
 

@@ -120,6 +120,14 @@ class AzureAdapter(OpenAIAdapter):
         if given != ["entra_client_secret"] and (principal | {"entra_authority"}) & set(options):
             raise ValueError("--entra-tenant-id, --entra-client-id and --entra-authority need --entra-client-secret")
 
+    @classmethod
+    def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:
+        found = super().destinations(base_url, options, credentials)
+        if credentials.get("entra_client_secret"):
+            # The client secret goes to the Entra authority, not to the resource.
+            found.append(("entra_authority", str(options.get("entra_authority") or DEFAULT_AUTHORITY)))
+        return found
+
     @property
     def api_style(self) -> str:
         return str(self.vendor.options.get("api_style", "deployment"))

@@ -107,6 +107,20 @@ class VendorAdapter(ABC):
     def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
         """Raise ``ValueError`` with a one-line message when the vendor cannot work as configured."""
 
+    @classmethod
+    def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:
+        """Return (setting, URL) for every place this configuration sends requests, and so credentials, to.
+
+        The setting is the field that decides the URL (``base_url``, an option or a secret name):
+        the host policy and the credentials-follow-the-origin rule report their errors there.
+        """
+        return [("base_url", base_url)] if base_url else []
+
+    @classmethod
+    def parse_secret(cls, name: str, text: str) -> Any:
+        """Return the stored value of secret ``name`` typed as ``text`` (``ValueError``, without the text, if unusable)."""
+        return text
+
     @abstractmethod
     def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         """Yield the answer as batches of events (one per network read); raise ``UpstreamError`` on failure."""

@@ -44,6 +44,10 @@ class DemoAdapter(VendorAdapter):
                 except (TypeError, ValueError):
                     raise ValueError(f"--{name.replace('_', '-')} must be a number of seconds >= 0") from None
 
+    @classmethod
+    def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:
+        return []  # no network
+
     def _answer(self, call: UpstreamCall) -> tuple[list[str], str]:
         words = _WORDS.findall("You said: " + (_last_user_text(call.request.messages).strip() or "nothing"))
         limit = call.request.max_tokens

@@ -11,6 +11,7 @@ import orjson
 from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import VendorConfig
+from routing.vendors.hosts import ensure_allowed
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -47,6 +48,7 @@ class EntraTokenSource:
 
     async def _refresh(self) -> None:
         started = time.monotonic()
+        ensure_allowed(self.vendor.name, httpx.URL(self.url).host)  # the client secret goes there
         try:
             response = await http.client().post(self.url, data=self.form, timeout=http.timeouts(self.vendor))
         except httpx.HTTPError as exc:

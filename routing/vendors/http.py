@@ -16,6 +16,7 @@ import orjson
 
 from routing.errors import UpstreamError
 from routing.vendors.base import VendorConfig
+from routing.vendors.hosts import ensure_allowed
 from routing.vendors.transport import UpstreamTransport
 
 _clients: dict[int, httpx.AsyncClient] = {}
@@ -179,6 +180,7 @@ async def open_response(
     Leaving the block closes the response; an unfinished response's connection is
     dropped rather than returned to the pool, so the vendor sees the close at once.
     """
+    ensure_allowed(vendor.name, request.url.host)
     request.extensions["timeout"] = timeout_extension(vendor)
     try:
         response = await client().send(request, stream=True)

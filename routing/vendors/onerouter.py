@@ -36,6 +36,10 @@ class OneRouterAdapter(OpenAIAdapter):
         if not credentials.get("api_key"):
             raise ValueError("--api-key is required for OneRouter")
 
+    @classmethod
+    def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:
+        return [("base_url", base_url or DEFAULT_BASE_URL)]
+
     def url(self, call: UpstreamCall) -> str:
         return (self.vendor.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
 

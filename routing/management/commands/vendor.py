@@ -13,7 +13,7 @@ from routing.vendors import ADAPTERS
 
 
 class Command(SubcommandCommand):
-    help = "Add, list and disable vendors (upstream accounts)."
+    help = "Add, edit, list and disable vendors (upstream accounts)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = self.subcommands(parser)
@@ -21,15 +21,16 @@ class Command(SubcommandCommand):
         add.add_argument("name")
         add.add_argument("--kind", required=True, choices=VendorKind.values)
         add.add_argument("--base-url", default="")
-        add.add_argument("--api-key", default="", help="stored encrypted; never shown again")
-        option_names = sorted({o for a in ADAPTERS.values() for o in a.option_names})
-        for name in option_names:
-            add.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None, metavar=name.upper())
-        # credentials_json comes from --credentials-file, never from the command line itself.
-        secret_names = sorted({s for a in ADAPTERS.values() for s in a.secret_names} - {"api_key", "credentials_json"})
-        for name in secret_names:
-            add.add_argument(f"--{name.replace('_', '-')}", dest=f"secret_{name}", default=None, metavar=name.upper())
-        add.add_argument("--credentials-file", default=None, help="JSON file of credentials (service account key)")
+        _configuration_arguments(add)
+        edit = sub.add_parser(
+            "edit",
+            help="change a vendor's base URL, options or credentials (a new scheme, host or port needs its "
+            "credentials again)",
+        )
+        edit.add_argument("name")
+        edit.add_argument("--base-url", default=None)
+        _configuration_arguments(edit)
+        edit.add_argument("--remove-credentials", action="store_true", help="drop the stored credentials")
         sub.add_parser("list", help="list vendors")
         disable = sub.add_parser("disable", help="stop routing to a vendor")
         disable.add_argument("name")
@@ -41,21 +42,30 @@ class Command(SubcommandCommand):
     def handle_add(
         self, name: str, kind: str, base_url: str, api_key: str, credentials_file: str | None, **rest: Any
     ) -> None:
-        allowed = ADAPTERS[kind]
-        options = {k[4:]: v for k, v in rest.items() if k.startswith("opt_") and v is not None}
-        unknown = sorted(set(options) - set(allowed.option_names))
-        if unknown:
-            raise ValueError(f"--{unknown[0].replace('_', '-')} does not apply to kind '{kind}'")
-        credentials: dict[str, Any] = {k[7:]: v for k, v in rest.items() if k.startswith("secret_") and v is not None}
-        if api_key:
-            credentials["api_key"] = api_key
-        if credentials_file:
-            try:
-                credentials["credentials_json"] = json.loads(Path(credentials_file).read_text())
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"cannot read --credentials-file: {exc.__class__.__name__}") from None
+        options = _options(kind, rest)
+        credentials = _credentials(kind, api_key, credentials_file, rest)
         vendor = services.vendor_create(name, kind, base_url, options, credentials)
         self.stdout.write(f"vendor {vendor.name} added (kind {vendor.kind})")
+
+    def handle_edit(
+        self,
+        name: str,
+        base_url: str | None,
+        api_key: str,
+        credentials_file: str | None,
+        remove_credentials: bool,
+        **rest: Any,
+    ) -> None:
+        try:
+            vendor = Vendor.objects.get(name=name)
+        except Vendor.DoesNotExist:
+            raise ValueError(f"no vendor named '{name}'") from None
+        options = {**vendor.options, **_options(vendor.kind, rest)}  # an empty value removes an option
+        credentials = _credentials(vendor.kind, api_key, credentials_file, rest)
+        if base_url is not None:
+            vendor.base_url = base_url
+        services.vendor_update(vendor, options=options, credentials=credentials, remove_credentials=remove_credentials)
+        self.stdout.write(f"vendor {vendor.name} updated")
 
     def handle_list(self, **_: Any) -> None:
         for vendor in Vendor.objects.all():
@@ -73,3 +83,40 @@ class Command(SubcommandCommand):
     def handle_rotate_key(self, **_: Any) -> None:
         count = services.vendor_credentials_rotate()
         self.stdout.write(f"credentials of {count} vendor(s) re-encrypted under the first key")
+
+
+def _configuration_arguments(parser: CommandParser) -> None:
+    """The option and secret flags of every vendor kind (each kind accepts its own)."""
+    parser.add_argument("--api-key", default="", help="stored encrypted; never shown again")
+    option_names = sorted({o for a in ADAPTERS.values() for o in a.option_names})
+    for name in option_names:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None, metavar=name.upper())
+    # credentials_json comes from --credentials-file, never from the command line itself.
+    secret_names = sorted({s for a in ADAPTERS.values() for s in a.secret_names} - {"api_key", "credentials_json"})
+    for name in secret_names:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"secret_{name}", default=None, metavar=name.upper())
+    parser.add_argument("--credentials-file", default=None, help="JSON file of credentials (service account key)")
+
+
+def _options(kind: str, rest: dict[str, Any]) -> dict[str, Any]:
+    options = {k[4:]: v for k, v in rest.items() if k.startswith("opt_") and v is not None}
+    unknown = sorted(set(options) - set(ADAPTERS[kind].option_names))
+    if unknown:
+        raise ValueError(f"--{unknown[0].replace('_', '-')} does not apply to kind '{kind}'")
+    return options
+
+
+def _credentials(kind: str, api_key: str, credentials_file: str | None, rest: dict[str, Any]) -> dict[str, Any]:
+    """The credentials given on this command line (only these: stored ones are the service's business)."""
+    credentials: dict[str, Any] = {k[7:]: v for k, v in rest.items() if k.startswith("secret_") and v is not None}
+    unknown = sorted(set(credentials) - set(ADAPTERS[kind].secret_names))
+    if unknown:
+        raise ValueError(f"--{unknown[0].replace('_', '-')} does not apply to kind '{kind}'")
+    if api_key:
+        credentials["api_key"] = api_key
+    if credentials_file:
+        try:
+            credentials["credentials_json"] = json.loads(Path(credentials_file).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read --credentials-file: {exc.__class__.__name__}") from None
+    return credentials

@@ -29,6 +29,11 @@ SERVICE = "bedrock"  # the SigV4 signing name of bedrock-runtime
 KEY_PAIR = ("aws_access_key_id", "aws_secret_access_key")
 
 
+def runtime_url(base_url: str, region: str) -> str:
+    """The Bedrock Runtime root: the operator's base URL, or the region's public endpoint."""
+    return (base_url or f"https://bedrock-runtime.{region}.amazonaws.com").rstrip("/")
+
+
 class BedrockAdapter(VendorAdapter):
     kind = "bedrock"
     option_names = ("region",)
@@ -54,10 +59,14 @@ class BedrockAdapter(VendorAdapter):
                 "(and --aws-session-token for temporary keys), or a Bedrock --api-key"
             )
 
+    @classmethod
+    def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:
+        return [("base_url" if base_url else "region", runtime_url(base_url, str(options.get("region", ""))))]
+
     def __init__(self, vendor: VendorConfig) -> None:
         super().__init__(vendor)
         region = str(vendor.options.get("region", ""))
-        self.base_url = (vendor.base_url or f"https://bedrock-runtime.{region}.amazonaws.com").rstrip("/")
+        self.base_url = runtime_url(vendor.base_url, region)
         secrets = vendor.credentials
         self.api_key: str | None = secrets.get("api_key") or None
         # Built once per vendor configuration; signing a request is then a few HMACs and one SHA-256.

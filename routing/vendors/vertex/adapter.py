@@ -11,6 +11,7 @@ key, exchanged for OAuth2 tokens) or a static ``access_token``.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -30,6 +31,15 @@ from routing.vendors.vertex.auth import AccessTokens, service_account_credential
 
 DIALECTS: dict[str, ModuleType] = {"google": gemini, "anthropic": claude}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")  # project ids (domain-scoped ones hold ':' and '.')
+
+
+def api_root(base_url: str, location: str) -> str:
+    """The Vertex API root: the operator's base URL, or the location's public endpoint."""
+    if base_url:
+        return base_url.rstrip("/")
+    return (
+        "https://aiplatform.googleapis.com" if location == "global" else f"https://{location}-aiplatform.googleapis.com"
+    )
 
 
 def publisher_and_model(upstream_model: str) -> tuple[str, str]:
@@ -63,15 +73,27 @@ class VertexAdapter(VendorAdapter):
         elif not credentials.get("access_token"):
             raise ValueError("a Vertex AI vendor needs --credentials-file (a service-account JSON key)")
 
+    @classmethod
+    def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:
+        found = [("base_url" if base_url else "location", api_root(base_url, str(options.get("location", ""))))]
+        info = credentials.get("credentials_json")
+        if isinstance(info, dict) and isinstance(info.get("token_uri"), str):
+            found.append(("credentials_json", info["token_uri"]))  # the signed assertion goes there
+        return found
+
+    @classmethod
+    def parse_secret(cls, name: str, text: str) -> Any:
+        if name != "credentials_json":
+            return text
+        try:
+            info = json.loads(text)
+        except ValueError:
+            raise ValueError("This is not valid JSON: paste the whole service-account key file.") from None
+        service_account_credentials(info)
+        return info
+
     def base_url(self) -> str:
-        if self.vendor.base_url:
-            return self.vendor.base_url.rstrip("/")
-        location = self.vendor.options["location"]
-        return (
-            "https://aiplatform.googleapis.com"
-            if location == "global"
-            else f"https://{location}-aiplatform.googleapis.com"
-        )
+        return api_root(self.vendor.base_url, self.vendor.options["location"])
 
     def dialect(self, call: UpstreamCall) -> tuple[ModuleType, str]:
         publisher, model = publisher_and_model(call.upstream_model)

@@ -20,6 +20,7 @@ from google.oauth2 import service_account
 
 from routing.errors import UpstreamError
 from routing.vendors.base import VendorConfig
+from routing.vendors.hosts import ensure_allowed
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached token is replaced
@@ -52,17 +53,20 @@ def service_account_credentials(info: Any) -> service_account.Credentials:
 
 
 class _TokenRequest(google.auth.transport.requests.Request):
-    """google-auth's requests transport with a bounded timeout and no proxy variables."""
+    """google-auth's requests transport with a bounded timeout, no proxy variables, and the
+    router's host policy (the token URI comes from the key file: the signed assertion goes there)."""
 
-    def __init__(self, timeout: tuple[float, float]) -> None:
+    def __init__(self, vendor_name: str, timeout: tuple[float, float]) -> None:
         session = requests.Session()
         session.trust_env = False  # like the router's own upstream client
         super().__init__(session)
+        self.vendor_name = vendor_name
         self.timeout = timeout
 
     def __call__(
         self, url: Any, method: Any = "GET", body: Any = None, headers: Any = None, timeout: Any = None, **kwargs: Any
     ) -> Any:
+        ensure_allowed(self.vendor_name, (urlsplit(str(url)).hostname or "").rstrip("."))
         return super().__call__(url, method=method, body=body, headers=headers, timeout=self.timeout, **kwargs)
 
 
@@ -80,7 +84,7 @@ class AccessTokens:
         self._token: str | None = None if self._credentials else vendor.credentials.get("access_token")
         self._refresh_at = float("inf") if self._token else 0.0  # monotonic seconds
         self._pending: asyncio.Task[str] | None = None
-        self._request = _TokenRequest((vendor.connect_timeout, max(vendor.connect_timeout, 30.0)))
+        self._request = _TokenRequest(vendor.name, (vendor.connect_timeout, max(vendor.connect_timeout, 30.0)))
 
     async def token(self) -> str:
         if self._token is not None and time.monotonic() < self._refresh_at:
