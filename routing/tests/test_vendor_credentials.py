@@ -340,3 +340,29 @@ def test_production_adapters_refuse_internal_hosts_saved_before(production):
         production.SIRAYA_VENDOR_HOSTS = ["res.openai.azure.com"]  # the resource, not the authority
         error = _complete(_config("azure", "https://res.openai.azure.com", principal, {"entra_client_secret": SECRET}))
         assert error.code == "vendor_host_refused" and fake.requests == []
+
+
+def test_production_transport_refuses_a_name_resolving_to_an_internal_address(production, caplog):
+    name = socket.gethostname()
+    addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
+    if "127.0.0.1" not in addresses:
+        pytest.skip(f"{name} does not resolve to 127.0.0.1 here")
+    with FakeOpenAI() as fake:
+        # A name the save-time lookup may have seen elsewhere: the connection itself is refused.
+        error = _complete(_config("openai", f"http://{name}:{fake.port}/v1", {}, {"api_key": SECRET}))
+        assert (error.status, error.retryable) == (502, True)
+        assert name not in error.message and fake.requests == []
+    assert f"host '{name}' is a loopback, link-local or private address" in caplog.text
+    production.SIRAYA_VENDOR_HOSTS = [name]  # named explicitly: allowed
+    with FakeOpenAI(tokens=2) as fake:
+        _complete_ok = _config("openai", f"http://{name}:{fake.port}/v1", {}, {"api_key": SECRET})
+        request = parse_chat_request(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+
+        async def run() -> None:
+            try:
+                await adapter_class("openai")(_complete_ok).complete(UpstreamCall(request, "fake-model", "gen-1"))
+            finally:
+                await http.close_loop_client()
+
+        asyncio.run(run())
+        assert len(fake.requests) == 1

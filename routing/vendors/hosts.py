@@ -3,7 +3,9 @@
 Checked when a vendor is saved (admin, ``manage.py vendor``: every destination its adapter
 declares, names resolved to catch internal addresses) and again before each request leaves
 (API calls, Entra and Google token requests), so a vendor saved before the allowlist was set,
-or a token URI inside a service-account key, cannot carry credentials elsewhere.
+or a token URI inside a service-account key, cannot carry credentials elsewhere. In
+production the upstream transport also checks what a name resolves to when it connects
+(``resolved_refusal``), so a name whose DNS later points inside is refused too.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def url_refusal(url: str, *, resolve_names: bool = False) -> str | None:
 @functools.lru_cache(maxsize=1024)
 def _host_refusal(rules: HostPolicy, host: str) -> str | None:
     return rules.refusal(host)
+
+
+def resolved_refusal(host: str, addresses: list[str]) -> str | None:
+    """Why the upstream transport must not connect to ``host`` now that it resolved to ``addresses`` (production)."""
+    rules = policy()
+    return rules.refusal(host, addresses) if rules.refuse_internal else None
 
 
 def ensure_allowed(vendor_name: str, host: str) -> None:

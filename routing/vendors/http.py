@@ -16,7 +16,7 @@ import orjson
 
 from routing.errors import UpstreamError
 from routing.vendors.base import VendorConfig
-from routing.vendors.hosts import ensure_allowed
+from routing.vendors.hosts import ensure_allowed, resolved_refusal
 from routing.vendors.transport import UpstreamTransport
 
 _clients: dict[int, httpx.AsyncClient] = {}
@@ -30,7 +30,7 @@ def _transport() -> httpx.AsyncBaseTransport:
     if os.environ.get("SIRAYA_UPSTREAM_TRANSPORT", "aiohttp") == "httpx":
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=30)
         return httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    return UpstreamTransport(keepalive_expiry=30)
+    return UpstreamTransport(keepalive_expiry=30, address_check=resolved_refusal)
 
 
 class _NoCookies(httpx.Cookies):

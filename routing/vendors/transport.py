@@ -13,14 +13,21 @@ precisely than ``httpx_aiohttp`` does (it reports a refused connection as a time
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import httpx
 import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
+
+logger = logging.getLogger(__name__)
+# (host, the addresses it resolved to) -> why connecting is refused, or None.
+AddressCheck = Callable[[str, list[str]], str | None]
 
 
 def _mapped(exc: BaseException) -> httpx.TransportError | None:
@@ -74,10 +81,35 @@ class _Body(httpx.AsyncByteStream):
             raise mapped from exc
 
 
+class _CheckedResolver(AbstractResolver):
+    """The default resolver, then ``check`` on what a name resolved to (before any connection).
+
+    A URL's host is checked before the request; this catches a name that resolves to an
+    address the policy refuses (IP literals never reach a resolver)."""
+
+    def __init__(self, check: AddressCheck) -> None:
+        self.inner = aiohttp.DefaultResolver()
+        self.check = check
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self.inner.resolve(host, port, family)
+        reason = self.check(host, [str(result["host"]) for result in found])
+        if reason is not None:
+            logger.warning("upstream connection refused: %s", reason)
+            raise OSError(f"connection refused by the vendor host policy: {reason}")
+        return found
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 class UpstreamTransport(AiohttpTransport):
-    def __init__(self, keepalive_expiry: float = 30.0) -> None:
+    def __init__(self, keepalive_expiry: float = 30.0, address_check: AddressCheck | None = None) -> None:
         super().__init__(trust_env=False, client=self._session)
         self.keepalive_expiry = keepalive_expiry
+        self.address_check = address_check
 
     def _session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -85,6 +117,7 @@ class UpstreamTransport(AiohttpTransport):
             keepalive_timeout=self.keepalive_expiry,
             ssl=self.ssl_context,
             enable_cleanup_closed=True,
+            resolver=_CheckedResolver(self.address_check) if self.address_check else None,
         )
         # No cookie jar: one vendor's cookies must never ride along on another client's request.
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
