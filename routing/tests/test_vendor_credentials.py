@@ -14,7 +14,7 @@ from django.urls import reverse
 from billing.services import api_key_create
 from fakevendors.azure import FakeAzure
 from fakevendors.openai import FakeOpenAI
-from lib.hosts import HostPolicy
+from lib.hosts import HostPolicy, url_host
 from routing.errors import UpstreamError
 from routing.models import Vendor
 from routing.schema import parse_chat_request
@@ -312,7 +312,7 @@ def test_development_allows_internal_addresses_with_no_configuration(db, setting
 
 
 def _config(kind: str, base_url: str, options: dict, credentials: dict) -> VendorConfig:
-    return VendorConfig(1, "inside", kind, base_url, options, credentials, 5.0, 5.0, 5.0)
+    return VendorConfig(1, "inside", kind, base_url, options, credentials, 1.0, 5.0, 5.0)
 
 
 def _complete(config: VendorConfig) -> UpstreamError:
@@ -328,6 +328,15 @@ def _complete(config: VendorConfig) -> UpstreamError:
         raise AssertionError("the request was sent")
 
     return asyncio.run(run())
+
+
+@pytest.mark.parametrize("url", INTERNAL)
+def test_production_refuses_internal_addresses_before_connecting(production, url):
+    error = _complete(_config("openai", url, {}, {"api_key": SECRET}))
+    assert (error.status, error.code) == (502, "vendor_host_refused")
+    assert url_host(url) not in error.message
+    production.SIRAYA_VENDOR_HOSTS = ["127.0.0.1", "10.0.0.0/8", "169.254.169.254", "::1", "localhost"]
+    assert _complete(_config("openai", url, {}, {"api_key": SECRET})).code != "vendor_host_refused"
 
 
 def test_production_adapters_refuse_internal_hosts_saved_before(production):
