@@ -8,8 +8,9 @@ with the exception's class name (never the URL, which may hold a password), repo
 - ``closed``: raise ``RedisUnavailable`` (the feature is a limit: refuse rather than let it lapse);
 - ``open``: return the caller's fallback (the feature is advice or upkeep: carry on without it).
 
-No retries: a call waits at most about twice the timeout (connect, then answer), so a Redis
-outage costs a request a bounded delay. An asyncio connection belongs to the event loop that
+A call waits at most about twice the timeout (connect, then answer), so a Redis outage costs
+a request a bounded delay: a timeout is never retried; a broken connection is retried once,
+at once, on a new one (after Redis restarts, every pooled connection is broken). An asyncio connection belongs to the event loop that
 opened it, so the pool is per event loop: a server process has one loop, hence one pool.
 """
 
@@ -80,6 +81,7 @@ class RedisClient:
         from redis.asyncio import Redis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         loop = asyncio.get_running_loop()
         found = self._pools.get(loop)
@@ -88,7 +90,9 @@ class RedisClient:
                 self.url,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 0),
+                # One immediate retry, on a broken connection only (a pooled connection that Redis
+                # closed when it restarted): never on a timeout, whose wait would double.
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
         return found
 
