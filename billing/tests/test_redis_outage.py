@@ -214,3 +214,33 @@ def test_redis_outage_refuses_limits_serves_the_rest_settles_everything_and_reco
     served = UsageRecord.objects.filter(status=UsageStatus.COMPLETED)
     assert served.count() == 23 and not served.filter(cost=0).exists()
     assert not UsageRecord.objects.filter(status=UsageStatus.ERROR).exclude(cost=0).exists()
+
+
+def test_client_fails_each_feature_by_its_policy_within_the_timeout() -> None:
+    """Closed features raise, open ones get their fallback; both are reported; neither waits long."""
+    import asyncio
+
+    from billing.shared_redis import COOLDOWNS, POLICIES, STREAM_SLOTS
+    from lib.redisclient import Policy, RedisClient, RedisUnavailable
+
+    silent = SilentServer(port := free_port())
+    failures: list[tuple[str, Policy]] = []
+    client = RedisClient(f"redis://127.0.0.1:{port}/0", 0.2, POLICIES, lambda f, p: failures.append((f, p)))
+
+    async def scenario() -> tuple[Any, Any, float]:
+        started = time.monotonic()
+        fallback = await client.call(COOLDOWNS, lambda r: r.mget(["a"]), "fallback")
+        try:
+            await client.call(STREAM_SLOTS, lambda r: r.ping(), None)
+        except RedisUnavailable as exc:
+            refused = exc
+        return fallback, refused, time.monotonic() - started
+
+    try:
+        fallback, refused, took = asyncio.run(scenario())
+    finally:
+        silent.stop()
+    assert fallback == "fallback"
+    assert (refused.feature, refused.reason) == (STREAM_SLOTS, "TimeoutError")
+    assert failures == [(COOLDOWNS, Policy.OPEN), (STREAM_SLOTS, Policy.CLOSED)]
+    assert took < 2 * 2 * 0.2 + 1  # two calls, each at most connect + answer, plus slack for a loaded machine
