@@ -185,7 +185,9 @@ def test_redis_outage_refuses_limits_serves_the_rest_settles_everything_and_reco
     silent = SilentServer(redis_server.port) if outage == "silent" else None
     started = time.monotonic()
     during = load(server, keys)
-    assert time.monotonic() - started < 12 * REDIS_TIMEOUT  # each wait is bounded by the timeout
+    # Bounded waits: at most about four timeouts per request (two calls, each connect + answer),
+    # two rounds of concurrent requests; generous for a loaded machine, far from a hang.
+    assert time.monotonic() - started < 20 * REDIS_TIMEOUT
     for response in during["capped"]:
         assert_refused(response, "stream_limiter_unavailable")  # the cap fails closed
     for response in during["limited"]:
