@@ -8,16 +8,16 @@ to the billed prompt + completion tokens when it settles (``RateCharge.settle``)
 
 Backends: in-process memory (one router process) by default; Redis when ``REDIS_URL`` is
 set, so every process shares the window. The Redis backend runs each check-and-add as one
-Lua script (atomic on the server, timed by the server's clock) through the asyncio client.
-If Redis cannot be reached the request gets 503 ``rate_limiter_unavailable``: the limiter
-fails closed, because a limit that silently stops holding is worse than a clear error.
+Lua script (atomic on the server, timed by the server's clock) through the process's client
+(``billing.shared_redis``). If Redis cannot be reached the request gets 503
+``rate_limiter_unavailable``: the limiter fails closed, because a limit that silently stops
+holding is worse than a clear error.
 Keys without rate limits never touch the backend.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections import OrderedDict
@@ -29,9 +29,9 @@ from django.conf import settings
 
 from billing.credit import Ask, model_ask_tokens
 from billing.selectors import KeyInfo
+from billing.shared_redis import RATE_CORRECTION, RATE_LIMIT, shared_redis
+from lib.redisclient import LuaScript, RedisClient
 from routing.errors import RouterError
-
-logger = logging.getLogger("siraya.ratelimit")
 
 WINDOW_MS = 60_000
 NEVER = -2  # retry value: the request is larger than the limit itself
@@ -57,6 +57,8 @@ class Backend(Protocol):
     async def acquire(self, ident: str, member: str, windows: list[Window]) -> list[WindowState]: ...
 
     async def adjust(self, ident: str, member: str, name: str, weight: int) -> None: ...
+
+    async def release(self, ident: str, member: str, names: list[str]) -> None: ...
 
 
 # -- in-process memory -----------------------------------------------------------------------
@@ -134,6 +136,13 @@ class MemoryBackend:
         at, old = log.entries[member]
         log.entries[member] = (at, weight)
         log.total += weight - old
+
+    async def release(self, ident: str, member: str, names: list[str]) -> None:
+        for name in names:
+            log = self.logs.get((ident, name))
+            if log is not None and member in log.entries:
+                _, weight = log.entries.pop(member)
+                log.total -= weight
 
 
 # -- Redis -------------------------------------------------------------------------------------
@@ -224,44 +233,43 @@ return 1
 """
 
 
-class RedisUnavailable(Exception):
-    pass
+# KEYS: per window its sorted set and hash. ARGV: member. Takes the member out of every window.
+RELEASE_LUA = """
+for i = 1, #KEYS / 2 do
+  local z, h = KEYS[2 * i - 1], KEYS[2 * i]
+  local old = redis.call('HGET', h, ARGV[1])
+  if old then
+    redis.call('HDEL', h, ARGV[1])
+    redis.call('ZREM', z, ARGV[1])
+    redis.call('HINCRBY', h, '_total', -tonumber(old))
+  end
+end
+return 1
+"""
+
+_ACQUIRE, _ADJUST, _RELEASE = LuaScript(ACQUIRE_LUA), LuaScript(ADJUST_LUA), LuaScript(RELEASE_LUA)
 
 
 class RedisBackend:
-    def __init__(self, url: str, prefix: str, timeout: float) -> None:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+    """Windows in Redis, through the process's client (``billing.shared_redis``): entering a
+    request fails closed (``RedisUnavailable``), correcting or releasing a charge fails open."""
 
-        self.timeout = timeout
+    def __init__(self, client: RedisClient, prefix: str) -> None:
+        self.client = client
         self.prefix = prefix
-        self.client = Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
-        self.acquire_script = self.client.register_script(ACQUIRE_LUA)
-        self.adjust_script = self.client.register_script(ADJUST_LUA)
 
     def _keys(self, ident: str, name: str) -> list[str]:
         # One hash tag per key: every key a script touches lives in one Redis Cluster slot.
         base = f"{self.prefix}rl:{{{ident}}}:{name}"
         return [f"{base}:z", f"{base}:h"]
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        from redis.exceptions import RedisError
-
-        try:
-            async with asyncio.timeout(self.timeout * 2):
-                return await script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise RedisUnavailable(type(exc).__name__) from exc
-
     async def acquire(self, ident: str, member: str, windows: list[Window]) -> list[WindowState]:
         keys = [k for w in windows for k in self._keys(ident, w.name)]
         args: list[Any] = [WINDOW_MS, member]
         for w in windows:
             args += [w.limit, w.weight]
-        out = [int(v) for v in await self._run(self.acquire_script, keys, args)]
+        answer = await self.client.call(RATE_LIMIT, lambda r: _ACQUIRE(r, keys, args), None)
+        out = [int(v) for v in answer]
         states = []
         for i, w in enumerate(windows):
             limit, remaining, reset, retry = out[1 + 4 * i : 5 + 4 * i]
@@ -269,21 +277,25 @@ class RedisBackend:
         return states
 
     async def adjust(self, ident: str, member: str, name: str, weight: int) -> None:
-        await self._run(self.adjust_script, self._keys(ident, name)[1:], [member, weight])
+        keys = self._keys(ident, name)[1:]
+        await self.client.call(RATE_CORRECTION, lambda r: _ADJUST(r, keys, [member, weight]), None)
+
+    async def release(self, ident: str, member: str, names: list[str]) -> None:
+        keys = [k for name in names for k in self._keys(ident, name)]
+        await self.client.call(RATE_CORRECTION, lambda r: _RELEASE(r, keys, [member]), None)
 
 
-_backends: dict[int, Backend] = {}  # per event loop: an asyncio Redis client is bound to its loop
+_memory: dict[int, MemoryBackend] = {}  # per event loop, as a server process has one
 
 
 def backend() -> Backend:
+    client = shared_redis()
+    if client is not None:
+        return RedisBackend(client, settings.SIRAYA_REDIS_PREFIX)
     loop_id = id(asyncio.get_running_loop())
-    found = _backends.get(loop_id)
+    found = _memory.get(loop_id)
     if found is None:
-        if settings.REDIS_URL:
-            found = RedisBackend(settings.REDIS_URL, settings.SIRAYA_REDIS_PREFIX, settings.SIRAYA_REDIS_TIMEOUT)
-        else:
-            found = MemoryBackend()
-        _backends[loop_id] = found
+        found = _memory[loop_id] = MemoryBackend()
     return found
 
 
@@ -309,10 +321,11 @@ class RateCharge:
     async def settle(self, billed_tokens: int | None) -> None:
         if billed_tokens is None or not any(s.name == "tokens" for s in self.states):
             return
-        try:
-            await self.backend.adjust(self.ident, self.member, "tokens", billed_tokens)
-        except RedisUnavailable as exc:
-            logger.warning("rate limiter: could not correct the tokens charged (%s)", exc)
+        await self.backend.adjust(self.ident, self.member, "tokens", billed_tokens)
+
+    async def release(self) -> None:
+        """Take the request out of its windows: the router failed it, the client used nothing."""
+        await self.backend.release(self.ident, self.member, [s.name for s in self.states])
 
 
 def rate_headers(states: list[WindowState], refused: WindowState | None = None) -> dict[str, str]:
@@ -359,6 +372,8 @@ async def rate_limit_acquire(
 ) -> tuple[RateCharge | None, Ask]:
     """Enter the request in its key's windows or raise 429; return the charge and ``ask``.
 
+    Raise ``RedisUnavailable`` when the shared windows cannot be reached (the limiter fails closed).
+
     For a key with a tokens-per-minute limit the prompt is counted here, off the event
     loop, and the returned ``ask`` carries the count so that admission does not count again.
     """
@@ -376,13 +391,7 @@ async def rate_limit_acquire(
     if not windows:
         return None, ask
     chosen = backend()
-    try:
-        states = await chosen.acquire(key_ident(key), generation_id, windows)
-    except RedisUnavailable as exc:
-        logger.error("rate limiter unavailable: %s", exc)
-        raise RouterError(
-            503, "The rate limiter is unavailable; try again shortly.", code="rate_limiter_unavailable"
-        ) from None
+    states = await chosen.acquire(key_ident(key), generation_id, windows)  # RedisUnavailable: fails closed
     if any(s.retry_ms is not None for s in states):
         raise rate_refusal(states, weights)
     return RateCharge(key_ident(key), generation_id, states, chosen), ask

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +21,7 @@ from billing.models import ApiKey, UsageRecord, UsageSource, UsageStatus
 from billing.selectors import KeyInfo, api_key_cache_forget
 from lib import process, tokens
 from lib.ids import generation_id
-from routing.errors import RouterError
+from routing.errors import RouterError, no_eligible_deployment
 from routing.routes import model_route_cached
 from routing.selectors import ModelRoute, Target
 
@@ -106,7 +106,9 @@ def _rejection_create(key: KeyInfo, generation_id: str, model_name: str, error: 
     )
 
 
-def _routes(model_name: str, fallback_models: Sequence[str]) -> tuple[ModelRoute, ...]:
+def _routes(
+    model_name: str, fallback_models: Sequence[str], vendors: Collection[str] | None = None
+) -> tuple[ModelRoute, ...]:
     routes = []
     for name in dict.fromkeys([model_name, *fallback_models]):
         route = model_route_cached(name)
@@ -121,6 +123,8 @@ def _routes(model_name: str, fallback_models: Sequence[str]) -> tuple[ModelRoute
         raise RouterError(
             503, f"The model '{model_name}' has no enabled deployment.", code="no_deployment", param="model"
         )
+    if vendors is not None and not any(t.vendor.name in vendors for r in routes for t in r.targets):
+        raise no_eligible_deployment(model_name)
     return tuple(routes)
 
 
@@ -131,6 +135,7 @@ def request_admit(
     generation_id: str,
     ask: credit.Ask | None = None,
     fallback_models: Sequence[str] = (),
+    vendors: Collection[str] | None = None,
 ) -> Admission:
     """Accept a request for ``model_name``: hold its worst-case cost, open its usage record (``in_progress``).
 
@@ -138,10 +143,12 @@ def request_admit(
     leaves one record (status ``error``), so every authenticated request is accounted for.
     The record starts at the first model's prices; settlement re-prices it at the model that
     answered. The hold covers the dearest of the request's models (``models`` fallbacks).
+    ``vendors``: the only vendors the request may use (``provider.order`` without fallbacks);
+    a request none of them can serve is refused here (400), before anything is held.
     """
     now = _now()
     try:
-        routes = _routes(model_name, fallback_models)
+        routes = _routes(model_name, fallback_models, vendors)
     except RouterError as error:
         _record_rejection(key, generation_id, model_name, error, now)
         raise

@@ -6,18 +6,24 @@ scored with its expiry time. Acquiring is one Lua script (drop expired members, 
 add if under the cap), so two processes never both take the last slot. The expiry is a
 safety net for a process that dies holding slots; a live stream refreshes its slot well
 before it expires. The relay releases its slot in ``finally``.
+
+Redis calls go through the process's client (``billing.shared_redis``). Taking a slot fails
+closed: when Redis does not answer, ``RedisUnavailable`` reaches the relay, which refuses the
+stream (503 ``stream_limiter_unavailable``) and settles its record; a cap that lapses unseen
+is no cap. Refreshing and freeing a slot fail open: the slot's expiry frees it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import secrets
 import time
-from typing import Any
 
 from django.conf import settings
 
+from billing.shared_redis import STREAM_SLOT_UPKEEP, STREAM_SLOTS, shared_redis
+from lib.redisclient import LuaScript, RedisClient, RedisUnavailable
 from routing.errors import RouterError
 
 _local: dict[int, int] = {}
@@ -39,19 +45,7 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000))
 return 1
 """
 
-_redis_clients: dict[int, Any] = {}
-
-
-def _redis() -> Any:
-    """One asyncio Redis client per event loop."""
-    import redis.asyncio
-
-    loop_id = id(asyncio.get_running_loop())
-    client = _redis_clients.get(loop_id)
-    if client is None:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)
-        _redis_clients[loop_id] = client
-    return client
+_ACQUIRE_SCRIPT, _REFRESH_SCRIPT = LuaScript(_ACQUIRE), LuaScript(_REFRESH)
 
 
 def streams_exceeded(limit: int) -> RouterError:
@@ -79,28 +73,37 @@ class StreamSlot:
         return f"{settings.SIRAYA_REDIS_PREFIX}streams:{self.key_id}"
 
     async def acquire(self) -> None:
-        if not settings.REDIS_URL:
+        client = shared_redis()
+        if client is None:
             if _local.get(self.key_id, 0) >= self.limit:
                 raise streams_exceeded(self.limit)
             _local[self.key_id] = _local.get(self.key_id, 0) + 1
             return
         ttl = settings.SIRAYA_STREAM_SLOT_TTL
-        taken = await _redis().eval(_ACQUIRE, 1, self.redis_key, time.time(), self.limit, ttl, self.member)
+        keys, args = [self.redis_key], [time.time(), self.limit, ttl, self.member]
+        try:
+            taken = await client.call(STREAM_SLOTS, lambda r: _ACQUIRE_SCRIPT(r, keys, args), None)
+        except RedisUnavailable as exc:
+            if exc.reason == "TimeoutError":
+                # The script may have run with its answer lost: free what it may have taken.
+                await self._forget(client)
+            raise  # fails closed: the relay refuses the stream
         if not taken:
             raise streams_exceeded(self.limit)
-        self._refresher = asyncio.create_task(self._refresh(ttl))
+        self._refresher = asyncio.create_task(self._refresh(client, ttl))
 
-    async def _refresh(self, ttl: float) -> None:
+    async def _refresh(self, client: RedisClient, ttl: float) -> None:
         while True:
             await asyncio.sleep(ttl / 3)
-            with contextlib.suppress(Exception):
-                await _redis().eval(_REFRESH, 1, self.redis_key, time.time(), ttl, self.member)
+            refresh = functools.partial(_REFRESH_SCRIPT, keys=[self.redis_key], args=[time.time(), ttl, self.member])
+            await client.call(STREAM_SLOT_UPKEEP, refresh, None)
 
     async def release(self) -> None:
         if self.released:
             return
         self.released = True
-        if not settings.REDIS_URL:
+        client = shared_redis()
+        if client is None:
             left = _local.get(self.key_id, 1) - 1
             if left > 0:
                 _local[self.key_id] = left
@@ -109,13 +112,18 @@ class StreamSlot:
             return
         if self._refresher is not None:
             self._refresher.cancel()
-        # If Redis is unreachable now, the slot's expiry frees it.
-        with contextlib.suppress(Exception):
-            await _redis().zrem(self.redis_key, self.member)
+        await self._forget(client)
+
+    async def _forget(self, client: RedisClient) -> None:
+        # If Redis is unreachable now (fails open), the slot's expiry frees it.
+        await client.call(STREAM_SLOT_UPKEEP, lambda r: r.zrem(self.redis_key, self.member), None)
 
 
 async def stream_slot_acquire(key_id: int, limit: int | None) -> StreamSlot | None:
-    """Take one of the key's stream slots, or raise 429 ``concurrent_streams_exceeded``; None when uncapped."""
+    """Take one of the key's stream slots, or raise 429 ``concurrent_streams_exceeded``; None when uncapped.
+
+    Raise ``RedisUnavailable`` when the shared count cannot be reached.
+    """
     if limit is None:
         return None
     slot = StreamSlot(key_id, limit)

@@ -6,3 +6,9 @@ class OpsConfig(AppConfig):
 
     name = "ops"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from billing.shared_redis import redis_failure_hook_add
+        from ops import metrics
+
+        redis_failure_hook_add(metrics.redis_failed)

@@ -32,6 +32,11 @@ TOKENS = Counter("siraya_tokens_total", "Billed tokens, by model and kind (promp
 COST = Counter("siraya_cost_usd_total", "Billed cost in USD, by model.", ["model"])
 GENERATIONS = Counter("siraya_generations_total", "Settled generations, by model and status.", ["model", "status"])
 CANCELLATIONS = Counter("siraya_cancellations_total", "Requests cancelled, by reason.", ["reason"])
+REDIS_FAILURES = Counter(
+    "siraya_redis_failures_total",
+    "Redis calls that failed, by feature and its failure policy (closed: refused; open: carried on).",
+    ["feature", "policy"],
+)
 FIRST_TOKEN = Histogram(
     "siraya_upstream_first_token_seconds",
     "Time from the request's arrival to the vendor's first token, by vendor.",
@@ -109,6 +114,10 @@ def generation_settled(
 
 def cancelled(reason: str) -> None:
     CANCELLATIONS.labels(reason).inc()
+
+
+def redis_failed(feature: str, policy: str) -> None:
+    _child(REDIS_FAILURES, feature, str(policy)).inc()
 
 
 def exposition() -> tuple[bytes, str]:

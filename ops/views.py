@@ -5,10 +5,13 @@ from __future__ import annotations
 import hmac
 import logging
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from billing.shared_redis import READINESS, shared_redis
+from lib.redisclient import RedisClient, RedisUnavailable
 from ops import metrics
 
 logger = logging.getLogger("siraya.ops")
@@ -26,26 +29,21 @@ def _database_ok() -> str:
     return "ok"
 
 
-def _redis_ok() -> str:
-    import redis
-
+async def _redis_ok(client: RedisClient) -> str:
+    # The process's client (its pool and timeout), as the limits use it; it logs and counts a failure.
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:
-        logger.warning("readiness: redis unreachable (%s)", type(exc).__name__)
-        return f"unreachable ({type(exc).__name__})"
+        await client.call(READINESS, lambda r: r.ping(), None)
+    except RedisUnavailable as exc:
+        return f"unreachable ({exc.reason})"
     return "ok"
 
 
-def readyz(request: HttpRequest) -> JsonResponse:
+async def readyz(request: HttpRequest) -> JsonResponse:
     """``GET /readyz``: 200 when the database (and Redis, when configured) answer; 503 otherwise."""
-    checks = {"database": _database_ok()}
-    if settings.REDIS_URL:
-        checks["redis"] = _redis_ok()
+    checks = {"database": await sync_to_async(_database_ok)()}
+    client = shared_redis()
+    if client is not None:
+        checks["redis"] = await _redis_ok(client)
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 

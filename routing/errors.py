@@ -6,6 +6,9 @@ from typing import Any
 
 import orjson
 
+from billing.shared_redis import RATE_LIMIT, STREAM_SLOTS
+from lib.redisclient import RedisUnavailable
+
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -70,3 +73,28 @@ class UpstreamError(RouterError):
 
 def invalid(message: str, param: str | None = None, code: str = "invalid_value") -> RouterError:
     return RouterError(400, message, code=code, param=param)
+
+
+# What a client is told when a limit that fails closed cannot be checked (billing.shared_redis).
+_UNAVAILABLE = {
+    RATE_LIMIT: ("rate_limiter_unavailable", "The rate limiter is unavailable; try again shortly."),
+    STREAM_SLOTS: ("stream_limiter_unavailable", "The concurrent-stream limiter is unavailable; try again shortly."),
+}
+
+
+def limiter_unavailable(error: RedisUnavailable) -> RouterError:
+    """The 503 for a limit that could not be checked; the Redis URL and its failure stay in the log."""
+    code, message = _UNAVAILABLE.get(
+        error.feature, ("service_unavailable", "A service the router needs is unavailable; try again shortly.")
+    )
+    return RouterError(503, message, code=code, headers={"Retry-After": "1"})
+
+
+def no_eligible_deployment(model: str) -> RouterError:
+    """``provider.order`` with fallbacks forbidden names no vendor that serves the request's models."""
+    return invalid(
+        f"No vendor named in 'provider.order' serves the model '{model}' (or its 'models' fallbacks), "
+        "and 'provider.allow_fallbacks' is false.",
+        "provider.order",
+        "no_eligible_provider",
+    )

@@ -8,16 +8,15 @@ process memory, or in Redis when ``REDIS_URL`` is set so that every router proce
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 from django.conf import settings
-from redis.exceptions import RedisError
 
-logger = logging.getLogger("siraya.routing")
+from billing.shared_redis import COOLDOWNS, shared_redis
+from lib.redisclient import LuaScript, RedisClient
 
 
 class CooldownStore(Protocol):
@@ -74,43 +73,37 @@ return 1
 """
 
 
+_FAILURE, _COOL = LuaScript(_FAILURE_SCRIPT), LuaScript(_COOL_SCRIPT)
+
+
 class RedisCooldowns:
-    """Cooldowns shared through Redis. They are advice, not a limit: when Redis cannot be
-    reached, routing carries on as if nothing were cooling (and says so in the log)."""
+    """Cooldowns shared through the process's Redis client. They are advice, not a limit: the
+    feature fails open, so when Redis cannot be reached routing carries on as if nothing were
+    cooling (logged and counted in ``siraya_redis_failures_total``)."""
 
-    def __init__(self, url: str, prefix: str, failures: int, window: float, cooldown: float) -> None:
-        import redis.asyncio as redis
-
-        timeout = settings.SIRAYA_REDIS_TIMEOUT
-        self.client: Any = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    def __init__(self, client: RedisClient, prefix: str, failures: int, window: float, cooldown: float) -> None:
+        self.client = client
         self.prefix = f"{prefix}cooldown:"
         self.failures, self.window, self.cooldown = failures, window, cooldown
-        self._failure = self.client.register_script(_FAILURE_SCRIPT)
-        self._cool = self.client.register_script(_COOL_SCRIPT)
 
     async def cooling(self, deployment_ids: Iterable[int]) -> set[int]:
         ids = list(deployment_ids)
         if not ids:
             return set()
-        try:
-            flags = await self.client.mget([f"{self.prefix}on:{d}" for d in ids])
-        except (RedisError, OSError) as exc:
-            logger.warning("cooldowns unavailable, routing without them: %s", type(exc).__name__)
+        flags = await self.client.call(COOLDOWNS, lambda r: r.mget([f"{self.prefix}on:{d}" for d in ids]), None)
+        if flags is None:
             return set()
         return {d for d, flag in zip(ids, flags, strict=True) if flag is not None}
 
     async def record_failure(self, deployment_id: int, retry_after: float | None) -> None:
         flag = f"{self.prefix}on:{deployment_id}"
-        try:
-            if retry_after is not None:
-                await self._cool(keys=[flag], args=[max(1, int(retry_after * 1000))])
-                return
-            counter = f"{self.prefix}fail:{deployment_id}"
-            await self._failure(
-                keys=[counter, flag], args=[self.failures, int(self.window * 1000), int(self.cooldown * 1000)]
-            )
-        except (RedisError, OSError) as exc:
-            logger.warning("could not record a deployment failure in Redis: %s", type(exc).__name__)
+        if retry_after is not None:
+            args = [max(1, int(retry_after * 1000))]
+            await self.client.call(COOLDOWNS, lambda r: _COOL(r, [flag], args), None)
+            return
+        keys = [f"{self.prefix}fail:{deployment_id}", flag]
+        args = [self.failures, int(self.window * 1000), int(self.cooldown * 1000)]
+        await self.client.call(COOLDOWNS, lambda r: _FAILURE(r, keys, args), None)
 
 
 _stores: dict[str, CooldownStore] = {}
@@ -126,8 +119,9 @@ def cooldowns() -> CooldownStore:
         failures = settings.SIRAYA_COOLDOWN_FAILURES
         window = settings.SIRAYA_COOLDOWN_WINDOW_SECONDS
         cooldown = settings.SIRAYA_COOLDOWN_SECONDS
-        if settings.REDIS_URL:
-            store = RedisCooldowns(settings.REDIS_URL, settings.SIRAYA_REDIS_PREFIX, failures, window, cooldown)
+        client = shared_redis()
+        if client is not None:
+            store = RedisCooldowns(client, settings.SIRAYA_REDIS_PREFIX, failures, window, cooldown)
         else:
             store = MemoryCooldowns(failures, window, cooldown)
         _stores[loop_key] = store

@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from itertools import groupby
 from typing import Any
 
-from routing.errors import UpstreamError, invalid
+from routing.errors import UpstreamError, invalid, no_eligible_deployment
 from routing.selectors import ModelRoute, Target
 
 
@@ -57,6 +57,15 @@ def provider_preferences(provider: dict[str, Any]) -> tuple[list[str], bool]:
     return order, allow
 
 
+def provider_vendors(provider: dict[str, Any]) -> frozenset[str] | None:
+    """Validate ``provider``; return the only vendors the request may use (None: any vendor).
+
+    Admission refuses a request whose models have no deployment on them (400, nothing held).
+    """
+    order, allow = provider_preferences(provider)
+    return frozenset(order) if order and not allow else None
+
+
 def apply_provider(plan: list[Target], order: list[str], allow_fallbacks: bool) -> list[Target]:
     if order:
         rank = {name: i for i, name in enumerate(order)}
@@ -75,6 +84,8 @@ def attempt_plan(
     for route in routes:
         targets = apply_provider(deployment_order(route, cooling, rng), order, allow)
         plan.extend((route, target) for target in targets)
+    if not plan:  # admission refuses such a request first (``provider_vendors``); never relay nothing
+        raise no_eligible_deployment(routes[0].name if routes else "")
     return plan
 
 

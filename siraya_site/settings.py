@@ -145,7 +145,8 @@ SIRAYA_ROUTE_CACHE_SECONDS = env.float("SIRAYA_ROUTE_CACHE_SECONDS", default=1.0
 # Seconds a request's credit hold counts against its key; a hold left by a killed process
 # stops counting after this (set it above the longest request you serve).
 SIRAYA_RESERVATION_SECONDS = env.float("SIRAYA_RESERVATION_SECONDS", default=3600.0)
-# Seconds to wait for Redis before refusing the request with 503 (the limiter fails closed).
+# Seconds to wait for Redis to connect and to answer, for every use of it (billing.shared_redis
+# declares what each feature does then: limits refuse with 503, cooldowns carry on).
 SIRAYA_REDIS_TIMEOUT = env.float("SIRAYA_REDIS_TIMEOUT", default=0.5)
 # Encoding used to count tokens when a model has none configured.
 SIRAYA_DEFAULT_ENCODING = env.str("SIRAYA_DEFAULT_ENCODING", default="cl100k_base")

@@ -7,6 +7,8 @@ import asyncio
 import pytest
 
 from billing.ratelimit import NEVER, WINDOW_MS, MemoryBackend, RedisBackend, Window
+from billing.shared_redis import POLICIES
+from lib.redisclient import RedisClient
 
 from .external import redis_prefix, redis_url
 
@@ -16,7 +18,7 @@ def make_backend(request):
     if request.param == "memory":
         return MemoryBackend
     url = redis_url()
-    return lambda: RedisBackend(url, redis_prefix(), 1.0)
+    return lambda: RedisBackend(RedisClient(url, 1.0, POLICIES), redis_prefix())
 
 
 def run(coro):
@@ -77,3 +79,16 @@ def test_keys_do_not_share_windows(make_backend):
 
     (state,) = run(scenario())
     assert state.retry_ms is None
+
+
+def test_released_request_leaves_every_window(make_backend):
+    async def scenario():
+        backend = make_backend()
+        both = [Window("requests", 2, 1), Window("tokens", 100, 60)]
+        await backend.acquire("k", "a", both)
+        await backend.release("k", "a", ["requests", "tokens"])
+        await backend.release("k", "a", ["requests", "tokens"])  # twice changes nothing
+        return await backend.acquire("k", "b", both)
+
+    requests, tokens = run(scenario())
+    assert (requests.remaining, tokens.remaining) == (1, 40)

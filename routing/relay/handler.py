@@ -39,14 +39,15 @@ from billing.streams import stream_slot_acquire
 from billing.writer import group_committed
 from lib import tokens
 from lib.ids import generation_id
+from lib.redisclient import RedisUnavailable
 from ops import logs, metrics
-from routing.errors import RouterError, UpstreamError
+from routing.errors import RouterError, UpstreamError, limiter_unavailable
 from routing.health import cooldowns
 from routing.relay import lifecycle, wire
 from routing.relay.checkpoint import DeliveryMeter, choice_token_limit, clip_answer
 from routing.relay.flow import ClientStalled, Deadline, StallGuard
 from routing.schema import ChatRequest, parse_chat_request, too_large
-from routing.selection import attempt_plan, fallback_allowed
+from routing.selection import attempt_plan, fallback_allowed, provider_vendors
 from routing.selectors import ModelRoute, Target
 from routing.vendors import adapter_for
 from routing.vendors.base import ChunkEvent, StreamEvent, UpstreamCall, Usage
@@ -135,10 +136,16 @@ class Relay:
             request = parse_chat_request(body)
             del body  # the parsed request holds what is needed; the raw body need not live as long as the stream
             model_name = request.model
+            vendors = provider_vendors(request.provider)
             ask = Ask(request.messages, request.params.get("tools"), request.max_tokens)
-            self.rate, ask = await rate_limit_acquire(key, request.model, ask, self.generation_id)
+            try:
+                self.rate, ask = await rate_limit_acquire(key, request.model, ask, self.generation_id)
+            except RedisUnavailable as unavailable:  # the limiter fails closed
+                raise limiter_unavailable(unavailable) from None
             admitting = True  # request_admit records its own refusals
-            admission = await _admit(key, request.model, request.stream, self.generation_id, ask, request.models[1:])
+            admission = await _admit(
+                key, request.model, request.stream, self.generation_id, ask, request.models[1:], vendors
+            )
         except RouterError as error:
             if self.rate is not None:
                 await self.rate.settle(0)  # refused at admission: it used no tokens
@@ -164,6 +171,15 @@ class Relay:
         except RouterError as error:
             await self.refuse(request, admission, error)
             return
+        except RedisUnavailable as unavailable:  # the cap fails closed
+            await self.refuse(request, admission, limiter_unavailable(unavailable))
+            return
+        except Exception:
+            logger.exception("relay failed taking a stream slot")
+            await self.refuse(
+                request, admission, RouterError(500, "The router failed to admit this request.", code="router_error")
+            )
+            return
         try:
             await self.serve(request, admission)
         finally:
@@ -171,11 +187,21 @@ class Relay:
                 await asyncio.shield(slot.release())
 
     async def refuse(self, request: ChatRequest, admission: Admission, error: RouterError) -> None:
-        """Answer an admitted request that may not run after all (concurrent-stream cap); settle its record."""
+        """Answer an admitted request that may not run after all (stream cap, its limiter down); settle its record.
+
+        Nothing reached a vendor: no tokens are billed and the hold is released. A refusal that is
+        the router's fault (5xx) also gives the key back its rate-limit charge.
+        """
         outcome = Outcome(status=UsageStatus.ERROR, http_status=error.status, error_code=error.code or "")
         outcome.error_message, outcome.messages = error.message, request.messages
         outcome.encoding = admission.route.encoding
+        outcome.prompt_tokens = 0
+        given_back = self.rate if error.status >= 500 else None
+        if given_back is not None:
+            self.rate = None  # released whole below, not corrected
         await self.settle(admission.record_id, outcome)
+        if given_back is not None:
+            await given_back.release()
         await self.send_error(error)
 
     async def read_body(self) -> bytes:

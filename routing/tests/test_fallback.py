@@ -17,10 +17,11 @@ import pytest
 from django.core.management import call_command
 
 from billing.cost import Prices
-from billing.models import UsageRecord
+from billing.models import ApiKey, UsageRecord
 from billing.services import api_key_create
 from conftest import Cast, free_port, wait_settled
 from fakevendors.openai import PROMPT_TOKENS, FakeOpenAI, words
+from routing.errors import RouterError
 from routing.models import Deployment, RouterModel
 from routing.selection import attempt_plan, deployment_order, weighted_order
 from routing.selectors import ModelRoute, Target
@@ -209,6 +210,44 @@ def test_provider_order_and_no_fallbacks(client, fakes):
     assert attempts(client.record(strict.headers["x-generation-id"])) == [("two", "error")]
     bad = client.chat(provider={"order": "two"})
     assert (bad.status_code, bad.json()["error"]["param"]) == (400, "provider.order")
+
+
+def test_provider_order_naming_no_vendor_of_the_model_is_400_and_bills_nothing(client, fakes):
+    one, other = fakes(tokens=1), fakes(tokens=1)
+    deploy("m", ("one", one.url + "/v1", 0, 1))
+    deploy("n", ("other", other.url + "/v1", 0, 1))
+    ApiKey.objects.filter(pk=client.api_key.pk).update(credit_limit=Decimal("1"))  # admission would hold
+    for provider, models in (
+        ({"order": ["nope"], "allow_fallbacks": False}, None),
+        ({"order": ["one"], "allow_fallbacks": False}, ["n"]),
+    ):
+        body: dict[str, Any] = {"provider": provider}
+        if models:
+            body.update(model=models[0], models=models)
+        response = client.chat(**body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == (
+            "invalid_request_error",
+            "provider.order",
+            "no_eligible_provider",
+        )
+        assert "allow_fallbacks" in error["message"]
+        record = client.record(response.headers["x-generation-id"])
+        assert (record.status, record.http_status, record.error_code) == ("error", 400, "no_eligible_provider")
+        assert (record.cost, record.reserved_cost, record.prompt_tokens, record.completion_tokens) == (0, 0, 0, 0)
+    assert one.requests == [] and other.requests == []
+    # The same request naming a vendor that serves the model, or allowing fallbacks, is served.
+    assert client.chat(provider={"order": ["one"], "allow_fallbacks": False}).status_code == 200
+    assert client.chat(provider={"order": ["nope"]}).status_code == 200
+    assert len(one.requests) == 2
+
+
+def test_empty_plan_is_refused_by_planning_too():
+    route = _route(_target(1, 0, 1, vendor="v"))
+    with pytest.raises(RouterError) as refused:
+        attempt_plan([route], {"order": ["nope"], "allow_fallbacks": False}, set(), random.Random(1))
+    assert (refused.value.status, refused.value.param) == (400, "provider.order")
 
 
 def test_weighted_choice_over_live_requests(client, fakes):
