@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import os
 import random
@@ -178,7 +179,9 @@ async def _light(client: httpx.AsyncClient, url: str, key: str, until: float, fi
         await asyncio.sleep(0.02)
 
 
-async def _load(router_url: str, keys: dict[str, Any], heavy: int, body: bytes, seconds: float, figures: Figures) -> None:
+async def _load(
+    router_url: str, keys: dict[str, Any], heavy: int, body: bytes, seconds: float, figures: Figures
+) -> None:
     url = router_url + "/v1/chat/completions"
     until = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=heavy + 4)
@@ -254,7 +257,7 @@ def run(
             watcher.join(5)
         figures.seconds = time.monotonic() - began
         beats = figures.heartbeats
-        figures.heartbeat_gaps = [(b - a).total_seconds() for a, b in zip(beats, beats[1:], strict=False)]
+        figures.heartbeat_gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(beats)]
         figures.interrupted = _interrupted(db)
         return figures
     finally:
