@@ -13,6 +13,8 @@ whose heartbeat is older than ``--stale`` seconds. Then, for ``--seconds``:
   nothing is refused, but both make the router count every prompt);
 - one client sends small streamed requests on a key without limits and measures the time to the
   response headers (the router sends them with the first token: admission, then the vendor);
+- one client holds a slow stream open the whole time (a live request, in progress throughout:
+  the observer would settle it as ``interrupted`` if the loaded router's heartbeat fell silent);
 - a thread reads the loaded router's ``heartbeat_at`` from the database every 20 ms.
 
 Prints the light requests' latency percentiles, the heartbeat intervals (the largest against the
@@ -69,6 +71,7 @@ class Figures:
     heavy_statuses: dict[str, int] = field(default_factory=dict)
     light_ms: list[float] = field(default_factory=list)
     light_errors: int = 0
+    long_streams: int = 0
     heartbeats: list[datetime] = field(default_factory=list)
     heartbeat_gaps: list[float] = field(default_factory=list)
     interrupted: int = 0
@@ -83,6 +86,7 @@ class Figures:
             "heavy_statuses": self.heavy_statuses,
             "light_requests": len(light),
             "light_errors": self.light_errors,
+            "long_streams": self.long_streams,
             "light_headers_ms": {
                 "p50": round(percentile(light, 50), 1) if light else None,
                 "p95": round(percentile(light, 95), 1) if light else None,
@@ -117,7 +121,12 @@ def _prepare(vendor_url: str) -> None:
 
     call_command("migrate", verbosity=0, interactive=False)
     vendor = vendor_create("fake", "openai", vendor_url, credentials={"api_key": "sk-bench-vendor"})
-    for name, upstream in {"bench/complete": "fake?tokens=16", "bench/stream": "fake?tokens=8"}.items():
+    models = {
+        "bench/complete": "fake?tokens=16",
+        "bench/stream": "fake?tokens=8",
+        "bench/long": "fake?tokens=100000&token_delay=0.05",
+    }
+    for name, upstream in models.items():
         model_create(name, deployments=[(vendor, upstream, 0, 1)], input_price=Decimal("1"), output_price=Decimal("2"))
     _, tpm = api_key_create("heavy-tpm", tokens_per_minute=10**12)
     _, credit = api_key_create("heavy-credit", credit_limit=Decimal("1000000"))
@@ -179,15 +188,29 @@ async def _light(client: httpx.AsyncClient, url: str, key: str, until: float, fi
         await asyncio.sleep(0.02)
 
 
+async def _long(client: httpx.AsyncClient, url: str, key: str, until: float, figures: Figures) -> None:
+    body = {"model": "bench/long", "messages": [{"role": "user", "content": "Go on."}], "stream": True}
+    while time.monotonic() < until:
+        try:
+            async with client.stream("POST", url, json=body, headers={"Authorization": f"Bearer {key}"}) as response:
+                async for _ in response.aiter_bytes():
+                    if time.monotonic() >= until:
+                        break
+            figures.long_streams += 1
+        except httpx.HTTPError:
+            figures.light_errors += 1
+
+
 async def _load(
     router_url: str, keys: dict[str, Any], heavy: int, body: bytes, seconds: float, figures: Figures
 ) -> None:
     url = router_url + "/v1/chat/completions"
     until = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=heavy + 4)
+    limits = httpx.Limits(max_connections=heavy + 6)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         tasks = [_heavy(client, url, keys["heavy"][i % 2], body, until, figures) for i in range(heavy)]
         tasks.append(_light(client, url, keys["light"], until, figures))
+        tasks.append(_long(client, url, keys["light"], until, figures))
         await asyncio.gather(*tasks)
 
 
