@@ -213,7 +213,9 @@ def audio_tokens(data: str, audio_format: str) -> int:
 
 
 def _decoded_size(data: str) -> int:
-    return len(data) * 3 // 4
+    """Return the size of base64 ``data`` once decoded (without decoding it)."""
+    padding = 2 if data.endswith("==") else 1 if data.endswith("=") else 0
+    return len(data) * 3 // 4 - padding
 
 
 def _b64_prefix(data: str, size: int) -> bytes:
@@ -239,7 +241,7 @@ def image_size(url: str) -> tuple[int, int] | None:
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
         return int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return _webp_size(head)
     if head[:2] == b"\xff\xd8":
         return _jpeg_size(_b64_prefix(data, _JPEG_SCAN_BYTES))
@@ -248,6 +250,8 @@ def image_size(url: str) -> tuple[int, int] | None:
 
 def _webp_size(head: bytes) -> tuple[int, int] | None:
     chunk = head[12:16]
+    if len(head) < (25 if chunk == b"VP8L" else 30):
+        return None
     if chunk == b"VP8X":
         return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
     if chunk == b"VP8L":
