@@ -62,6 +62,7 @@ NO_HOLD = Hold(ZERO, None)
 def ask_tokens(route: ModelRoute, ask: Ask) -> tuple[int, int]:
     """Return (prompt tokens counted locally, most completion tokens the request may produce).
 
+    The prompt includes the estimates for its images, audio and files (``lib.tokens.part_tokens``).
     The completion ceiling is the request's ``max_tokens`` (or ``max_completion_tokens``),
     else the model's ``max_output_tokens``.
     """
