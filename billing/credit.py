@@ -32,7 +32,6 @@ from billing.models import KeyUsageDay, UsageRecord, UsageStatus
 from billing.periods import day_of, midnight, period_bounds
 from lib import tokens
 from routing.errors import RouterError
-from routing.models import RouterModel
 from routing.selectors import ModelRoute
 
 ZERO = Decimal("0")
@@ -45,7 +44,10 @@ class Ask:
     messages: list[dict[str, Any]]
     tools: list[Any] | None = None
     max_tokens: int | None = None
-    prompt_tokens: int | None = None  # already counted (for the rate limiter), else counted here
+    # Already counted before admission (``billing.counting.ask_counted``), else counted here.
+    prompt_tokens: int | None = None
+    # The requested model's completion ceiling, resolved with the count (for the rate limiter).
+    completion_ceiling: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ NO_HOLD = Hold(ZERO, None)
 def ask_tokens(route: ModelRoute, ask: Ask) -> tuple[int, int]:
     """Return (prompt tokens counted locally, most completion tokens the request may produce).
 
+    The prompt includes the estimates for its images, audio and files (``lib.tokens.part_tokens``).
     The completion ceiling is the request's ``max_tokens`` (or ``max_completion_tokens``),
     else the model's ``max_output_tokens``.
     """
@@ -67,23 +70,6 @@ def ask_tokens(route: ModelRoute, ask: Ask) -> tuple[int, int]:
     if prompt is None:
         prompt = tokens.count_messages(ask.messages, route.encoding, ask.tools)
     return prompt, ask.max_tokens or route.max_output_tokens
-
-
-def model_ask_tokens(model_name: str, ask: Ask) -> tuple[int, int] | None:
-    """Like ``ask_tokens`` from the model's name (None if there is no such enabled model)."""
-    row = (
-        RouterModel.objects.filter(name=model_name, enabled=True)
-        .values_list("name", "encoding", "max_output_tokens")
-        .first()
-    )
-    if row is None:
-        return None
-    name, encoding, max_output = row
-    encoding = tokens.encoding_for(name, encoding, settings.SIRAYA_DEFAULT_ENCODING)
-    prompt = ask.prompt_tokens
-    if prompt is None:
-        prompt = tokens.count_messages(ask.messages, encoding, ask.tools)
-    return prompt, ask.max_tokens or max_output
 
 
 def worst_case_cost(prices: Prices, prompt_tokens: int, completion_tokens: int) -> Decimal:

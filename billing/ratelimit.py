@@ -21,13 +21,13 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from billing.credit import Ask, model_ask_tokens
+from billing.counting import ask_counted
+from billing.credit import Ask
 from billing.selectors import KeyInfo
 from billing.shared_redis import RATE_CORRECTION, RATE_LIMIT, shared_redis
 from lib.redisclient import LuaScript, RedisClient
@@ -364,9 +364,6 @@ def key_ident(key: KeyInfo) -> str:
     return f"{key.id}-{key.prefix}"
 
 
-_model_ask_tokens = database_sync_to_async(model_ask_tokens)
-
-
 async def rate_limit_acquire(
     key: KeyInfo, model_name: str, ask: Ask, generation_id: str
 ) -> tuple[RateCharge | None, Ask]:
@@ -374,18 +371,18 @@ async def rate_limit_acquire(
 
     Raise ``RedisUnavailable`` when the shared windows cannot be reached (the limiter fails closed).
 
-    For a key with a tokens-per-minute limit the prompt is counted here, off the event
-    loop, and the returned ``ask`` carries the count so that admission does not count again.
+    For a key with a tokens-per-minute limit the prompt is counted first (``ask_counted``:
+    in the counting pool when it is long, unless the caller counted it already), and the
+    returned ``ask`` carries the count so that admission does not count again.
     """
     windows: list[Window] = []
     weights: dict[str, int] = {}
     if key.requests_per_minute:
         windows.append(Window("requests", key.requests_per_minute, 1))
     if key.tokens_per_minute:
-        counted = await _model_ask_tokens(model_name, ask)
-        if counted is not None:  # an unknown model is refused at admission
-            prompt, ceiling = counted
-            ask = replace(ask, prompt_tokens=prompt)
+        ask = await ask_counted(key, model_name, ask)
+        if ask.prompt_tokens is not None and ask.completion_ceiling is not None:  # else an unknown model
+            prompt, ceiling = ask.prompt_tokens, ask.completion_ceiling
             weights["tokens"] = prompt + ceiling
             windows.append(Window("tokens", key.tokens_per_minute, prompt + ceiling))
     if not windows:

@@ -464,10 +464,12 @@ class Checkpoint:
     """What a running stream has handed to the client so far (see ``routing.relay.checkpoint``)."""
 
     tokens_delivered: int
-    # Counted here, off the event loop, on the first checkpoint only (None: already stored).
+    # The prompt, on the first checkpoint only (None: already stored): its count, or else the
+    # messages to count here (``billing.counting.usage_record_checkpoint_counted`` counts first).
     messages: list[dict[str, Any]] | None = None
     tools: list[Any] | None = None
     encoding: str = "cl100k_base"
+    prompt_tokens: int | None = None
     vendor_prompt_tokens: int | None = None
     deployment_id: int | None = None
     vendor_id: int | None = None
@@ -483,7 +485,10 @@ def usage_record_checkpoint(record_id: int, checkpoint: Checkpoint) -> None:
     """
     fields: dict[str, Any] = {"tokens_delivered": checkpoint.tokens_delivered, "checkpoint_at": timezone.now()}
     if checkpoint.messages is not None:
-        fields["prompt_tokens"] = tokens.count_messages(checkpoint.messages, checkpoint.encoding, checkpoint.tools)
+        prompt = checkpoint.prompt_tokens
+        if prompt is None:
+            prompt = tokens.count_messages(checkpoint.messages, checkpoint.encoding, checkpoint.tools)
+        fields["prompt_tokens"] = prompt
         fields.update(
             deployment_id=checkpoint.deployment_id,
             vendor_id=checkpoint.vendor_id,

@@ -164,6 +164,8 @@ SIRAYA_CHECKPOINT_TOKENS = env.int("SIRAYA_CHECKPOINT_TOKENS", default=256)
 # and its in-progress records are settled as interrupted by the next process that looks.
 SIRAYA_HEARTBEAT_SECONDS = env.float("SIRAYA_HEARTBEAT_SECONDS", default=5.0)
 SIRAYA_INSTANCE_STALE_SECONDS = env.float("SIRAYA_INSTANCE_STALE_SECONDS", default=30.0)
+# Threads that count long prompts' tokens (billing.counting), apart from the database writer.
+SIRAYA_TOKEN_COUNT_WORKERS = env.int("SIRAYA_TOKEN_COUNT_WORKERS", default=2)
 # A client that takes no data for this long (its socket buffer full) is treated as gone.
 SIRAYA_CLIENT_STALL_SECONDS = env.float("SIRAYA_CLIENT_STALL_SECONDS", default=30.0)
 # On SIGTERM, running streams get this long to finish before they are cancelled and settled.

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from django.db.models import Sum
 
-from billing.models import ApiKey, KeyUsageDay, UsageRecord, UsageStatus
+from billing.models import ApiKey, KeyUsageDay, RouterInstance, UsageRecord, UsageStatus
 from billing.services import Outcome, api_key_create, usage_record_finalize
 from conftest import database_url, make_cast
 from fakevendors.openai import PROMPT_TOKENS
@@ -207,6 +207,11 @@ def test_hold_of_a_killed_process_expires(server_factory, fake_openai, cast):
     stream = RawStream(doomed.url, key, body)
     assert stream.next_data() is not None  # streaming: the hold is in place
     held_at = time.monotonic()
+    # The hold must expire by itself, whether or not anyone can tell the process is dead. On
+    # this machine every live router's heartbeat would see the dead pid at once and settle the
+    # record, which releases the hold: the process is made to look like one on another
+    # machine, whose silence counts only after SIRAYA_INSTANCE_STALE_SECONDS (30 s).
+    assert RouterInstance.objects.filter(pid=doomed.process.pid).update(hostname="another-machine") == 1
     doomed.stop(signal.SIGKILL)
     record = UsageRecord.objects.get(api_key=api_key)
     assert record.status == "in_progress" and record.reserved_cost > 0

@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from billing.services import Checkpoint, usage_record_checkpoint
+from billing.counting import usage_record_checkpoint_counted
+from billing.services import Checkpoint
 from lib import tokens
 from routing.relay import wire
 from routing.schema import ChatRequest
@@ -37,7 +37,8 @@ from routing.selectors import Target
 
 logger = logging.getLogger("siraya.relay")
 
-_checkpoint = database_sync_to_async(usage_record_checkpoint)
+# The first checkpoint's prompt is counted before the write, off asgiref's shared thread.
+_checkpoint = usage_record_checkpoint_counted
 # Pieces longer than this (characters) are counted in a worker thread, off the event loop.
 _INLINE_COUNT_CHARS = 16 * 1024
 # Background checkpoint writes in flight, kept referenced until they finish.

@@ -24,6 +24,7 @@ import orjson
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from billing.counting import ask_counted, outcome_counted, outcome_counted_here
 from billing.credit import Ask
 from billing.models import UsageStatus
 from billing.ratelimit import RateCharge, rate_limit_acquire
@@ -138,6 +139,7 @@ class Relay:
             model_name = request.model
             vendors = provider_vendors(request.provider)
             ask = Ask(request.messages, request.params.get("tools"), request.max_tokens)
+            ask = await ask_counted(key, request.model, ask)  # before admission: never in the writer
             try:
                 self.rate, ask = await rate_limit_acquire(key, request.model, ask, self.generation_id)
             except RedisUnavailable as unavailable:  # the limiter fails closed
@@ -282,7 +284,7 @@ class Relay:
                 self.meter.close()
             try:
                 self.fill_outcome(outcome, admission)
-                if self.rate is None:
+                if self.rate is None and outcome_counted_here(outcome):
                     # The write is queued here; shielding its future keeps it awaited through a cancel.
                     cost = await asyncio.shield(_finalize(admission.record_id, outcome))
                 else:
@@ -295,6 +297,7 @@ class Relay:
         return self.usage.prompt_tokens
 
     async def settle(self, record_id: int, outcome: Outcome) -> Decimal:
+        await outcome_counted(outcome)  # before the write is queued: never in the writer
         cost = await _finalize(record_id, outcome)
         if self.rate is not None:
             await self.rate.settle(outcome.billed_tokens)

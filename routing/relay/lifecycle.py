@@ -2,9 +2,15 @@
 
 At start (lifespan startup under ``siraya_site.serve``; the first request under daphne,
 which has no lifespan) the process registers its ``RouterInstance``, settles the records
-of dead processes (``billing.recovery``), and starts a heartbeat that repeats the recovery.
-On shutdown it lets running streams finish for the grace period, then stops the rest
-(each ends with an error chunk and is settled), and marks its instance stopped.
+of dead processes (``billing.recovery``), and starts its heartbeat and a task that repeats
+the recovery. On shutdown it lets running streams finish for the grace period, then stops
+the rest (each ends with an error chunk and is settled), and marks its instance stopped.
+
+The heartbeat runs in a thread of its own with its own database connection: a heartbeat
+later than ``SIRAYA_INSTANCE_STALE_SECONDS`` lets another process settle this one's live
+requests as interrupted, so it must not wait in any queue that requests fill (asgiref's
+shared worker thread, the group-commit writer). The recovery can wait: it goes through the
+shared thread as other database reads do.
 """
 
 from __future__ import annotations
@@ -12,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 from typing import Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import connection
 
 from billing import recovery
 from lib import tokens
@@ -30,9 +38,33 @@ class Stoppable(Protocol):
     def stop(self, reason: str) -> None: ...
 
 
+class Heartbeat(threading.Thread):
+    """Write this process's heartbeat every ``interval`` seconds until ``stop``; nothing else runs here."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(name="siraya-heartbeat", daemon=True)
+        self.interval = interval
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.wait(self.interval):
+                try:
+                    recovery.router_instance_heartbeat()
+                except Exception:
+                    logger.exception("router heartbeat failed")
+                    connection.close()  # the next beat opens a fresh connection
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
 class _State:
     started: asyncio.Future[None] | None = None
-    heartbeat: asyncio.Task[None] | None = None
+    heartbeat: Heartbeat | None = None
+    recovery: asyncio.Task[None] | None = None
     running: dict[Stoppable, asyncio.Task[object]] = {}
     draining = False
 
@@ -53,8 +85,7 @@ def _start_sync() -> None:
         )
 
 
-def _beat_sync() -> None:
-    recovery.router_instance_heartbeat()
+def _recover_sync() -> None:
     for record in recovery.usage_records_reconcile():
         logger.warning("settled interrupted request %s (instance %s)", record.generation_id, record.instance_id)
 
@@ -67,7 +98,9 @@ async def ensure_started() -> None:
             await database_sync_to_async(_start_sync)()
         except Exception:
             logger.exception("router instance registration failed")
-        _state.heartbeat = asyncio.create_task(_heartbeat())
+        _state.heartbeat = Heartbeat(settings.SIRAYA_HEARTBEAT_SECONDS)
+        _state.heartbeat.start()
+        _state.recovery = asyncio.create_task(_recover())
         _settle_heap()
         _state.started.set_result(None)
     elif not _state.started.done():
@@ -84,13 +117,14 @@ def _settle_heap() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-async def _heartbeat() -> None:
+async def _recover() -> None:
+    """Settle dead processes' records at every heartbeat interval (``billing.recovery``)."""
     while True:
         await asyncio.sleep(settings.SIRAYA_HEARTBEAT_SECONDS)
         try:
-            await database_sync_to_async(_beat_sync)()
+            await database_sync_to_async(_recover_sync)()
         except Exception:
-            logger.exception("router heartbeat failed")
+            logger.exception("recovery of dead processes' records failed")
 
 
 def track(relay: Stoppable, task: asyncio.Task[object]) -> None:
@@ -124,7 +158,10 @@ async def drain(grace: float) -> None:
 async def stop() -> None:
     """Drain what is left and mark this instance stopped."""
     await drain(0)
+    if _state.recovery is not None:
+        _state.recovery.cancel()
     if _state.heartbeat is not None:
-        _state.heartbeat.cancel()
+        _state.heartbeat.stop()
+        await asyncio.to_thread(_state.heartbeat.join, 5)
     if _state.started is not None:
         await database_sync_to_async(recovery.router_instance_stop)()
