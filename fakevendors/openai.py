@@ -25,6 +25,18 @@ def words(count: int) -> list[str]:
     return [WORDS[i % len(WORDS)] for i in range(count)]
 
 
+def honoured(tokens: int, limit: Any, ratio: float = 1.0, honour: bool = True) -> int:
+    """The words a fake writes when asked for ``tokens`` under a completion ``limit``.
+
+    ``ratio`` is the router's tokens per token of the fake's own tokenizer: a vendor that honours
+    a limit of N of its tokens may write N * ratio of the router's. A fake that does not honour
+    limits (``honour=False``) writes all it was asked for.
+    """
+    if not honour or not isinstance(limit, int) or limit <= 0:
+        return tokens
+    return min(tokens, int(limit * ratio))
+
+
 @dataclass
 class Scenario:
     tokens: int = 5
@@ -46,6 +58,8 @@ class Scenario:
     report_usage: bool = True
     # Respect max_tokens (a bad vendor ignores it).
     honour_max_tokens: bool = True
+    # The router's tokens per token of this vendor's tokenizer (see ``honoured``).
+    tokenizer_ratio: float = 1.0
     # Answer with a tool call instead of text.
     tool_call: bool = False
     # Split every write into pieces of this many bytes (exercise the SSE parser).
@@ -126,6 +140,11 @@ class FakeOpenAI(FakeServer):
     def decorate_completion(self, body: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         return payload
 
+    def honoured_count(self, body: dict[str, Any], s: Scenario) -> int:
+        """The tokens (words) of the answer, within the request's limit when the fake honours it."""
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        return honoured(s.tokens, limit, s.tokenizer_ratio, s.honour_max_tokens)
+
     async def respond(self, request: RecordedRequest, conn: Connection) -> None:
         body = request.json() if request.body else {}
         refusal = self.refuse(request, body)
@@ -140,10 +159,7 @@ class FakeOpenAI(FakeServer):
                 return
             conn.send_json(scenario.status, error, headers)
             return
-        count = scenario.tokens
-        if scenario.honour_max_tokens:
-            limit = body.get("max_completion_tokens") or body.get("max_tokens")
-            count = min(count, limit) if limit else count
+        count = self.honoured_count(body, scenario)
         if body.get("stream"):
             await self._stream(request, conn, body, scenario, count)
         else:

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from fakevendors.openai import words
+from fakevendors.openai import honoured, words
 from fakevendors.server import Connection, FakeServer, RecordedRequest
 
 GEMINI_PROMPT_TOKENS = 23  # what the fake reports as Gemini's promptTokenCount
@@ -85,6 +85,10 @@ class Scenario:
     cut_after: int | None = None
     # Seconds the issued access tokens live.
     expires_in: int = 3600
+    # Respect maxOutputTokens / max_tokens (a bad vendor ignores it), counting with a tokenizer
+    # of this many router tokens per token of its own (see ``fakevendors.openai.honoured``).
+    honour_max_tokens: bool = True
+    tokenizer_ratio: float = 1.0
 
 
 def _b64decode(part: str) -> bytes:
@@ -242,7 +246,7 @@ class FakeVertex(FakeServer):
             conn.send_json(400, {"error": {"code": 400, "message": problem, "status": "INVALID_ARGUMENT"}})
             return
         limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
-        count = min(s.tokens, limit) if limit else s.tokens
+        count = honoured(s.tokens, limit, s.tokenizer_ratio, s.honour_max_tokens)
         answered = any("functionResponse" in p for p in body["contents"][-1]["parts"])
         tools = [d for t in body.get("tools") or () for d in t.get("functionDeclarations") or ()]
         call: dict[str, Any] | None = None
@@ -346,7 +350,7 @@ class FakeVertex(FakeServer):
         if problem:
             conn.send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": problem}})
             return
-        count = min(s.tokens, body["max_tokens"])
+        count = honoured(s.tokens, body["max_tokens"], s.tokenizer_ratio, s.honour_max_tokens)
         last = body["messages"][-1]["content"]
         answered = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
         tool = (
