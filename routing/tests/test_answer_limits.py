@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 
 from billing.credit import Ask, model_ask_tokens
@@ -27,8 +28,12 @@ from fakevendors.onerouter import FakeOneRouter
 from fakevendors.openai import FakeOpenAI, words
 from fakevendors.vertex import FakeVertex, service_account_key
 from routing.relay.checkpoint import cut_threshold
+from routing.schema import parse_chat_request
 from routing.services import model_create, vendor_create
 from routing.tests.vendor_cast import delta_text, sse_chunks
+from routing.vendors import adapter_class
+from routing.vendors.base import UpstreamCall, VendorConfig
+from routing.vendors.openai import OpenAIAdapter
 
 KEY = "vendor-key-for-tests-0123456789abcdef"
 CEILING = 300  # the router model's max_output_tokens
@@ -226,3 +231,48 @@ def test_modelark_max_completion_tokens_counts_reasoning(modelark):
     assert delta_text(chunks, "reasoning_content") == "".join(words(cut))
     assert delta_text(chunks) == ""
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def adapter_body(kind: str, base_url: str, options: dict[str, Any], **client: Any) -> dict[str, Any]:
+    """The body an adapter of ``kind`` builds for a client request (no network)."""
+    config = VendorConfig(1, "v", kind, base_url, options, {"api_key": KEY}, 5.0, 30.0, 30.0)
+    request = parse_chat_request(
+        orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **client})
+    )
+    adapter = adapter_class(kind)(config)
+    assert isinstance(adapter, OpenAIAdapter)
+    return adapter.body(UpstreamCall(request, "up", "gen-1", CEILING), stream=False)
+
+
+def limits_in(body: dict[str, Any]) -> dict[str, Any]:
+    return {name: body[name] for name in ("max_tokens", "max_completion_tokens") if name in body}
+
+
+@pytest.mark.parametrize(
+    ("kind", "base_url", "options", "expected"),
+    [
+        # OpenAI's reasoning models refuse max_tokens; max_completion_tokens works for every model.
+        ("openai", "https://api.openai.com/v1", {}, "max_completion_tokens"),
+        ("openai", "http://127.0.0.1:8000/v1", {}, "max_tokens"),
+        ("openai", "http://127.0.0.1:8000/v1", {"max_tokens_field": "max_completion_tokens"}, "max_completion_tokens"),
+        ("openai", "https://api.openai.com/v1", {"max_tokens_field": "max_tokens"}, "max_tokens"),
+        ("azure", "https://r.openai.azure.com", {"api_style": "v1"}, "max_completion_tokens"),
+        ("azure", "https://r.openai.azure.com", {"api_version": "2025-04-01-preview"}, "max_completion_tokens"),
+        ("azure", "https://r.openai.azure.com", {"api_version": "2024-10-21"}, "max_tokens"),
+        ("azure", "https://r.openai.azure.com", {"api_version": "2024-06-01"}, "max_tokens"),
+        ("azure", "https://r.openai.azure.com", {"max_tokens_field": "max_completion_tokens"}, "max_completion_tokens"),
+        ("byteplus", "https://ark.ap-southeast.bytepluses.com", {}, "max_completion_tokens"),
+        ("onerouter", "", {}, "max_tokens"),
+    ],
+)
+def test_ceiling_field_per_vendor_and_api(kind, base_url, options, expected):
+    assert limits_in(adapter_body(kind, base_url, options)) == {expected: CEILING}
+    # A client's explicit null is no limit: the ceiling replaces it, in the one right field.
+    assert limits_in(adapter_body(kind, base_url, options, max_tokens=None)) == {expected: CEILING}
+    assert limits_in(adapter_body(kind, base_url, options, max_tokens=7)) == {"max_tokens": 7}
+
+
+@pytest.mark.parametrize("kind", ["openai", "azure"])
+def test_unknown_max_tokens_field_is_refused(kind):
+    with pytest.raises(ValueError, match="--max-tokens-field"):
+        adapter_class(kind).validate("https://r.openai.azure.com", {"max_tokens_field": "limit"}, {"api_key": KEY})
