@@ -81,20 +81,20 @@ class Rig:
 def _vendor(kind: str, stack: ExitStack) -> tuple[Any, Any, str]:
     """Start a fake of ``kind``; return (fake, vendor, upstream model)."""
     if kind in ("gemini", "claude"):
-        fake = stack.enter_context(FakeVertex())
-        account = service_account_key(fake.url + "/token")
-        fake.trust(account)
-        options = {"project": fake.project, "location": fake.location}
-        vendor = vendor_create("fake", "vertex", fake.url, options, {"credentials_json": account})
+        vertex = stack.enter_context(FakeVertex())
+        account = service_account_key(vertex.url + "/token")
+        vertex.trust(account)
+        options = {"project": vertex.project, "location": vertex.location}
+        vendor = vendor_create("fake", "vertex", vertex.url, options, {"credentials_json": account})
         upstream = "gemini-2.5-flash" if kind == "gemini" else "anthropic/claude-sonnet-4@20250514"
-        return fake, vendor, upstream
+        return vertex, vendor, upstream
     if kind == "bedrock":
-        fake = stack.enter_context(FakeBedrock())
+        bedrock = stack.enter_context(FakeBedrock())
         credentials = {"aws_access_key_id": ACCESS_KEY_ID, "aws_secret_access_key": SECRET_ACCESS_KEY}
-        vendor = vendor_create("fake", "bedrock", fake.url, {"region": REGION}, credentials)
-        return fake, vendor, "anthropic.claude-3-5-haiku-20241022-v1:0"
+        vendor = vendor_create("fake", "bedrock", bedrock.url, {"region": REGION}, credentials)
+        return bedrock, vendor, "anthropic.claude-3-5-haiku-20241022-v1:0"
     fakes = {"openai": FakeOpenAI, "azure": FakeAzure, "byteplus": FakeBytePlus, "onerouter": FakeOneRouter}
-    fake = stack.enter_context(fakes[kind]() if kind == "openai" else fakes[kind](api_key=KEY))
+    fake: FakeOpenAI = stack.enter_context(fakes[kind]() if kind == "openai" else fakes[kind](api_key=KEY))
     base_url = fake.url + "/v1" if kind in ("openai", "onerouter") else fake.url
     vendor = vendor_create("fake", kind, base_url, {}, {"api_key": KEY})
     return fake, vendor, "fake-model"
