@@ -26,7 +26,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from fakevendors.openai import honoured, words
+from fakevendors.openai import honoured, own_count, words
 from fakevendors.server import Connection, FakeServer, RecordedRequest
 
 PROMPT_TOKENS = 23  # what this fake reports as input tokens, whatever the prompt
@@ -140,7 +140,8 @@ class Scenario:
     # Split every write into pieces of this many bytes (frames cut anywhere).
     split_bytes: int | None = None
     # Respect inferenceConfig.maxTokens (a bad vendor ignores it), counting with a tokenizer of
-    # this many router tokens per token of its own (see ``fakevendors.openai.honoured``).
+    # this many router tokens per token of its own, in which it also reports usage
+    # (see ``fakevendors.openai.honoured`` and ``own_count``).
     honour_max_tokens: bool = True
     tokenizer_ratio: float = 1.0
 
@@ -214,6 +215,7 @@ class FakeBedrock(FakeServer):
         )
 
     def _usage(self, s: Scenario, count: int) -> dict[str, Any]:
+        count = own_count(count, s.tokenizer_ratio)  # reported in its own tokens
         usage = {
             "inputTokens": PROMPT_TOKENS,
             "outputTokens": count + s.reasoning_tokens,

@@ -8,6 +8,7 @@ exactly how many tokens a stream of N chunks holds.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -37,6 +38,12 @@ def honoured(tokens: int, limit: Any, ratio: float = 1.0, honour: bool = True) -
     return min(tokens, int(limit * ratio))
 
 
+def own_count(words_written: int, ratio: float = 1.0) -> int:
+    """The tokens a fake reports for ``words_written`` of the router's tokens, counted with its
+    own tokenizer (``ratio`` of the router's tokens per token of its own)."""
+    return math.ceil(words_written / ratio)
+
+
 @dataclass
 class Scenario:
     tokens: int = 5
@@ -58,7 +65,8 @@ class Scenario:
     report_usage: bool = True
     # Respect max_tokens (a bad vendor ignores it).
     honour_max_tokens: bool = True
-    # The router's tokens per token of this vendor's tokenizer (see ``honoured``).
+    # The router's tokens per token of this vendor's tokenizer: it honours limits and reports
+    # usage in its own tokens (see ``honoured`` and ``own_count``).
     tokenizer_ratio: float = 1.0
     # Answer with a tool call instead of text.
     tool_call: bool = False
@@ -191,7 +199,7 @@ class FakeOpenAI(FakeServer):
             "created": int(time.time()),
             "model": body.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": self._usage(count),
+            "usage": self._usage(own_count(count, s.tokenizer_ratio)),
         }
         request.tokens_written = count
         conn.send_json(200, self.decorate_completion(body, payload))
@@ -280,7 +288,7 @@ class FakeOpenAI(FakeServer):
         await self._send(conn, self._chunk(body, {}, finish) + self.stream_closing(body, s, count), s)
         if s.report_usage and self.wants_usage(body):
             usage: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": body.get("model"), "choices": [], "usage": self._usage(request.tokens_written)}  # fmt: skip
+                     "model": body.get("model"), "choices": [], "usage": self._usage(own_count(request.tokens_written, s.tokenizer_ratio))}  # fmt: skip
             await self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
         await self._send(conn, b"data: [DONE]\n\n", s)
         conn.end()
