@@ -280,3 +280,12 @@ def test_ceiling_field_per_vendor_and_api(kind, base_url, options, expected):
 def test_unknown_max_tokens_field_is_refused(kind):
     with pytest.raises(ValueError, match="--max-tokens-field"):
         adapter_class(kind).validate("https://r.openai.azure.com", {"max_tokens_field": "limit"}, {"api_key": KEY})
+
+
+def test_more_than_one_choice_is_refused_so_hold_and_limit_stay_per_request(cast, fake_openai):
+    """The hold counts one answer of max_tokens (or the ceiling) and the vendor is asked for one:
+    n > 1 would multiply what the vendor may write, so it is refused before any vendor call."""
+    response = cast.chat(n=2, max_tokens=5)
+    assert response.status_code == 400
+    assert (response.json()["error"]["param"], response.json()["error"]["code"]) == ("n", "unsupported_value")
+    assert fake_openai.requests == []
