@@ -98,7 +98,7 @@ class Relay:
         self.first_token_at: float | None = None
         self.delivered: list[str] = []
         self.usage = Usage()
-        self.cut = False  # a JSON answer was cut at max_tokens: billed for what was delivered
+        self.cut = False  # the answer was cut at max_tokens (the vendor ignored it): billed for what was delivered
         self.finish_reason = ""
         self.answer_started = False  # a byte of the answer reached the client: no more fallbacks
         self.current: tuple[ModelRoute, Target] | None = None
