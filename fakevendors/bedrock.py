@@ -26,7 +26,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from fakevendors.openai import words
+from fakevendors.openai import honoured, own_count, words
 from fakevendors.server import Connection, FakeServer, RecordedRequest
 
 PROMPT_TOKENS = 23  # what this fake reports as input tokens, whatever the prompt
@@ -139,6 +139,11 @@ class Scenario:
     cache_read_tokens: int = 0
     # Split every write into pieces of this many bytes (frames cut anywhere).
     split_bytes: int | None = None
+    # Respect inferenceConfig.maxTokens (a bad vendor ignores it), counting with a tokenizer of
+    # this many router tokens per token of its own, in which it also reports usage
+    # (see ``fakevendors.openai.honoured`` and ``own_count``).
+    honour_max_tokens: bool = True
+    tokenizer_ratio: float = 1.0
 
 
 class FakeBedrock(FakeServer):
@@ -189,7 +194,8 @@ class FakeBedrock(FakeServer):
                 headers = {"Retry-After": s.retry_after} if s.retry_after else {}
                 self._error(conn, s.status, s.error_type, s.error_message, headers)
             return
-        count = min(s.tokens, (body.get("inferenceConfig") or {}).get("maxTokens") or s.tokens)
+        limit = (body.get("inferenceConfig") or {}).get("maxTokens")
+        count = honoured(s.tokens, limit, s.tokenizer_ratio, s.honour_max_tokens)
         tool = s.tool_call and not _has_tool_result(body)
         if match["operation"] == "converse-stream":
             await self._stream(request, conn, s, count, tool)
@@ -209,6 +215,7 @@ class FakeBedrock(FakeServer):
         )
 
     def _usage(self, s: Scenario, count: int) -> dict[str, Any]:
+        count = own_count(count, s.tokenizer_ratio)  # reported in its own tokens
         usage = {
             "inputTokens": PROMPT_TOKENS,
             "outputTokens": count + s.reasoning_tokens,

@@ -5,13 +5,15 @@ before the answer, ``completion_tokens_details.reasoning_tokens`` in usage, erro
 ``{"error": {"code", "message", "param", "type"}}`` with the HTTP status of ModelArk's
 public error table, and the same object as a ``data:`` block inside a stream. It rejects
 ``max_tokens`` together with ``max_completion_tokens`` and more than 4 ``stop`` sequences.
+Its limits count as ModelArk's do: ``max_tokens`` bounds the answer only, without the
+reasoning text; ``max_completion_tokens`` bounds both.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fakevendors.openai import PROMPT_TOKENS, FakeOpenAI, Scenario
+from fakevendors.openai import PROMPT_TOKENS, FakeOpenAI, Scenario, honoured
 from fakevendors.server import RecordedRequest
 
 REQUEST_ID = "Request id: 021700000000000fakefakefakefakefakefake"
@@ -62,6 +64,13 @@ class FakeBytePlus(FakeOpenAI):
         if isinstance(stop, list) and len(stop) > 4:
             return error_body("InvalidParameter", "stop")
         return None
+
+    def honoured_count(self, body: dict[str, Any], s: Scenario) -> int:
+        if body.get("max_completion_tokens"):
+            return honoured(s.tokens, body["max_completion_tokens"], s.tokenizer_ratio, s.honour_max_tokens)
+        reasoning = min(self.reasoning_tokens, s.tokens)
+        answer = honoured(s.tokens - reasoning, body.get("max_tokens"), s.tokenizer_ratio, s.honour_max_tokens)
+        return reasoning + answer
 
     def token_delta(self, s: Scenario, i: int, word: str) -> dict[str, Any]:
         if i < self.reasoning_tokens:

@@ -8,6 +8,7 @@ exactly how many tokens a stream of N chunks holds.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -23,6 +24,24 @@ PROMPT_TOKENS = 17  # what this fake reports as prompt tokens, whatever the prom
 
 def words(count: int) -> list[str]:
     return [WORDS[i % len(WORDS)] for i in range(count)]
+
+
+def honoured(tokens: int, limit: Any, ratio: float = 1.0, honour: bool = True) -> int:
+    """The words a fake writes when asked for ``tokens`` under a completion ``limit``.
+
+    ``ratio`` is the router's tokens per token of the fake's own tokenizer: a vendor that honours
+    a limit of N of its tokens may write N * ratio of the router's. A fake that does not honour
+    limits (``honour=False``) writes all it was asked for.
+    """
+    if not honour or not isinstance(limit, int) or limit <= 0:
+        return tokens
+    return min(tokens, int(limit * ratio))
+
+
+def own_count(words_written: int, ratio: float = 1.0) -> int:
+    """The tokens a fake reports for ``words_written`` of the router's tokens, counted with its
+    own tokenizer (``ratio`` of the router's tokens per token of its own)."""
+    return math.ceil(words_written / ratio)
 
 
 @dataclass
@@ -46,6 +65,9 @@ class Scenario:
     report_usage: bool = True
     # Respect max_tokens (a bad vendor ignores it).
     honour_max_tokens: bool = True
+    # The router's tokens per token of this vendor's tokenizer: it honours limits and reports
+    # usage in its own tokens (see ``honoured`` and ``own_count``).
+    tokenizer_ratio: float = 1.0
     # Answer with a tool call instead of text.
     tool_call: bool = False
     # Split every write into pieces of this many bytes (exercise the SSE parser).
@@ -126,6 +148,11 @@ class FakeOpenAI(FakeServer):
     def decorate_completion(self, body: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
         return payload
 
+    def honoured_count(self, body: dict[str, Any], s: Scenario) -> int:
+        """The tokens (words) of the answer, within the request's limit when the fake honours it."""
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        return honoured(s.tokens, limit, s.tokenizer_ratio, s.honour_max_tokens)
+
     async def respond(self, request: RecordedRequest, conn: Connection) -> None:
         body = request.json() if request.body else {}
         refusal = self.refuse(request, body)
@@ -140,10 +167,7 @@ class FakeOpenAI(FakeServer):
                 return
             conn.send_json(scenario.status, error, headers)
             return
-        count = scenario.tokens
-        if scenario.honour_max_tokens:
-            limit = body.get("max_completion_tokens") or body.get("max_tokens")
-            count = min(count, limit) if limit else count
+        count = self.honoured_count(body, scenario)
         if body.get("stream"):
             await self._stream(request, conn, body, scenario, count)
         else:
@@ -175,7 +199,7 @@ class FakeOpenAI(FakeServer):
             "created": int(time.time()),
             "model": body.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": self._usage(count),
+            "usage": self._usage(own_count(count, s.tokenizer_ratio)),
         }
         request.tokens_written = count
         conn.send_json(200, self.decorate_completion(body, payload))
@@ -264,7 +288,7 @@ class FakeOpenAI(FakeServer):
         await self._send(conn, self._chunk(body, {}, finish) + self.stream_closing(body, s, count), s)
         if s.report_usage and self.wants_usage(body):
             usage: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": body.get("model"), "choices": [], "usage": self._usage(request.tokens_written)}  # fmt: skip
+                     "model": body.get("model"), "choices": [], "usage": self._usage(own_count(request.tokens_written, s.tokenizer_ratio))}  # fmt: skip
             await self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
         await self._send(conn, b"data: [DONE]\n\n", s)
         conn.end()

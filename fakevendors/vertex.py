@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from fakevendors.openai import words
+from fakevendors.openai import honoured, own_count, words
 from fakevendors.server import Connection, FakeServer, RecordedRequest
 
 GEMINI_PROMPT_TOKENS = 23  # what the fake reports as Gemini's promptTokenCount
@@ -85,6 +85,11 @@ class Scenario:
     cut_after: int | None = None
     # Seconds the issued access tokens live.
     expires_in: int = 3600
+    # Respect maxOutputTokens / max_tokens (a bad vendor ignores it), counting with a tokenizer
+    # of this many router tokens per token of its own, in which it also reports usage
+    # (see ``fakevendors.openai.honoured`` and ``own_count``).
+    honour_max_tokens: bool = True
+    tokenizer_ratio: float = 1.0
 
 
 def _b64decode(part: str) -> bytes:
@@ -218,6 +223,7 @@ class FakeVertex(FakeServer):
         return None
 
     def _gemini_usage(self, count: int, s: Scenario) -> dict[str, Any]:
+        count = own_count(count, s.tokenizer_ratio)  # reported in its own tokens
         usage: dict[str, Any] = {"promptTokenCount": GEMINI_PROMPT_TOKENS, "candidatesTokenCount": count,
                                  "totalTokenCount": GEMINI_PROMPT_TOKENS + count + s.thoughts}  # fmt: skip
         if s.thoughts:
@@ -242,7 +248,7 @@ class FakeVertex(FakeServer):
             conn.send_json(400, {"error": {"code": 400, "message": problem, "status": "INVALID_ARGUMENT"}})
             return
         limit = (body.get("generationConfig") or {}).get("maxOutputTokens")
-        count = min(s.tokens, limit) if limit else s.tokens
+        count = honoured(s.tokens, limit, s.tokenizer_ratio, s.honour_max_tokens)
         answered = any("functionResponse" in p for p in body["contents"][-1]["parts"])
         tools = [d for t in body.get("tools") or () for d in t.get("functionDeclarations") or ()]
         call: dict[str, Any] | None = None
@@ -346,7 +352,7 @@ class FakeVertex(FakeServer):
         if problem:
             conn.send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": problem}})
             return
-        count = min(s.tokens, body["max_tokens"])
+        count = honoured(s.tokens, body["max_tokens"], s.tokenizer_ratio, s.honour_max_tokens)
         last = body["messages"][-1]["content"]
         answered = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
         tool = (
@@ -373,7 +379,8 @@ class FakeVertex(FakeServer):
         request.tokens_written = count
         conn.send_json(200, {"id": "msg_vrtx_fake", "type": "message", "role": "assistant", "model": model,
                              "content": content, "stop_reason": stop, "stop_sequence": None,
-                             "usage": {"input_tokens": CLAUDE_INPUT_TOKENS, "output_tokens": count + s.thoughts}})  # fmt: skip
+                             "usage": {"input_tokens": CLAUDE_INPUT_TOKENS,
+                                       "output_tokens": own_count(count, s.tokenizer_ratio) + s.thoughts}})  # fmt: skip
 
     async def _claude_stream(self, request: RecordedRequest, conn: Connection, s: Scenario, count: int, model: str,
                              tool: str | None) -> None:  # fmt: skip
@@ -414,7 +421,7 @@ class FakeVertex(FakeServer):
             request.tokens_written += 1
         conn.write(self._event({"type": "content_block_stop", "index": index}))
         stop = "max_tokens" if count < s.tokens else "end_turn"
-        self._claude_end(conn, stop, count + s.thoughts)
+        self._claude_end(conn, stop, own_count(count, s.tokenizer_ratio) + s.thoughts)
 
     async def _claude_tool(
         self, request: RecordedRequest, conn: Connection, index: int, tool: str, s: Scenario

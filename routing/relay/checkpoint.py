@@ -13,8 +13,13 @@ and the stream never waits for it. If the process dies, recovery bills the last 
 The count is the sum of the pieces' token counts; vendors cut deltas at token boundaries,
 so it matches the count of the whole text (the settled record recounts the whole text).
 
-A vendor that ignores ``max_tokens`` is cut off here: the piece that crosses the limit is
-truncated to the tokens left, and the relay ends the stream with ``finish_reason: length``.
+The cut at ``max_tokens`` is a safety net for vendors that ignore the limit, not the limit
+itself: the vendor counts with its own tokenizer, so an answer it ended within its limit may
+count more with the router's. The router cuts only past ``cut_threshold(limit)`` (the limit
+plus a margin for tokenizer differences), and counts only the text the vendor counts against
+that limit (ModelArk's ``max_tokens`` leaves the chain of thought out). The piece that crosses
+the threshold is truncated to it, and the relay ends the stream with ``finish_reason: length``;
+the answer is billed for what was delivered.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from lib import tokens
 from routing.relay import wire
 from routing.schema import ChatRequest
 from routing.selectors import Target
+from routing.vendors import adapter_class
 
 logger = logging.getLogger("siraya.relay")
 
@@ -44,6 +50,32 @@ _INLINE_COUNT_CHARS = 16 * 1024
 # Background checkpoint writes in flight, kept referenced until they finish.
 _writes: set[asyncio.Task[None]] = set()
 _TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
+_ANSWER_FIELDS = ("content", "refusal")
+_REASONING_FIELDS = ("reasoning_content", "reasoning")
+# The margin of the safety-net cut: vendors count with their own tokenizers (Claude's, Gemini's
+# SentencePiece, Doubao's), the router with the model's tiktoken encoding. On English text they
+# differ by well under a quarter; on Chinese or Japanese text cl100k_base counts up to about
+# half again what the larger-vocabulary tokenizers count. So an answer is cut only once the
+# router's count passes the limit by half, plus a few tokens for short limits, where one word
+# split differently is a large share. A vendor that ignores the limit (the case the cut is for)
+# is still stopped within that margin of it, and billed for what it delivered.
+CUT_MARGIN_RATIO_PERCENT = 150
+CUT_MARGIN_TOKENS = 16
+
+
+def cut_threshold(limit: int) -> int:
+    """Return the router-counted tokens past which an answer limited to ``limit`` is cut."""
+    return limit * CUT_MARGIN_RATIO_PERCENT // 100 + CUT_MARGIN_TOKENS
+
+
+def limit_counts_reasoning(request: ChatRequest, target: Target) -> bool:
+    """Whether ``target``'s vendor counts reasoning text against the limit ``request`` sets."""
+    return adapter_class(target.vendor.kind).limit_counts_reasoning(request)
+
+
+def limited_fields(counts_reasoning: bool) -> tuple[str, ...]:
+    """The text fields counted against the limit (tool-call arguments always are)."""
+    return _TEXT_FIELDS if counts_reasoning else _ANSWER_FIELDS
 
 
 def token_limit(request: ChatRequest) -> int | None:
@@ -79,8 +111,9 @@ class DeliveryMeter:
     encoding: str
     vendor_prompt: Callable[[], int | None]
     limit: int | None = None
+    threshold: int | None = None  # ``cut_threshold(limit)``
     tokens: int = 0  # delivered to the client so far (counted)
-    measured: int = 0  # passed through ``measure`` so far (a batch is measured before it is sent)
+    measured: int = 0  # limited tokens passed through ``measure`` so far (measured before sent)
     indexes: set[int] = field(default_factory=set)
     # Delivered pieces not counted yet (no token limit: counted when a checkpoint may be due).
     _uncounted: list[str] = field(default_factory=list)
@@ -93,6 +126,7 @@ class DeliveryMeter:
 
     def __post_init__(self) -> None:
         self.limit = token_limit(self.request)
+        self.threshold = None if self.limit is None else cut_threshold(self.limit)
         self._saved_at = asyncio.get_running_loop().time()
 
     def piece(self, choices: list[dict[str, Any]]) -> Piece:
@@ -100,21 +134,27 @@ class DeliveryMeter:
         return Piece(choices, 0, wire.delivered_text(choices))
 
     async def measure(self, choices: list[dict[str, Any]]) -> Piece:
-        """Count a chunk's billable text; cut it at the token limit."""
+        """Count a chunk's billable text; cut it where the limited text passes the cut threshold."""
         for choice in choices:
             if isinstance(choice.get("index"), int):
                 self.indexes.add(choice["index"])
-        if self.limit is None:
+        if self.threshold is None:
             return self.piece(choices)
         text = wire.delivered_text(choices)
-        count = await self._count(text)
-        if self.measured + count <= self.limit:
-            self.measured += count
+        counts_reasoning = limit_counts_reasoning(self.request, self.target)
+        fields = limited_fields(counts_reasoning)
+        if counts_reasoning:
+            count = limited = await self._count(text)
+        else:
+            limited = await self._count(field_text(choices, fields))
+            count = limited + await self._count(field_text(choices, _REASONING_FIELDS))
+        if self.measured + limited <= self.threshold:
+            self.measured += limited
             return Piece(choices, count, text)
-        clipped = clip_choices(choices, self.limit - self.measured, self.encoding)
+        clipped = clip_choices(choices, self.threshold - self.measured, self.encoding, fields)
         clipped_text = wire.delivered_text(clipped)
         count = await self._count(clipped_text)
-        self.measured += count
+        self.measured = self.threshold
         return Piece(clipped, count, clipped_text, exhausted=True)
 
     def length_choices(self) -> list[dict[str, Any]]:
@@ -182,24 +222,31 @@ class DeliveryMeter:
         self._closed = True
 
 
-def clip_answer(choices: list[dict[str, Any]], limit: int, encoding: str) -> list[dict[str, Any]] | None:
-    """Return copies of a whole answer's ``choices`` with each message cut to ``limit`` tokens
-    of billable text and ended for ``length``; None when no message exceeds it."""
+def clip_answer(
+    choices: list[dict[str, Any]], limit: int, encoding: str, counts_reasoning: bool = True
+) -> list[dict[str, Any]] | None:
+    """Return copies of a whole answer's ``choices`` with each message whose limited text passes
+    ``cut_threshold(limit)`` cut there and ended for ``length``; None when none passes it."""
+    threshold = cut_threshold(limit)
+    fields = limited_fields(counts_reasoning)
     clipped: list[dict[str, Any]] = []
     cut = False
     for choice in choices:
         message = choice.get("message")
-        if isinstance(message, dict) and tokens.count_text(wire.delivered_text([choice]), encoding) > limit:
+        if isinstance(message, dict) and tokens.count_text(field_text([choice], fields), encoding) > threshold:
             choice = copy.deepcopy(choice)
-            _clip_delta(choice["message"], limit, encoding)
+            _clip_delta(choice["message"], threshold, encoding, fields)
             choice["finish_reason"] = "length"
             cut = True
         clipped.append(choice)
     return clipped if cut else None
 
 
-def clip_choices(choices: list[dict[str, Any]], allowed: int, encoding: str) -> list[dict[str, Any]]:
-    """Return copies of ``choices`` holding at most ``allowed`` tokens of billable text."""
+def clip_choices(
+    choices: list[dict[str, Any]], allowed: int, encoding: str, fields: tuple[str, ...] = _TEXT_FIELDS
+) -> list[dict[str, Any]]:
+    """Return copies of ``choices`` holding at most ``allowed`` tokens of limited text (``fields``
+    and tool-call arguments); other text passes whole."""
     left = max(0, allowed)
     clipped: list[dict[str, Any]] = []
     for choice in choices:
@@ -207,13 +254,29 @@ def clip_choices(choices: list[dict[str, Any]], allowed: int, encoding: str) -> 
         choice["finish_reason"] = None
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            left = _clip_delta(delta, left, encoding)
+            left = _clip_delta(delta, left, encoding, fields)
         clipped.append(choice)
     return clipped
 
 
-def _clip_delta(delta: dict[str, Any], left: int, encoding: str) -> int:
-    for name in _TEXT_FIELDS:
+def field_text(choices: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
+    """The text of ``fields`` (and, with the answer's fields, tool-call arguments) in ``choices``."""
+    parts: list[str] = []
+    for choice in choices:
+        delta = choice.get("delta") or choice.get("message")
+        if not isinstance(delta, dict):
+            continue
+        parts += (value for name in fields if isinstance(value := delta.get(name), str))
+        if "content" in fields:
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                    parts.append(function["arguments"])
+    return "".join(parts)
+
+
+def _clip_delta(delta: dict[str, Any], left: int, encoding: str, fields: tuple[str, ...]) -> int:
+    for name in fields:
         value = delta.get(name)
         if isinstance(value, str) and value:
             delta[name], left = _clip_text(value, left, encoding)

@@ -45,7 +45,7 @@ from ops import logs, metrics
 from routing.errors import RouterError, UpstreamError, limiter_unavailable
 from routing.health import cooldowns
 from routing.relay import lifecycle, wire
-from routing.relay.checkpoint import DeliveryMeter, choice_token_limit, clip_answer
+from routing.relay.checkpoint import DeliveryMeter, choice_token_limit, clip_answer, limit_counts_reasoning
 from routing.relay.flow import ClientStalled, Deadline, StallGuard
 from routing.schema import ChatRequest, parse_chat_request, too_large
 from routing.selection import attempt_plan, fallback_allowed, provider_vendors
@@ -100,7 +100,7 @@ class Relay:
         self.first_token_at: float | None = None
         self.delivered: list[str] = []
         self.usage = Usage()
-        self.cut = False  # a JSON answer was cut at max_tokens: billed for what was delivered
+        self.cut = False  # the answer was cut at max_tokens (the vendor ignored it): billed for what was delivered
         self.finish_reason = ""
         self.answer_started = False  # a byte of the answer reached the client: no more fallbacks
         self.current: tuple[ModelRoute, Target] | None = None
@@ -511,6 +511,7 @@ class Relay:
                 finish = wire.finish_reason(piece.choices) or finish
             if exhausted:  # the vendor ignored max_tokens: stop here, close upstream
                 self.finish_reason = "length"
+                self.cut = True  # billed for what was delivered, whatever the vendor reported so far
                 out.append(wire.sse(wire.chunk(gid, created, name, meter.length_choices())))
                 break
         if out:
@@ -582,7 +583,7 @@ class Relay:
             ) from None
         if completion.usage is not None:
             self.usage = completion.usage
-        choices = self.within_max_tokens(request, route, completion.choices)
+        choices = self.within_max_tokens(request, route, target, completion.choices)
         payload: dict[str, Any] = {
             "id": admission.generation_id,
             "object": "chat.completion",
@@ -610,20 +611,21 @@ class Relay:
                 self.finish_reason = choice["finish_reason"]
 
     def within_max_tokens(
-        self, request: ChatRequest, route: ModelRoute, choices: list[dict[str, Any]]
+        self, request: ChatRequest, route: ModelRoute, target: Target, choices: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """A JSON answer's choices, each cut at the client's ``max_tokens`` if the vendor ignored it.
+        """A JSON answer's choices, each cut if the vendor ignored the client's ``max_tokens``
+        (the router's count passes the limit by more than the tokenizer margin, ``clip_answer``).
 
         Counted only when the vendor's own figure is missing or over the limit (a vendor that
         honours ``max_tokens`` costs nothing here); a cut answer is billed for what it delivers,
-        as a stream cut at the limit is."""
+        as a cut stream is."""
         limit = choice_token_limit(request)
         if limit is None:
             return choices
         reported = self.usage.completion_tokens
         if reported is not None and reported <= limit:
             return choices
-        clipped = clip_answer(choices, limit, route.encoding)
+        clipped = clip_answer(choices, limit, route.encoding, limit_counts_reasoning(request, target))
         if clipped is None:
             return choices
         self.cut = True

@@ -25,7 +25,7 @@ import orjson
 from routing.errors import UpstreamError
 from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorConfig
 from routing.vendors.entra import DEFAULT_AUTHORITY, EntraTokenSource
-from routing.vendors.openai import OpenAIAdapter
+from routing.vendors.openai import OpenAIAdapter, validate_limit_field
 
 API_STYLES = ("deployment", "v1")
 DEFAULT_API_VERSION = "2024-10-21"
@@ -42,6 +42,15 @@ _CHUNK_ANNOTATIONS = ("prompt_filter_results", "prompt_annotations")
 def stream_options_supported(api_version: str) -> bool:
     """Return whether the deployment URL accepts ``stream_options`` at ``api_version``."""
     return api_version[:10] >= STREAM_OPTIONS_SINCE and api_version not in STREAM_OPTIONS_MISSING
+
+
+def max_completion_tokens_supported(api_version: str) -> bool:
+    """Return whether the deployment URL accepts ``max_completion_tokens`` at ``api_version``.
+
+    It arrived with ``stream_options`` in 2024-09-01-preview; the 2024-10-21 GA request table
+    follows the earlier GA one, so it is treated as lacking both (``max_tokens_field`` overrides).
+    """
+    return stream_options_supported(api_version)
 
 
 def clean_choice(choice: Any, body: str = "delta") -> dict[str, Any] | None:
@@ -75,6 +84,7 @@ class AzureAdapter(OpenAIAdapter):
         "entra_tenant_id",
         "entra_client_id",
         "entra_authority",
+        "max_tokens_field",
     )
     # One of: an API key, a ready Entra token, or a service principal's client secret.
     secret_names = ("api_key", "entra_token", "entra_client_secret")
@@ -109,6 +119,7 @@ class AzureAdapter(OpenAIAdapter):
         version = options.get("api_version", DEFAULT_API_VERSION)
         if not isinstance(version, str) or not _API_VERSION.fullmatch(version):
             raise ValueError("--api-version must look like 2024-10-21 or 2025-04-01-preview")
+        validate_limit_field(options)
         if options.get("stream_usage", "auto") not in STREAM_USAGE_MODES:
             raise ValueError(f"--stream-usage must be one of {', '.join(STREAM_USAGE_MODES)}")
         given = [name for name in cls.secret_names if credentials.get(name)]
@@ -164,6 +175,17 @@ class AzureAdapter(OpenAIAdapter):
         if self.entra is not None:
             request.headers["authorization"] = f"Bearer {await self.entra.token()}"
         return request
+
+    def limit_field(self) -> str:
+        """``max_completion_tokens`` (reasoning models refuse ``max_tokens``) where the API knows it:
+        the v1 API and the api-versions since 2024-09-01-preview whose request table has it;
+        ``max_tokens`` on older ones. ``max_tokens_field`` overrides."""
+        chosen = self.vendor.options.get("max_tokens_field")
+        if chosen:
+            return str(chosen)
+        if self.api_style == "v1" or max_completion_tokens_supported(self.api_version):
+            return "max_completion_tokens"
+        return "max_tokens"
 
     def asks_stream_usage(self) -> bool:
         mode = self.vendor.options.get("stream_usage", "auto")

@@ -88,8 +88,14 @@ class UpstreamCall:
     request: ChatRequest
     upstream_model: str
     generation_id: str
-    # The model's completion ceiling, for vendors that require a max_tokens (Anthropic).
+    # The model's completion ceiling: sent in the vendor's own field when the client set no
+    # limit, so that the credit hold (which assumed it) is a real ceiling.
     max_output_tokens: int = 4096
+
+    @property
+    def completion_limit(self) -> int:
+        """The completion tokens the vendor is asked to stay within: the client's or the model's."""
+        return self.request.max_tokens or self.max_output_tokens
 
 
 class VendorAdapter(ABC):
@@ -120,6 +126,14 @@ class VendorAdapter(ABC):
     def parse_secret(cls, name: str, text: str) -> Any:
         """Return the stored value of secret ``name`` typed as ``text`` (``ValueError``, without the text, if unusable)."""
         return text
+
+    @classmethod
+    def limit_counts_reasoning(cls, request: ChatRequest) -> bool:
+        """Whether the vendor counts reasoning text against the limit ``request`` sets.
+
+        The router's safety-net cut (``routing.relay.checkpoint``) counts what the vendor counts.
+        """
+        return True
 
     @abstractmethod
     def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:

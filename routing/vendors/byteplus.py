@@ -9,7 +9,7 @@ are the keys, so the operator names it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -19,6 +19,9 @@ from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter
+
+if TYPE_CHECKING:
+    from routing.schema import ChatRequest
 
 API_PATH = "/api/v3"
 # Error codes that mean the router's configuration, not the client's request, is wrong:
@@ -63,9 +66,19 @@ class BytePlusAdapter(OpenAIAdapter):
             base += API_PATH
         return base + "/chat/completions"
 
+    def limit_field(self) -> str:
+        # ModelArk's max_tokens bounds the answer only, not the chain of thought; the credit hold
+        # bills reasoning as output, so only max_completion_tokens makes the hold a ceiling.
+        return "max_completion_tokens"
+
+    @classmethod
+    def limit_counts_reasoning(cls, request: ChatRequest) -> bool:
+        # The client's max_tokens alone (no max_completion_tokens) leaves reasoning uncounted.
+        return bool(request.params.get("max_completion_tokens")) or not request.params.get("max_tokens")
+
     def body(self, call: UpstreamCall, stream: bool) -> dict[str, Any]:
         body = super().body(call, stream)
-        if "max_completion_tokens" in body:
+        if body.get("max_completion_tokens") is not None:
             # ModelArk rejects both together; max_completion_tokens also bounds reasoning, so it wins.
             body.pop("max_tokens", None)
         return body

@@ -43,6 +43,9 @@ class OneRouterAdapter(OpenAIAdapter):
     def url(self, call: UpstreamCall) -> str:
         return (self.vendor.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
 
+    def limit_field(self) -> str:
+        return "max_tokens"  # the field OneRouter documents; it passes it on to the model's provider
+
     def body(self, call: UpstreamCall, stream: bool) -> dict[str, Any]:
         body = super().body(call, stream)
         body["usage"] = {"include": True}

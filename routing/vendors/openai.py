@@ -6,6 +6,7 @@ import functools
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -16,6 +17,10 @@ from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCa
 from routing.vendors.sse import SseEvent, sse_batches
 
 _CHUNK_EXTRAS = ("system_fingerprint", "service_tier")
+# The fields that carry a completion limit: ``max_completion_tokens`` counts reasoning and answer
+# (OpenAI's reasoning models accept only it; ``max_tokens`` is deprecated there); many
+# OpenAI-compatible servers know only ``max_tokens``.
+LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
 
 
 @functools.lru_cache(maxsize=256)
@@ -53,14 +58,22 @@ def mid_stream_error(vendor_name: str, payload: dict[str, Any]) -> UpstreamError
     )
 
 
+def validate_limit_field(options: dict[str, Any]) -> None:
+    field = options.get("max_tokens_field")
+    if field is not None and field not in LIMIT_FIELDS:
+        raise ValueError(f"--max-tokens-field must be one of {', '.join(LIMIT_FIELDS)}")
+
+
 class OpenAIAdapter(VendorAdapter):
     kind = "openai"
-    option_names: ClassVar[tuple[str, ...]] = ("organization",)
+    # max_tokens_field: the field that carries the model's ceiling when the client sets no limit.
+    option_names: ClassVar[tuple[str, ...]] = ("organization", "max_tokens_field")
 
     @classmethod
     def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
         if not base_url:
             raise ValueError("--base-url is required for an OpenAI-compatible vendor")
+        validate_limit_field(options)
 
     # Hooks the OpenAI-compatible kinds (Azure, BytePlus, OneRouter) override.
     def url(self, call: UpstreamCall) -> str:
@@ -72,8 +85,26 @@ class OpenAIAdapter(VendorAdapter):
             headers["openai-organization"] = self.vendor.options["organization"]
         return headers
 
+    def limit_field(self) -> str:
+        """The field that carries the model's ceiling when the client sets no limit of its own.
+
+        OpenAI itself: ``max_completion_tokens``, the one field every model accepts (and it
+        includes reasoning, which the credit hold bills as output). Other OpenAI-compatible
+        servers: ``max_tokens``, the field they all know, unless the operator says otherwise.
+        """
+        chosen = self.vendor.options.get("max_tokens_field")
+        if chosen in LIMIT_FIELDS:
+            return str(chosen)
+        host = urlsplit(self.vendor.base_url).hostname or ""
+        return "max_completion_tokens" if host == "openai.com" or host.endswith(".openai.com") else "max_tokens"
+
     def body(self, call: UpstreamCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {**call.request.params, "model": call.upstream_model, "messages": call.request.messages}
+        if call.request.max_tokens is None:
+            # The credit hold assumed the model's ceiling: the vendor must not be free to exceed it.
+            for name in LIMIT_FIELDS:
+                body.pop(name, None)  # a client's explicit null
+            body[self.limit_field()] = call.max_output_tokens
         if stream:
             body["stream"] = True
             # Always ask for usage; the relay forwards it only when the client asked.

@@ -86,7 +86,7 @@ class BedrockAdapter(VendorAdapter):
 
     def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
         url = self.url(call.upstream_model, stream)
-        body = http.json_bytes(converse_request(call.request))
+        body = http.json_bytes(converse_request(call.request, call.max_output_tokens))
         accept = "application/vnd.amazon.eventstream" if stream else "application/json"
         headers = {"content-type": "application/json", "accept": accept}
         if self.signer is None:

@@ -41,13 +41,17 @@ def finish_reason(stop_reason: Any) -> str:
     return FINISH_REASONS.get(str(stop_reason or ""), "stop")
 
 
-def converse_request(request: ChatRequest) -> dict[str, Any]:
-    """Return the Converse body for ``request``; bad or untranslatable input raises a 400."""
+def converse_request(request: ChatRequest, max_output_tokens: int | None = None) -> dict[str, Any]:
+    """Return the Converse body for ``request``; bad or untranslatable input raises a 400.
+
+    ``max_output_tokens`` (the router model's ceiling) becomes ``maxTokens`` when the client set
+    no limit: the credit hold assumed it, and the model's own default may be higher.
+    """
     system, turns = converse_messages(request.messages)
     body: dict[str, Any] = {"messages": turns}
     if system:
         body["system"] = system
-    inference = inference_config(request)
+    inference = inference_config(request, max_output_tokens)
     if inference:
         body["inferenceConfig"] = inference
     tools = tool_config(request.params, has_tool_blocks(turns))
@@ -172,11 +176,11 @@ def _tool_result(message: dict[str, Any], where: str) -> Block:
     return {"toolResult": {"toolUseId": tool_call_id, "content": [{"text": text}] if text else []}}
 
 
-def inference_config(request: ChatRequest) -> dict[str, Any]:
+def inference_config(request: ChatRequest, max_output_tokens: int | None = None) -> dict[str, Any]:
     params = request.params
     config: dict[str, Any] = {}
-    if request.max_tokens:
-        config["maxTokens"] = request.max_tokens
+    if request.max_tokens or max_output_tokens:
+        config["maxTokens"] = request.max_tokens or max_output_tokens
     if params.get("temperature") is not None:
         config["temperature"] = params["temperature"]
     if params.get("top_p") is not None:

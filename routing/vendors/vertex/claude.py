@@ -41,7 +41,7 @@ def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "anthropic_version": ANTHROPIC_VERSION,
         "messages": turns,
-        "max_tokens": call.request.max_tokens or call.max_output_tokens,
+        "max_tokens": call.completion_limit,
     }
     if system:
         payload["system"] = system

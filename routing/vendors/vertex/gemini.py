@@ -44,7 +44,9 @@ def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
     payload: dict[str, Any] = {"contents": contents}
     if system:
         payload["systemInstruction"] = {"parts": system}
-    config = _generation_config(params, call.request.max_tokens)
+    # maxOutputTokens always: without one Gemini may write up to the model's own maximum, past
+    # what the credit hold assumed (the router model's ceiling). Thinking counts against it.
+    config = _generation_config(params, call.completion_limit)
     if config:
         payload["generationConfig"] = config
     functions = m.function_tools(params.get("tools"))
