@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from billing.credit import Ask, model_ask_tokens
+from billing.credit import Ask, ask_tokens
 from billing.services import api_key_create
 from conftest import Cast, wait_settled
 from fakevendors.azure import FakeAzure
@@ -28,6 +28,7 @@ from fakevendors.onerouter import FakeOneRouter
 from fakevendors.openai import FakeOpenAI, words
 from fakevendors.vertex import FakeVertex, service_account_key
 from routing.relay.checkpoint import cut_threshold
+from routing.routes import model_route_cached
 from routing.schema import parse_chat_request
 from routing.services import model_create, vendor_create
 from routing.tests.vendor_cast import delta_text, sse_chunks
@@ -134,7 +135,7 @@ def test_model_ceiling_is_sent_in_the_vendors_field_when_the_client_sets_none(ri
     assert response.status_code == 200, response.text
     assert rig.sent_limit() == CEILING
     # The credit hold counted the same ceiling.
-    assert model_ask_tokens("test/limits", Ask([{"role": "user", "content": "x"}]))[1] == CEILING
+    assert ask_tokens(model_route_cached("test/limits"), Ask([{"role": "user", "content": "x"}]))[1] == CEILING
     if rig.kind in ("openai", "azure", "byteplus", "onerouter"):
         assert {"max_tokens", "max_completion_tokens"} & set(rig.sent()) == {LIMIT_FIELD[rig.kind][0]}
 
