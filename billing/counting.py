@@ -16,7 +16,7 @@ from dataclasses import replace
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from billing.credit import Ask
+from billing.credit import Ask, completion_ceiling
 from billing.selectors import KeyInfo
 from billing.services import Checkpoint, Outcome, usage_record_checkpoint
 from lib import tokens
@@ -32,13 +32,7 @@ def counting_pool() -> tokens.CountingPool:
     return _pool
 
 
-def _model_counting(model_name: str) -> tuple[str, int] | None:
-    """Return the model's (encoding, max_output_tokens); None if there is no such enabled model."""
-    route = model_route_cached(model_name)
-    return None if route is None else (route.encoding, route.max_output_tokens)
-
-
-_model_counting_async = database_sync_to_async(_model_counting)
+_model_route_async = database_sync_to_async(model_route_cached)
 
 
 def limits_count(key: KeyInfo) -> bool:
@@ -53,14 +47,13 @@ async def ask_counted(key: KeyInfo, model_name: str, ask: Ask) -> Ask:
     limiter nor admission (in the group-commit writer) counts it."""
     if not limits_count(key) or (ask.prompt_tokens is not None and ask.completion_ceiling is not None):
         return ask
-    found = await _model_counting_async(model_name)
-    if found is None:
+    route = await _model_route_async(model_name)
+    if route is None:
         return ask  # an unknown model is refused at admission
-    encoding, max_output = found
     prompt = ask.prompt_tokens
     if prompt is None:
-        prompt = await counting_pool().messages(ask.messages, encoding, ask.tools)
-    return replace(ask, prompt_tokens=prompt, completion_ceiling=ask.max_tokens or max_output)
+        prompt = await counting_pool().messages(ask.messages, route.encoding, ask.tools)
+    return replace(ask, prompt_tokens=prompt, completion_ceiling=completion_ceiling(route, ask))
 
 
 def outcome_counted_here(outcome: Outcome) -> bool:

@@ -44,6 +44,8 @@ class Ask:
     messages: list[dict[str, Any]]
     tools: list[Any] | None = None
     max_tokens: int | None = None
+    # ``max_tokens`` came as the client's ``max_tokens`` alone, not ``max_completion_tokens``.
+    max_tokens_only: bool = False
     # Already counted before admission (``billing.counting.ask_counted``), else counted here.
     prompt_tokens: int | None = None
     # The requested model's completion ceiling, resolved with the count (for the rate limiter).
@@ -69,7 +71,21 @@ def ask_tokens(route: ModelRoute, ask: Ask) -> tuple[int, int]:
     prompt = ask.prompt_tokens
     if prompt is None:
         prompt = tokens.count_messages(ask.messages, route.encoding, ask.tools)
-    return prompt, ask.max_tokens or route.max_output_tokens
+    return prompt, completion_ceiling(route, ask)
+
+
+def completion_ceiling(route: ModelRoute, ask: Ask) -> int:
+    """Return the most completion tokens ``ask`` may produce on ``route``.
+
+    The request's limit, else the model's ``max_output_tokens``. Where a deployment's vendor
+    bounds only the answer by ``max_tokens`` (ModelArk), its reasoning may add up to the
+    model's ceiling on top.
+    """
+    if not ask.max_tokens:
+        return route.max_output_tokens
+    if ask.max_tokens_only and not route.max_tokens_bounds_reasoning:
+        return ask.max_tokens + route.max_output_tokens
+    return ask.max_tokens
 
 
 def worst_case_cost(prices: Prices, prompt_tokens: int, completion_tokens: int) -> Decimal:

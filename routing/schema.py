@@ -40,6 +40,11 @@ class ChatRequest:
     models: list[str] = field(default_factory=list)
     provider: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def max_tokens_only(self) -> bool:
+        """The limit came as ``max_tokens`` alone (some vendors do not count reasoning against it)."""
+        return bool(self.params.get("max_tokens")) and not self.params.get("max_completion_tokens")
+
 
 def _depth(value: Any, limit: int) -> int:
     stack = [(value, 1)]

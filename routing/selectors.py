@@ -10,6 +10,7 @@ from django.conf import settings
 from billing.cost import Prices
 from lib import tokens
 from routing.models import Deployment, RouterModel, Vendor
+from routing.vendors import adapter_class
 from routing.vendors.base import VendorConfig
 
 
@@ -31,6 +32,9 @@ class ModelRoute:
     context_length: int | None
     prices: Prices
     targets: tuple[Target, ...]
+    # False when a deployment's vendor does not count reasoning against ``max_tokens`` (the
+    # credit hold then adds the model's ceiling for it: ``billing.credit.completion_ceiling``).
+    max_tokens_bounds_reasoning: bool = True
 
 
 def vendor_config(vendor: Vendor) -> VendorConfig:
@@ -87,5 +91,12 @@ def model_route(name: str) -> ModelRoute | None:
         upstream = targets[0].upstream_model if targets else ""
         encoding = tokens.encoding_for(upstream, default=settings.SIRAYA_DEFAULT_ENCODING)
     return ModelRoute(
-        model.pk, model.name, encoding, model.max_output_tokens, model.context_length, model_prices(model), targets
+        model.pk,
+        model.name,
+        encoding,
+        model.max_output_tokens,
+        model.context_length,
+        model_prices(model),
+        targets,
+        all(adapter_class(t.vendor.kind).max_tokens_counts_reasoning for t in targets),
     )

@@ -138,7 +138,7 @@ class Relay:
             del body  # the parsed request holds what is needed; the raw body need not live as long as the stream
             model_name = request.model
             vendors = provider_vendors(request.provider)
-            ask = Ask(request.messages, request.params.get("tools"), request.max_tokens)
+            ask = Ask(request.messages, request.params.get("tools"), request.max_tokens, request.max_tokens_only)
             ask = await ask_counted(key, request.model, ask)  # before admission: never in the writer
             try:
                 self.rate, ask = await rate_limit_acquire(key, request.model, ask, self.generation_id)

@@ -226,6 +226,19 @@ def test_modelark_ignoring_max_tokens_is_cut_by_its_answer_alone(modelark, strea
     assert (record.finish_reason, record.completion_tokens) == ("length", 40 + cut)  # reasoning is billed too
 
 
+def test_modelark_hold_covers_reasoning_beside_max_tokens(modelark):
+    """ModelArk's max_tokens leaves reasoning unbounded by it, so the credit hold adds the model's
+    ceiling for reasoning; max_completion_tokens bounds both, so it is held as it is."""
+    modelark.scenario(tokens=3)
+    # Worst cases at USD 1/2 per million: 8 completion tokens about 0.00003, 8 + CEILING about 0.0006.
+    api_key, plaintext = api_key_create("limited", credit_limit=Decimal("0.0002"))
+    cast = Cast(modelark.cast.url, plaintext, api_key, "test/limits")
+    refused = cast.chat(max_tokens=8)
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["code"] == "credit_limit_exceeded"
+    assert cast.chat(max_completion_tokens=8).status_code == 200
+
+
 def test_modelark_max_completion_tokens_counts_reasoning(modelark):
     """With max_completion_tokens ModelArk counts reasoning too, and so does the router's cut."""
     modelark.fake.reasoning_tokens = 40

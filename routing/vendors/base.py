@@ -105,6 +105,8 @@ class VendorAdapter(ABC):
     # Options the kind accepts besides base_url; secrets are kept encrypted.
     option_names: ClassVar[tuple[str, ...]] = ()
     secret_names: ClassVar[tuple[str, ...]] = ("api_key",)
+    # False where the vendor's ``max_tokens`` bounds the answer but not its reasoning (ModelArk).
+    max_tokens_counts_reasoning: ClassVar[bool] = True
 
     def __init__(self, vendor: VendorConfig) -> None:
         self.vendor = vendor
@@ -131,9 +133,10 @@ class VendorAdapter(ABC):
     def limit_counts_reasoning(cls, request: ChatRequest) -> bool:
         """Whether the vendor counts reasoning text against the limit ``request`` sets.
 
-        The router's safety-net cut (``routing.relay.checkpoint``) counts what the vendor counts.
+        The router's safety-net cut (``routing.relay.checkpoint``) counts what the vendor counts,
+        and the credit hold adds a reasoning allowance where it does not (``billing.credit``).
         """
-        return True
+        return cls.max_tokens_counts_reasoning or not request.max_tokens_only
 
     @abstractmethod
     def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:

@@ -9,7 +9,7 @@ are the keys, so the operator names it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -19,9 +19,6 @@ from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter
-
-if TYPE_CHECKING:
-    from routing.schema import ChatRequest
 
 API_PATH = "/api/v3"
 # Error codes that mean the router's configuration, not the client's request, is wrong:
@@ -47,6 +44,8 @@ class BytePlusAdapter(OpenAIAdapter):
     kind = "byteplus"
     option_names = ()
     secret_names = ("api_key",)
+    # ModelArk's max_tokens bounds the answer only; max_completion_tokens includes reasoning.
+    max_tokens_counts_reasoning = False
 
     @classmethod
     def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
@@ -70,11 +69,6 @@ class BytePlusAdapter(OpenAIAdapter):
         # ModelArk's max_tokens bounds the answer only, not the chain of thought; the credit hold
         # bills reasoning as output, so only max_completion_tokens makes the hold a ceiling.
         return "max_completion_tokens"
-
-    @classmethod
-    def limit_counts_reasoning(cls, request: ChatRequest) -> bool:
-        # The client's max_tokens alone (no max_completion_tokens) leaves reasoning uncounted.
-        return bool(request.params.get("max_completion_tokens")) or not request.params.get("max_tokens")
 
     def body(self, call: UpstreamCall, stream: bool) -> dict[str, Any]:
         body = super().body(call, stream)
