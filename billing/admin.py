@@ -151,7 +151,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
-    @admin.action(description="Revoke selected API keys")
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         now = timezone.now()
         keys = list(queryset.filter(revoked_at__isnull=True))
@@ -159,7 +159,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             api_key_revoke(api_key, now)
         self.message_user(request, f"Revoked {len(keys)} API key(s).", messages.SUCCESS)
 
-    @admin.action(description="Re-enable selected API keys")
+    @admin.action(description="Re-enable selected API keys", permissions=["change"])
     def enable_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         keys = list(queryset.filter(revoked_at__isnull=False))
         for api_key in keys:
