@@ -7,6 +7,7 @@ encryption key kept in ``var/dev-secrets.json`` (ignored by git). With
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "routing",
     "billing",
     "reports",
@@ -65,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "siraya_site.urls"
@@ -108,6 +112,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling (django-axes) for /admin/login/ and /accounts/login/: after
+# SIRAYA_LOGIN_FAILURE_LIMIT failed logins for one username from one client address, further
+# attempts for that pair (even with the right password) answer 429 for
+# SIRAYA_LOGIN_COOLOFF_MINUTES, counted again from each attempt made while locked. 0 turns it
+# off; on by default in production (in development the router only listens on loopback).
+SIRAYA_LOGIN_FAILURE_LIMIT = env.int("SIRAYA_LOGIN_FAILURE_LIMIT", default=5 if PRODUCTION else 0)
+SIRAYA_LOGIN_COOLOFF_MINUTES = env.float("SIRAYA_LOGIN_COOLOFF_MINUTES", default=15.0)
+# Reverse proxies in front of the router that append the client's address to X-Forwarded-For;
+# 0 (the default) trusts no such header and takes the socket's peer address.
+SIRAYA_TRUSTED_PROXY_COUNT = env.int("SIRAYA_TRUSTED_PROXY_COUNT", default=0)
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = SIRAYA_LOGIN_FAILURE_LIMIT > 0
+AXES_FAILURE_LIMIT = max(SIRAYA_LOGIN_FAILURE_LIMIT, 1)
+AXES_COOLOFF_TIME = timedelta(minutes=SIRAYA_LOGIN_COOLOFF_MINUTES)
+# Username and address together: a guesser is stopped without letting anyone lock the operator out.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "reports.login.client_address"
+AXES_LOCKOUT_CALLABLE = "reports.login.lockout_response"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
