@@ -23,9 +23,11 @@ from django.apps import apps
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.db.models import Model
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
+from django.urls import path as url_path
 from django.urls.exceptions import Resolver404
 
 from billing.models import ApiKey, UsageRecord
@@ -66,7 +68,6 @@ KNOWN_PARAMETERS = [
     "id",
 ]
 
-LOGIN_PATHS = ("/admin/login/", "/accounts/login/")
 # Pages reached only through a link with a query: swept as well (the vendor form of one kind).
 EXTRA_PAGES = ["/admin/routing/vendor/add/?kind=demo"]
 
@@ -239,8 +240,9 @@ def _sweep(client: Client, user: User, path: str) -> None:
 
     _login(client, user)
     first = client.get(path)
-    if first.status_code == 302 and first["Location"].startswith(LOGIN_PATHS):
-        # The view never ran: only the login page sees the parameters (in its "next").
+    if first.status_code in (301, 302):
+        # Sent on before it read anything (to log in, or away from an object that does not exist):
+        # the parameters reach only the page it sends to, and travel together.
         get(dict.fromkeys(KNOWN_PARAMETERS, PAYLOAD))
         return
     page = _FormsAndLinks()
@@ -270,6 +272,22 @@ def test_sweep_covers_the_reports_and_the_admin(sweep_cast: Cast):
         assert expected in paths
     assert any(p.startswith("/usage/generations/") and sweep_cast.generation_id in p for p in paths)
     assert any(p.startswith("/admin/billing/apikey/") and "%3Csvg" in p for p in paths)
+
+
+def planted_view(request: HttpRequest, slug: str) -> HttpResponse:
+    """A page that echoes a parameter only its own form names: what the sweep must find."""
+    return HttpResponse(f"<form><input name=greeting></form>Hello {request.GET.get('greeting', '')}")
+
+
+urlpatterns = [url_path("planted/<str:slug>/", planted_view)]
+
+
+@override_settings(ROOT_URLCONF=__name__)
+def test_sweep_finds_a_planted_reflection_on_a_new_url(client, sweep_cast: Cast):
+    paths = swept_paths(sweep_cast)
+    assert paths[0] == "/planted/" + quote(PATH_PAYLOAD, safe="") + "/"
+    with pytest.raises(AssertionError, match=r"GET /planted/.* \['greeting'\] .* echoing"):
+        _sweep(client, sweep_cast.people.owner, paths[0])
 
 
 def test_csv_export_answers_an_invalid_filter_with_the_escaped_form(client, people: People):
