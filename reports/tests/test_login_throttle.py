@@ -152,6 +152,11 @@ def test_lockout_on_a_live_router(server_factory, transactional_db):
     user.password = PBKDF2PasswordHasher().encode("pw-right-one", "livesalt", iterations=1000)  # the server's hasher
     user.save()
     server = server_factory({"SIRAYA_LOGIN_FAILURE_LIMIT": "2", "SIRAYA_LOGIN_COOLOFF_MINUTES": "1"})
+    with httpx.Client(base_url=server.url, timeout=30) as operator_browser:
+        # A real login through axes' backend (it needs the request; Django's LoginView passes it).
+        welcome = _post_login(operator_browser, "/admin/login/?next=/admin/", "pw-right-one")
+        assert welcome.status_code == 302 and welcome.headers["location"] == "/admin/"
+        assert operator_browser.get("/admin/").status_code == 200
     with httpx.Client(base_url=server.url, timeout=30) as http:
         assert _post_login(http, "/accounts/login/", "wrong").status_code == 200
         assert _post_login(http, "/accounts/login/", "wrong").status_code == 429
