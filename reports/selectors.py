@@ -273,16 +273,28 @@ def generation_page(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
     return records.select_related("api_key").order_by("-created_at", "-pk")
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """Return ``text`` safe for a spreadsheet: a leading formula character is quoted with ``'`` (OWASP)."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
 def csv_value(value: Any) -> str:
+    """One CSV cell: numbers as numbers (a negative stays a number), text neutralised by ``csv_text``."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return format(value, "f")
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int):
+        return str(value)
+    return csv_text(str(value))
 
 
 def iter_days(start: date, end: date) -> Iterator[date]:

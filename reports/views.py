@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.utils import timezone
@@ -68,7 +68,11 @@ def _chart_data(
 
 @login_required
 def usage_report(request: HttpRequest) -> HttpResponse:
-    form = _filter_form(request)
+    return _usage_page(request, _filter_form(request))
+
+
+def _usage_page(request: HttpRequest, form: ReportFilterForm, http_status: int = 200) -> HttpResponse:
+    """The usage page for ``form``; an invalid form shows its errors (escaped) over the default range."""
     first, last = form.days()
     records = selectors.filtered_records(request.user, form.report_filter())
     totals = selectors.usage_totals(records)
@@ -89,7 +93,7 @@ def usage_report(request: HttpRequest) -> HttpResponse:
         "page": page,
         "query": query.urlencode(),
     }
-    return render(request, "reports/usage.html", context)
+    return render(request, "reports/usage.html", context, status=http_status)
 
 
 @login_required
@@ -145,7 +149,8 @@ async def _csv_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIte
 def usage_csv(request: HttpRequest) -> HttpResponseBase:
     form = _filter_form(request)
     if request.GET and not form.is_valid():
-        return HttpResponseBadRequest("Invalid filter: " + "; ".join(str(m) for ms in form.errors.values() for m in ms))
+        # The errors quote what was sent: they go through the page's template, which escapes them.
+        return _usage_page(request, form, http_status=400)
     first, last = form.days()
     records = selectors.filtered_records(request.user, form.report_filter())
     response = StreamingHttpResponse(_csv_chunks(selectors.csv_rows_query(records)), content_type="text/csv")

@@ -110,18 +110,18 @@ class VendorAdmin(admin.ModelAdmin):
         obj.__dict__.update({f.attname: getattr(created, f.attname) for f in Vendor._meta.concrete_fields})
         obj._state.adding = False
 
-    @admin.action(description="Test connection (one request, at most 1 token)")
+    @admin.action(description="Test connection (one request, at most 1 token)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Vendor]) -> None:
         for vendor in queryset:
             result = vendor_probe(vendor)
             self.message_user(request, result.message, messages.SUCCESS if result.ok else messages.ERROR)
 
-    @admin.action(description="Enable selected vendors")
+    @admin.action(description="Enable selected vendors", permissions=["change"])
     def enable_vendors(self, request: HttpRequest, queryset: QuerySet[Vendor]) -> None:
         changed = queryset.exclude(enabled=True).update(enabled=True)
         self.message_user(request, f"Enabled {changed} vendor(s).", messages.SUCCESS)
 
-    @admin.action(description="Disable selected vendors")
+    @admin.action(description="Disable selected vendors", permissions=["change"])
     def disable_vendors(self, request: HttpRequest, queryset: QuerySet[Vendor]) -> None:
         changed = queryset.exclude(enabled=False).update(enabled=False)
         self.message_user(request, f"Disabled {changed} vendor(s).", messages.SUCCESS)
@@ -165,12 +165,12 @@ class RouterModelAdmin(admin.ModelAdmin):
     def deployment_count(self, obj: RouterModel) -> int:
         return getattr(obj, "deployment_total", 0)
 
-    @admin.action(description="Enable selected models")
+    @admin.action(description="Enable selected models", permissions=["change"])
     def enable_models(self, request: HttpRequest, queryset: QuerySet[RouterModel]) -> None:
         changed = services.models_set_enabled(list(queryset.values_list("pk", flat=True)), True)
         self.message_user(request, f"Enabled {changed} model(s).", messages.SUCCESS)
 
-    @admin.action(description="Disable selected models")
+    @admin.action(description="Disable selected models", permissions=["change"])
     def disable_models(self, request: HttpRequest, queryset: QuerySet[RouterModel]) -> None:
         changed = services.models_set_enabled(list(queryset.values_list("pk", flat=True)), False)
         self.message_user(request, f"Disabled {changed} model(s).", messages.SUCCESS)

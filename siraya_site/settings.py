@@ -7,9 +7,11 @@ encryption key kept in ``var/dev-secrets.json`` (ignored by git). With
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from lib.devsecrets import dev_secret
@@ -51,6 +53,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
+    "csp",
     "routing",
     "billing",
     "reports",
@@ -59,13 +63,36 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Content-Security-Policy (django-csp) on every page the router renders (usage reports, login,
+# admin): scripts and styles only from the router's own /static/, nothing inline, nothing
+# framed, forms post only here. The templates keep their script and CSS in static files; the
+# usage page's chart data travels as JSON (json_script), which the browser does not run.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [NONE],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "manifest-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "base-uri": [NONE],
+        "object-src": [NONE],
+    }
+}
 
 ROOT_URLCONF = "siraya_site.urls"
 ASGI_APPLICATION = "siraya_site.asgi.application"
@@ -108,6 +135,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling (django-axes) for /admin/login/ and /accounts/login/: after
+# SIRAYA_LOGIN_FAILURE_LIMIT failed logins for one username from one client address, further
+# attempts for that pair (even with the right password) answer 429 for
+# SIRAYA_LOGIN_COOLOFF_MINUTES, counted again from each attempt made while locked. 0 turns it
+# off; on by default in production (in development the router only listens on loopback).
+SIRAYA_LOGIN_FAILURE_LIMIT = env.int("SIRAYA_LOGIN_FAILURE_LIMIT", default=5 if PRODUCTION else 0)
+SIRAYA_LOGIN_COOLOFF_MINUTES = env.float("SIRAYA_LOGIN_COOLOFF_MINUTES", default=15.0)
+# Reverse proxies in front of the router that append the client's address to X-Forwarded-For;
+# 0 (the default) trusts no such header and takes the socket's peer address.
+SIRAYA_TRUSTED_PROXY_COUNT = env.int("SIRAYA_TRUSTED_PROXY_COUNT", default=0)
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = SIRAYA_LOGIN_FAILURE_LIMIT > 0
+AXES_FAILURE_LIMIT = max(SIRAYA_LOGIN_FAILURE_LIMIT, 1)
+AXES_COOLOFF_TIME = timedelta(minutes=SIRAYA_LOGIN_COOLOFF_MINUTES)
+# Username and address together: a guesser is stopped without letting anyone lock the operator out.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "reports.login.client_address"
+AXES_LOCKOUT_CALLABLE = "reports.login.lockout_response"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

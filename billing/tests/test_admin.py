@@ -164,3 +164,31 @@ def test_usage_records_are_read_only(admin_client):
     assert admin_client.post(change_url, {"status": "completed"}).status_code == 403
     assert admin_client.get(reverse("admin:billing_usagerecord_add")).status_code == 403
     assert admin_client.post(reverse("admin:billing_usagerecord_delete", args=[record.pk])).status_code == 403
+
+
+@pytest.fixture
+def viewer_client(client, django_user_model):
+    """A staff user who may only view keys."""
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw-viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_apikey"))
+    client.force_login(viewer)
+    return client
+
+
+def test_view_only_staff_are_neither_offered_nor_can_post_key_actions(viewer_client):
+    active, _ = api_key_create("active")
+    revoked, _ = api_key_create("revoked")
+    ApiKey.objects.filter(pk=revoked.pk).update(revoked_at=NOW)
+    url = reverse("admin:billing_apikey_changelist")
+
+    for action in ("revoke_keys", "enable_keys"):
+        viewer_client.post(url, {"action": action, "_selected_action": [active.pk, revoked.pk], "index": "0"})
+        assert ApiKey.objects.get(pk=active.pk).revoked_at is None, action
+        assert ApiKey.objects.get(pk=revoked.pk).revoked_at is not None, action
+
+    page = viewer_client.get(url)
+    assert page.status_code == 200 and "active" in page.content.decode()
+    assert page.context["action_form"] is None or not page.context["action_form"].fields["action"].choices[1:]
+    assert "revoke_keys" not in page.content.decode() and "enable_keys" not in page.content.decode()

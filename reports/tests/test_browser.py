@@ -51,6 +51,24 @@ def _require_browser() -> None:
         pytest.skip(message)
 
 
+# What Chromium reports, on the console and as page errors, when the Content-Security-Policy blocks something.
+CSP_VIOLATIONS: list[str] = []
+
+
+def _watch_for_csp_violations(page) -> None:
+    def console(message) -> None:
+        if "Content Security Policy" in message.text or "Content-Security-Policy" in message.text:
+            CSP_VIOLATIONS.append(f"{page.url}: {message.text}")
+
+    page.on("console", console)
+    page.on("pageerror", lambda error: CSP_VIOLATIONS.append(f"{page.url}: page error {error}"))
+    # The DOM event fires for every blocked resource, even where the console stays quiet.
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => console.error("
+        "'Content Security Policy violation: ' + e.violatedDirective + ' ' + e.blockedURI));"
+    )
+
+
 @contextmanager
 def browser_page(base_url: str):
     """A fresh Chromium page, logged in to the admin as the operator."""
@@ -61,6 +79,7 @@ def browser_page(base_url: str):
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 1000})
             page.set_default_timeout(15_000)
+            _watch_for_csp_violations(page)
             page.goto(base_url + "/admin/login/?next=/admin/")
             page.fill("#id_username", "operator")
             page.fill("#id_password", PASSWORD)
@@ -87,6 +106,7 @@ CANVAS_PIXELS = """(id) => {
 
 def test_operator_sets_up_from_the_browser_and_reads_costs(live_router, transactional_db):
     _require_browser()
+    CSP_VIOLATIONS.clear()
     user = User.objects.create(username="operator", is_staff=True, is_superuser=True)
     # The live router runs with the real settings' hashers, not the test settings' MD5.
     user.password = PBKDF2PasswordHasher().encode(PASSWORD, "browsersalt", iterations=1000)
@@ -120,12 +140,18 @@ def test_operator_sets_up_from_the_browser_and_reads_costs(live_router, transact
         page.click("input[name=_save]")
         plaintext = page.input_value("#new-api-key")
         assert plaintext.startswith("sk-siraya-")
+        page.click("#new-api-key")  # the page's script (a static file, as the CSP requires) selects it
+        assert page.evaluate("document.activeElement.id") == "new-api-key"
+        assert page.evaluate("getComputedStyle(document.getElementById('new-api-key')).fontFamily") == "monospace"
         page.screenshot(path=str(ARTIFACTS / "admin-key-created.png"), mask=[page.locator("#new-api-key")])
         page.click("text=Done: go to the key")
         assert plaintext not in page.content()
         page.goto(base + "/admin/billing/apikey/")
         assert plaintext not in page.content()
         assert "browser-key" in page.content()
+        assert page.evaluate("getComputedStyle(document.querySelector('.key-status-active')).color") == (
+            "rgb(22, 101, 52)"
+        )
         page.screenshot(path=str(ARTIFACTS / "admin-keys.png"), full_page=True)
 
     # A few requests with the new key, one of them streamed.
@@ -154,6 +180,12 @@ def test_operator_sets_up_from_the_browser_and_reads_costs(live_router, transact
         page.click("#table-generations tbody tr:first-child a")
         detail = page.inner_text("main")
         page.screenshot(path=str(ARTIFACTS / "usage-generation.png"), full_page=True)
+        page.goto(base + "/admin/billing/usagerecord/")
+        assert "browser-key" in page.inner_text("#result_list")
+        page.goto(base + "/usage/export.csv?range=nope")  # an invalid filter: the usage page, errors shown
+        assert "Select a valid choice" in page.inner_text(".filters")
+
+    assert CSP_VIOLATIONS == []
 
     for canvas, seen in pixels.items():
         assert seen["width"] > 100 and seen["height"] > 100, (canvas, seen)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -282,3 +283,39 @@ def test_generations_are_paginated_newest_first(client, people: People, count):
     if count > 50:
         second = client.get(reverse("reports:usage"), {"page": 2}).context["page"]
         assert [r.prompt_tokens for r in second.object_list] == list(range(50, count))
+
+
+def test_csv_neutralises_formulas_in_every_text_cell_and_keeps_numbers_numbers(client, people: People):
+    """OWASP "CSV Injection": text a client or vendor chose may not start a formula in a spreadsheet."""
+    from billing.models import ApiKey
+
+    ApiKey.objects.filter(pk=people.owner_key.pk).update(name="=cmd|' /C calc'!A0")
+    record(
+        people.owner_key,
+        NOW - timedelta(hours=1),
+        model_name='=HYPERLINK("http://evil.example","x")',
+        vendor_name="+vendor",
+        upstream_model="-2+3",
+        error_code="@SUM(A1:A9)",
+        finish_reason="\tstop",
+        status=UsageStatus.ERROR,
+        cost=Decimal("-0.5"),
+        http_status=502,
+        prompt_tokens=7,
+    )
+    record(people.owner_key, NOW - timedelta(hours=2), model_name="\r=1+1", vendor_name="plain-vendor")
+    client.force_login(people.owner)
+
+    first, second = csv_rows(client.get(reverse("reports:csv"), {"range": "today"}))
+
+    assert first["key_name"] == "'=cmd|' /C calc'!A0"
+    assert first["model"] == '\'=HYPERLINK("http://evil.example","x")'
+    assert (first["vendor"], first["upstream_model"]) == ("'+vendor", "'-2+3")
+    assert (first["error_code"], first["finish_reason"]) == ("'@SUM(A1:A9)", "'\tstop")
+    assert (second["model"], second["vendor"]) == ("'\r=1+1", "plain-vendor")
+    # Numbers are written as numbers, a negative one too: never quoted, never prefixed.
+    assert (first["cost_usd"], first["http_status"], first["prompt_tokens"]) == ("-0.50000000", "502", "7")
+    numeric = ("http_status", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd")
+    for row in (first, second):
+        assert all(row[c] == "" or re.fullmatch(r"-?\d+(\.\d+)?", row[c]) for c in numeric), row
+    assert '"-0.50000000"' not in csv_body(client.get(reverse("reports:csv"), {"range": "today"}))

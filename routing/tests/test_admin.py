@@ -165,3 +165,50 @@ def test_model_with_prices_and_deployment_is_added_and_toggled(admin_client):
     admin_client.post(url, {"action": "enable_models", "_selected_action": [model.pk]})
     model.refresh_from_db()
     assert model.enabled
+
+
+def test_every_admin_action_declares_the_permission_it_needs():
+    from django.contrib import admin
+
+    undeclared = [
+        f"{model._meta.label}.{name}"
+        for model, model_admin in admin.site._registry.items()
+        if model._meta.app_label in {"billing", "routing", "auth"}
+        for func, name, _ in model_admin._get_base_actions()
+        if not getattr(func, "allowed_permissions", None)
+    ]
+    assert undeclared == []
+
+
+@pytest.fixture
+def viewer_client(client, django_user_model):
+    """A staff user who may only view vendors and models."""
+    from django.contrib.auth.models import Permission
+
+    viewer = django_user_model.objects.create_user("viewer", password="pw-viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_vendor", "view_routermodel"]))
+    client.force_login(viewer)
+    return client
+
+
+def test_view_only_staff_are_neither_offered_nor_can_post_vendor_and_model_actions(viewer_client):
+    with FakeOpenAI(tokens=1) as fake:
+        _vendor_with_model(fake.url + "/v1")
+        off_vendor = vendor_create("off", "demo")
+        off_model = model_create("test/off", deployments=[(off_vendor, "echo", 0, 1)])
+        Vendor.objects.filter(pk=off_vendor.pk).update(enabled=False)
+        RouterModel.objects.filter(pk=off_model.pk).update(enabled=False)
+        cases = [
+            ("admin:routing_vendor_changelist", Vendor, ["test_connection", "disable_vendors", "enable_vendors"]),
+            ("admin:routing_routermodel_changelist", RouterModel, ["disable_models", "enable_models"]),
+        ]
+        for url_name, model_class, actions in cases:
+            url = reverse(url_name)
+            before = dict(model_class.objects.values_list("pk", "enabled"))
+            for action in actions:
+                viewer_client.post(url, {"action": action, "_selected_action": list(before), "index": "0"})
+                assert dict(model_class.objects.values_list("pk", "enabled")) == before, action
+            page = viewer_client.get(url)
+            assert page.status_code == 200
+            assert not any(action in page.content.decode() for action in actions), url_name
+        assert fake.requests == []  # no connection test ran
