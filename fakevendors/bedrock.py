@@ -139,6 +139,8 @@ class Scenario:
     cache_read_tokens: int = 0
     # Split every write into pieces of this many bytes (frames cut anywhere).
     split_bytes: int | None = None
+    # Fields that replace the reported usage's (a broken vendor: {"inputTokens": -5}).
+    usage_override: dict[str, Any] | None = None
 
 
 class FakeBedrock(FakeServer):
@@ -217,7 +219,7 @@ class FakeBedrock(FakeServer):
         if s.cache_read_tokens:
             usage["cacheReadInputTokens"] = s.cache_read_tokens
             usage["cacheWriteInputTokens"] = 0
-        return usage
+        return {**usage, **(s.usage_override or {})}
 
     async def _converse(self, request: RecordedRequest, conn: Connection, s: Scenario, count: int, tool: bool) -> None:
         if not await conn.pause(s.first_token_delay + s.token_delay * count):

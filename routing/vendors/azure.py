@@ -187,15 +187,14 @@ class AzureAdapter(OpenAIAdapter):
     def prompt_filtered(self, result: Any) -> UpstreamError:
         categories = filtered_categories(result)
         which = f" ({', '.join(categories)})" if categories else ""
-        error = UpstreamError(
+        return UpstreamError(
             400,
-            f"The prompt was blocked by the content filter of vendor '{self.vendor.name}'{which}. "
-            "Change the prompt and retry.",
+            f"The prompt was blocked by the content filter of vendor '{self.vendor.name}'{which}.",
             code="content_filter",
             vendor_status=400,
+            note=f"filtered: {', '.join(categories)}" if categories else None,
+            param="messages",
         )
-        error.param = "messages"
-        return error
 
     def chunk_events(self, payload: dict[str, Any]) -> list[StreamEvent]:
         choices = [c for c in map(clean_choice, payload.get("choices") or ()) if c is not None]
