@@ -27,7 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from fakevendors.openai import words
-from fakevendors.server import Connection, FakeServer, RecordedRequest
+from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
 
 PROMPT_TOKENS = 23  # what this fake reports as input tokens, whatever the prompt
 ACCESS_KEY_ID = "AKIAFAKEBEDROCK00001"
@@ -58,7 +58,7 @@ def frame(headers: dict[str, str], payload: bytes) -> bytes:
 def event(event_type: str, payload: dict[str, Any]) -> bytes:
     headers = {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}
     # Bedrock pads payloads with a "p" field of varying length so sizes leak nothing.
-    return frame(headers, orjson.dumps({**payload, "p": "abcdefghij"[: 1 + len(event_type) % 9]}))
+    return frame(headers, dumps({**payload, "p": "abcdefghij"[: 1 + len(event_type) % 9]}))
 
 
 def exception(exception_type: str, message: str) -> bytes:

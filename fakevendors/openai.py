@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from fakevendors.server import Connection, FakeServer, RecordedRequest
+from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
 
 WORDS = [" the", " cat", " sat", " on", " a", " mat", " and", " then", " it", " slept"]
 PROMPT_TOKENS = 17  # what this fake reports as prompt tokens, whatever the prompt
@@ -276,6 +276,6 @@ class FakeOpenAI(FakeServer):
         if s.report_usage and self.wants_usage(body):
             usage: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
                      "model": body.get("model"), "choices": [], "usage": self.reported_usage(s, request.tokens_written)}  # fmt: skip
-            await self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
+            await self._send(conn, b"data: " + dumps(usage) + b"\n\n", s)
         await self._send(conn, b"data: [DONE]\n\n", s)
         conn.end()

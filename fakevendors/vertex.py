@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from fakevendors.openai import words
-from fakevendors.server import Connection, FakeServer, RecordedRequest
+from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
 
 GEMINI_PROMPT_TOKENS = 23  # what the fake reports as Gemini's promptTokenCount
 CLAUDE_INPUT_TOKENS = 31  # what the fake reports as Claude's message_start input_tokens
@@ -234,7 +234,7 @@ class FakeVertex(FakeServer):
         if finish:
             candidate["finishReason"] = finish
         payload = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": "gemini-fake"}
-        return b"data: " + orjson.dumps(payload) + b"\r\n\r\n"
+        return b"data: " + dumps(payload) + b"\r\n\r\n"
 
     async def _gemini(self, request: RecordedRequest, conn: Connection, body: dict[str, Any], model: str, method: str) -> None:  # fmt: skip
         s = self.scenario
@@ -343,7 +343,7 @@ class FakeVertex(FakeServer):
         return None
 
     def _event(self, payload: dict[str, Any]) -> bytes:
-        return f"event: {payload['type']}\n".encode() + b"data: " + orjson.dumps(payload) + b"\n\n"
+        return f"event: {payload['type']}\n".encode() + b"data: " + dumps(payload) + b"\n\n"
 
     async def _claude(self, request: RecordedRequest, conn: Connection, body: dict[str, Any], model: str, method: str) -> None:  # fmt: skip
         s = self.scenario
