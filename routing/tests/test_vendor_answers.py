@@ -32,9 +32,11 @@ from fakevendors.openai import FakeOpenAI
 from fakevendors.server import FakeServer
 from fakevendors.vertex import FakeVertex, service_account_key
 from lib import tokens
-from routing.errors import UPSTREAM_MESSAGES
+from routing.errors import UPSTREAM_MESSAGES, UpstreamError
 from routing.services import model_create, vendor_create
-from routing.vendors.base import MAX_VENDOR_TOKENS, vendor_token_count
+from routing.vendors.azure import AzureAdapter
+from routing.vendors.base import MAX_VENDOR_TOKENS, VendorConfig, vendor_token_count
+from routing.vendors.vertex import gemini
 
 MESSAGES = [{"role": "user", "content": "Tell me a long story about a cat."}]
 KINDS = ["openai", "azure", "byteplus", "onerouter", "bedrock", "gemini", "claude"]
@@ -324,3 +326,21 @@ def test_a_vendor_param_reaches_the_client_only_when_it_names_a_client_field(liv
             error = cast.chat(messages=MESSAGES).json()["error"]
             assert (error["code"], error["param"]) == ("upstream_invalid_request", seen)
         wait_settled()
+
+
+def test_filter_categories_reach_the_client_only_when_they_are_documented_names():
+    vendor = VendorConfig(1, "azure-eu", "azure", "https://r.openai.azure.com", {}, {"api_key": "k" * 20}, 1, 1, 1)
+    result = {"hate": {"filtered": True}, f"{ORG} {PROJECT}": {"filtered": True}, "violence": {"filtered": False}}
+    body = {"error": {"code": "content_filter", "message": f"{ORG} blocked",
+                      "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": result}}}  # fmt: skip
+    error = AzureAdapter(vendor).on_error(400, orjson.dumps(body), httpx.Headers())
+    assert (error.status, error.code, error.param) == (400, "content_filter", "messages")
+    assert "(filtered: hate)" in error.message and "SECRETORG" not in error.message
+    assert "SECRETORG" in error.detail  # the operator's copy
+
+
+def test_a_block_reason_reaches_the_client_only_when_it_is_a_documented_reason():
+    for reason, shown in [("PROHIBITED_CONTENT", True), (f"{ORG} quota", False)]:
+        with pytest.raises(UpstreamError) as blocked:
+            gemini.StreamState("v").events({"promptFeedback": {"blockReason": reason}})
+        assert blocked.value.code == "content_filter" and (reason in blocked.value.message) == shown

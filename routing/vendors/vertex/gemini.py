@@ -40,6 +40,10 @@ TOOL_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 _GENERATION = re.compile(r"gemini-(\d+)")
+# Gemini's documented prompt block reasons: only these are repeated to the client.
+BLOCK_REASONS = frozenset(
+    ("BLOCK_REASON_UNSPECIFIED", "SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY")
+)
 
 
 def method(stream: bool) -> str:
@@ -229,7 +233,7 @@ def _blocked(vendor_name: str, payload: dict[str, Any]) -> UpstreamError | None:
         400,
         f"Vendor '{vendor_name}' blocked the prompt ({reason}); nothing was generated.",
         code="content_filter",
-        note=f"block reason {reason}",
+        note=f"block reason {reason}" if reason in BLOCK_REASONS else None,
     )
 
 
