@@ -69,8 +69,8 @@ class Setup:
 
 def _cast(router: LiveServer, kind: str, base_url: str, credentials: dict[str, Any], **extra: Any) -> Cast:
     vendor = vendor_create("fake-vendor", kind, base_url, extra.pop("options", {}), credentials)
-    prices = {"input_price": Decimal("1"), "output_price": Decimal("2")}
-    model_create("test/fake", deployments=[(vendor, extra.pop("upstream", "fake-model"), 0, 1)], **prices)
+    deployments = [(vendor, extra.pop("upstream", "fake-model"), 0, 1)]
+    model_create("test/fake", deployments=deployments, input_price=Decimal("1"), output_price=Decimal("2"))
     api_key, plaintext = api_key_create("tester")
     return Cast(router.url, plaintext, api_key, "test/fake")
 
