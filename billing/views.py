@@ -37,7 +37,10 @@ def generation_body(record: UsageRecord) -> dict[str, object]:
         "currency": "USD",
         "finish_reason": record.finish_reason or None,
         "http_status": record.http_status,
-        "error": {"code": record.error_code, "message": client_error_message(record.error_code, record.error_message)}
+        "error": {
+            "code": record.error_code,
+            "message": client_error_message(record.error_code, record.error_message, record.attempts),
+        }
         if record.error_code
         else None,
         "timings": {"first_token_ms": record.first_token_ms, "total_ms": record.duration_ms},

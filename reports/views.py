@@ -102,7 +102,11 @@ def generation_detail(request: HttpRequest, generation_id: str) -> HttpResponse:
         raise Http404("No such generation.")
     # A key owner is a client: the vendor's words (the operator's account of a failure) are for staff.
     staff = getattr(request.user, "is_staff", False)
-    error_message = record.error_message if staff else client_error_message(record.error_code, record.error_message)
+    error_message = (
+        record.error_message
+        if staff
+        else client_error_message(record.error_code, record.error_message, record.attempts)
+    )
     attempts = record.attempts if staff else client_attempts(record.attempts)
     return render(
         request, "reports/generation.html", {"record": record, "error_message": error_message, "attempts": attempts}

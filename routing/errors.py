@@ -124,10 +124,18 @@ class UpstreamError(RouterError):
 CLIENT_ATTEMPT_FIELDS = ("deployment", "vendor", "upstream_model", "outcome", "latency_ms", "status", "code")
 
 
-def client_error_message(code: str, recorded: str) -> str:
-    """The message a client got for a request that failed with ``code``: for a vendor failure,
-    the router's own text (the record's message is the vendor's account, for the operator)."""
-    return UPSTREAM_MESSAGES.get(code) or recorded
+def client_error_message(code: str, recorded: str, attempts: Any = ()) -> str:
+    """The message a client may see for a request that failed with ``code``: for a vendor
+    failure, the router's own text for its class (the record's message is the vendor's
+    account, for the operator). A record written before vendor codes were mapped to the
+    router's (its last attempt failed with the record's code) gets its class's text too."""
+    if code in UPSTREAM_MESSAGES:
+        return UPSTREAM_MESSAGES[code]
+    last = attempts[-1] if isinstance(attempts, list) and attempts else None
+    if isinstance(last, dict) and last.get("outcome") == "error" and last.get("code") == code:
+        status = last.get("status")
+        return UPSTREAM_MESSAGES[upstream_code(status if isinstance(status, int) else 502, None)]
+    return recorded
 
 
 def client_attempts(attempts: Any) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from fakevendors.openai import FakeOpenAI
 from fakevendors.server import FakeServer
 from fakevendors.vertex import FakeVertex, service_account_key
 from lib import tokens
-from routing.errors import UPSTREAM_MESSAGES, UpstreamError
+from routing.errors import UPSTREAM_MESSAGES, UpstreamError, client_attempts, client_error_message
 from routing.services import model_create, vendor_create
 from routing.vendors.azure import AzureAdapter
 from routing.vendors.base import MAX_VENDOR_TOKENS, VendorConfig, vendor_token_count
@@ -344,3 +344,16 @@ def test_a_block_reason_reaches_the_client_only_when_it_is_a_documented_reason()
         with pytest.raises(UpstreamError) as blocked:
             gemini.StreamState("v").events({"promptFeedback": {"blockReason": reason}})
         assert blocked.value.code == "content_filter" and (reason in blocked.value.message) == shown
+
+
+def test_records_from_before_the_mapping_show_clients_the_class_message_only():
+    # A record settled by an older router: the vendor's code and words in the record itself.
+    words = f"Vendor 'aws' reported throttlingException: {ORG} over quota"
+    attempts = [{"vendor": "aws", "outcome": "error", "status": 429, "code": "throttlingException",
+                 "vendor_status": 429, "message": words}]  # fmt: skip
+    assert client_error_message("throttlingException", words, attempts) == UPSTREAM_MESSAGES["upstream_rate_limited"]
+    assert client_attempts(attempts) == [{"vendor": "aws", "outcome": "error", "status": 429,
+                                          "code": "throttlingException"}]  # fmt: skip
+    # The router's own failures keep their message.
+    router_error = "The router is shutting down."
+    assert client_error_message("server_shutdown", router_error, [{"outcome": "cancelled"}]) == router_error
