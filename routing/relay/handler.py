@@ -239,7 +239,7 @@ class Relay:
         except RouterError as error:
             outcome.status = UsageStatus.ERROR
             outcome.http_status = error.status
-            # The record keeps the operator's account (the vendor's words, redacted); the client gets error.message.
+            # The record keeps the operator's account (the vendor's words, redacted); the client, error.message.
             detail = error.detail if isinstance(error, UpstreamError) else error.message
             outcome.error_code, outcome.error_message = error.code or "", detail
             await self.fail(error, admission)
