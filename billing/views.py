@@ -10,7 +10,7 @@ from billing.cost import COST_PLACES
 from billing.models import UsageRecord
 from billing.selectors import KeyInfo, UsageTotals, key_overview, usage_record_for_key
 from routing.api import api_view
-from routing.errors import RouterError
+from routing.errors import RouterError, client_attempts, client_error_message
 
 
 def generation_body(record: UsageRecord) -> dict[str, object]:
@@ -37,9 +37,14 @@ def generation_body(record: UsageRecord) -> dict[str, object]:
         "currency": "USD",
         "finish_reason": record.finish_reason or None,
         "http_status": record.http_status,
-        "error": {"code": record.error_code, "message": record.error_message} if record.error_code else None,
+        "error": {
+            "code": record.error_code,
+            "message": client_error_message(record.error_code, record.error_message, record.attempts),
+        }
+        if record.error_code
+        else None,
         "timings": {"first_token_ms": record.first_token_ms, "total_ms": record.duration_ms},
-        "attempts": record.attempts,
+        "attempts": client_attempts(record.attempts),
     }
 
 

@@ -27,7 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from fakevendors.openai import honoured, own_count, words
-from fakevendors.server import Connection, FakeServer, RecordedRequest
+from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
 
 PROMPT_TOKENS = 23  # what this fake reports as input tokens, whatever the prompt
 ACCESS_KEY_ID = "AKIAFAKEBEDROCK00001"
@@ -58,7 +58,7 @@ def frame(headers: dict[str, str], payload: bytes) -> bytes:
 def event(event_type: str, payload: dict[str, Any]) -> bytes:
     headers = {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}
     # Bedrock pads payloads with a "p" field of varying length so sizes leak nothing.
-    return frame(headers, orjson.dumps({**payload, "p": "abcdefghij"[: 1 + len(event_type) % 9]}))
+    return frame(headers, dumps({**payload, "p": "abcdefghij"[: 1 + len(event_type) % 9]}))
 
 
 def exception(exception_type: str, message: str) -> bytes:
@@ -144,6 +144,8 @@ class Scenario:
     # (see ``fakevendors.openai.honoured`` and ``own_count``).
     honour_max_tokens: bool = True
     tokenizer_ratio: float = 1.0
+    # Fields that replace the reported usage's (a broken vendor: {"inputTokens": -5}).
+    usage_override: dict[str, Any] | None = None
 
 
 class FakeBedrock(FakeServer):
@@ -224,7 +226,7 @@ class FakeBedrock(FakeServer):
         if s.cache_read_tokens:
             usage["cacheReadInputTokens"] = s.cache_read_tokens
             usage["cacheWriteInputTokens"] = 0
-        return usage
+        return {**usage, **(s.usage_override or {})}
 
     async def _converse(self, request: RecordedRequest, conn: Connection, s: Scenario, count: int, tool: bool) -> None:
         if not await conn.pause(s.first_token_delay + s.token_delay * count):

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from fakevendors.server import Connection, FakeServer, RecordedRequest
+from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
 
 WORDS = [" the", " cat", " sat", " on", " a", " mat", " and", " then", " it", " slept"]
 PROMPT_TOKENS = 17  # what this fake reports as prompt tokens, whatever the prompt
@@ -80,6 +80,10 @@ class Scenario:
     words_per_chunk: int = 1
     # Send one content chunk of this many tokens (4 bytes each: " the") before the others.
     big_chunk_tokens: int = 0
+    # Fields that replace the reported usage's (a broken vendor: {"prompt_tokens": -5}).
+    usage_override: dict[str, Any] | None = None
+    # The message of the mid-stream error event (error_after), instead of the fake's own.
+    error_text: str | None = None
 
 
 class FakeOpenAI(FakeServer):
@@ -127,7 +131,10 @@ class FakeOpenAI(FakeServer):
     def interruption(self, body: dict[str, Any], s: Scenario, i: int) -> bytes | None:
         """Bytes that end the stream before token ``i`` (None: go on)."""
         if s.error_after == i:
-            return b"data: " + orjson.dumps(self.error_event(s)) + b"\n\n"
+            event = self.error_event(s)
+            if s.error_text is not None:
+                event["error"]["message"] = s.error_text
+            return b"data: " + orjson.dumps(event) + b"\n\n"
         return None
 
     def stream_opening(self, body: dict[str, Any], s: Scenario) -> bytes:
@@ -173,6 +180,10 @@ class FakeOpenAI(FakeServer):
         else:
             await self._complete(request, conn, body, scenario, count)
 
+    def reported_usage(self, s: Scenario, completion: int) -> dict[str, Any]:
+        """The usage this fake reports: its own figures, or the scenario's broken ones."""
+        return {**self._usage(completion), **(s.usage_override or {})}
+
     def _usage(self, completion: int) -> dict[str, Any]:
         return {
             "prompt_tokens": PROMPT_TOKENS,
@@ -199,7 +210,7 @@ class FakeOpenAI(FakeServer):
             "created": int(time.time()),
             "model": body.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": self._usage(own_count(count, s.tokenizer_ratio)),
+            "usage": self.reported_usage(s, own_count(count, s.tokenizer_ratio)),
         }
         request.tokens_written = count
         conn.send_json(200, self.decorate_completion(body, payload))
@@ -288,7 +299,7 @@ class FakeOpenAI(FakeServer):
         await self._send(conn, self._chunk(body, {}, finish) + self.stream_closing(body, s, count), s)
         if s.report_usage and self.wants_usage(body):
             usage: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": body.get("model"), "choices": [], "usage": self._usage(own_count(request.tokens_written, s.tokenizer_ratio))}  # fmt: skip
-            await self._send(conn, b"data: " + orjson.dumps(usage) + b"\n\n", s)
+                     "model": body.get("model"), "choices": [], "usage": self.reported_usage(s, own_count(request.tokens_written, s.tokenizer_ratio))}  # fmt: skip
+            await self._send(conn, b"data: " + dumps(usage) + b"\n\n", s)
         await self._send(conn, b"data: [DONE]\n\n", s)
         conn.end()

@@ -8,6 +8,7 @@ client's socket close (``asyncio.Protocol.connection_lost``, so the time is exac
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,14 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes, with integers past 64 bits too (a broken vendor's figures; orjson refuses them)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 @dataclass
@@ -171,7 +180,7 @@ class Connection(asyncio.Protocol):
             self.current.finished = True
 
     def send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        self.send_body(status, orjson.dumps(payload), headers=headers)
+        self.send_body(status, dumps(payload), headers=headers)
 
     def write(self, data: bytes) -> bool:
         """Write one chunk of a chunked body; False once the client has gone."""

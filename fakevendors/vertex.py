@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from fakevendors.openai import honoured, own_count, words
-from fakevendors.server import Connection, FakeServer, RecordedRequest
+from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
 
 GEMINI_PROMPT_TOKENS = 23  # what the fake reports as Gemini's promptTokenCount
 CLAUDE_INPUT_TOKENS = 31  # what the fake reports as Claude's message_start input_tokens
@@ -90,6 +90,11 @@ class Scenario:
     # (see ``fakevendors.openai.honoured`` and ``own_count``).
     honour_max_tokens: bool = True
     tokenizer_ratio: float = 1.0
+    # Fields that replace the reported usage's (a broken vendor): Gemini usageMetadata fields,
+    # Claude usage fields (in message_start and message_delta alike).
+    usage_override: dict[str, Any] | None = None
+    # The message of the in-stream error event (error_after), instead of the fake's own.
+    error_text: str | None = None
 
 
 def _b64decode(part: str) -> bytes:
@@ -228,14 +233,14 @@ class FakeVertex(FakeServer):
                                  "totalTokenCount": GEMINI_PROMPT_TOKENS + count + s.thoughts}  # fmt: skip
         if s.thoughts:
             usage["thoughtsTokenCount"] = s.thoughts
-        return usage
+        return {**usage, **(s.usage_override or {})}
 
     def _gemini_chunk(self, parts: list[dict[str, Any]], usage: dict[str, Any], finish: str | None = None) -> bytes:
         candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
         if finish:
             candidate["finishReason"] = finish
         payload = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": "gemini-fake"}
-        return b"data: " + orjson.dumps(payload) + b"\r\n\r\n"
+        return b"data: " + dumps(payload) + b"\r\n\r\n"
 
     async def _gemini(self, request: RecordedRequest, conn: Connection, body: dict[str, Any], model: str, method: str) -> None:  # fmt: skip
         s = self.scenario
@@ -307,7 +312,11 @@ class FakeVertex(FakeServer):
                 return
             if s.error_after == i:
                 error = {
-                    "error": {"code": 503, "message": "The service is currently unavailable.", "status": "UNAVAILABLE"}
+                    "error": {
+                        "code": 503,
+                        "message": s.error_text or "The service is currently unavailable.",
+                        "status": "UNAVAILABLE",
+                    }
                 }
                 conn.write(b"data: " + orjson.dumps(error) + b"\r\n\r\n")
                 return
@@ -340,7 +349,7 @@ class FakeVertex(FakeServer):
         return None
 
     def _event(self, payload: dict[str, Any]) -> bytes:
-        return f"event: {payload['type']}\n".encode() + b"data: " + orjson.dumps(payload) + b"\n\n"
+        return f"event: {payload['type']}\n".encode() + b"data: " + dumps(payload) + b"\n\n"
 
     async def _claude(self, request: RecordedRequest, conn: Connection, body: dict[str, Any], model: str, method: str) -> None:  # fmt: skip
         s = self.scenario
@@ -379,8 +388,8 @@ class FakeVertex(FakeServer):
         request.tokens_written = count
         conn.send_json(200, {"id": "msg_vrtx_fake", "type": "message", "role": "assistant", "model": model,
                              "content": content, "stop_reason": stop, "stop_sequence": None,
-                             "usage": {"input_tokens": CLAUDE_INPUT_TOKENS,
-                                       "output_tokens": own_count(count, s.tokenizer_ratio) + s.thoughts}})  # fmt: skip
+                             "usage": {"input_tokens": CLAUDE_INPUT_TOKENS, "output_tokens": own_count(count, s.tokenizer_ratio) + s.thoughts,
+                                       **(s.usage_override or {})}})  # fmt: skip
 
     async def _claude_stream(self, request: RecordedRequest, conn: Connection, s: Scenario, count: int, model: str,
                              tool: str | None) -> None:  # fmt: skip
@@ -389,7 +398,7 @@ class FakeVertex(FakeServer):
         conn.send_head(200, {"Content-Type": "text/event-stream; charset=utf-8"})
         message: dict[str, Any] = {"id": "msg_vrtx_fake", "type": "message", "role": "assistant", "model": model, "content": [],
                    "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": CLAUDE_INPUT_TOKENS, "output_tokens": 1}}  # fmt: skip
+                   "usage": {"input_tokens": CLAUDE_INPUT_TOKENS, "output_tokens": 1, **(s.usage_override or {})}}  # fmt: skip
         conn.write(self._event({"type": "message_start", "message": message}) + self._event({"type": "ping"}))
         index = 0
         if s.thoughts:
@@ -412,7 +421,12 @@ class FakeVertex(FakeServer):
                 return
             if s.error_after == i:
                 conn.write(
-                    self._event({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                    self._event(
+                        {
+                            "type": "error",
+                            "error": {"type": "overloaded_error", "message": s.error_text or "Overloaded"},
+                        }
+                    )
                 )
                 return
             delta = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": word}}
@@ -421,7 +435,7 @@ class FakeVertex(FakeServer):
             request.tokens_written += 1
         conn.write(self._event({"type": "content_block_stop", "index": index}))
         stop = "max_tokens" if count < s.tokens else "end_turn"
-        self._claude_end(conn, stop, own_count(count, s.tokenizer_ratio) + s.thoughts)
+        self._claude_end(conn, stop, own_count(count, s.tokenizer_ratio) + s.thoughts, s)
 
     async def _claude_tool(
         self, request: RecordedRequest, conn: Connection, index: int, tool: str, s: Scenario
@@ -435,9 +449,10 @@ class FakeVertex(FakeServer):
                                     "delta": {"type": "input_json_delta", "partial_json": piece}}))  # fmt: skip
             request.tokens_written += 1
         conn.write(self._event({"type": "content_block_stop", "index": index}))
-        self._claude_end(conn, "tool_use", len(TOOL_ARGUMENTS) + s.thoughts)
+        self._claude_end(conn, "tool_use", len(TOOL_ARGUMENTS) + s.thoughts, s)
 
-    def _claude_end(self, conn: Connection, stop: str, output_tokens: int) -> None:
+    def _claude_end(self, conn: Connection, stop: str, output_tokens: int, s: Scenario) -> None:
+        override = {k: v for k, v in (s.usage_override or {}).items() if k == "output_tokens"}
         conn.write(self._event({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
-                                "usage": {"output_tokens": output_tokens}}))  # fmt: skip
+                                "usage": {"output_tokens": output_tokens, **override}}))  # fmt: skip
         conn.write(self._event({"type": "message_stop"}))

@@ -22,6 +22,7 @@ from django.utils import timezone
 from billing.models import UsageRecord, UsageStatus
 from reports import selectors
 from reports.forms import ReportFilterForm
+from routing.errors import client_attempts, client_error_message
 
 PAGE_SIZE = 50
 # Rows fetched from the database per round trip, and bytes gathered before one write to the client.
@@ -103,7 +104,17 @@ def generation_detail(request: HttpRequest, generation_id: str) -> HttpResponse:
     )
     if record is None:
         raise Http404("No such generation.")
-    return render(request, "reports/generation.html", {"record": record})
+    # A key owner is a client: the vendor's words (the operator's account of a failure) are for staff.
+    staff = getattr(request.user, "is_staff", False)
+    error_message = (
+        record.error_message
+        if staff
+        else client_error_message(record.error_code, record.error_message, record.attempts)
+    )
+    attempts = record.attempts if staff else client_attempts(record.attempts)
+    return render(
+        request, "reports/generation.html", {"record": record, "error_message": error_message, "attempts": attempts}
+    )
 
 
 def _next_rows(rows: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

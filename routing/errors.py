@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -52,23 +53,99 @@ class RouterError(Exception):
         return orjson.dumps(self.body())
 
 
+# The router's own words for each class of vendor failure: what a client sees, whatever the
+# vendor said. Vendors' messages name the operator's organisation, project or account and
+# may quote credentials; they go to the log, the usage record and the admin, never here.
+UPSTREAM_MESSAGES: dict[str, str] = {
+    "upstream_error": "The vendor could not serve this request.",
+    "upstream_rate_limited": "The vendor is rate limiting requests; retry later.",
+    "upstream_invalid_request": "The vendor rejected the request as invalid.",
+    "upstream_timeout": "The vendor did not answer in time.",
+    "upstream_unreachable": "The router could not reach the vendor.",
+    "upstream_malformed": "The vendor sent an answer the router could not read.",
+    "upstream_truncated": "The vendor ended the answer before it was complete.",
+    "content_filter": "The request was blocked by the vendor's content filter.",
+    "vendor_auth_failed": "The vendor rejected the router's credentials; the operator must fix them.",
+    "upstream_model_unavailable": "The vendor does not serve the model configured for this deployment.",
+    "unsupported_upstream_model": "This deployment's upstream model is not supported by its vendor.",
+    "vendor_account_overdue": "The vendor refused the request: the operator's account with it has an overdue balance.",
+    "vendor_access_denied": "The vendor refused the request: the operator's account may not use this model.",
+    "vendor_insufficient_credits": "The vendor refused the request: the operator's account is out of credits.",
+}
+# The class code of a client status when the failure has no code of the router's own.
+_CLASS_CODES = {400: "upstream_invalid_request", 429: "upstream_rate_limited", 504: "upstream_timeout"}
+# A note is the router's own qualifier (a phase, a filter category): short words only.
+_NOTE = re.compile(r"[A-Za-z0-9_ ,.:-]{1,80}")
+
+
+def upstream_code(status: int, code: str | None) -> str:
+    """Return the router's stable code for a vendor failure with client ``status`` and ``code``."""
+    if code in UPSTREAM_MESSAGES:
+        return code
+    return _CLASS_CODES.get(status, "upstream_error")
+
+
 class UpstreamError(RouterError):
-    """The vendor failed. ``retryable`` says whether another deployment may be tried."""
+    """The vendor failed. ``retryable`` says whether another deployment may be tried.
+
+    ``detail`` is the operator's account of the failure, possibly quoting the vendor: it goes
+    to the log, the usage record and the admin (redacted by the relay). The client sees
+    ``message``: the router's own text for the error's class (``UPSTREAM_MESSAGES``), plus an
+    optional ``note`` of the router's own words. ``code`` is the router's stable code; the
+    vendor's own code, when it had one, is kept in ``vendor_code``.
+    """
 
     def __init__(
         self,
         status: int,
-        message: str,
+        detail: str,
         code: str | None = None,
         *,
         retryable: bool = False,
         retry_after: float | None = None,
         vendor_status: int | None = None,
+        note: str | None = None,
+        param: str | None = None,
     ) -> None:
-        super().__init__(status, message, code=code)
+        public = upstream_code(status, code)
+        message = UPSTREAM_MESSAGES[public]
+        if note and _NOTE.fullmatch(note):
+            message = f"{message[:-1]} ({note})."
+        super().__init__(status, message, code=public, param=param)
+        self.detail = detail
+        self.vendor_code = str(code) if code is not None and code != public else None
         self.retryable = retryable
         self.retry_after = retry_after
         self.vendor_status = vendor_status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# What a client may see of each attempt a usage record keeps: the router's own status and
+# code, never the vendor's words, code or status (kept for the operator: the log, the admin).
+CLIENT_ATTEMPT_FIELDS = ("deployment", "vendor", "upstream_model", "outcome", "latency_ms", "status", "code")
+
+
+def client_error_message(code: str, recorded: str, attempts: Any = ()) -> str:
+    """The message a client may see for a request that failed with ``code``: for a vendor
+    failure, the router's own text for its class (the record's message is the vendor's
+    account, for the operator). A record written before vendor codes were mapped to the
+    router's (its last attempt failed with the record's code) gets its class's text too."""
+    if code in UPSTREAM_MESSAGES:
+        return UPSTREAM_MESSAGES[code]
+    last = attempts[-1] if isinstance(attempts, list) and attempts else None
+    if isinstance(last, dict) and last.get("outcome") == "error" and last.get("code") == code:
+        status = last.get("status")
+        return UPSTREAM_MESSAGES[upstream_code(status if isinstance(status, int) else 502, None)]
+    return recorded
+
+
+def client_attempts(attempts: Any) -> list[dict[str, Any]]:
+    """A usage record's attempts as a client may see them."""
+    if not isinstance(attempts, list):
+        return []
+    return [{k: v for k, v in a.items() if k in CLIENT_ATTEMPT_FIELDS} for a in attempts if isinstance(a, dict)]
 
 
 def invalid(message: str, param: str | None = None, code: str = "invalid_value") -> RouterError:

@@ -71,7 +71,7 @@ def vendor_probe(vendor: Vendor) -> ProbeResult:
         return ProbeResult(
             False,
             _scrub(
-                f"{vendor.name}: {upstream} failed: {error.message}",
+                f"{vendor.name}: {upstream} failed: {http.vendor_text(error.detail, config)}",
                 config,
             ),
         )

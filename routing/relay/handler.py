@@ -50,7 +50,7 @@ from routing.relay.flow import ClientStalled, Deadline, StallGuard
 from routing.schema import ChatRequest, parse_chat_request, too_large
 from routing.selection import attempt_plan, fallback_allowed, provider_vendors
 from routing.selectors import ModelRoute, Target
-from routing.vendors import adapter_for
+from routing.vendors import adapter_for, http
 from routing.vendors.base import ChunkEvent, StreamEvent, UpstreamCall, Usage
 
 logger = logging.getLogger("siraya.relay")
@@ -267,7 +267,9 @@ class Relay:
         except RouterError as error:
             outcome.status = UsageStatus.ERROR
             outcome.http_status = error.status
-            outcome.error_code, outcome.error_message = error.code or "", error.message
+            # The record keeps the operator's account (the vendor's words, redacted); the client, error.message.
+            detail = error.detail if isinstance(error, UpstreamError) else error.message
+            outcome.error_code, outcome.error_message = error.code or "", detail
             await self.fail(error, admission)
         except Exception:
             logger.exception("relay failed", extra={"generation_id": self.generation_id})
@@ -383,6 +385,7 @@ class Relay:
                     else:
                         await self.complete(request, admission, route, target)
                 except UpstreamError as error:
+                    error.detail = http.vendor_text(error.detail, target.vendor)  # before it is kept anywhere
                     self.attempts.append(self.attempt_record(target, began, error))
                     if not fallback_allowed(error):
                         raise  # the request itself is at fault, not the deployment
@@ -413,8 +416,18 @@ class Relay:
         }
         if error is not None:
             record.update(
-                status=error.status, vendor_status=error.vendor_status, code=error.code, message=error.message
+                status=error.status,
+                vendor_status=error.vendor_status,
+                code=error.code,
+                vendor_code=error.vendor_code,
+                message=error.detail,
             )
+            logger.warning(
+                "vendor attempt failed: %s",
+                error.detail,
+                extra={"generation_id": self.generation_id, "vendor": target.vendor.name, "code": error.code,
+                       "vendor_code": error.vendor_code, "vendor_status": error.vendor_status},
+            )  # fmt: skip
         return record
 
     # -- streaming ------------------------------------------------------------------------
@@ -450,6 +463,7 @@ class Relay:
                     f"Vendor '{vendor.name}' timed out waiting for {phase}.",
                     code="upstream_timeout",
                     retryable=True,
+                    note=f"waiting for {phase}",
                 ) from None
             raise
         finally:

@@ -22,7 +22,7 @@ from fakevendors.bedrock import (
     sigv4_problem,
 )
 from fakevendors.server import RecordedRequest
-from routing.errors import RouterError, UpstreamError
+from routing.errors import UPSTREAM_MESSAGES, RouterError, UpstreamError
 from routing.models import Vendor
 from routing.schema import parse_chat_request
 from routing.vendors.base import ChunkEvent, UpstreamCall, Usage, UsageEvent, VendorConfig
@@ -236,7 +236,7 @@ def test_stop_reasons_map_to_finish_reasons(stop_reason, finish):
 
 def test_usage_counts_cache_reads_and_writes_as_prompt():
     usage = usage_from_converse(
-        {"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "cacheWriteInputTokens": 7}
+        {"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "cacheWriteInputTokens": 7}, "aws"
     )
     assert usage == Usage(prompt_tokens=117, completion_tokens=3, cached_tokens=100)
 
@@ -293,33 +293,35 @@ def test_bad_crc_raises_a_clear_upstream_error():
     with pytest.raises(UpstreamError) as caught:
         decode(data)
     assert (caught.value.status, caught.value.code) == (502, "upstream_malformed")
-    assert "ChecksumMismatch" in caught.value.message
+    assert "ChecksumMismatch" in caught.value.detail
+    assert caught.value.message == UPSTREAM_MESSAGES["upstream_malformed"]
 
 
 def test_bad_prelude_crc_raises_before_reading_a_bogus_length():
     data = bytearray(event("messageStart", {"role": "assistant"}))
     data[2] ^= 0x40  # total length now claims megabytes
-    with pytest.raises(UpstreamError, match="corrupt event-stream frame"):
+    with pytest.raises(UpstreamError) as caught:
         decode(bytes(data))
+    assert "corrupt event-stream frame" in caught.value.detail
 
 
 @pytest.mark.parametrize(
-    ("exception_type", "status", "retryable"),
+    ("exception_type", "status", "code", "retryable"),
     [
-        ("throttlingException", 429, True),
-        ("validationException", 400, False),
-        ("serviceUnavailableException", 502, True),
-        ("internalServerException", 502, True),
-        ("modelStreamErrorException", 502, False),
-        ("somethingNewException", 502, False),
+        ("throttlingException", 429, "upstream_rate_limited", True),
+        ("validationException", 400, "upstream_invalid_request", False),
+        ("serviceUnavailableException", 502, "upstream_error", True),
+        ("internalServerException", 502, "upstream_error", True),
+        ("modelStreamErrorException", 502, "upstream_error", False),
+        ("somethingNewException", 502, "upstream_error", False),
     ],
 )
-def test_exception_events_map_to_statuses(exception_type, status, retryable):
+def test_exception_events_map_to_statuses(exception_type, status, code, retryable):
     with pytest.raises(UpstreamError) as caught:
         decode(event("messageStart", {"role": "assistant"}) + exception(exception_type, "details here"))
     error = caught.value
-    assert (error.status, error.code, error.retryable) == (status, exception_type, retryable)
-    assert "details here" in error.message
+    assert (error.status, error.code, error.vendor_code, error.retryable) == (status, code, exception_type, retryable)
+    assert "details here" in error.detail and error.message == UPSTREAM_MESSAGES[code]
 
 
 @pytest.mark.parametrize(
@@ -330,8 +332,9 @@ def test_exception_events_map_to_statuses(exception_type, status, retryable):
     ],
 )
 def test_truncated_streams_are_errors(data, reason):
-    with pytest.raises(UpstreamError, match=reason):
+    with pytest.raises(UpstreamError) as caught:
         decode(data)
+    assert reason in caught.value.detail
 
 
 # -- signing and configuration --------------------------------------------------------------------
@@ -362,23 +365,27 @@ def test_signed_request_verifies_and_any_change_breaks_it():
 
 
 @pytest.mark.parametrize(
-    ("status", "error_type", "body", "client_status", "code", "text"),
+    ("status", "error_type", "body", "client_status", "code", "vendor_code", "text"),
     [
-        (424, "ModelErrorException", {"message": "model broke"}, 502, "modelErrorException", "model broke"),
-        (408, "ModelTimeoutException", {"message": "slow"}, 504, "modelTimeoutException", "slow"),
-        (503, "ServiceUnavailableException", {"Message": "busy"}, 502, "serviceUnavailableException", "busy"),
-        (500, "", {}, 502, "upstream_500", "returned HTTP 500"),
+        (424, "ModelErrorException", {"message": "model broke"}, 502, "upstream_error", "modelErrorException",
+         "model broke"),
+        (408, "ModelTimeoutException", {"message": "slow"}, 504, "upstream_timeout", "modelTimeoutException", "slow"),
+        (503, "ServiceUnavailableException", {"Message": "busy"}, 502, "upstream_error",
+         "serviceUnavailableException", "busy"),
+        (500, "", {}, 502, "upstream_error", "upstream_500", "returned HTTP 500"),
         (403, "UnrecognizedClientException", {"Message": "The security token is invalid."}, 502,
-         "vendor_auth_failed", "rejected the router's credentials (HTTP 403 UnrecognizedClientException)"),
+         "vendor_auth_failed", None, "rejected the router's credentials (HTTP 403 UnrecognizedClientException)"),
     ],
 )  # fmt: skip
-def test_http_errors_map_by_status_and_error_type(status, error_type, body, client_status, code, text):
+def test_http_errors_map_by_status_and_error_type(status, error_type, body, client_status, code, vendor_code, text):
     headers = httpx.Headers(
         {"x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/coral/"} if error_type else {}
     )
     error = BedrockAdapter(config()).on_error(status, orjson.dumps(body), headers)
-    assert (error.status, error.code, error.vendor_status) == (client_status, code, status)
-    assert text in error.message
+    assert (error.status, error.code, error.vendor_code, error.vendor_status) == (
+        client_status, code, vendor_code, status
+    )  # fmt: skip
+    assert text in error.detail and error.message == UPSTREAM_MESSAGES[code]
 
 
 def test_default_base_url_is_the_regional_runtime_endpoint():

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from conftest import Cast, wait_settled
-from fakevendors.byteplus import FakeBytePlus
+from fakevendors.byteplus import REQUEST_ID, FakeBytePlus
 from fakevendors.openai import PROMPT_TOKENS, words
 from lib import tokens
+from routing.errors import UPSTREAM_MESSAGES
 from routing.tests.vendor_cast import MESSAGES, cancel_and_measure, delta_text, sse_chunks, tool_round_trip, vendor_cast
 
 KEY = "ark-key-for-tests-0123456789abcdef"
@@ -91,17 +92,17 @@ def test_more_than_four_stop_sequences_never_reach_the_vendor(byteplus, fake_byt
 @pytest.mark.parametrize(
     ("code", "status", "client_code"),
     [
-        ("RateLimitExceeded.EndpointRPMExceeded", 429, "RateLimitExceeded.EndpointRPMExceeded"),
-        ("RateLimitExceeded.EndpointTPMExceeded", 429, "RateLimitExceeded.EndpointTPMExceeded"),
+        ("RateLimitExceeded.EndpointRPMExceeded", 429, "upstream_rate_limited"),
+        ("RateLimitExceeded.EndpointTPMExceeded", 429, "upstream_rate_limited"),
         ("AuthenticationError", 502, "vendor_auth_failed"),
         ("AccountOverdueError", 502, "vendor_account_overdue"),
         ("AccessDenied", 502, "vendor_access_denied"),
         ("InvalidEndpoint.NotFound", 502, "upstream_model_unavailable"),
         ("InvalidEndpointOrModel.NotFound", 502, "upstream_model_unavailable"),
         ("SensitiveContentDetected", 400, "content_filter"),
-        ("MissingParameter", 400, "MissingParameter"),
-        ("InvalidParameter", 400, "InvalidParameter"),
-        ("InternalServiceError", 502, "InternalServiceError"),
+        ("MissingParameter", 400, "upstream_invalid_request"),
+        ("InvalidParameter", 400, "upstream_invalid_request"),
+        ("InternalServiceError", 502, "upstream_error"),
     ],
 )
 def test_error_codes_before_the_first_token(byteplus, fake_byteplus, code, status, client_code):
@@ -111,10 +112,14 @@ def test_error_codes_before_the_first_token(byteplus, fake_byteplus, code, statu
     error = response.json()["error"]
     assert error["code"] == client_code
     assert KEY not in response.text and ENDPOINT not in response.text
-    if code == "AuthenticationError":
-        assert "credentials" in error["message"] and "API key" in error["message"]
+    # The router's words for the class; ModelArk's message (and its request id) are the operator's.
+    assert error["message"] == UPSTREAM_MESSAGES[client_code] and REQUEST_ID not in response.text
     record = byteplus.record(response.headers["x-generation-id"])
     assert (record.status, record.http_status, record.error_code) == ("error", status, client_code)
+    if client_code in ("upstream_rate_limited", "upstream_invalid_request", "upstream_error"):
+        assert record.attempts[0]["vendor_code"] == code
+    if code == "AuthenticationError":
+        assert "credentials" in record.error_message and "API key" in record.error_message
 
 
 def test_wrong_key_is_reported_as_vendor_credentials_problem(live_router, fake_byteplus, transactional_db):
@@ -128,7 +133,7 @@ def test_wrong_key_is_reported_as_vendor_credentials_problem(live_router, fake_b
 
 @pytest.mark.parametrize(
     ("code", "client_code"),
-    [("RateLimitExceeded.EndpointTPMExceeded", "RateLimitExceeded.EndpointTPMExceeded"), ("InternalServiceError", "InternalServiceError")],
+    [("RateLimitExceeded.EndpointTPMExceeded", "upstream_rate_limited"), ("InternalServiceError", "upstream_error")],
 )  # fmt: skip
 def test_error_block_inside_the_stream_ends_with_error_chunk(byteplus, fake_byteplus, code, client_code):
     fake_byteplus.scenario.tokens = 6

@@ -12,6 +12,7 @@ from conftest import Cast, wait_settled
 from fakevendors.onerouter import COMMENT, FakeOneRouter
 from fakevendors.openai import PROMPT_TOKENS, words
 from lib import tokens
+from routing.errors import UPSTREAM_MESSAGES
 from routing.tests.sse_client import RawStream
 from routing.tests.vendor_cast import MESSAGES, cancel_and_measure, delta_text, sse_chunks, tool_round_trip, vendor_cast
 from routing.vendors.sse import SseDecoder
@@ -89,12 +90,12 @@ def test_tool_call_round_trip(onerouter, fake_onerouter, stream):
 @pytest.mark.parametrize(
     ("vendor_code", "status", "client_code"),
     [
-        (400, 400, "400"),
+        (400, 400, "upstream_invalid_request"),
         (401, 502, "vendor_auth_failed"),
         (402, 502, "vendor_insufficient_credits"),
-        (408, 504, "408"),
-        (429, 429, "429"),
-        (503, 502, "503"),
+        (408, 504, "upstream_timeout"),
+        (429, 429, "upstream_rate_limited"),
+        (503, 502, "upstream_error"),
     ],
 )
 def test_errors_before_the_first_token_keep_the_status(onerouter, fake_onerouter, vendor_code, status, client_code):
@@ -103,9 +104,10 @@ def test_errors_before_the_first_token_keep_the_status(onerouter, fake_onerouter
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["code"] == client_code and set(error) == {"message", "type", "code", "param"}
+    assert error["message"] == UPSTREAM_MESSAGES[client_code]
     assert KEY not in response.text
     record = onerouter.record(response.headers["x-generation-id"])
-    assert (record.status, record.http_status) == ("error", status)
+    assert (record.status, record.http_status, record.attempts[0]["vendor_status"]) == ("error", status, vendor_code)
 
 
 def test_mid_stream_error_event_becomes_the_router_error_chunk(onerouter, fake_onerouter):
@@ -118,10 +120,11 @@ def test_mid_stream_error_event_becomes_the_router_error_chunk(onerouter, fake_o
     last = chunks[-1]
     assert last["id"] == response.headers["x-generation-id"] and last["model"] == "test/fake"
     assert last["choices"] == [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]
-    assert last["error"]["code"] == "upstream_502" and "Provider disconnected" in last["error"]["message"]
+    assert last["error"]["code"] == "upstream_error" and "Provider disconnected" not in response.text
     assert "provider" not in last  # the vendor's own chunk is not relayed
     record = onerouter.record(response.headers["x-generation-id"])
-    assert (record.status, record.completion_tokens, record.error_code) == ("error", 2, "upstream_502")
+    assert (record.status, record.completion_tokens, record.error_code) == ("error", 2, "upstream_error")
+    assert "Provider disconnected" in record.error_message and record.attempts[0]["vendor_status"] == 502
 
 
 def test_cancel_closes_onerouter_at_once_and_bills_delivered_tokens(onerouter, fake_onerouter):

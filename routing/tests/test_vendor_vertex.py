@@ -16,6 +16,7 @@ from conftest import Cast, wait_settled
 from fakevendors.openai import words
 from fakevendors.vertex import CLAUDE_INPUT_TOKENS, GEMINI_PROMPT_TOKENS, FakeVertex, service_account_key
 from lib import tokens
+from routing.errors import UPSTREAM_MESSAGES
 from routing.models import Vendor
 from routing.services import model_create, vendor_create
 from routing.tests.sse_client import RawStream, content_of
@@ -253,13 +254,16 @@ def test_vendor_error_before_first_token_keeps_status_and_code(cast, dialect, fa
     warm_up(cast)
     fake_vertex.scenario.status = 429 if dialect == "gemini" else 529
     response = cast.chat(stream=stream)
-    expected_status, expected_code = (429, "RESOURCE_EXHAUSTED") if dialect == "gemini" else (502, "overloaded_error")
+    expected_status, expected_code = (429, "upstream_rate_limited") if dialect == "gemini" else (502, "upstream_error")
     assert response.status_code == expected_status
     error = response.json()["error"]
     assert set(error) == {"message", "type", "code", "param"}
-    assert error["code"] == expected_code and "Vendor 'vertex' returned HTTP" in error["message"]
+    assert error["code"] == expected_code and error["message"] == UPSTREAM_MESSAGES[expected_code]
     record = cast.record(response.headers["x-generation-id"])
     assert (record.status, record.http_status, record.cost) == ("error", expected_status, Decimal(0))
+    assert "Vendor 'vertex' returned HTTP" in record.error_message
+    vendor_code = "RESOURCE_EXHAUSTED" if dialect == "gemini" else "overloaded_error"
+    assert record.attempts[0]["vendor_code"] == vendor_code
 
 
 def test_mid_stream_error_ends_with_error_chunk(cast, dialect, fake_vertex):
@@ -270,8 +274,9 @@ def test_mid_stream_error_ends_with_error_chunk(cast, dialect, fake_vertex):
     assert "".join(content_of(c) for c in chunks) == "".join(words(2))
     last = chunks[-1]
     assert last["choices"][0]["finish_reason"] == "error"
-    assert last["error"]["code"] == ("UNAVAILABLE" if dialect == "gemini" else "overloaded_error")
+    assert last["error"]["code"] == "upstream_error"
     record = cast.record(response.headers["x-generation-id"])
+    assert record.attempts[0]["vendor_code"] == ("UNAVAILABLE" if dialect == "gemini" else "overloaded_error")
     assert (record.status, record.completion_tokens) == ("error", 2)
     assert record.prompt_tokens == PROMPT[dialect]  # reported before the failure
 
@@ -353,7 +358,9 @@ def test_token_endpoint_refusing_the_key_is_a_clear_502(casts, fake_vertex):
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["code"] == "vendor_auth_failed"
-    assert "refused the service account" in error["message"] and "invalid_grant" in error["message"]
+    assert "invalid_grant" not in response.text
+    record = casts["gemini"].record(response.headers["x-generation-id"])
+    assert "refused the service account" in record.error_message and "invalid_grant" in record.error_message
     assert fake_vertex.api_requests == []
     assert "PRIVATE KEY" not in response.text
 

@@ -183,7 +183,11 @@ def test_gemini_blocked_prompt_and_in_stream_error():
     assert (blocked.value.status, blocked.value.code) == (400, "content_filter")
     with pytest.raises(UpstreamError) as failed:
         gemini.StreamState("v").events({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}})
-    assert (failed.value.status, failed.value.code, failed.value.retryable) == (429, "RESOURCE_EXHAUSTED", True)
+    error = failed.value
+    assert (error.status, error.code, error.retryable) == (429, "upstream_rate_limited", True)
+    assert (error.vendor_code, "slow down" in error.detail, "slow down" in error.message) == (
+        "RESOURCE_EXHAUSTED", True, False
+    )  # fmt: skip
 
 
 def test_gemini_whole_answer():
@@ -286,14 +290,17 @@ def test_claude_stop_reasons(stop, finish):
 
 
 @pytest.mark.parametrize(
-    ("kind", "status", "retryable"),
-    [("overloaded_error", 502, True), ("rate_limit_error", 429, True), ("api_error", 502, True),
-     ("invalid_request_error", 400, False)],
+    ("kind", "status", "code", "retryable"),
+    [("overloaded_error", 502, "upstream_error", True), ("rate_limit_error", 429, "upstream_rate_limited", True),
+     ("api_error", 502, "upstream_error", True), ("invalid_request_error", 400, "upstream_invalid_request", False)],
 )  # fmt: skip
-def test_claude_error_event(kind, status, retryable):
+def test_claude_error_event(kind, status, code, retryable):
     with pytest.raises(UpstreamError) as caught:
         claude.StreamState("v").events({"type": "error", "error": {"type": kind, "message": "boom"}})
-    assert (caught.value.status, caught.value.code, caught.value.retryable) == (status, kind, retryable)
+    assert (caught.value.status, caught.value.code, caught.value.retryable) == (status, code, retryable)
+    assert (caught.value.vendor_code, "boom" in caught.value.detail, "boom" in caught.value.message) == (
+        kind, True, False
+    )  # fmt: skip
 
 
 def test_claude_whole_answer():

@@ -37,6 +37,11 @@ _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 # Azure-only fields on a choice and on a chunk; not part of the OpenAI chunk.
 _CHOICE_ANNOTATIONS = ("content_filter_results", "content_filter_offsets")
 _CHUNK_ANNOTATIONS = ("prompt_filter_results", "prompt_annotations")
+# Azure's documented filter categories: only these names are repeated to the client.
+FILTER_CATEGORIES = frozenset(
+    ("hate", "sexual", "violence", "self_harm", "profanity", "jailbreak", "indirect_attack",
+     "protected_material_text", "protected_material_code", "custom_blocklists")
+)  # fmt: skip
 
 
 def stream_options_supported(api_version: str) -> bool:
@@ -217,15 +222,15 @@ class AzureAdapter(OpenAIAdapter):
     def prompt_filtered(self, result: Any) -> UpstreamError:
         categories = filtered_categories(result)
         which = f" ({', '.join(categories)})" if categories else ""
-        error = UpstreamError(
+        known = [c for c in categories if c in FILTER_CATEGORIES]
+        return UpstreamError(
             400,
-            f"The prompt was blocked by the content filter of vendor '{self.vendor.name}'{which}. "
-            "Change the prompt and retry.",
+            f"The prompt was blocked by the content filter of vendor '{self.vendor.name}'{which}.",
             code="content_filter",
             vendor_status=400,
+            note=f"filtered: {', '.join(known)}" if known else None,
+            param="messages",
         )
-        error.param = "messages"
-        return error
 
     def chunk_events(self, payload: dict[str, Any]) -> list[StreamEvent]:
         choices = [c for c in map(clean_choice, payload.get("choices") or ()) if c is not None]

@@ -15,13 +15,18 @@ Events decoded before a failure in the same read are yielded before the failure 
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ops import logs
+
 if TYPE_CHECKING:
     from routing.schema import ChatRequest
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,30 @@ class VendorConfig:
     connect_timeout: float
     first_byte_timeout: float
     idle_timeout: float
+
+
+# The largest token count a vendor may report for one field of one request. Today's longest
+# context windows hold a few million tokens; a figure past this (or negative, or not an
+# integer) is a broken or hostile vendor, and counts as missing: the router counts instead.
+MAX_VENDOR_TOKENS = 10_000_000
+# Characters of a rejected figure's repr() written to the log.
+_LOGGED_REPR = 80
+
+
+def vendor_token_count(value: Any, vendor_name: str, field: str) -> int | None:
+    """Return a vendor's token figure if it is an integer from 0 to ``MAX_VENDOR_TOKENS``; else
+    None (missing: the router counts instead), logging a figure that was there but unusable."""
+    if type(value) is int and 0 <= value <= MAX_VENDOR_TOKENS:  # type() leaves out bool
+        return value
+    if value is not None:
+        logger.warning(
+            "vendor %s reported an unusable %s: %s",
+            vendor_name,
+            field,
+            repr(value)[:_LOGGED_REPR],
+            extra={"generation_id": logs.generation_id.get(), "vendor": vendor_name, "field": field},
+        )
+    return None
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from routing.errors import UpstreamError
+from routing.schema import PASSTHROUGH, ROUTER_FIELDS
 from routing.vendors import http
 from routing.vendors.base import StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter
@@ -131,6 +132,6 @@ class BytePlusAdapter(OpenAIAdapter):
 
     @staticmethod
     def client_error(message: str, code: str, param: str | None) -> UpstreamError:
-        error = UpstreamError(400, message, code=code)
-        error.param = param
-        return error
+        # The vendor's param reaches the client only when it names one of the client's own fields.
+        client_field = param if param in PASSTHROUGH or param in ROUTER_FIELDS else None
+        return UpstreamError(400, message, code=code, param=client_field)

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ops import logs
 from routing.errors import UpstreamError
 from routing.vendors.base import VendorConfig
 from routing.vendors.hosts import ensure_allowed, resolved_refusal
@@ -22,6 +23,7 @@ from routing.vendors.transport import UpstreamTransport
 _clients: dict[int, httpx.AsyncClient] = {}
 # Upper bound on an upstream error body we read to explain a failure.
 MAX_ERROR_BODY = 64 * 1024
+REDACTED = logs.REDACTED
 RETRYABLE_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
@@ -131,10 +133,28 @@ def error_message(payload: Any) -> tuple[str, str | None]:
 
 def redact_credentials(text: str, vendor: VendorConfig) -> str:
     """Remove the vendor's own credentials from text it sent (some vendors echo the key they got)."""
-    for value in vendor.credentials.values():
-        if isinstance(value, str) and len(value) >= 8 and value in text:
-            text = text.replace(value, "[redacted]")
+    for value in _secret_strings(vendor.credentials):
+        if value in text:
+            text = text.replace(value, REDACTED)
     return text
+
+
+def _secret_strings(credentials: dict[str, Any]) -> list[str]:
+    found = []
+    for value in credentials.values():
+        if isinstance(value, dict):  # a service-account key: its key material, not its public fields
+            value = [value.get("private_key"), value.get("private_key_id")]
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and len(item) >= 8:
+                found.append(item)
+    return found
+
+
+def vendor_text(text: str, vendor: VendorConfig) -> str:
+    """``text`` (a vendor's words) with the vendor's credentials and every secret-shaped string
+    the log scrubs (router keys, bearer tokens, vendor key shapes) redacted: fit for the log,
+    the usage record and the admin. Never for a client (see ``UpstreamError``)."""
+    return logs.redact(redact_credentials(text, vendor))
 
 
 def upstream_http_error(vendor: VendorConfig, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
@@ -143,14 +163,14 @@ def upstream_http_error(vendor: VendorConfig, status: int, body: bytes, headers:
     except orjson.JSONDecodeError:
         message, code = "", None
     client_status = vendor_status_to_client(status)
+    prefix = f"Vendor '{vendor.name}' returned HTTP {status}"
     if status in (401, 403):
-        message = f"Vendor '{vendor.name}' rejected the router's credentials (HTTP {status})."
+        prefix = f"Vendor '{vendor.name}' rejected the router's credentials (HTTP {status})"
         code = "vendor_auth_failed"
-    message = redact_credentials(message, vendor)
-    text = f"Vendor '{vendor.name}' returned HTTP {status}" + (f": {message}" if message else ".")
+    text = prefix + (f": {message}" if message else ".")
     return UpstreamError(
         client_status,
-        text,
+        vendor_text(text, vendor),
         code=code or f"upstream_{status}",
         retryable=status in RETRYABLE_STATUSES,
         retry_after=retry_after_seconds(headers),

@@ -13,7 +13,16 @@ import orjson
 
 from routing.errors import UpstreamError
 from routing.vendors import http
-from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
+from routing.vendors.base import (
+    ChunkEvent,
+    Completion,
+    StreamEvent,
+    UpstreamCall,
+    Usage,
+    UsageEvent,
+    VendorAdapter,
+    vendor_token_count,
+)
 from routing.vendors.sse import SseEvent, sse_batches
 
 _CHUNK_EXTRAS = ("system_fingerprint", "service_tier")
@@ -40,14 +49,18 @@ def chunk_extras(fingerprint: Any, tier: Any) -> dict[str, Any] | None:
 _HASHABLE = {str, int, float, bool, type(None)}
 
 
-def usage_from_openai(usage: dict[str, Any]) -> Usage:
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
+def usage_from_openai(usage: dict[str, Any], vendor_name: str) -> Usage:
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
+    completion_details = completion_details if isinstance(completion_details, dict) else {}
     return Usage(
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        cached_tokens=prompt_details.get("cached_tokens") or 0,
-        reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
+        prompt_tokens=vendor_token_count(usage.get("prompt_tokens"), vendor_name, "prompt_tokens"),
+        completion_tokens=vendor_token_count(usage.get("completion_tokens"), vendor_name, "completion_tokens"),
+        cached_tokens=vendor_token_count(prompt_details.get("cached_tokens"), vendor_name, "cached_tokens") or 0,
+        reasoning_tokens=(
+            vendor_token_count(completion_details.get("reasoning_tokens"), vendor_name, "reasoning_tokens") or 0
+        ),
     )
 
 
@@ -129,8 +142,8 @@ class OpenAIAdapter(VendorAdapter):
                 extra = chunk_extras(payload.get("system_fingerprint"), payload.get("service_tier"))
             events.append(ChunkEvent(choices, extra))
         usage = payload.get("usage")
-        if usage:
-            events.append(UsageEvent(usage_from_openai(usage)))
+        if usage and isinstance(usage, dict):
+            events.append(UsageEvent(usage_from_openai(usage, self.vendor.name)))
         return events
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
@@ -168,4 +181,5 @@ class OpenAIAdapter(VendorAdapter):
             )
         usage = payload.get("usage")
         extra = {k: payload[k] for k in _CHUNK_EXTRAS if payload.get(k) is not None} or None
-        return Completion(choices, usage_from_openai(usage) if usage else None, extra)
+        found = usage_from_openai(usage, self.vendor.name) if usage and isinstance(usage, dict) else None
+        return Completion(choices, found, extra)

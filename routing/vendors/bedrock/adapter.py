@@ -124,14 +124,14 @@ class BedrockAdapter(VendorAdapter):
         client_status = http.vendor_status_to_client(status)
         retry_after = http.retry_after_seconds(headers)
         text = (
-            error.message
+            error.detail
             if error
             else f"Vendor '{self.vendor.name}' returned HTTP {status}" + (f": {message}" if message else ".")
         )
         result = UpstreamError(
             client_status,
             text,
-            code=(error.code if error else None) or f"upstream_{status}",
+            code=(error.vendor_code if error else None) or f"upstream_{status}",
             retryable=status in http.RETRYABLE_STATUSES,
             retry_after=retry_after,
             vendor_status=status,
@@ -162,4 +162,4 @@ class BedrockAdapter(VendorAdapter):
             payload = await http.read_json(self.vendor, response)
         if not isinstance(payload, dict) or not isinstance(payload.get("output"), dict):
             raise malformed(self.vendor.name, "an answer without output")
-        return Completion(converse_choices(payload), usage_from_converse(payload.get("usage")))
+        return Completion(converse_choices(payload), usage_from_converse(payload.get("usage"), self.vendor.name))

@@ -14,7 +14,7 @@ import orjson
 
 from routing.errors import invalid
 from routing.schema import ChatRequest
-from routing.vendors.base import Usage
+from routing.vendors.base import Usage, vendor_token_count
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -241,17 +241,16 @@ def _tool_choice(choice: Any) -> dict[str, Any] | None:
     raise invalid("'tool_choice' must be 'auto', 'required', 'none' or a named function.", "tool_choice")
 
 
-def usage_from_converse(usage: Any) -> Usage | None:
+def usage_from_converse(usage: Any, vendor_name: str) -> Usage | None:
     """Converse counts cache reads and writes apart from ``inputTokens``; OpenAI's prompt includes them."""
     if not isinstance(usage, dict):
         return None
-    cache_read = int(usage.get("cacheReadInputTokens") or 0)
-    cache_write = int(usage.get("cacheWriteInputTokens") or 0)
-    input_tokens = usage.get("inputTokens")
-    output_tokens = usage.get("outputTokens")
+    cache_read = vendor_token_count(usage.get("cacheReadInputTokens"), vendor_name, "cacheReadInputTokens") or 0
+    cache_write = vendor_token_count(usage.get("cacheWriteInputTokens"), vendor_name, "cacheWriteInputTokens") or 0
+    input_tokens = vendor_token_count(usage.get("inputTokens"), vendor_name, "inputTokens")
     return Usage(
-        prompt_tokens=int(input_tokens) + cache_read + cache_write if input_tokens is not None else None,
-        completion_tokens=int(output_tokens) if output_tokens is not None else None,
+        prompt_tokens=input_tokens + cache_read + cache_write if input_tokens is not None else None,
+        completion_tokens=vendor_token_count(usage.get("outputTokens"), vendor_name, "outputTokens"),
         cached_tokens=cache_read,
     )
 

@@ -132,7 +132,7 @@ class ConverseStreamDecoder:
         return self.chunk({}, finish_reason(body.get("stopReason")))
 
     def on_metadata(self, body: dict[str, Any]) -> StreamEvent | None:
-        usage = usage_from_converse(body.get("usage"))
+        usage = usage_from_converse(body.get("usage"), self.vendor_name)
         return UsageEvent(usage) if usage is not None else None
 
     HANDLERS = {

@@ -129,7 +129,7 @@ class VertexAdapter(VendorAdapter):
         # Google names the failure in `status` (RESOURCE_EXHAUSTED), Anthropic in `type`.
         named = inner.get("status") or inner.get("type") if isinstance(inner, dict) else None
         if named and error.code != "vendor_auth_failed":
-            error.code = str(named)
+            error.vendor_code = str(named)
         return error
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:

@@ -14,7 +14,15 @@ import orjson
 
 from routing.errors import UpstreamError, invalid
 from routing.vendors import http
-from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent
+from routing.vendors.base import (
+    ChunkEvent,
+    Completion,
+    StreamEvent,
+    UpstreamCall,
+    Usage,
+    UsageEvent,
+    vendor_token_count,
+)
 from routing.vendors.vertex import messages as m
 
 ANTHROPIC_VERSION = "vertex-2023-10-16"
@@ -139,17 +147,23 @@ def _tool_choice(tool_choice: Any, parallel: Any) -> dict[str, Any] | None:
 # -- answers ----------------------------------------------------------------------------------
 
 
-def usage(data: dict[str, Any], *, with_output: bool) -> Usage:
+def usage(data: Any, vendor_name: str, *, with_output: bool) -> Usage:
     """Anthropic usage to router usage: its input excludes cache reads and writes, OpenAI's does not."""
-    prompt = None
-    if data.get("input_tokens") is not None:
-        prompt = sum(
-            data.get(k) or 0 for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-        )
+    if not isinstance(data, dict):
+        return Usage()
+
+    def count(field: str) -> int | None:
+        return vendor_token_count(data.get(field), vendor_name, field)
+
+    prompt = count("input_tokens")
+    cache_read = count("cache_read_input_tokens") or 0
+    if prompt is not None:
+        prompt += cache_read + (count("cache_creation_input_tokens") or 0)
     return Usage(
         prompt_tokens=prompt,
-        completion_tokens=data.get("output_tokens") if with_output else None,
-        cached_tokens=data.get("cache_read_input_tokens") or 0,
+        # message_start's output_tokens is a placeholder: not read there.
+        completion_tokens=count("output_tokens") if with_output else None,
+        cached_tokens=cache_read,
     )
 
 
@@ -169,6 +183,10 @@ def error_from_event(vendor_name: str, error: Any) -> UpstreamError:
     )
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 class StreamState:
     """Turns Anthropic SSE events into router events."""
 
@@ -184,13 +202,13 @@ class StreamState:
             raise error_from_event(self.vendor_name, payload.get("error"))
         if kind == "message_start":
             # Its output_tokens is a placeholder (often 1): only the input figure counts.
-            return [UsageEvent(usage((payload.get("message") or {}).get("usage") or {}, with_output=False))]
+            return [UsageEvent(usage(_dict(payload.get("message")).get("usage"), self.vendor_name, with_output=False))]
         if kind == "content_block_start":
             return self._chunk(self._block_start(payload))
         if kind == "content_block_delta":
             return self._chunk(self._block_delta(payload))
         if kind == "message_delta":
-            events: list[StreamEvent] = [UsageEvent(usage(payload.get("usage") or {}, with_output=True))]
+            events: list[StreamEvent] = [UsageEvent(usage(payload.get("usage"), self.vendor_name, with_output=True))]
             reason = (payload.get("delta") or {}).get("stop_reason")
             if reason:
                 finish = STOP_REASONS.get(reason, "stop")
@@ -255,5 +273,5 @@ def completion(vendor_name: str, payload: Any) -> Completion:
         message["tool_calls"] = calls
     finish = STOP_REASONS.get(str(payload.get("stop_reason")), "stop")
     usage_data = payload.get("usage")
-    found = usage(usage_data, with_output=True) if isinstance(usage_data, dict) else None
+    found = usage(usage_data, vendor_name, with_output=True) if isinstance(usage_data, dict) else None
     return Completion([{"index": 0, "message": message, "finish_reason": finish}], found)

@@ -24,7 +24,15 @@ import orjson
 
 from routing.errors import UpstreamError, invalid
 from routing.vendors import http
-from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent
+from routing.vendors.base import (
+    ChunkEvent,
+    Completion,
+    StreamEvent,
+    UpstreamCall,
+    Usage,
+    UsageEvent,
+    vendor_token_count,
+)
 from routing.vendors.vertex import messages as m
 
 ROLES = {"user": "user", "tool": "user", "function": "user", "assistant": "model"}
@@ -32,6 +40,10 @@ TOOL_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 FILTERED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 _GENERATION = re.compile(r"gemini-(\d+)")
+# Gemini's documented prompt block reasons: only these are repeated to the client.
+BLOCK_REASONS = frozenset(
+    ("BLOCK_REASON_UNSPECIFIED", "SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY")
+)
 
 
 def method(stream: bool) -> str:
@@ -186,13 +198,16 @@ def finish_reason(reason: str, called_functions: bool) -> str:
     return "tool_calls" if called_functions else "stop"
 
 
-def usage(metadata: dict[str, Any]) -> Usage:
-    candidates, thoughts = metadata.get("candidatesTokenCount"), metadata.get("thoughtsTokenCount")
+def usage(metadata: dict[str, Any], vendor_name: str) -> Usage:
+    def count(field: str) -> int | None:
+        return vendor_token_count(metadata.get(field), vendor_name, field)
+
+    candidates, thoughts = count("candidatesTokenCount"), count("thoughtsTokenCount")
     completion = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
     return Usage(
-        prompt_tokens=metadata.get("promptTokenCount"),
+        prompt_tokens=count("promptTokenCount"),
         completion_tokens=completion,
-        cached_tokens=metadata.get("cachedContentTokenCount") or 0,
+        cached_tokens=count("cachedContentTokenCount") or 0,
         reasoning_tokens=thoughts or 0,
     )
 
@@ -217,7 +232,10 @@ def _blocked(vendor_name: str, payload: dict[str, Any]) -> UpstreamError | None:
         return None
     reason = feedback["blockReason"]
     return UpstreamError(
-        400, f"Vendor '{vendor_name}' blocked the prompt ({reason}); nothing was generated.", code="content_filter"
+        400,
+        f"Vendor '{vendor_name}' blocked the prompt ({reason}); nothing was generated.",
+        code="content_filter",
+        note=f"block reason {reason}" if reason in BLOCK_REASONS else None,
     )
 
 
@@ -252,8 +270,8 @@ class StreamState:
         if blocked:
             raise blocked
         events: list[StreamEvent] = []
-        if payload.get("usageMetadata"):
-            events.append(UsageEvent(usage(payload["usageMetadata"])))
+        if payload.get("usageMetadata") and isinstance(payload["usageMetadata"], dict):
+            events.append(UsageEvent(usage(payload["usageMetadata"], self.vendor_name)))
         candidate = (payload.get("candidates") or [{}])[0]
         delta = self._delta((candidate.get("content") or {}).get("parts") or [])
         if delta:
