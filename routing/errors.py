@@ -68,10 +68,11 @@ UPSTREAM_MESSAGES: dict[str, str] = {
     "vendor_auth_failed": "The vendor rejected the router's credentials; the operator must fix them.",
     "upstream_model_unavailable": "The vendor does not serve the model configured for this deployment.",
     "unsupported_upstream_model": "This deployment's upstream model is not supported by its vendor.",
-    "vendor_account_overdue": "The vendor refused the request: the operator's account with it has an overdue balance.",
-    "vendor_access_denied": "The vendor refused the request: the operator's account may not use this model.",
-    "vendor_insufficient_credits": "The vendor refused the request: the operator's account is out of credits.",
+    "vendor_account_refused": "The vendor refused the request for a reason on the operator's side; the operator must resolve it.",
 }
+# Refusals that describe the operator's account with the vendor (a balance, credits, access):
+# the client gets one code for all of them; the specific one stays in ``vendor_code``.
+_ACCOUNT_CODES = frozenset({"vendor_account_overdue", "vendor_access_denied", "vendor_insufficient_credits"})
 # The class code of a client status when the failure has no code of the router's own.
 _CLASS_CODES = {400: "upstream_invalid_request", 429: "upstream_rate_limited", 504: "upstream_timeout"}
 # A note is the router's own qualifier (a phase, a filter category): short words only.
@@ -82,6 +83,8 @@ def upstream_code(status: int, code: str | None) -> str:
     """Return the router's stable code for a vendor failure with client ``status`` and ``code``."""
     if code in UPSTREAM_MESSAGES:
         return code
+    if code in _ACCOUNT_CODES:
+        return "vendor_account_refused"
     return _CLASS_CODES.get(status, "upstream_error")
 
 

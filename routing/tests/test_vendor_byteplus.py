@@ -95,8 +95,8 @@ def test_more_than_four_stop_sequences_never_reach_the_vendor(byteplus, fake_byt
         ("RateLimitExceeded.EndpointRPMExceeded", 429, "upstream_rate_limited"),
         ("RateLimitExceeded.EndpointTPMExceeded", 429, "upstream_rate_limited"),
         ("AuthenticationError", 502, "vendor_auth_failed"),
-        ("AccountOverdueError", 502, "vendor_account_overdue"),
-        ("AccessDenied", 502, "vendor_access_denied"),
+        ("AccountOverdueError", 502, "vendor_account_refused"),
+        ("AccessDenied", 502, "vendor_account_refused"),
         ("InvalidEndpoint.NotFound", 502, "upstream_model_unavailable"),
         ("InvalidEndpointOrModel.NotFound", 502, "upstream_model_unavailable"),
         ("SensitiveContentDetected", 400, "content_filter"),
@@ -118,6 +118,10 @@ def test_error_codes_before_the_first_token(byteplus, fake_byteplus, code, statu
     assert (record.status, record.http_status, record.error_code) == ("error", status, client_code)
     if client_code in ("upstream_rate_limited", "upstream_invalid_request", "upstream_error"):
         assert record.attempts[0]["vendor_code"] == code
+    if client_code == "vendor_account_refused":
+        # What is wrong with the operator's account is the operator's to read, not the client's.
+        assert record.attempts[0]["vendor_code"] in ("vendor_account_overdue", "vendor_access_denied")
+        assert "overdue" not in response.text.lower() and "denied" not in response.text.lower()
     if code == "AuthenticationError":
         assert "credentials" in record.error_message and "API key" in record.error_message
 

@@ -92,7 +92,7 @@ def test_tool_call_round_trip(onerouter, fake_onerouter, stream):
     [
         (400, 400, "upstream_invalid_request"),
         (401, 502, "vendor_auth_failed"),
-        (402, 502, "vendor_insufficient_credits"),
+        (402, 502, "vendor_account_refused"),
         (408, 504, "upstream_timeout"),
         (429, 429, "upstream_rate_limited"),
         (503, 502, "upstream_error"),
@@ -108,6 +108,9 @@ def test_errors_before_the_first_token_keep_the_status(onerouter, fake_onerouter
     assert KEY not in response.text
     record = onerouter.record(response.headers["x-generation-id"])
     assert (record.status, record.http_status, record.attempts[0]["vendor_status"]) == ("error", status, vendor_code)
+    if client_code == "vendor_account_refused":
+        assert record.attempts[0]["vendor_code"] == "vendor_insufficient_credits"
+        assert "credits" not in response.text
 
 
 def test_mid_stream_error_event_becomes_the_router_error_chunk(onerouter, fake_onerouter):
