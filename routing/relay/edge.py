@@ -125,13 +125,10 @@ class BodyGuard:
 
 def _meta_header(scope: Scope, meta_name: str) -> str | None:
     """A header by its Django META name (``HTTP_X_FORWARDED_PROTO``), as Django's ASGIRequest
-    builds it: dashes and underscores alike, several occurrences joined with commas."""
-    wanted = meta_name.removeprefix("HTTP_")
-    values = [
-        value.decode("latin-1")
-        for name, value in scope.get("headers", ())
-        if name.decode("latin-1").upper().replace("-", "_") == wanted
-    ]
+    builds it: names with an underscore ignored (``x_forwarded_proto`` could spoof
+    ``x-forwarded-proto``), several occurrences joined with commas."""
+    wanted = meta_name.removeprefix("HTTP_").lower().replace("_", "-").encode("latin-1")
+    values = [value.decode("latin-1") for name, value in scope.get("headers", ()) if name == wanted]
     return ",".join(values) if values else None
 
 
