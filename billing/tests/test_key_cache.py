@@ -90,6 +90,6 @@ def test_a_revoked_key_is_refused_at_once_in_this_process(db):
 def test_cache_off_remembers_nothing(db):
     with override_settings(SIRAYA_KEY_CACHE_SECONDS=0, SIRAYA_KEY_CACHE_MISS_SECONDS=0):
         lookup(unknown_hash())
-        api_key, plaintext = api_key_create("uncached")
+        _, plaintext = api_key_create("uncached")
         lookup(keys.hash_key(plaintext))
     assert selectors._cache.sizes() == (0, 0)

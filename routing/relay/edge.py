@@ -63,14 +63,17 @@ def too_slow(seconds: float) -> RouterError:
     )
 
 
-async def refuse(send: Send, path: str, error: RouterError) -> None:
-    """Answer a refused request: the API's error JSON under /v1/, plain text elsewhere."""
+def refusal_body(path: str, error: RouterError) -> tuple[bytes, bytes]:
+    """The body and content type of a refusal: the API's error JSON under /v1/, plain text elsewhere."""
     if is_api(path):
-        headers = [(b"content-type", b"application/json")]
-        body = error.json()
-    else:
-        headers = [(b"content-type", b"text/plain; charset=utf-8")]
-        body = error.message.encode() + b"\n"
+        return error.json(), b"application/json"
+    return error.message.encode() + b"\n", b"text/plain; charset=utf-8"
+
+
+async def refuse(send: Send, path: str, error: RouterError) -> None:
+    """Answer a refused request (``refusal_body``)."""
+    body, content_type = refusal_body(path, error)
+    headers = [(b"content-type", content_type)]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})

@@ -1,4 +1,5 @@
-"""Request bodies on every path, under the production runner (uvicorn, ``siraya_site.serve``).
+"""Request bodies on every path, under the production runner (uvicorn, ``siraya_site.serve``)
+and under daphne (development).
 
 Over real loopback sockets: a body over its path's limit is refused with 413 without being read
 (the server reads at most about the limit, so the client's socket is still writing when the
@@ -43,16 +44,18 @@ class Edge:
         return sock
 
 
-@pytest.fixture(scope="module")
-def edge_server(django_db_setup, django_db_blocker):
+@pytest.fixture(scope="module", params=["uvicorn", "daphne"])
+def edge_server(request, django_db_setup, django_db_blocker):
+    """The production runner, and daphne (``make run``: there twisted reads the body, and
+    ``ops.http_errors`` applies the same limits while it does)."""
     server = start_server(
         {
             "SIRAYA_MAX_FORM_BODY_BYTES": str(FORM_LIMIT),
             "SIRAYA_MAX_BODY_BYTES": str(API_LIMIT),
             "SIRAYA_BODY_READ_SECONDS": str(READ_SECONDS),
         },
-        argv=SERVE,
-        name="edge",
+        argv=SERVE if request.param == "uvicorn" else None,
+        name=f"edge-{request.param}",
     )
     yield server
     server.stop()
@@ -202,13 +205,18 @@ def test_body_within_the_deadline_and_the_limit_is_served(edge):
     assert orjson.loads(answer.body)["error"]["code"] == "model_not_found"
 
 
-def test_bad_key_gets_401_without_its_body_being_read(edge):
+def test_bad_key_gets_401_without_its_body_being_read(edge, edge_server):
     with edge.connect() as sock:
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer sk-siraya-nope\r\n"
             b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
         )
         answer = read_answer(sock)  # no byte of the body was sent
-    assert answer.status == 401
-    assert orjson.loads(answer.body)["error"]["code"] == "invalid_api_key"
+    if "siraya_site.serve" in edge_server.process.args:  # uvicorn
+        assert answer.status == 401
+        assert orjson.loads(answer.body)["error"]["code"] == "invalid_api_key"
+    else:
+        # daphne hands a request to the application only once its body is in: the key is
+        # checked after the body (within its limit and deadline), never before.
+        assert answer.status == 408
     assert answer.closed

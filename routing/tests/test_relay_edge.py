@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
-from django.core.exceptions import DisallowedHost
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
