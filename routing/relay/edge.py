@@ -13,6 +13,7 @@ applied here too, with the same settings: ``ALLOWED_HOSTS``, ``SECURE_SSL_REDIRE
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -165,7 +166,14 @@ def host_allowed(scope: Scope) -> bool:
     allowed_hosts = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed_hosts:
         allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
-    domain, _ = split_domain_port(_raw_host(scope))
+    return _host_verdict(_raw_host(scope), tuple(allowed_hosts))
+
+
+@functools.lru_cache(maxsize=256)
+def _host_verdict(host: str, allowed_hosts: tuple[str, ...]) -> bool:
+    # Cached: a client sends the same Host on every request, and the check costs more than
+    # the rest of the edge together.
+    domain, _ = split_domain_port(host)
     return bool(domain and validate_host(domain, allowed_hosts))
 
 

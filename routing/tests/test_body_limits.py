@@ -182,8 +182,8 @@ def test_chunked_body_over_the_limit_is_refused_while_it_streams_in(edge, path):
 @pytest.mark.parametrize("path", PATHS)
 def test_body_dripped_slower_than_the_deadline_gets_408_and_is_closed(edge, path):
     with edge.connect() as sock:
+        started = time.monotonic()  # before the server can see the request and start its clock
         sock.sendall(edge.head(path, "Content-Length: 1000"))
-        started = time.monotonic()
         writer = Writer(sock, (b" " for _ in range(1000)), pause=0.1)  # 100 s to send it all
         writer.start()
         answer = read_answer(sock)
