@@ -173,6 +173,7 @@ def test_exempt_path_is_served_over_plain_http():
 def django_hsts(scheme: str) -> bytes | None:
     request = ASGIRequest(scope_for([(b"host", b"localhost")], scheme=scheme), io.BytesIO(b""))
     response = SecurityMiddleware(lambda request: HttpResponse())(request)
+    assert isinstance(response, HttpResponse)
     value = response.headers.get("Strict-Transport-Security")
     return None if value is None else value.encode()
 
