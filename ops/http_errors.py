@@ -11,6 +11,7 @@ twisted does (the rest of such a request cannot be trusted).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from routing.errors import RouterError
 from routing.relay import edge
@@ -81,7 +82,8 @@ def _install_body_limits(http: Any) -> None:
     handle_content_chunk = http.Request.handleContentChunk
 
     def headers_received(channel: Any) -> None:
-        path = channel._path.split(b"?", 1)[0].decode("latin-1")
+        # As daphne builds the scope's path (percent-decoded), so the limit is the one its path gets.
+        path = unquote(channel._path.split(b"?", 1)[0].decode("latin-1"))
         limit = edge.body_limit(path)
         channel._siraya_path, channel._siraya_limit, channel._siraya_size = path, limit, 0
         channel._siraya_refused, channel._siraya_timer = False, None

@@ -14,9 +14,11 @@ from typing import Any
 
 import orjson
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.asgi import get_asgi_application
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 from django.test import override_settings
@@ -73,7 +75,15 @@ def exchange(scope: dict[str, Any], body: bytes = BODY) -> Exchange:
         else:
             seen.body += message.get("body", b"")
 
-    asyncio.run(serve_http(get_asgi_application(), scope, receive, send))
+    async def serve() -> None:
+        try:
+            await serve_http(get_asgi_application(), scope, receive, send)
+        finally:
+            # The key lookup's database thread keeps its connection (CONN_MAX_AGE): close it,
+            # or the test database cannot be dropped at the end of the run.
+            await sync_to_async(connections.close_all)()
+
+    asyncio.run(serve())
     return seen
 
 
