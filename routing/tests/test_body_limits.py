@@ -220,3 +220,20 @@ def test_bad_key_gets_401_without_its_body_being_read(edge, edge_server):
         # checked after the body (within its limit and deadline), never before.
         assert answer.status == 408
     assert answer.closed
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_form_body_at_the_limit_reaches_django(edge, framing):
+    body = b"username=staff&password=" + b"p" * (FORM_LIMIT - 24)
+    assert len(body) == FORM_LIMIT
+    head = b"POST /admin/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n" + (
+        b"Content-Length: %d\r\n\r\n" % len(body) if framing == "length" else b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    if framing == "chunked":
+        body = b"".join(b"%x\r\n" % len(part) + part + b"\r\n" for part in (body[:4000], body[4000:])) + b"0\r\n\r\n"
+    with edge.connect() as sock:
+        sock.sendall(head + body)
+        answer = read_answer(sock, keep_alive=True)
+    # Django read the form and answered it itself: the login form wants its CSRF token.
+    assert answer.status == 403, answer
+    assert answer.headers["content-type"].startswith("text/html")
