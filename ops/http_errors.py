@@ -82,8 +82,10 @@ def _install_body_limits(http: Any) -> None:
     handle_content_chunk = http.Request.handleContentChunk
 
     def headers_received(channel: Any) -> None:
-        # As daphne builds the scope's path (percent-decoded), so the limit is the one its path gets.
-        path = unquote(channel._path.split(b"?", 1)[0].decode("latin-1"))
+        # As daphne builds the scope's path (percent-decoded), so the limit is the one its path
+        # gets. ``_path`` is twisted's own: should a release rename it, the API's limit applies.
+        raw = getattr(channel, "_path", None)
+        path = edge.API_PREFIX if raw is None else unquote(raw.split(b"?", 1)[0].decode("latin-1"))
         limit = edge.body_limit(path)
         channel._siraya_path, channel._siraya_limit, channel._siraya_size = path, limit, 0
         channel._siraya_refused, channel._siraya_timer = False, None
