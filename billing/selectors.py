@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -35,13 +37,63 @@ class KeyInfo:
     limit_reset: str = "never"
 
 
-# key hash -> (KeyInfo or None for unknown, monotonic expiry)
-_cache: dict[str, tuple[KeyInfo | None, float]] = {}
-_CACHE_MAX = 100_000
+class KeyCache:
+    """Recent key lookups, bounded: known keys and misses are two LRU tables of ``size`` entries.
+
+    Kept apart so that a spray of unknown keys evicts only older misses, never a key in use,
+    and a remembered miss spares the database a query per repeated unknown key. Read on the
+    event loop and written from the database thread, hence the lock.
+    """
+
+    def __init__(self) -> None:
+        # key hash -> (KeyInfo, or None for a miss; monotonic expiry)
+        self._known: OrderedDict[str, tuple[KeyInfo | None, float]] = OrderedDict()
+        self._misses: OrderedDict[str, tuple[KeyInfo | None, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> tuple[bool, KeyInfo | None]:
+        now = time.monotonic()
+        with self._lock:
+            for table in (self._known, self._misses):
+                entry = table.get(key_hash)
+                if entry is None:
+                    continue
+                if entry[1] <= now:
+                    del table[key_hash]
+                    return False, None
+                table.move_to_end(key_hash)
+                return True, entry[0]
+        return False, None
+
+    def put(self, key_hash: str, info: KeyInfo | None, seconds: float, size: int) -> None:
+        table, other = (self._known, self._misses) if info is not None else (self._misses, self._known)
+        with self._lock:
+            other.pop(key_hash, None)
+            table[key_hash] = (info, time.monotonic() + seconds)
+            table.move_to_end(key_hash)
+            while len(table) > size:
+                table.popitem(last=False)
+
+    def forget(self, key_hash: str) -> None:
+        with self._lock:
+            self._known.pop(key_hash, None)
+            self._misses.pop(key_hash, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._known.clear()
+            self._misses.clear()
+
+    def sizes(self) -> tuple[int, int]:
+        """How many known keys and misses are held."""
+        return len(self._known), len(self._misses)
+
+
+_cache = KeyCache()
 
 
 def api_key_cache_forget(key_hash: str) -> None:
-    _cache.pop(key_hash, None)
+    _cache.forget(key_hash)
 
 
 def _lookup(key_hash: str) -> KeyInfo | None:
@@ -64,20 +116,17 @@ def _lookup(key_hash: str) -> KeyInfo | None:
 
 
 def api_key_cached(key_hash: str) -> tuple[bool, KeyInfo | None]:
-    """Return (hit, info) from the in-process cache without touching the database."""
-    entry = _cache.get(key_hash)
-    if entry is not None and entry[1] > time.monotonic():
-        return True, entry[0]
-    return False, None
+    """Return (hit, info) from the in-process cache without touching the database (info None: a miss)."""
+    return _cache.get(key_hash)
 
 
 def api_key_load(key_hash: str) -> KeyInfo | None:
     info = _lookup(key_hash)
-    ttl = settings.SIRAYA_KEY_CACHE_SECONDS
-    if ttl > 0:
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[key_hash] = (info, time.monotonic() + ttl)
+    # A key is created with a new random secret, so no miss can have been remembered for it:
+    # remembering misses never delays a new key.
+    seconds = settings.SIRAYA_KEY_CACHE_SECONDS if info is not None else settings.SIRAYA_KEY_CACHE_MISS_SECONDS
+    if seconds > 0:
+        _cache.put(key_hash, info, seconds, settings.SIRAYA_KEY_CACHE_SIZE)
     return info
 
 

@@ -1,4 +1,5 @@
-"""OpenAI-shaped answers to requests refused by the HTTP parser itself (twisted, under daphne).
+"""Under daphne (twisted): OpenAI-shaped answers to requests refused by the HTTP parser itself,
+and the edge's body limits applied while twisted reads a body (see the second half).
 
 Twisted refuses malformed requests before any application sees them: a header line or all
 headers over 16 KiB, more than 500 headers, control bytes in a header, a bad request line. Its answer is a
@@ -10,8 +11,10 @@ twisted does (the rest of such a request cannot be trusted).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from routing.errors import RouterError
+from routing.relay import edge
 
 _ERROR = RouterError(
     400, "The request's line or headers are malformed or too large (16 KiB, 500 headers at most).", code="bad_request"
@@ -35,3 +38,81 @@ def install() -> None:
         http.HTTPChannel._respondToBadRequestAndDisconnect = _respond_and_disconnect  # type: ignore[method-assign]
     # One line over 16 KiB: LineReceiver's default just drops the connection without a word.
     http.HTTPChannel.lineLengthExceeded = lambda channel, line: _respond_and_disconnect(channel)  # type: ignore[method-assign]
+    _install_body_limits(http)
+
+
+# -- request bodies under daphne --------------------------------------------------------------
+#
+# Twisted reads a whole request body (into a temporary file past 100 kB) before daphne hands
+# the request to the application, so the body limit and the read deadline of
+# ``routing.relay.edge`` would come too late under daphne: a multi-gigabyte POST would fill
+# the disk and a dripped body would hold its connection for ever. The same limits are applied
+# here, while twisted parses the body: Content-Length over the path's limit refused before a
+# byte of it is read, a chunked body refused once over, a body still incomplete after
+# SIRAYA_BODY_READ_SECONDS refused with 408; each answered as the edge answers, then closed.
+
+
+def _refuse_body(channel: Any, error: RouterError) -> None:
+    if getattr(channel, "_siraya_refused", False):
+        return
+    channel._siraya_refused = True
+    _cancel_body_timer(channel)
+    body, content_type = edge.refusal_body(channel._siraya_path, error)
+    reason = {408: b"Request Timeout", 413: b"Payload Too Large"}.get(error.status, b"Error")
+    channel.transport.write(
+        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\nconnection: close\r\ncontent-length: %d\r\n\r\n"
+        % (error.status, reason, content_type, len(body))
+        + body
+    )
+    channel.loseConnection()
+
+
+def _cancel_body_timer(channel: Any) -> None:
+    timer = getattr(channel, "_siraya_timer", None)
+    if timer is not None and timer.active():
+        timer.cancel()
+    channel._siraya_timer = None
+
+
+def _install_body_limits(http: Any) -> None:
+    from django.conf import settings
+
+    all_headers_received = http.HTTPChannel.allHeadersReceived
+    all_content_received = http.HTTPChannel.allContentReceived
+    handle_content_chunk = http.Request.handleContentChunk
+
+    def headers_received(channel: Any) -> None:
+        # As daphne builds the scope's path (percent-decoded), so the limit is the one its path
+        # gets. ``_path`` is twisted's own: should a release rename it, the API's limit applies.
+        raw = getattr(channel, "_path", None)
+        path = edge.API_PREFIX if raw is None else unquote(raw.split(b"?", 1)[0].decode("latin-1"))
+        limit = edge.body_limit(path)
+        channel._siraya_path, channel._siraya_limit, channel._siraya_size = path, limit, 0
+        channel._siraya_refused, channel._siraya_timer = False, None
+        if channel.length is not None and channel.length > limit:
+            _refuse_body(channel, edge.too_large(limit))
+            return
+        all_headers_received(channel)
+        if channel.length != 0:  # a body follows (declared, or chunked: None)
+            seconds = settings.SIRAYA_BODY_READ_SECONDS
+            channel._siraya_timer = channel.callLater(seconds, lambda: _refuse_body(channel, edge.too_slow(seconds)))
+
+    def content_chunk(request: Any, data: bytes) -> None:
+        channel = request.channel
+        if getattr(channel, "_siraya_refused", False):
+            return  # the rest of a buffer already read when the body was refused
+        channel._siraya_size += len(data)
+        if channel._siraya_size > channel._siraya_limit:
+            _refuse_body(channel, edge.too_large(channel._siraya_limit))
+            return
+        handle_content_chunk(request, data)
+
+    def content_received(channel: Any) -> None:
+        _cancel_body_timer(channel)
+        if getattr(channel, "_siraya_refused", False):
+            return  # answered already: the application never sees this request
+        all_content_received(channel)
+
+    http.HTTPChannel.allHeadersReceived = headers_received
+    http.HTTPChannel.allContentReceived = content_received
+    http.Request.handleContentChunk = content_chunk

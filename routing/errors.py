@@ -68,6 +68,7 @@ UPSTREAM_MESSAGES: dict[str, str] = {
     "vendor_auth_failed": "The vendor rejected the router's credentials; the operator must fix them.",
     "upstream_model_unavailable": "The vendor does not serve the model configured for this deployment.",
     "unsupported_upstream_model": "This deployment's upstream model is not supported by its vendor.",
+    "vendor_host_refused": "The vendor is configured with an address this router does not send requests to.",
     "vendor_account_refused": "The vendor refused the request for a reason on the operator's side; the operator must resolve it.",
 }
 # Refusals that describe the operator's account with the vendor (a balance, credits, access):

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from routing.errors import RouterError, invalid
+from routing.errors import invalid
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 # Parameters forwarded to OpenAI-compatible vendors as they are.
@@ -241,7 +241,3 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         models=list(models or []),
         provider=provider,
     )
-
-
-def too_large(limit: int) -> RouterError:
-    return RouterError(413, f"Request body is larger than {limit} bytes.", code="request_too_large")

@@ -177,7 +177,12 @@ SIRAYA_REDIS_PREFIX = env.str("SIRAYA_REDIS_PREFIX", default="siraya:")
 
 # The router's own knobs.
 SIRAYA_KEEPALIVE_SECONDS = env.float("SIRAYA_KEEPALIVE_SECONDS", default=10.0)
+# Largest request body under /v1/ (413 above); every other path (admin and login forms) gets
+# SIRAYA_MAX_FORM_BODY_BYTES, checked before Django spools the body (routing.relay.edge).
 SIRAYA_MAX_BODY_BYTES = env.int("SIRAYA_MAX_BODY_BYTES", default=4 * 1024 * 1024)
+SIRAYA_MAX_FORM_BODY_BYTES = env.int("SIRAYA_MAX_FORM_BODY_BYTES", default=1024 * 1024)
+# Seconds a request body may take to arrive in full (408 and the connection closed after).
+SIRAYA_BODY_READ_SECONDS = env.float("SIRAYA_BODY_READ_SECONDS", default=30.0)
 SIRAYA_CONNECT_TIMEOUT = env.float("SIRAYA_CONNECT_TIMEOUT", default=10.0)
 SIRAYA_FIRST_BYTE_TIMEOUT = env.float("SIRAYA_FIRST_BYTE_TIMEOUT", default=120.0)
 SIRAYA_IDLE_TIMEOUT = env.float("SIRAYA_IDLE_TIMEOUT", default=120.0)
@@ -187,6 +192,10 @@ SIRAYA_COOLDOWN_WINDOW_SECONDS = env.float("SIRAYA_COOLDOWN_WINDOW_SECONDS", def
 SIRAYA_COOLDOWN_SECONDS = env.float("SIRAYA_COOLDOWN_SECONDS", default=30.0)
 # Seconds a verified API key stays in the in-process cache (revocation takes effect within it).
 SIRAYA_KEY_CACHE_SECONDS = env.float("SIRAYA_KEY_CACHE_SECONDS", default=5.0)
+# Seconds an unknown key's miss is remembered (no database query per sprayed key).
+SIRAYA_KEY_CACHE_MISS_SECONDS = env.float("SIRAYA_KEY_CACHE_MISS_SECONDS", default=1.0)
+# Entries the key cache holds: this many known keys and, apart, this many recent misses (LRU).
+SIRAYA_KEY_CACHE_SIZE = env.int("SIRAYA_KEY_CACHE_SIZE", default=10_000)
 # Seconds a model route (prices, deployments) stays cached in process; see routing.routes.
 SIRAYA_ROUTE_CACHE_SECONDS = env.float("SIRAYA_ROUTE_CACHE_SECONDS", default=1.0)
 # Seconds a request's credit hold counts against its key; a hold left by a killed process

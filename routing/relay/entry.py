@@ -12,7 +12,7 @@ from django.conf import settings
 
 from ops import logs, metrics
 from routing.errors import RouterError
-from routing.relay import lifecycle, wire
+from routing.relay import edge, lifecycle, wire
 from routing.relay.flow import StatusSend
 from routing.relay.handler import Receive, Relay, Scope, Send
 from routing.vendors import http
@@ -34,38 +34,51 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _method_not_allowed(send: Send) -> None:
-    error = RouterError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed")
-    await send(wire.start(405, [*wire.error_response_headers(error, None), (b"allow", b"POST")]))
-    await send(wire.body(error.json()))
+async def _refuse_chat(send: Send, refusal: RouterError | None) -> None:
+    """Answer a request the relay may not serve: ``refusal``, or 405 for a method other than POST."""
+    if refusal is None:
+        refusal = RouterError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed")
+        headers = [*wire.error_response_headers(refusal, None), (b"allow", b"POST")]
+    else:
+        headers = wire.error_response_headers(refusal, None)
+    await send(wire.start(refusal.status, headers))
+    await send(wire.body(refusal.json()))
 
 
-async def _http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve_http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one HTTP request; count it and write its access log line (with its generation id)."""
     started = time.monotonic()
-    status = 0
+    answering: Relay | StatusSend | None = None
     logs.generation_id.set(None)
     try:
-        if scope["path"] in CHAT_PATHS and scope["method"] == "POST":
-            # The relay gets the server's own send (no wrapper per chunk) and keeps its status.
-            relay = Relay(scope, receive, send)
-            try:
-                await relay.run()
-            finally:
-                status = relay.status
+        if scope["path"] not in CHAT_PATHS:
+            answering = StatusSend(send)
+            await _django(django_app, scope, receive, answering)
+        elif (refusal := edge.transport_refusal(scope)) is not None or scope["method"] != "POST":
+            # The relay's path under the host and HTTPS rules Django applies to the others.
+            answering = StatusSend(send)
+            await _refuse_chat(answering, refusal)
         else:
-            observed = StatusSend(send)
-            try:
-                if scope["path"] in CHAT_PATHS:
-                    await _method_not_allowed(observed)
-                else:
-                    await django_app(scope, receive, observed)
-            finally:
-                status = observed.status
+            # The relay gets the server's own send (no wrapper per chunk) and keeps its status.
+            answering = Relay(scope, receive, send, edge.hsts_headers(scope))
+            await answering.run()
     finally:
+        status = 0 if answering is None else answering.status
         metrics.request_answered(scope["path"], status or 499)
         if access_logger.isEnabledFor(logging.INFO):
             _access_log(scope, status, started)
+
+
+async def _django(django_app: Any, scope: Scope, receive: Receive, send: StatusSend) -> None:
+    """Django's paths, their request body capped and given a deadline before Django spools it."""
+    limit = edge.body_limit(scope["path"])
+    if edge.declared_length(scope) > limit:
+        await edge.refuse(send, scope["path"], edge.too_large(limit))
+        return
+    guarded = edge.BodyGuard(receive, limit, settings.SIRAYA_BODY_READ_SECONDS)
+    await django_app(scope, guarded, send)
+    if guarded.refusal is not None and not send.status:
+        await edge.refuse(send, scope["path"], guarded.refusal)
 
 
 def _access_log(scope: Scope, status: int, started: float) -> None:
@@ -106,7 +119,7 @@ def router_application(django_app: Any) -> Any:
             if scope["path"] == "/debug/tasks" and settings.SIRAYA_DEBUG_ENDPOINTS:
                 await _debug_tasks(send)
             else:
-                await _http(django_app, scope, receive, send)
+                await serve_http(django_app, scope, receive, send)
         elif kind == "lifespan":
             await _lifespan(receive, send)
         else:

@@ -31,17 +31,21 @@ class ClientStalled(Exception):
 
 
 class StatusSend:
-    """ASGI ``send`` that remembers the response's status (0 until the headers are sent)."""
+    """ASGI ``send`` that remembers the response's status (0 until the headers are sent) and adds
+    ``headers`` to the response's own (HSTS on the relay's path: ``routing.relay.edge``)."""
 
-    __slots__ = ("_raw", "status")
+    __slots__ = ("_headers", "_raw", "status")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self._raw = send
+        self._headers = headers
         self.status = 0
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            if self._headers:
+                message = {**message, "headers": [*message["headers"], *self._headers]}
         await self._raw(message)
 
 
@@ -53,8 +57,10 @@ class StallGuard(StatusSend):
 
     __slots__ = ("_flow", "_loop", "_on_stall", "_seconds", "_sender", "_since", "_timer", "stalled")
 
-    def __init__(self, send: Send, seconds: float, on_stall: Callable[[], None]) -> None:
-        super().__init__(send)
+    def __init__(
+        self, send: Send, seconds: float, on_stall: Callable[[], None], headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        super().__init__(send, headers)
         # uvicorn's flow control, when ``send`` is uvicorn's own: its send waits only while
         # ``write_paused`` is set, so a send made while it is clear cannot stall and needs no
         # watchdog (no timer per open stream). Any other server: every body send is watched.

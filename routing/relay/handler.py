@@ -44,10 +44,10 @@ from lib.redisclient import RedisUnavailable
 from ops import logs, metrics
 from routing.errors import RouterError, UpstreamError, limiter_unavailable
 from routing.health import cooldowns
-from routing.relay import lifecycle, wire
+from routing.relay import edge, lifecycle, wire
 from routing.relay.checkpoint import DeliveryMeter, choice_token_limit, clip_answer, limit_counts_reasoning
 from routing.relay.flow import ClientStalled, Deadline, StallGuard
-from routing.schema import ChatRequest, parse_chat_request, too_large
+from routing.schema import ChatRequest, parse_chat_request
 from routing.selection import attempt_plan, fallback_allowed, provider_vendors
 from routing.selectors import ModelRoute, Target
 from routing.vendors import adapter_for, http
@@ -83,10 +83,13 @@ class Relay:
         "receive", "scope", "started", "t0", "task", "usage",
     )  # fmt: skip
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        """``headers`` go on the response whatever it is (HSTS: ``routing.relay.edge``)."""
         self.scope = scope
         self.receive = receive
-        self._send = StallGuard(send, settings.SIRAYA_CLIENT_STALL_SECONDS, self.note_stalled)
+        self._send = StallGuard(send, settings.SIRAYA_CLIENT_STALL_SECONDS, self.note_stalled, headers)
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time()
         self.generation_id: str | None = None
@@ -116,11 +119,14 @@ class Relay:
 
     async def run(self) -> None:
         try:
-            body = await self.read_body()
+            # The key first: a request with a bad key costs no body read, however large its body.
             key = await self.authenticate()
+            body = await self.read_body()
         except ClientGone:
             return
         except RouterError as error:
+            # Refused before its body was read to the end: the connection cannot carry another request.
+            error.headers.setdefault("connection", "close")
             await self.send_error(error)
             return
         except Exception:
@@ -207,23 +213,28 @@ class Relay:
         await self.send_error(error)
 
     async def read_body(self) -> bytes:
+        """The request body, refused over its limit (413) or when it takes too long to arrive (408)."""
         limit = settings.SIRAYA_MAX_BODY_BYTES
-        for name, value in self.scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise too_large(limit)
+        if edge.declared_length(self.scope) > limit:
+            raise edge.too_large(limit)
         parts: list[bytes] = []
         size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            part = message.get("body", b"")
-            size += len(part)
-            if size > limit:
-                raise too_large(limit)
-            parts.append(part)
-            if not message.get("more_body", False):
-                return b"".join(parts)
+        seconds = settings.SIRAYA_BODY_READ_SECONDS
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    message = await self.receive()
+                    if message["type"] == "http.disconnect":
+                        raise ClientGone
+                    part = message.get("body", b"")
+                    size += len(part)
+                    if size > limit:
+                        raise edge.too_large(limit)
+                    parts.append(part)
+                    if not message.get("more_body", False):
+                        return b"".join(parts)
+        except TimeoutError:
+            raise edge.too_slow(seconds) from None
 
     async def authenticate(self) -> KeyInfo:
         authorization = ""

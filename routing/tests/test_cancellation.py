@@ -80,7 +80,7 @@ def test_cancel_during_non_streaming_wait(cast, fake_openai):
     host, port = cast.url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
     sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         + f"Authorization: Bearer {cast.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
         + body
     )
