@@ -67,6 +67,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def dechunk(data: bytes) -> bytes:
+    """The payload of an HTTP/1.1 chunked body."""
+    out = b""
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return out
+
+
 def database_url() -> str:
     """The URL of the test database, for a server process to use."""
     s = connection.settings_dict

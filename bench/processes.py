@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,10 +129,10 @@ def start_vendor(env: dict[str, str], workdir: Path) -> Process:
     raise RuntimeError(f"fake vendor did not start:\n{vendor.log()}")
 
 
-def prepare_database(env: dict[str, str], vendor_url: str) -> str:
-    """Migrate the benchmark database, add the vendor, models and a key; return the key."""
+def prepared(env: dict[str, str], command: list[str]) -> Any:
+    """Run a set-up command (``python -m <command>``) and return the JSON of its last line."""
     result = subprocess.run(
-        [sys.executable, "-m", "bench.prepare", vendor_url + "/v1"],
+        [sys.executable, "-m", *command],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -141,7 +142,12 @@ def prepare_database(env: dict[str, str], vendor_url: str) -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(f"preparing the benchmark database failed:\n{result.stdout}\n{result.stderr}")
-    return str(json.loads(result.stdout.strip().splitlines()[-1])["key"])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def prepare_database(env: dict[str, str], vendor_url: str) -> str:
+    """Migrate the benchmark database, add the vendor, models and a key; return the key."""
+    return str(prepared(env, ["bench.prepare", vendor_url + "/v1"])["key"])
 
 
 def start_server(name: str, server: str, app: str, env: dict[str, str], workdir: Path) -> Process:

@@ -32,7 +32,6 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -245,18 +244,7 @@ def run(
     try:
         vendor = processes.start_vendor(env, workdir)
         started.append(vendor)
-        prepared = subprocess.run(
-            [sys.executable, "-m", "bench.starvation", "--prepare", vendor.url + "/v1"],
-            cwd=processes.ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if prepared.returncode != 0:
-            raise RuntimeError(f"preparing the database failed:\n{prepared.stdout}\n{prepared.stderr}")
-        keys = json.loads(prepared.stdout.strip().splitlines()[-1])
+        keys = processes.prepared(env, ["bench.starvation", "--prepare", vendor.url + "/v1"])
         router = processes.start_server("router", server, processes.ROUTER_APP, env, workdir)
         started.append(router)
         observer = processes.start_server("observer", server, processes.ROUTER_APP, env, workdir)

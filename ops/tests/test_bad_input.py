@@ -17,6 +17,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from conftest import dechunk
 from lib import tokens
 from routing.errors import RouterError
 from routing.schema import MAX_DEPTH, MAX_MESSAGES, PASSTHROUGH, ROUTER_FIELDS, ChatRequest, parse_chat_request
@@ -219,18 +220,6 @@ def raw_request(url: str, head: bytes, body: bytes = b"") -> tuple[int, dict[byt
     if headers.get(b"transfer-encoding") == b"chunked":
         payload = dechunk(payload)
     return status, headers, payload
-
-
-def dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2 :]
-    return out
 
 
 def chat_head(authorization: bytes, body: bytes, extra: bytes = b"") -> bytes:

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from billing.services import api_key_create
-from conftest import start_server
+from conftest import dechunk, start_server
 
 SERVE = [sys.executable, "-m", "siraya_site.serve", "--port", "{port}", "--log-level", "warning"]
 FORM_LIMIT = 64 * 1024
@@ -104,18 +104,6 @@ def read_answer(sock: socket.socket, keep_alive: bool = False) -> Answer:
         except ConnectionResetError:
             closed = True
     return Answer(int(lines[0].split()[1]), headers, body, closed, at)
-
-
-def dechunk(data: bytes) -> bytes:
-    out = b""
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2 :]
-    return out
 
 
 def assert_refused(answer: Answer, path: str, status: int, code: str) -> None:

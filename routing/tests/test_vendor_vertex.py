@@ -14,7 +14,7 @@ from openai import OpenAI
 from billing.services import api_key_create
 from conftest import Cast, wait_settled
 from fakevendors.openai import words
-from fakevendors.vertex import CLAUDE_INPUT_TOKENS, GEMINI_PROMPT_TOKENS, FakeVertex, service_account_key
+from fakevendors.vertex import CLAUDE_INPUT_TOKENS, GEMINI_PROMPT_TOKENS, service_account_key
 from lib import tokens
 from routing.errors import UPSTREAM_MESSAGES
 from routing.models import Vendor
@@ -35,19 +35,6 @@ WEATHER_TOOL = {
     },
 }
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me a long story."}]
-
-
-@pytest.fixture
-def fake_vertex():
-    with FakeVertex() as fake:
-        yield fake
-
-
-@pytest.fixture
-def service_account(fake_vertex):
-    info = service_account_key(fake_vertex.url + "/token")
-    fake_vertex.trust(info)
-    return info
 
 
 @pytest.fixture

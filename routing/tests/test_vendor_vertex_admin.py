@@ -21,19 +21,6 @@ from routing.vendors import adapter_class, http
 from routing.vendors.base import UpstreamCall, VendorConfig
 
 
-@pytest.fixture
-def fake_vertex():
-    with FakeVertex() as fake:
-        yield fake
-
-
-@pytest.fixture
-def service_account(fake_vertex):
-    info = service_account_key(fake_vertex.url + "/token")
-    fake_vertex.trust(info)
-    return info
-
-
 def add_url() -> str:
     return reverse("admin:routing_vendor_add") + "?kind=vertex"
 
