@@ -326,13 +326,15 @@ def test_access_token_is_fetched_once_and_reused(casts, fake_vertex):
 
 
 def test_access_token_is_refreshed_before_it_expires(casts, fake_vertex):
-    lifetime = 2.0
-    fake_vertex.scenario.expires_in = int(REFRESH_MARGIN + lifetime)  # usable for 2 s under the router's margin
-    first = time.monotonic()
+    lifetime = 4.0  # long enough for the first two requests on a busy machine
+    fake_vertex.scenario.expires_in = int(REFRESH_MARGIN + lifetime)  # usable for 4 s under the router's margin
     assert casts["gemini"].chat().status_code == 200
     assert casts["claude"].chat().status_code == 200
     assert len(fake_vertex.token_requests) == 1
-    time.sleep(max(0.0, first + lifetime + 0.3 - time.monotonic()))
+    # The router counts the token's life from just before it asked (before the fake received
+    # the request; one monotonic clock), however long the first request took on a busy machine.
+    asked = fake_vertex.token_requests[0].received_at
+    time.sleep(max(0.0, asked + lifetime + 0.3 - time.monotonic()))
     assert casts["gemini"].chat().status_code == 200
     assert len(fake_vertex.token_requests) == 2
     bearers = [r.headers["authorization"] for r in fake_vertex.api_requests]
