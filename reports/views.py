@@ -82,7 +82,8 @@ def _chart_data(
 
 def _model_names(form: ReportFilterForm) -> list[str]:
     """The configured models' names, from the model filter's choices (already read: no further query)."""
-    return [str(value) for value, _ in cast(forms.ChoiceField, form.fields["model"]).choices if value]
+    choices = cast(list[tuple[str, str]], cast(forms.ChoiceField, form.fields["model"]).choices)
+    return [value for value, _ in choices if value]
 
 
 @login_required
