@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from billing.models import ApiKey, UsageRecord
 from billing.selectors import api_key_cache_forget
 from billing.services import api_key_create, api_key_enable, api_key_revoke
+from lib import numbers
 from reports.selectors import api_keys_with_period_spend
 
 # The request attribute that carries a new key's plaintext from save_model to response_add.
@@ -67,7 +68,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "name",
         "display_prefix",
         "owner",
-        "credit_limit",
+        "credit_limit_display",
         "limit_reset",
         "spend_this_period",
         "status",
@@ -106,9 +107,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def display_prefix(self, obj: ApiKey) -> str:
         return f"{obj.prefix}…"
 
-    @admin.display(description="Spend this period (USD)", ordering="period_spend")
+    @admin.display(description="Credit limit", ordering="credit_limit", empty_value="no limit")
+    def credit_limit_display(self, obj: ApiKey) -> str | None:
+        return None if obj.credit_limit is None else numbers.usd_html(obj.credit_limit)
+
+    @admin.display(description="Spend this period", ordering="period_spend")
     def spend_this_period(self, obj: ApiKey) -> str:
-        return format(Decimal(getattr(obj, "period_spend", 0)).quantize(Decimal("0.00000001")), "f")
+        # SQLite sums carry float noise past the 8 stored places.
+        return numbers.usd_html(Decimal(getattr(obj, "period_spend", 0)).quantize(Decimal("0.00000001")))
 
     @admin.display(description="Status")
     def status(self, obj: ApiKey) -> str:
@@ -198,9 +204,9 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "vendor_name",
         "status",
         "streamed",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost",
+        "prompt_tokens_display",
+        "completion_tokens_display",
+        "cost_display",
         "first_token_ms",
         "duration_ms",
     ]
@@ -212,6 +218,18 @@ class UsageRecordAdmin(admin.ModelAdmin):
     show_full_result_count = False  # no second, unfiltered COUNT(*)
     list_per_page = 100
     ordering = ["-created_at", "-pk"]
+
+    @admin.display(description="Prompt tokens", ordering="prompt_tokens")
+    def prompt_tokens_display(self, obj: UsageRecord) -> str:
+        return numbers.count(obj.prompt_tokens)
+
+    @admin.display(description="Completion tokens", ordering="completion_tokens")
+    def completion_tokens_display(self, obj: UsageRecord) -> str:
+        return numbers.count(obj.completion_tokens)
+
+    @admin.display(description="Cost", ordering="cost")
+    def cost_display(self, obj: UsageRecord) -> str:
+        return numbers.usd_html(obj.cost)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from django.conf import settings
+from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -29,7 +30,12 @@ def client_address(request: HttpRequest) -> str | None:
 def lockout_response(request: HttpRequest, *args: Any) -> HttpResponse:
     """429 with Retry-After and a page that says why and for how long (axes' AXES_LOCKOUT_CALLABLE)."""
     minutes = settings.SIRAYA_LOGIN_COOLOFF_MINUTES
-    context = {"cooloff_minutes": math.ceil(minutes)}
+    # The admin login page's look and name (the template extends it), as for /accounts/login/.
+    context = {
+        "cooloff_minutes": math.ceil(minutes),
+        "site_header": admin.site.site_header,
+        "site_title": admin.site.site_title,
+    }
     response = render(request, "registration/locked_out.html", context, status=429)
     response["Retry-After"] = str(math.ceil(minutes * 60))
     response["Cache-Control"] = "no-store"

@@ -6,7 +6,7 @@ report page costs a fixed number of queries whatever the number of records.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -302,3 +302,34 @@ def iter_days(start: date, end: date) -> Iterator[date]:
     while day <= end:
         yield day
         day += timedelta(days=1)
+
+
+# Chart series
+
+# The one series for every model name that is not a configured model (typos, retired models, none given).
+OTHER_MODELS = "Other / unknown model"
+
+
+def fold_unknown_models(daily: list[DailyModelUsage], known_models: Collection[str]) -> list[DailyModelUsage]:
+    """Return ``daily`` with every row of a name not in ``known_models`` (or empty) summed into ``OTHER_MODELS``.
+
+    Clients choose model names: charting them as they come would give a series per typo.
+    """
+    known = set(known_models)
+    folded: dict[tuple[date, str], DailyModelUsage] = {}
+    for row in daily:
+        name = row.model_name if row.model_name in known else OTHER_MODELS
+        seen = folded.get((row.day, name))
+        folded[(row.day, name)] = (
+            DailyModelUsage(row.day, name, row.requests, row.prompt_tokens, row.completion_tokens, row.cost)
+            if seen is None
+            else DailyModelUsage(
+                row.day,
+                name,
+                seen.requests + row.requests,
+                seen.prompt_tokens + row.prompt_tokens,
+                seen.completion_tokens + row.completion_tokens,
+                seen.cost + row.cost,
+            )
+        )
+    return sorted(folded.values(), key=lambda r: (r.day, r.model_name))

@@ -11,6 +11,7 @@ from itertools import islice
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
+from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
@@ -20,7 +21,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from billing.models import UsageRecord, UsageStatus
-from reports import selectors
+from reports import charts, selectors
 from reports.forms import ReportFilterForm
 from routing.errors import client_attempts, client_error_message
 
@@ -47,24 +48,42 @@ def _filter_form(request: HttpRequest) -> ReportFilterForm:
 
 
 def _chart_data(
-    first: date, last: date, daily: list[selectors.DailyModelUsage], status: dict[str, int]
+    first: date, last: date, daily: list[selectors.DailyModelUsage], status: dict[str, int], known_models: list[str]
 ) -> dict[str, Any]:
+    """What usage.js draws: one series per configured model plus one for every other name, colours fixed by name."""
     days = [d.isoformat() for d in selectors.iter_days(first, last)]
     position = {d: i for i, d in enumerate(days)}
-    models = sorted({row.model_name for row in daily})
+    series = selectors.fold_unknown_models(daily, known_models)
+    models = sorted({row.model_name for row in series}, key=lambda m: (m == selectors.OTHER_MODELS, m))
     cost = {m: [0.0] * len(days) for m in models}
     tokens = {m: [0] * len(days) for m in models}
-    for row in daily:
+    for row in series:
         i = position[row.day.isoformat()]
         cost[row.model_name][i] = float(row.cost)  # display only; tables show the exact Decimal
         tokens[row.model_name][i] = row.tokens
+    labels = [UsageStatus(s).label for s in status]
     return {
         "days": days,
         "models": models,
+        "colours": {m: charts.series_colour(m) for m in models},
         "cost": cost,
         "tokens": tokens,
-        "status": {"labels": [UsageStatus(s).label for s in status], "counts": list(status.values())},
+        "status": {
+            "labels": labels,
+            "counts": list(status.values()),
+            "colours": [charts.STATUS_COLOURS[label] for label in labels],
+        },
+        # An empty chart would draw bare axes ("0.2 tokens"): the page says "No data" instead.
+        "has_cost": any(row.cost for row in series),
+        "has_tokens": any(row.tokens for row in series),
+        "has_requests": any(status.values()),
     }
+
+
+def _model_names(form: ReportFilterForm) -> list[str]:
+    """The configured models' names, from the model filter's choices (already read: no further query)."""
+    choices = cast(list[tuple[str, str]], cast(forms.ChoiceField, form.fields["model"]).choices)
+    return [value for value, _ in choices if value]
 
 
 @login_required
@@ -90,7 +109,7 @@ def _usage_page(request: HttpRequest, form: ReportFilterForm, http_status: int =
         "totals": totals,
         "daily": daily,
         "status": [(UsageStatus(s).label, n) for s, n in status.items()],
-        "chart_data": _chart_data(first, last, daily, status),
+        "chart_data": _chart_data(first, last, daily, status, _model_names(form)),
         "page": page,
         "query": query.urlencode(),
     }

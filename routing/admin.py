@@ -10,6 +10,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from lib import numbers
 from routing import services
 from routing.admin_forms import OPTION_PREFIX, SECRET_PREFIX, vendor_form_for
 from routing.models import Deployment, RouterModel, Vendor, VendorKind
@@ -138,11 +139,11 @@ class RouterModelAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "enabled",
-        "input_price",
-        "output_price",
-        "cached_input_price",
-        "request_price",
-        "context_length",
+        "input_price_display",
+        "output_price_display",
+        "cached_input_price_display",
+        "request_price_display",
+        "context_length_display",
         "deployment_count",
     ]
     list_filter = ["enabled", "deployments__vendor"]
@@ -164,6 +165,27 @@ class RouterModelAdmin(admin.ModelAdmin):
     @admin.display(description="Deployments", ordering="deployment_total")
     def deployment_count(self, obj: RouterModel) -> int:
         return getattr(obj, "deployment_total", 0)
+
+    # Prices are USD per million tokens (per request for the request price), in the one money format.
+    @admin.display(description="Input / 1M tokens", ordering="input_price")
+    def input_price_display(self, obj: RouterModel) -> str:
+        return numbers.usd_html(obj.input_price)
+
+    @admin.display(description="Output / 1M tokens", ordering="output_price")
+    def output_price_display(self, obj: RouterModel) -> str:
+        return numbers.usd_html(obj.output_price)
+
+    @admin.display(description="Cached input / 1M tokens", ordering="cached_input_price", empty_value="as input")
+    def cached_input_price_display(self, obj: RouterModel) -> str | None:
+        return None if obj.cached_input_price is None else numbers.usd_html(obj.cached_input_price)
+
+    @admin.display(description="Per request", ordering="request_price")
+    def request_price_display(self, obj: RouterModel) -> str:
+        return numbers.usd_html(obj.request_price)
+
+    @admin.display(description="Context length", ordering="context_length", empty_value=numbers.MISSING)
+    def context_length_display(self, obj: RouterModel) -> str | None:
+        return None if obj.context_length is None else numbers.count(obj.context_length)
 
     @admin.action(description="Enable selected models", permissions=["change"])
     def enable_models(self, request: HttpRequest, queryset: QuerySet[RouterModel]) -> None:

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
+from django.templatetags.static import static
 from django.urls import include, path
 
 from billing import views as billing_views
@@ -12,17 +13,32 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+def favicon(request: HttpRequest) -> HttpResponseRedirect:
+    """Browsers ask /favicon.ico of pages that link none (the admin's): send them to the static one."""
+    return HttpResponseRedirect(static("favicon.ico"))
+
+
+# One name across the admin, the reports and both login pages.
+admin.site.site_header = admin.site.site_title = "Siraya Model Router"
+LOGIN_CONTEXT = {"site_header": admin.site.site_header, "site_title": admin.site.site_title, "title": "Log in"}
+
+
 urlpatterns = [
     path("v1/models", routing_views.models_list, name="models-list"),
     path("v1/generation", billing_views.generation_detail, name="generation-detail"),
     path("v1/key", billing_views.key_detail, name="key-detail"),
     path("v1/openapi.json", routing_views.openapi_document, name="openapi"),
     path("healthz", healthz, name="healthz"),
+    path("favicon.ico", favicon, name="favicon"),
     path("readyz", ops_views.readyz, name="readyz"),
     path("metrics", ops_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("usage/", include("reports.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True, extra_context=LOGIN_CONTEXT),
+        name="login",
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
 

@@ -164,6 +164,10 @@ def test_model_and_vendor_filters(client, people: People):
 
 
 def test_daily_table_splits_by_model_and_charts_cover_every_day(client, people: People):
+    from routing.models import RouterModel
+
+    RouterModel.objects.create(name="m/alpha")
+    RouterModel.objects.create(name="m/beta")
     key = people.owner_key
     record(key, NOW, model_name="m/alpha", cost=Decimal("1"), prompt_tokens=1, completion_tokens=2)
     record(key, NOW, model_name="m/alpha", cost=Decimal("2"), prompt_tokens=3, completion_tokens=4)

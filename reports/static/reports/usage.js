@@ -4,38 +4,59 @@
   var source = document.getElementById("chart-data");
   if (!source || typeof Chart === "undefined") { return; }
   var data = JSON.parse(source.textContent);
-  var palette = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#9333ea", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"];
-  var statusColors = {"In progress": "#94a3b8", "Completed": "#16a34a", "Cancelled": "#f59e0b", "Error": "#dc2626", "Interrupted": "#7c3aed"};
+  // Text and grid lines follow the page's colour scheme (usage.css sets the variables, dark mode too).
+  var style = getComputedStyle(document.documentElement);
+  Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#6b7280";
+  Chart.defaults.borderColor = style.getPropertyValue("--line").trim() || "#e5e7eb";
   Chart.defaults.animation = false;  // draw at once: screenshots and tests see the final chart
   Chart.defaults.maintainAspectRatio = false;
 
-  function stacked(canvasId, series, label) {
-    var datasets = data.models.map(function (model, i) {
-      return {label: model, data: series[model], backgroundColor: palette[i % palette.length], stack: "models"};
+  // The pages' number formats (lib/numbers.py): counts with separators, USD with a $ sign.
+  var counts = new Intl.NumberFormat("en-US", {maximumFractionDigits: 0});
+  function usd(value) {
+    var magnitude = Math.abs(value);
+    if (magnitude === 0) { return "$0.00"; }
+    if (magnitude < 0.0001) { return value < 0 ? ">-$0.0001" : "<$0.0001"; }
+    var digits = magnitude >= 0.995 ? {minimumFractionDigits: 2, maximumFractionDigits: 2}
+      : {minimumFractionDigits: 2, maximumSignificantDigits: 4};
+    return (value < 0 ? "-$" : "$") + new Intl.NumberFormat("en-US", digits).format(magnitude);
+  }
+
+  function stacked(canvasId, series, format) {
+    var canvas = document.getElementById(canvasId);
+    if (!canvas) { return; }  // the page shows "No data for this range" instead
+    var datasets = data.models.map(function (model) {
+      return {label: model, data: series[model], backgroundColor: data.colours[model], stack: "models"};
     });
-    return new Chart(document.getElementById(canvasId), {
+    new Chart(canvas, {
       type: "bar",
       data: {labels: data.days, datasets: datasets},
       options: {
-        scales: {x: {stacked: true}, y: {stacked: true, beginAtZero: true, title: {display: true, text: label}}},
-        plugins: {legend: {position: "bottom"}}
+        scales: {x: {stacked: true}, y: {stacked: true, beginAtZero: true, ticks: {callback: format}}},
+        plugins: {
+          legend: {position: "bottom"},
+          tooltip: {callbacks: {label: function (item) { return item.dataset.label + ": " + format(item.parsed.y); }}}
+        }
       }
     });
   }
 
-  stacked("chart-cost", data.cost, "USD");
-  stacked("chart-tokens", data.tokens, "tokens");
-  new Chart(document.getElementById("chart-status"), {
-    type: "bar",
-    data: {
-      labels: data.status.labels,
-      datasets: [{
-        label: "requests",
-        data: data.status.counts,
-        backgroundColor: data.status.labels.map(function (l) { return statusColors[l] || "#64748b"; })
-      }]
-    },
-    options: {indexAxis: "y", scales: {x: {beginAtZero: true, ticks: {precision: 0}}}, plugins: {legend: {display: false}}}
-  });
+  stacked("chart-cost", data.cost, usd);
+  stacked("chart-tokens", data.tokens, function (value) { return counts.format(value); });
+  var statusCanvas = document.getElementById("chart-status");
+  if (statusCanvas) {
+    new Chart(statusCanvas, {
+      type: "bar",
+      data: {
+        labels: data.status.labels,
+        datasets: [{label: "requests", data: data.status.counts, backgroundColor: data.status.colours}]
+      },
+      options: {
+        indexAxis: "y",
+        scales: {x: {beginAtZero: true, ticks: {precision: 0, callback: function (value) { return counts.format(value); }}}},
+        plugins: {legend: {display: false}}
+      }
+    });
+  }
   document.body.dataset.chartsReady = "true";
 })();
