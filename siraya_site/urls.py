@@ -1,11 +1,15 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, JsonResponse
-from django.urls import include, path
+from django.urls import include, path, reverse_lazy
 
 from billing import views as billing_views
 from ops import views as ops_views
+from reports import views as reports_views
 from routing import views as routing_views
+
+# The admin's "View site" link: the reports are the site.
+admin.site.site_url = reverse_lazy("reports:usage")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -13,6 +17,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 urlpatterns = [
+    path("", reports_views.home, name="home"),
     path("v1/models", routing_views.models_list, name="models-list"),
     path("v1/generation", billing_views.generation_detail, name="generation-detail"),
     path("v1/key", billing_views.key_detail, name="key-detail"),
