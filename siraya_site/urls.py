@@ -1,3 +1,5 @@
+from typing import cast
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, JsonResponse
@@ -8,8 +10,8 @@ from ops import views as ops_views
 from reports import views as reports_views
 from routing import views as routing_views
 
-# The admin's "View site" link: the reports are the site.
-admin.site.site_url = reverse_lazy("reports:usage")
+# The admin's "View site" link: the reports are the site (resolved when the admin renders).
+admin.site.site_url = cast(str, reverse_lazy("reports:usage"))
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
