@@ -220,10 +220,13 @@ def test_report_controls_show_the_range_and_take_dates_only_when_custom(live_rou
         first, last = page.input_value("#id_start"), page.input_value("#id_end")
         assert first and last and first < last and first in page.inner_text("h1") and last in page.inner_text("h1")
         assert page.is_disabled("#id_start") and page.is_disabled("#id_end")
+        background = "getComputedStyle(document.getElementById('id_start')).backgroundColor"
+        disabled_background = page.evaluate(background)
         page.screenshot(path=str(ARTIFACTS / "usage-controls-default.png"), full_page=True)
 
         page.select_option("#id_range", "custom")
         assert page.is_enabled("#id_start") and page.is_enabled("#id_end")
+        assert page.evaluate(background) != disabled_background  # they look editable only when they are
         page.select_option("#id_range", "today")
         assert page.is_disabled("#id_start") and page.is_disabled("#id_end")
         page.click("#filters button[type=submit]")
