@@ -8,12 +8,16 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from billing.models import ApiKey, UsageRecord
 from billing.selectors import api_key_cache_forget
@@ -23,6 +27,9 @@ from reports.selectors import api_keys_with_period_spend
 
 # The request attribute that carries a new key's plaintext from save_model to response_add.
 _PLAINTEXT_ATTR = "_siraya_new_api_key"
+# The session entry that carries new keys' plaintexts ({pk: plaintext}) from the add POST to the one
+# page that shows each of them, which removes it: the plaintext is read once and then stored nowhere.
+_SESSION_PLAINTEXTS = "siraya_new_api_keys"
 
 
 class ApiKeyStatusFilter(admin.SimpleListFilter):
@@ -82,9 +89,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     class Media:
         css = {"all": ["billing/admin.css"]}  # status colours: classes, since the CSP allows no inline style
 
-    readonly_fields = ["display_prefix", "status", "created_at", "revoked_at", "last_used_at"]
+    readonly_fields = ["display_prefix", "status", "usage_link", "created_at", "revoked_at", "last_used_at"]
     fieldsets = [
-        (None, {"fields": ["name", "owner", "display_prefix", "status"]}),
+        (None, {"fields": ["name", "owner", "display_prefix", "status", "usage_link"]}),
         ("Limits", {"fields": ["credit_limit", "limit_reset", "requests_per_minute", "tokens_per_minute"]}),
         ("Streams and expiry", {"fields": ["max_concurrent_streams", "expires_at"]}),
         ("History", {"fields": ["created_at", "last_used_at", "revoked_at"]}),
@@ -110,6 +117,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="Credit limit", ordering="credit_limit", empty_value="no limit")
     def credit_limit_display(self, obj: ApiKey) -> str | None:
         return None if obj.credit_limit is None else numbers.usd_html(obj.credit_limit)
+
+    @admin.display(description="Usage")
+    def usage_link(self, obj: ApiKey) -> str:
+        url = f"{reverse('reports:usage')}?{urlencode({'key': obj.pk})}"
+        return format_html('<a href="{}" id="api-key-usage">See this key\'s usage</a>', url)
 
     @admin.display(description="Spend this period", ordering="period_spend")
     def spend_this_period(self, obj: ApiKey) -> str:
@@ -146,15 +158,40 @@ class ApiKeyAdmin(admin.ModelAdmin):
         setattr(request, _PLAINTEXT_ATTR, plaintext)
 
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
-        """Show the new key's plaintext on this one page; it is stored nowhere and never shown again."""
+        """Send the browser on to the page that shows the new key once (post/redirect/get).
+
+        A reload of that page then asks for the page again instead of posting the form again.
+        """
         plaintext = getattr(request, _PLAINTEXT_ATTR, None)
         if plaintext is None:
             return super().response_add(request, obj, post_url_continue)
+        request.session[_SESSION_PLAINTEXTS] = {**request.session.get(_SESSION_PLAINTEXTS, {}), str(obj.pk): plaintext}
+        return HttpResponseRedirect(reverse("admin:billing_apikey_created", args=[obj.pk]))
+
+    def get_urls(self) -> list[URLPattern]:
+        created = path(
+            "<path:object_id>/created/",
+            self.admin_site.admin_view(self.created_view),
+            name="billing_apikey_created",
+        )
+        return [created, *super().get_urls()]
+
+    def created_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Show a new key's plaintext, the first time only; later visits say it was already shown."""
+        api_key = self.get_object(request, unquote(object_id))
+        if api_key is None:
+            raise Http404("No such API key.")
+        if not self.has_view_or_change_permission(request, api_key):
+            raise PermissionDenied
+        plaintexts = dict(request.session.get(_SESSION_PLAINTEXTS, {}))
+        plaintext = plaintexts.pop(str(api_key.pk), None)
+        if plaintext is not None:
+            request.session[_SESSION_PLAINTEXTS] = plaintexts
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": "API key created",
-            "api_key": obj,
+            "title": "API key created" if plaintext else "API key already shown",
+            "api_key": api_key,
             "plaintext": plaintext,
         }
         response = TemplateResponse(request, "admin/billing/apikey/created.html", context)

@@ -7,18 +7,44 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http import QueryDict
 
 from reports.selectors import ReportFilter, visible_keys
 from routing.models import RouterModel, Vendor
 
 RANGES = [("today", "Today"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
 _RANGE_DAYS = {"today": 1, "7d": 7, "30d": 30}
+# The range a report covers when the query names none.
+DEFAULT_RANGE = "7d"
+# The query parameters of a report: a link that keeps the report's filters carries these and no others.
+FILTER_PARAMETERS = ("range", "start", "end", "key", "model", "vendor")
 # Longest custom range, in days: keeps the per-day chart readable.
 MAX_CUSTOM_DAYS = 366
 
 
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _range_days(chosen: str, today: date) -> tuple[date, date]:
+    return today - timedelta(days=_RANGE_DAYS[chosen] - 1), today
+
+
+def _with_shown_range(data: Any, today: date) -> QueryDict:
+    """The query as the form shows it: the default range when none is named, and a named range's own days.
+
+    The controls then always show what the page covers; start and end count only for a custom
+    range (the page's script disables them otherwise, and the server ignores what was sent).
+    """
+    shown = QueryDict(mutable=True)
+    if data:
+        shown.update(data)
+    chosen = shown.get("range") or DEFAULT_RANGE
+    shown["range"] = chosen
+    if chosen in _RANGE_DAYS:
+        first, last = _range_days(chosen, today)
+        shown["start"], shown["end"] = first.isoformat(), last.isoformat()
+    return shown
 
 
 class ReportFilterForm(forms.Form):
@@ -30,7 +56,7 @@ class ReportFilterForm(forms.Form):
     vendor = forms.ChoiceField(required=False)
 
     def __init__(self, data: Any, *, user: AbstractBaseUser | AnonymousUser, today: date) -> None:
-        super().__init__(data)
+        super().__init__(_with_shown_range(data, today))
         self.today = today
         # One query per list; the choices are built once and reused for validation and rendering.
         keys = [(k.pk, f"{k.name} ({k.prefix}…)") for k in visible_keys(user).only("pk", "name", "prefix")]
@@ -43,23 +69,26 @@ class ReportFilterForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         super().clean()
         data = self.cleaned_data
-        if data.get("range") == "custom":
-            start, end = data.get("start"), data.get("end")
-            if start is None or end is None:
-                raise forms.ValidationError("A custom range needs a start and an end date.")
+        if data.get("range") != "custom":
+            return data
+        start, end = data.get("start"), data.get("end")
+        for name in ("start", "end"):
+            if data.get(name) is None and name not in self.errors:
+                self.add_error(name, f"A custom range needs {'a start' if name == 'start' else 'an end'} date.")
+        if start is not None and end is not None:
             if start > end:
-                raise forms.ValidationError("The start date must not be after the end date.")
-            if (end - start).days >= MAX_CUSTOM_DAYS:
-                raise forms.ValidationError(f"A custom range covers at most {MAX_CUSTOM_DAYS} days.")
+                self.add_error("start", "The start date must not be after the end date.")
+            elif (end - start).days >= MAX_CUSTOM_DAYS:
+                self.add_error("end", f"A custom range covers at most {MAX_CUSTOM_DAYS} days.")
         return data
 
     def days(self) -> tuple[date, date]:
         """First and last UTC day covered (inclusive)."""
         data = self.cleaned_data if self.is_valid() else {}
-        chosen = data.get("range") or "7d"
+        chosen = data.get("range") or DEFAULT_RANGE
         if chosen == "custom":
             return data["start"], data["end"]
-        return self.today - timedelta(days=_RANGE_DAYS[chosen] - 1), self.today
+        return _range_days(chosen, self.today)
 
     def report_filter(self) -> ReportFilter:
         first, last = self.days()

@@ -13,16 +13,18 @@ from typing import Any, cast
 from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import UsageRecord, UsageStatus
 from reports import charts, selectors
-from reports.forms import ReportFilterForm
+from reports.forms import FILTER_PARAMETERS, ReportFilterForm
 from routing.errors import client_attempts, client_error_message
 
 PAGE_SIZE = 50
@@ -44,7 +46,32 @@ class KnownCountPaginator(Paginator):
 
 
 def _filter_form(request: HttpRequest) -> ReportFilterForm:
-    return ReportFilterForm(request.GET or None, user=request.user, today=timezone.now().date())
+    return ReportFilterForm(request.GET, user=request.user, today=timezone.now().date())
+
+
+def report_query(request: HttpRequest, *, page: bool = False) -> str:
+    """The report's filters from the request's query (and its page number if asked), URL-encoded.
+
+    Only the report's own parameters travel in links, so nothing else a link was sent comes back in one.
+    """
+    names = (*FILTER_PARAMETERS, "page") if page else FILTER_PARAMETERS
+    query = QueryDict(mutable=True)
+    for name in names:
+        values = [v for v in request.GET.getlist(name) if v]
+        if values:
+            query.setlist(name, values)
+    return query.urlencode()
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """``/``: the usage reports, through the login page for a visitor who has not logged in.
+
+    Key owners are not staff and cannot use the admin's login, so everyone logs in at the reports' login.
+    """
+    usage = reverse("reports:usage")
+    if request.user.is_authenticated:
+        return redirect(usage)
+    return redirect_to_login(usage)
 
 
 def _chart_data(
@@ -88,11 +115,18 @@ def _model_names(form: ReportFilterForm) -> list[str]:
 
 @login_required
 def usage_report(request: HttpRequest) -> HttpResponse:
-    return _usage_page(request, _filter_form(request))
+    form = _filter_form(request)
+    if not form.is_valid():
+        return _invalid_filter_page(request, form)
+    return _usage_page(request, form)
 
 
-def _usage_page(request: HttpRequest, form: ReportFilterForm, http_status: int = 200) -> HttpResponse:
-    """The usage page for ``form``; an invalid form shows its errors (escaped) over the default range."""
+def _invalid_filter_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
+    """400 with the form and its errors at their fields (escaped), and no report: it would not match the controls."""
+    return render(request, "reports/usage.html", {"form": form, "report": False}, status=400)
+
+
+def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
     first, last = form.days()
     records = selectors.filtered_records(request.user, form.report_filter())
     totals = selectors.usage_totals(records)
@@ -100,10 +134,9 @@ def _usage_page(request: HttpRequest, form: ReportFilterForm, http_status: int =
     status = selectors.requests_by_status(records)
     paginator = KnownCountPaginator(selectors.generation_page(records), PAGE_SIZE, totals.requests)
     page = paginator.get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
     context = {
         "form": form,
+        "report": True,
         "first_day": first,
         "last_day": last,
         "totals": totals,
@@ -111,9 +144,10 @@ def _usage_page(request: HttpRequest, form: ReportFilterForm, http_status: int =
         "status": [(UsageStatus(s).label, n) for s, n in status.items()],
         "chart_data": _chart_data(first, last, daily, status, _model_names(form)),
         "page": page,
-        "query": query.urlencode(),
+        "query": report_query(request),
+        "detail_query": report_query(request, page=True),
     }
-    return render(request, "reports/usage.html", context, status=http_status)
+    return render(request, "reports/usage.html", context)
 
 
 @login_required
@@ -131,9 +165,13 @@ def generation_detail(request: HttpRequest, generation_id: str) -> HttpResponse:
         else client_error_message(record.error_code, record.error_message, record.attempts)
     )
     attempts = record.attempts if staff else client_attempts(record.attempts)
-    return render(
-        request, "reports/generation.html", {"record": record, "error_message": error_message, "attempts": attempts}
-    )
+    context = {
+        "record": record,
+        "error_message": error_message,
+        "attempts": attempts,
+        "back_query": report_query(request, page=True),
+    }
+    return render(request, "reports/generation.html", context)
 
 
 def _next_rows(rows: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -178,9 +216,9 @@ async def _csv_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIte
 @login_required
 def usage_csv(request: HttpRequest) -> HttpResponseBase:
     form = _filter_form(request)
-    if request.GET and not form.is_valid():
+    if not form.is_valid():
         # The errors quote what was sent: they go through the page's template, which escapes them.
-        return _usage_page(request, form, http_status=400)
+        return _invalid_filter_page(request, form)
     first, last = form.days()
     records = selectors.filtered_records(request.user, form.report_filter())
     response = StreamingHttpResponse(_csv_chunks(selectors.csv_rows_query(records)), content_type="text/csv")

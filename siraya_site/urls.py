@@ -1,12 +1,18 @@
+from typing import cast
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, reverse_lazy
 
 from billing import views as billing_views
 from ops import views as ops_views
+from reports import views as reports_views
 from routing import views as routing_views
+
+# The admin's "View site" link: the reports are the site (resolved when the admin renders).
+admin.site.site_url = cast(str, reverse_lazy("reports:usage"))
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -24,6 +30,7 @@ LOGIN_CONTEXT = {"site_header": admin.site.site_header, "site_title": admin.site
 
 
 urlpatterns = [
+    path("", reports_views.home, name="home"),
     path("v1/models", routing_views.models_list, name="models-list"),
     path("v1/generation", billing_views.generation_detail, name="generation-detail"),
     path("v1/key", billing_views.key_detail, name="key-detail"),

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 import time_machine
+from django.contrib.auth.models import User
 from django.urls import reverse
 
 from billing import keys
@@ -38,6 +39,7 @@ def test_admin_creates_a_key_and_shows_its_plaintext_exactly_once(admin_client, 
     response = admin_client.post(
         reverse("admin:billing_apikey_add"),
         {"name": "ci-bot", "owner": admin_user.pk, "credit_limit": "12.5", "limit_reset": "monthly"},
+        follow=True,
     )
 
     assert response.status_code == 200
@@ -48,6 +50,7 @@ def test_admin_creates_a_key_and_shows_its_plaintext_exactly_once(admin_client, 
     assert (api_key.name, api_key.owner, api_key.credit_limit) == ("ci-bot", admin_user, Decimal("12.5"))
     assert plaintext.startswith(api_key.prefix)
     for url in (
+        reverse("admin:billing_apikey_created", args=[api_key.pk]),
         reverse("admin:billing_apikey_change", args=[api_key.pk]),
         reverse("admin:billing_apikey_changelist"),
         reverse("admin:billing_apikey_history", args=[api_key.pk]),
@@ -57,6 +60,61 @@ def test_admin_creates_a_key_and_shows_its_plaintext_exactly_once(admin_client, 
         assert plaintext not in page
         assert plaintext[len(api_key.prefix) :][:12] not in page
     assert api_key.prefix in admin_client.get(reverse("admin:billing_apikey_changelist")).content.decode()
+
+
+def test_adding_a_key_redirects_so_a_reload_neither_creates_nor_shows_a_key(admin_client, admin_user):
+    """Post/redirect/get: the POST creates the key and redirects; the page it leads to shows the key once."""
+    posted = admin_client.post(reverse("admin:billing_apikey_add"), {"name": "ci-bot", "limit_reset": "never"})
+
+    api_key = ApiKey.objects.get()
+    created_url = reverse("admin:billing_apikey_created", args=[api_key.pk])
+    assert posted.status_code == 302 and posted["Location"] == created_url
+    assert not KEY_PATTERN.search(posted.content.decode())
+
+    shown = admin_client.get(created_url)
+    plaintext = KEY_PATTERN.search(shown.content.decode()).group(0)
+    assert api_key.key_hash == keys.hash_key(plaintext)
+    assert 'id="copy-api-key"' in shown.content.decode()
+    assert plaintext not in str(dict(admin_client.session))  # read once, then dropped from the session
+
+    reloaded = admin_client.get(created_url)
+    html = reloaded.content.decode()
+    assert reloaded.status_code == 200 and "no-store" in reloaded["Cache-Control"]
+    assert not KEY_PATTERN.search(html) and plaintext not in html
+    assert 'id="key-already-shown"' in html and "was already shown" in html
+    assert ApiKey.objects.count() == 1
+
+
+def test_each_new_key_is_shown_on_its_own_page(admin_client):
+    """Two keys added before either page was read (two tabs): each page shows its own key."""
+    for name in ("first", "second"):
+        admin_client.post(reverse("admin:billing_apikey_add"), {"name": name, "limit_reset": "never"})
+    for api_key in ApiKey.objects.order_by("-pk"):
+        html = admin_client.get(reverse("admin:billing_apikey_created", args=[api_key.pk])).content.decode()
+        assert api_key.key_hash == keys.hash_key(KEY_PATTERN.search(html).group(0))
+
+
+def test_created_page_of_another_session_shows_no_key(admin_client, admin_user, client):
+    admin_client.post(reverse("admin:billing_apikey_add"), {"name": "ci-bot", "limit_reset": "never"})
+    api_key = ApiKey.objects.get()
+    other = User.objects.create_user("other-admin", password="pw", is_staff=True, is_superuser=True)
+    client.force_login(other)
+
+    html = client.get(reverse("admin:billing_apikey_created", args=[api_key.pk])).content.decode()
+
+    assert not KEY_PATTERN.search(html) and "was already shown" in html
+    assert client.get(reverse("admin:billing_apikey_created", args=[api_key.pk + 1000])).status_code == 404
+
+
+def test_key_page_links_to_its_usage(admin_client):
+    api_key, _ = api_key_create("linked")
+
+    html = admin_client.get(reverse("admin:billing_apikey_change", args=[api_key.pk])).content.decode()
+
+    usage_url = f"{reverse('reports:usage')}?key={api_key.pk}"
+    assert f'href="{usage_url}"' in html
+    report = admin_client.get(usage_url)
+    assert report.status_code == 200 and report.context["form"].cleaned_data["key"] == api_key.pk
 
 
 def test_key_list_shows_spend_of_the_current_period(admin_client, frozen):

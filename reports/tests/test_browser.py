@@ -197,3 +197,99 @@ def test_operator_sets_up_from_the_browser_and_reads_costs(live_router, transact
     assert totals["cost"].startswith("$") and Decimal(exact_cost.removeprefix("$")) == expected["cost"]
     assert len(daily_rows) == 1 and "demo/browser" in daily_rows[0] and "\t3\t" in daily_rows[0]
     assert "local-demo" in detail and "Attempts" in detail
+
+
+def _operator() -> None:
+    user = User.objects.create(username="operator", is_staff=True, is_superuser=True)
+    user.password = PBKDF2PasswordHasher().encode(PASSWORD, "browsersalt", iterations=1000)
+    user.save()
+
+
+def test_report_controls_show_the_range_and_take_dates_only_when_custom(live_router, transactional_db):
+    _require_browser()
+    CSP_VIOLATIONS.clear()
+    _operator()
+    ARTIFACTS.mkdir(exist_ok=True)
+    base = live_router.url
+
+    with browser_page(base) as page:
+        page.click("#site-usage-link")  # the admin header leads to the reports
+        page.wait_for_url(base + "/usage/")
+        page.wait_for_selector("body[data-controls-ready=true]")
+        # The page shows the last 7 days, and so do the controls; the dates are the range's, not editable.
+        assert page.input_value("#id_range") == "7d"
+        first, last = page.input_value("#id_start"), page.input_value("#id_end")
+        assert first and last and first < last and first in page.inner_text("h1") and last in page.inner_text("h1")
+        assert page.is_disabled("#id_start") and page.is_disabled("#id_end")
+        background = "getComputedStyle(document.getElementById('id_start')).backgroundColor"
+        disabled_background = page.evaluate(background)
+        page.screenshot(path=str(ARTIFACTS / "usage-controls-default.png"), full_page=True)
+
+        page.select_option("#id_range", "custom")
+        assert page.is_enabled("#id_start") and page.is_enabled("#id_end")
+        assert page.evaluate(background) != disabled_background  # they look editable only when they are
+        page.select_option("#id_range", "today")
+        assert page.is_disabled("#id_start") and page.is_disabled("#id_end")
+        page.click("#filters button[type=submit]")
+        page.wait_for_url("**/usage/?*range=today*")
+        page.wait_for_selector("body[data-controls-ready=true]")
+        assert "start=" not in page.url and "end=" not in page.url  # disabled inputs are not sent
+        assert page.input_value("#id_range") == "today"
+        assert page.input_value("#id_start") == page.input_value("#id_end") == last
+
+        # A custom range the wrong way round: the error at its field, the controls as sent, no report.
+        page.select_option("#id_range", "custom")
+        page.fill("#id_start", "2025-03-10")
+        page.fill("#id_end", "2025-03-01")
+        page.click("#filters button[type=submit]")
+        page.wait_for_url("**/usage/?*range=custom*")
+        page.wait_for_selector("body[data-controls-ready=true]")
+        assert "must not be after" in page.inner_text("#filters label.start .error")
+        assert page.input_value("#id_range") == "custom" and page.is_enabled("#id_start")
+        assert page.locator("#totals").count() == 0 and page.is_visible("#filter-invalid")
+        page.screenshot(path=str(ARTIFACTS / "usage-controls-invalid-range.png"), full_page=True)
+
+    assert CSP_VIOLATIONS == []
+
+
+def test_new_key_is_copied_with_feedback_and_a_reload_shows_it_no_more(server_factory, transactional_db):
+    _require_browser()
+    CSP_VIOLATIONS.clear()
+    _operator()
+    ARTIFACTS.mkdir(exist_ok=True)
+    # A router of its own: the session's router caches content type ids, which the flush after an
+    # earlier test that used the admin renumbers, and the admin's log entry of the new key needs them.
+    base = server_factory().url
+
+    with browser_page(base) as page:
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+        page.goto(base + "/admin/billing/apikey/add/")
+        page.fill("#id_name", "copied-key")
+        page.click("input[name=_save]")
+        page.wait_for_url("**/created/")
+        plaintext = page.input_value("#new-api-key")
+        assert plaintext.startswith("sk-siraya-")
+        assert page.inner_text("#copy-api-key") == "Copy"
+
+        page.click("#copy-api-key")
+        page.wait_for_selector("#copy-api-key.copied")
+        assert page.inner_text("#copy-api-key") == "Copied"
+        assert page.inner_text("#copy-api-key-status") == "Copied to the clipboard."
+        assert page.evaluate("navigator.clipboard.readText()") == plaintext
+        page.screenshot(path=str(ARTIFACTS / "admin-key-copied.png"), mask=[page.locator("#new-api-key")])
+        page.wait_for_selector("#copy-api-key:not(.copied)")  # the button says Copy again after a moment
+        assert page.inner_text("#copy-api-key") == "Copy"
+
+        page.reload()
+        assert page.is_visible("#key-already-shown")
+        assert page.locator("#new-api-key").count() == 0 and plaintext not in page.content()
+        page.screenshot(path=str(ARTIFACTS / "admin-key-already-shown.png"))
+
+        page.click("text=Done: go to the key")
+        page.click("#api-key-usage")
+        page.wait_for_url("**/usage/?key=*")
+        usage_url, selected_key = page.url, page.input_value("#id_key")
+
+    assert CSP_VIOLATIONS == []
+    [api_key] = ApiKey.objects.filter(name="copied-key")  # the reload created nothing
+    assert usage_url.endswith(f"/usage/?key={api_key.pk}") and selected_key == str(api_key.pk)

@@ -109,7 +109,7 @@ def test_key_created_page_has_no_inline_script(client, people: People):
     """The page that shows a new key once used onclick handlers and a style attribute."""
     admin = Client()
     admin.force_login(people.staff)
-    response = admin.post("/admin/billing/apikey/add/", {"name": "csp-key", "limit_reset": "never"})
+    response = admin.post("/admin/billing/apikey/add/", {"name": "csp-key", "limit_reset": "never"}, follow=True)
     assert response.status_code == 200 and 'id="new-api-key"' in response.content.decode()
     inline = _Inline()
     inline.feed(response.content.decode())

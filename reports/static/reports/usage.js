@@ -1,3 +1,19 @@
+// The filter controls: start and end count only for a custom range, so they are editable only then
+// (disabled inputs are not submitted; the server ignores them for the other ranges too).
+(function () {
+  "use strict";
+  var range = document.getElementById("id_range");
+  var dates = [document.getElementById("id_start"), document.getElementById("id_end")];
+  if (!range) { return; }
+  function update() {
+    var custom = range.value === "custom";
+    dates.forEach(function (input) { if (input) { input.disabled = !custom; } });
+  }
+  range.addEventListener("change", update);
+  update();
+  document.body.dataset.controlsReady = "true";
+})();
+
 // Draws the usage charts from the JSON the page embeds (#chart-data). Chart.js is served locally.
 (function () {
   "use strict";
