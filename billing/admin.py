@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Any, cast
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -22,13 +23,14 @@ from django.utils.http import urlencode
 from billing.models import ApiKey, UsageRecord
 from billing.selectors import api_key_cache_forget
 from billing.services import api_key_create, api_key_enable, api_key_revoke
-from lib import numbers
+from lib import numbers, secretbox
 from reports.selectors import api_keys_with_period_spend
 
 # The request attribute that carries a new key's plaintext from save_model to response_add.
 _PLAINTEXT_ATTR = "_siraya_new_api_key"
-# The session entry that carries new keys' plaintexts ({pk: plaintext}) from the add POST to the one
-# page that shows each of them, which removes it: the plaintext is read once and then stored nowhere.
+# The session entry that carries new keys' plaintexts ({pk: Fernet token of the plaintext}) from the
+# add POST to the one page that shows each of them, which removes it: the plaintext is read once, and
+# the session store (a database row, or a cookie) never holds it in clear.
 _SESSION_PLAINTEXTS = "siraya_new_api_keys"
 
 
@@ -165,7 +167,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         plaintext = getattr(request, _PLAINTEXT_ATTR, None)
         if plaintext is None:
             return super().response_add(request, obj, post_url_continue)
-        request.session[_SESSION_PLAINTEXTS] = {**request.session.get(_SESSION_PLAINTEXTS, {}), str(obj.pk): plaintext}
+        sealed = secretbox.encrypt_json(settings.SIRAYA_ENCRYPTION_KEY, {"key": plaintext})
+        request.session[_SESSION_PLAINTEXTS] = {**request.session.get(_SESSION_PLAINTEXTS, {}), str(obj.pk): sealed}
         return HttpResponseRedirect(reverse("admin:billing_apikey_created", args=[obj.pk]))
 
     def get_urls(self) -> list[URLPattern]:
@@ -183,10 +186,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
             raise Http404("No such API key.")
         if not self.has_view_or_change_permission(request, api_key):
             raise PermissionDenied
-        plaintexts = dict(request.session.get(_SESSION_PLAINTEXTS, {}))
-        plaintext = plaintexts.pop(str(api_key.pk), None)
-        if plaintext is not None:
-            request.session[_SESSION_PLAINTEXTS] = plaintexts
+        sealed = dict(request.session.get(_SESSION_PLAINTEXTS, {}))
+        token = sealed.pop(str(api_key.pk), None)
+        plaintext = None
+        if token is not None:
+            request.session[_SESSION_PLAINTEXTS] = sealed
+            plaintext = secretbox.decrypt_json(settings.SIRAYA_ENCRYPTION_KEY, token).get("key")
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

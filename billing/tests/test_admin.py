@@ -70,6 +70,8 @@ def test_adding_a_key_redirects_so_a_reload_neither_creates_nor_shows_a_key(admi
     created_url = reverse("admin:billing_apikey_created", args=[api_key.pk])
     assert posted.status_code == 302 and posted["Location"] == created_url
     assert not KEY_PATTERN.search(posted.content.decode())
+    # Until the page is read the session holds the key sealed (Fernet), never in clear.
+    assert "sk-siraya-" not in str(dict(admin_client.session))
 
     shown = admin_client.get(created_url)
     plaintext = KEY_PATTERN.search(shown.content.decode()).group(0)
