@@ -9,12 +9,13 @@ from typing import Any, cast
 from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing.attempts import attempts_table
 from billing.models import ApiKey, UsageRecord
 from billing.selectors import api_key_cache_forget
 from billing.services import api_key_create, api_key_enable, api_key_revoke
@@ -188,30 +189,148 @@ class CappedCountPaginator(Paginator):
         return self.count > self.CAP
 
 
+class UsageRecordForm(forms.ModelForm):
+    """Only names the record's fields for people: the admin shows every field read-only."""
+
+    class Meta:
+        model = UsageRecord
+        fields: list[str] = []
+        labels = {
+            "generation_id": "Generation ID",
+            "api_key": "API key",
+            "model_name": "Model",
+            "vendor_name": "Vendor",
+            "upstream_model": "Upstream model",
+            "streamed": "Streamed",
+            "http_status": "HTTP status",
+            "error_code": "Error code",
+            "error_message": "Error message",
+            "finish_reason": "Finish reason",
+            "usage_source": "Counted by",
+            "vendor_prompt_tokens": "Prompt tokens, as the vendor reported",
+            "vendor_completion_tokens": "Completion tokens, as the vendor reported",
+            "tokens_delivered": "Completion tokens delivered to the client",
+            "checkpoint_at": "Last delivery checkpoint",
+            "instance_id": "Router process",
+            "input_price": "Input price (USD per million tokens)",
+            "output_price": "Output price (USD per million tokens)",
+            "cached_input_price": "Cached input price (USD per million tokens)",
+            "reasoning_price": "Reasoning price (USD per million tokens)",
+            "request_price": "Price per request (USD)",
+            "cost": "Cost (USD)",
+            "reserved_cost": "Held against the credit limit (USD)",
+            "reserved_until": "Hold expires",
+            "created_at": "Started",
+            "finished_at": "Finished",
+        }
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    list_display = [
-        "created_at",
-        "generation_id",
-        "api_key",
-        "model_name",
-        "vendor_name",
-        "status",
-        "streamed",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost",
-        "first_token_ms",
-        "duration_ms",
-    ]
+    # Few, narrow columns: time, ids, what was asked, and what it came to (fits 1400 px with the filters).
+    list_display = ["started", "generation", "key", "requested_model", "status", "tokens", "cost", "duration"]
     list_select_related = ["api_key"]
     list_filter = ["status", "streamed", "api_key", "model", "vendor"]
-    search_fields = ["=generation_id"]
+    search_fields = ["generation_id"]  # get_search_results: an id's start, a key's name, a model
+    search_help_text = "A generation ID or its start, a key's name, or a model."
     date_hierarchy = "created_at"
     paginator = CappedCountPaginator
     show_full_result_count = False  # no second, unfiltered COUNT(*)
     list_per_page = 100
     ordering = ["-created_at", "-pk"]
+    form = UsageRecordForm
+    fieldsets = [
+        ("Request", {"fields": ["generation_id", "api_key", "model_name", "status", "streamed", "finish_reason"]}),
+        (
+            "Tokens",
+            {
+                "fields": [
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "cached_tokens",
+                    "reasoning_tokens",
+                    "usage_source",
+                    "vendor_prompt_tokens",
+                    "vendor_completion_tokens",
+                    "tokens_delivered",
+                ]
+            },
+        ),
+        (
+            "Cost",
+            {
+                "fields": [
+                    "cost",
+                    "input_price",
+                    "output_price",
+                    "cached_input_price",
+                    "reasoning_price",
+                    "request_price",
+                    "reserved_cost",
+                    "reserved_until",
+                ]
+            },
+        ),
+        ("Timing", {"fields": ["created_at", "time_to_first_token", "duration", "finished_at"]}),
+        ("Vendor and attempts", {"fields": ["vendor_name", "upstream_model", "deployment", "attempts_table"]}),
+        ("Errors", {"fields": ["http_status", "error_code", "error_message"]}),
+        ("Process", {"fields": ["instance_id", "checkpoint_at"], "classes": ["collapse"]}),
+    ]
+    readonly_fields = ["time_to_first_token", "duration", "attempts_table"]
+
+    class Media:
+        css = {"all": ["billing/usage_admin.css"]}  # numbers right-aligned: classes, as the CSP allows no style=
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[UsageRecord], search_term: str
+    ) -> tuple[QuerySet[UsageRecord], bool]:
+        """Match each word as a generation ID's start, a key's name or a model; every word must match.
+
+        Each alternative is an indexed lookup on the usage table (``generation_id`` prefix, key
+        ids, model name): key and model names are looked up first in their own small tables.
+        """
+        # The router's models, reached through the relation: billing does not import routing.
+        router_model = cast(type[Model], UsageRecord._meta.get_field("model").related_model)
+        router_models = router_model._default_manager.all()
+        for term in search_term.split():
+            key_ids = list(ApiKey.objects.filter(name__icontains=term).values_list("pk", flat=True)[:100])
+            models = {term, *router_models.filter(name__icontains=term).values_list("name", flat=True)[:100]}
+            queryset = queryset.filter(
+                Q(generation_id__startswith=term) | Q(api_key_id__in=key_ids) | Q(model_name__in=models)
+            )
+        return queryset, False
+
+    @admin.display(description="Started (UTC)", ordering="created_at")
+    def started(self, obj: UsageRecord) -> str:
+        return obj.created_at.strftime("%Y-%m-%d %H:%M:%S")
+
+    @admin.display(description="Generation ID", ordering="generation_id")
+    def generation(self, obj: UsageRecord) -> str:
+        return obj.generation_id
+
+    @admin.display(description="API key", ordering="api_key__name")
+    def key(self, obj: UsageRecord) -> str:
+        return obj.api_key.name
+
+    @admin.display(description="Model", ordering="model_name")
+    def requested_model(self, obj: UsageRecord) -> str:
+        return obj.model_name
+
+    @admin.display(description="Tokens (in / out)")
+    def tokens(self, obj: UsageRecord) -> str:
+        return f"{obj.prompt_tokens:,} / {obj.completion_tokens:,}"
+
+    @admin.display(description="Duration", ordering="duration_ms")
+    def duration(self, obj: UsageRecord) -> str | None:
+        return _milliseconds(obj.duration_ms)
+
+    @admin.display(description="Time to first token")
+    def time_to_first_token(self, obj: UsageRecord) -> str | None:
+        return _milliseconds(obj.first_token_ms)
+
+    @admin.display(description="Attempts")
+    def attempts_table(self, obj: UsageRecord) -> str:
+        return attempts_table(obj.attempts)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -221,3 +340,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # usage is the billing record
+
+
+def _milliseconds(value: int | None) -> str | None:
+    return None if value is None else f"{value:,} ms"  # None: the admin's empty-value mark
