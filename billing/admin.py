@@ -227,8 +227,9 @@ class UsageRecordForm(forms.ModelForm):
 
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    # Few, narrow columns: time, ids, what was asked, and what it came to (fits 1400 px with the filters).
-    list_display = ["started", "generation", "key", "requested_model", "status", "tokens", "cost", "duration"]
+    # Few, narrow columns (timing is on each record's page): with the admin's navigation and the
+    # filters beside it, the list fits 1400 px, cost included (reports/tests/test_admin_browser.py).
+    list_display = ["started", "generation", "key", "requested_model", "status", "tokens", "cost"]
     list_select_related = ["api_key"]
     list_filter = ["status", "streamed", "api_key", "model", "vendor"]
     search_fields = ["generation_id"]  # get_search_results: an id's start, a key's name, a model

@@ -56,7 +56,7 @@ def _secret_widget(name: str) -> forms.Widget:
 def _option_field(name: str, spec: OptionSpec | None) -> forms.Field:
     if spec is None:
         return forms.CharField(label=setting_label(name), required=False)
-    help_text = spec.describe()
+    help_text = spec.describe(choices=not spec.choices)  # a select shows its choices itself
     if spec.choices:
         return forms.ChoiceField(
             label=setting_label(name), required=False, choices=spec.choices, initial=spec.default, help_text=help_text
@@ -76,7 +76,13 @@ class VendorFormBase(forms.ModelForm):
         required=False,
         help_text="Each kind has its own settings: choosing another shows its form.",
     )
-    base_url = forms.URLField(label="Base URL", max_length=500, required=False, assume_scheme="https")
+    base_url = forms.URLField(
+        label="Base URL",
+        max_length=500,
+        required=False,
+        assume_scheme="https",
+        widget=forms.URLInput(attrs={"class": "vURLField"}),  # the admin's width for addresses
+    )
 
     class Meta:
         model = Vendor

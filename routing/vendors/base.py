@@ -154,11 +154,11 @@ class OptionSpec:
     default: str = ""
     help: str = ""
 
-    def describe(self) -> str:
-        """Return the choices and default in a few words (the form's help and the command's)."""
+    def describe(self, choices: bool = True) -> str:
+        """Return the help, the choices and the default in a few words (the form's help and the command's)."""
         parts = [self.help] if self.help else []
         values = [value for value, _ in self.choices if value]
-        if values:
+        if values and choices:
             parts.append("One of " + ", ".join(values) + ".")
         if self.default:
             parts.append(f"Default {self.default}.")
