@@ -1,6 +1,9 @@
 """The operator's admin pages in headless Chromium: the usage-record list at desktop width, the vendor form.
 
-Screenshots go to artifacts/.
+Screenshots go to artifacts/. Each test starts its own router process: the admin's change form
+caches content-type ids in the process that renders it, and the shared ``live_router`` would
+keep them past the flush that ends a transactional test (a later test's admin log entry would
+then point at a content type that no longer exists).
 """
 
 from __future__ import annotations
@@ -97,10 +100,10 @@ def _busy_records() -> None:
     )
 
 
-def test_usage_record_list_fits_1400_px_with_status_tokens_and_cost(live_router, transactional_db):
+def test_usage_record_list_fits_1400_px_with_status_tokens_and_cost(server_factory, transactional_db):
     _require_browser()
     _busy_records()
-    base = live_router.url
+    base = server_factory().url
 
     with admin_page(base, DESKTOP) as page:
         page.goto(base + "/admin/billing/usagerecord/")
@@ -121,9 +124,9 @@ def test_usage_record_list_fits_1400_px_with_status_tokens_and_cost(live_router,
     ]  # fmt: skip
 
 
-def test_vendor_form_switches_kind_and_shows_errors_at_their_fields(live_router, transactional_db):
+def test_vendor_form_switches_kind_and_shows_errors_at_their_fields(server_factory, transactional_db):
     _require_browser()
-    base = live_router.url
+    base = server_factory().url
 
     with admin_page(base, DESKTOP) as page:
         page.goto(base + "/admin/routing/vendor/add/?kind=openai")
