@@ -189,6 +189,10 @@ class CappedCountPaginator(Paginator):
         return self.count > self.CAP
 
 
+# Key or model names one search word may match and still be looked up as a list of values.
+SEARCH_NAMES = 500
+
+
 class UsageRecordForm(forms.ModelForm):
     """Only names the record's fields for people: the admin shows every field read-only."""
 
@@ -288,16 +292,20 @@ class UsageRecordAdmin(admin.ModelAdmin):
         """Match each word as a generation ID's start, a key's name or a model; every word must match.
 
         Each alternative is an indexed lookup on the usage table (``generation_id`` prefix, key
-        ids, model name): key and model names are looked up first in their own small tables.
+        ids, model names): key and model names are looked up first in their own small tables.
+        A word that names more than ``SEARCH_NAMES`` keys or models is matched by a subquery
+        instead: still right, only slower.
         """
         # The router's models, reached through the relation: billing does not import routing.
         router_model = cast(type[Model], UsageRecord._meta.get_field("model").related_model)
-        router_models = router_model._default_manager.all()
         for term in search_term.split():
-            key_ids = list(ApiKey.objects.filter(name__icontains=term).values_list("pk", flat=True)[:100])
-            models = {term, *router_models.filter(name__icontains=term).values_list("name", flat=True)[:100]}
+            keys = ApiKey.objects.filter(name__icontains=term).values_list("pk", flat=True)
+            models = router_model._default_manager.filter(name__icontains=term).values_list("name", flat=True)
             queryset = queryset.filter(
-                Q(generation_id__startswith=term) | Q(api_key_id__in=key_ids) | Q(model_name__in=models)
+                Q(generation_id__startswith=term)
+                | Q(api_key_id__in=_listed(keys, SEARCH_NAMES))
+                | Q(model_name=term)
+                | Q(model_name__in=_listed(models, SEARCH_NAMES))
             )
         return queryset, False
 
@@ -341,6 +349,12 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # usage is the billing record
+
+
+def _listed(values: QuerySet[Any, Any], limit: int) -> QuerySet[Any, Any] | list[Any]:
+    """Return ``values`` as a list when there are at most ``limit`` of them (one query), else as a subquery."""
+    listed = list(values[: limit + 1])
+    return listed if len(listed) <= limit else values
 
 
 def _milliseconds(value: int | None) -> str | None:

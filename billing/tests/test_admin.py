@@ -229,6 +229,15 @@ def test_usage_record_id_prefix_search_is_an_index_scan_on_postgresql(rf, admin_
     assert "Seq Scan" not in plan and "Index" in plan and "generation_id" in plan and "_like" in plan, plan
 
 
+def test_usage_record_search_over_many_matching_keys_misses_none(admin_client, monkeypatch):
+    from billing import admin as billing_admin
+
+    _searchable_records()
+    monkeypatch.setattr(billing_admin, "SEARCH_NAMES", 1)  # "team" names two keys: matched by a subquery
+    page = admin_client.get(reverse("admin:billing_usagerecord_changelist"), {"q": "team"})
+    assert len(page.context["cl"].result_list) == 4
+
+
 def test_usage_record_search_says_what_it_matches(admin_client):
     page = admin_client.get(reverse("admin:billing_usagerecord_changelist")).content.decode()
     assert "A generation ID or its start, a key&#x27;s name, or a model." in page
