@@ -42,8 +42,14 @@ class VendorAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Vendor]:
         return super().get_queryset(request).annotate(deployment_total=Count("deployments"))
 
+    class Media:
+        js = ["routing/vendor_form.js"]  # a new kind chosen on the add form loads that kind's form
+
     def _kind(self, request: HttpRequest, obj: Vendor | None) -> str:
-        return obj.kind if obj is not None else request.GET.get("kind", "")
+        if obj is not None:
+            return obj.kind
+        posted = request.POST.get("kind", "") if request.method == "POST" else ""
+        return posted if posted in ADAPTERS else request.GET.get("kind", "")
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         if request.GET.get("kind") not in ADAPTERS:
@@ -68,15 +74,18 @@ class VendorAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         kind = self._kind(request, obj)
         adapter = ADAPTERS[kind]
+        kind_field = "kind" if obj is None else "kind_display"
         fieldsets: list[tuple[str | None, dict[str, Any]]] = [
-            (None, {"fields": ["name", "kind_display", "base_url", "enabled"]}),
+            (None, {"fields": ["name", kind_field, "base_url", "enabled"]}),
         ]
         if adapter.option_names:
             options = [OPTION_PREFIX + n for n in adapter.option_names]
             fieldsets.append((f"{_kind_label(kind)} options", {"fields": options}))
         if adapter.secret_names:
             secrets = [SECRET_PREFIX + n for n in adapter.secret_names]
-            fieldsets.append(("Credentials", {"fields": ["credentials_state", *secrets, "remove_credentials"]}))
+            if obj is not None and obj.credentials_encrypted:
+                secrets.append("remove_credentials")  # offered only when there is something to remove
+            fieldsets.append(("Credentials", {"fields": ["credentials_state", *secrets]}))
         fieldsets.append(("Timeouts", {"fields": TIMEOUT_FIELDS, "classes": ["collapse"]}))
         return fieldsets
 

@@ -8,6 +8,7 @@ import pytest
 import time_machine
 from django.contrib.auth.models import User
 from django.urls import reverse
+from django.utils.text import capfirst
 
 from billing import keys
 from billing.admin import CappedCountPaginator
@@ -224,6 +225,142 @@ def test_usage_records_are_read_only(admin_client):
     assert admin_client.post(change_url, {"status": "completed"}).status_code == 403
     assert admin_client.get(reverse("admin:billing_usagerecord_add")).status_code == 403
     assert admin_client.post(reverse("admin:billing_usagerecord_delete", args=[record.pk])).status_code == 403
+
+
+def _searchable_records() -> None:
+    alpha, _ = api_key_create("alpha-team")
+    beta, _ = api_key_create("beta-team")
+    rows = [
+        ("gen-0192aa01", alpha, "demo/echo"),
+        ("gen-0192aa02", beta, "openai/gpt-4o"),
+        ("gen-0193bb03", beta, "demo/echo"),
+        ("xgen-0192aa04", beta, "openai/gpt-4o-mini"),  # holds the prefix, but not at its start
+    ]
+    UsageRecord.objects.bulk_create(
+        UsageRecord(generation_id=g, api_key=k, model_name=m, status=UsageStatus.COMPLETED, created_at=NOW)
+        for g, k, m in rows
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("gen-0192aa01", {"gen-0192aa01"}),  # a whole id
+        ("gen-0192", {"gen-0192aa01", "gen-0192aa02"}),  # its start
+        ("alpha", {"gen-0192aa01"}),  # a key's name
+        ("beta-team", {"gen-0192aa02", "gen-0193bb03", "xgen-0192aa04"}),
+        ("openai/gpt-4o-mini", {"xgen-0192aa04"}),  # a model, as clients name it
+        ("gpt-4o", {"gen-0192aa02", "xgen-0192aa04"}),  # part of a model's name
+        ("beta demo/echo", {"gen-0193bb03"}),  # every word must match
+    ],
+)
+def test_usage_record_search_by_id_prefix_key_name_and_model(admin_client, django_assert_num_queries, query, found):
+    from routing.models import RouterModel
+
+    _searchable_records()
+    for name in ("demo/echo", "openai/gpt-4o", "openai/gpt-4o-mini"):
+        RouterModel.objects.create(name=name)
+    words = len(query.split())
+    # the list's 9 queries, and per word: the keys and the models whose names hold it
+    with django_assert_num_queries(9 + 2 * words) as captured:
+        page = admin_client.get(reverse("admin:billing_usagerecord_changelist"), {"q": query})
+    assert {r.generation_id for r in page.context["cl"].result_list} == found
+    usage_sql = [q["sql"] for q in captured.captured_queries if 'FROM "billing_usagerecord"' in q["sql"]]
+    # An id's start is a plain prefix match, which an index on generation_id serves (not UPPER(...) LIKE).
+    assert usage_sql and not any("UPPER(" in sql for sql in usage_sql)
+    assert all('"generation_id"' in sql and "LIKE" in sql for sql in usage_sql if "ORDER BY" in sql)
+
+
+@pytest.mark.postgres
+def test_usage_record_id_prefix_search_is_an_index_scan_on_postgresql(rf, admin_user):
+    from django.contrib import admin
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the plan is PostgreSQL's")
+    _searchable_records()
+    request = rf.get("/", {"q": "gen-0192"})
+    request.user = admin_user
+    model_admin = admin.site._registry[UsageRecord]
+    found, _ = model_admin.get_search_results(request, UsageRecord.objects.all(), "gen-0192")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a few rows: ask whether an index can serve it
+        plan = found.explain()
+    assert "Seq Scan" not in plan and "Index" in plan and "generation_id" in plan and "_like" in plan, plan
+
+
+def test_usage_record_search_over_many_matching_keys_misses_none(admin_client, monkeypatch):
+    from billing import admin as billing_admin
+
+    _searchable_records()
+    monkeypatch.setattr(billing_admin, "SEARCH_NAMES", 1)  # "team" names two keys: matched by a subquery
+    page = admin_client.get(reverse("admin:billing_usagerecord_changelist"), {"q": "team"})
+    assert len(page.context["cl"].result_list) == 4
+
+
+def test_usage_record_search_says_what_it_matches(admin_client):
+    page = admin_client.get(reverse("admin:billing_usagerecord_changelist")).content.decode()
+    assert "A generation ID or its start, a key&#x27;s name, or a model." in page
+
+
+def test_usage_record_list_keeps_to_narrow_columns(admin_client):
+    api_key, _ = api_key_create("k")
+    _records(api_key, 1)
+    page = admin_client.get(reverse("admin:billing_usagerecord_changelist"))
+    headers = [capfirst(h["text"]) for h in page.context["result_headers"] if h["text"]]  # as the page shows them
+    assert headers == [
+        "Started (UTC)",
+        "Generation ID",
+        "API key",
+        "Model",
+        "Status",
+        "Tokens (in / out)",
+        "Cost",
+    ]
+
+
+def test_usage_record_detail_groups_fields_under_names_for_people(admin_client):
+    api_key, _ = api_key_create("k")
+    UsageRecord.objects.create(
+        generation_id="gen-detail",
+        api_key=api_key,
+        model_name="demo/echo",
+        status=UsageStatus.ERROR,
+        http_status=502,
+        first_token_ms=420,
+        duration_ms=1234,
+        created_at=NOW,
+        attempts=[
+            {"vendor": "v-a", "upstream_model": "up-1", "outcome": "error", "latency_ms": 1200, "status": 503,
+             "vendor_status": 529, "code": "upstream_overloaded", "vendor_code": "overloaded", "message": "busy"},
+            {"vendor": "v-b", "upstream_model": "up-2", "outcome": "ok", "latency_ms": 34},
+        ],
+    )  # fmt: skip
+    record = UsageRecord.objects.get()
+    response = admin_client.get(reverse("admin:billing_usagerecord_change", args=[record.pk]))
+    fieldsets = [fieldset.name for fieldset in response.context["adminform"]]
+    assert fieldsets == ["Request", "Tokens", "Cost", "Timing", "Vendor and attempts", "Errors", "Process"]
+    labels = [
+        field.field["label"] if isinstance(field.field, dict) else field.field.label
+        for fieldset in response.context["adminform"]
+        for line in fieldset
+        for field in line
+    ]
+    assert len(labels) == len(set(labels)) and "Id" not in labels
+    for label in ("Generation ID", "API key", "HTTP status", "Time to first token", "Duration", "Attempts"):
+        assert label in labels
+    assert not [label for label in labels if "ms" in label.split() or "_" in label or label.startswith("Http")]
+
+    page = response.content.decode()
+    assert "1,234 ms" in page and "420 ms" in page
+    for raw in ("latency_ms", "Http status", "First token ms", "Duration ms", "Tokens delivered"):
+        assert raw not in page, raw
+    table = page[page.index('<table class="attempts">') :]
+    table = table[: table.index("</table>")]
+    for text in ("<th>Vendor</th>", "<th>Latency</th>", "<th>HTTP status</th>", "<th>Vendor&#x27;s HTTP status</th>",
+                 "<td>1,200 ms</td>", "<td>529</td>", "<td>busy</td>", "<td>v-b</td>"):  # fmt: skip
+        assert text in table, text
+    assert "_" not in table.replace("upstream_overloaded", "")  # no field's machine name
 
 
 @pytest.fixture

@@ -142,9 +142,8 @@ def test_admin_lists_show_money_and_counts_in_the_one_format(admin_client, peopl
     assert '<td class="field-credit_limit_display"><span class="money" title="$5.000000">$5.00</span></td>' in keys
     assert '<td class="field-spend_this_period"><span class="money" title="$0.50000000">$0.50</span></td>' in keys
     assert "0.500000" not in keys.replace('title="$0.50000000"', "")
-    assert '<td class="field-prompt_tokens_display">1,234</td>' in records
-    assert '<td class="field-completion_tokens_display">56,789</td>' in records
-    assert '<td class="field-cost_display"><span class="money" title="$0.50000000">$0.50</span></td>' in records
+    assert '<td class="field-tokens">1,234 / 56,789</td>' in records
+    assert '<td class="field-cost_usd"><span class="money" title="$0.50000000">$0.50</span></td>' in records
     assert '<td class="field-input_price_display"><span class="money" title="$150.000000">$150.00</span></td>' in models
     assert '<td class="field-output_price_display"><span class="money" title="$0.600000">$0.60</span></td>' in models
     assert '<td class="field-context_length_display">128,000</td>' in models

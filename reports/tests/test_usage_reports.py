@@ -254,6 +254,29 @@ def test_generation_detail_shows_the_full_record_with_attempts(client, people: P
         assert text in html
 
 
+def test_generation_detail_names_attempt_fields_for_people(client, people: People):
+    attempts = [
+        {"vendor": "vendor-a", "upstream_model": "up-1", "outcome": "error", "latency_ms": 1500, "status": 503,
+         "code": "upstream_unavailable", "vendor_status": 529, "vendor_code": "overloaded"},
+        {"vendor": "vendor-b", "upstream_model": "up-2", "outcome": "ok", "latency_ms": 40},
+    ]  # fmt: skip
+    mine = record(people.owner_key, attempts=attempts)
+    url = reverse("reports:generation", args=[mine.generation_id])
+
+    client.force_login(people.staff)
+    staff_table = client.get(url).content.decode().split('id="table-attempts"')[1].split("</table>")[0]
+    client.force_login(people.owner)
+    owner_table = client.get(url).content.decode().split('id="table-attempts"')[1].split("</table>")[0]
+
+    for table in (staff_table, owner_table):
+        for text in ("<th>Vendor</th>", "<th>Upstream model</th>", "<th>Latency</th>", "<th>HTTP status</th>",
+                     "<th>Error code</th>", "<td>1,500 ms</td>", "<td>vendor-b</td>"):  # fmt: skip
+            assert text in table, text
+        assert "latency_ms" not in table and "upstream_model" not in table
+    assert "<th>Vendor&#x27;s HTTP status</th>" in staff_table and "<td>529</td>" in staff_table
+    assert "Vendor&#x27;s" not in owner_table and "overloaded" not in owner_table  # the vendor's words are for staff
+
+
 def _page_queries() -> int:
     # session + user, key / model / vendor choices, totals, per day and model, by status, one page of rows;
     # SQLite needs one more for the median (PostgreSQL computes it inside the totals query).

@@ -75,11 +75,141 @@ def test_vendor_credentials_are_write_only(admin_client):
     assert "Currently not set" in admin_client.get(change_url).content.decode()
 
 
+def field_errors(response) -> dict[str, list[str]]:
+    assert response.status_code == 200, response.status_code
+    return {name: list(errors) for name, errors in response.context["adminform"].form.errors.items()}
+
+
 def test_vendor_form_reports_what_the_adapter_rejects(admin_client):
     response = admin_client.post(add_url("openai"), vendor_post(base_url=""))
-    assert response.status_code == 200
-    assert "base-url is required" in response.content.decode()
+    assert field_errors(response) == {"base_url": ["Base URL is required for an OpenAI-compatible vendor"]}
     assert not Vendor.objects.exists()
+
+
+def test_vendor_form_shows_every_problem_at_its_field_in_plain_words(admin_client):
+    response = admin_client.post(add_url("azure"), vendor_post(base_url="", option_api_version="latest"))
+    errors = field_errors(response)
+    assert errors == {
+        "base_url": ["Base URL is required for Azure (https://RESOURCE.openai.azure.com)"],
+        "option_api_version": ["API version must look like 2024-10-21 or 2025-04-01-preview"],
+        "secret_api_key": ["Azure needs exactly one of API key, Entra token or Entra client secret"],
+    }
+    page = response.content.decode()
+    assert "--" not in " ".join(m for messages in errors.values() for m in messages)
+    assert 'class="errorlist nonfield"' not in page  # nothing above the form: every error is at its field
+    assert not Vendor.objects.exists()
+
+
+def test_the_command_keeps_its_one_line_error_in_flags(db):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError) as raised:
+        call_command("vendor", "add", "az", "--kind", "azure", "--api-version", "latest")
+    assert str(raised.value) == (
+        "--base-url is required for Azure (https://RESOURCE.openai.azure.com); "
+        "--api-version must look like 2024-10-21 or 2025-04-01-preview; "
+        "Azure needs exactly one of --api-key, --entra-token or --entra-client-secret"
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+def test_add_form_offers_the_kind_as_a_select_with_the_chosen_one(admin_client, kind):
+    page = admin_client.get(add_url(kind)).content.decode()
+    assert '<select name="kind"' in page
+    assert f'<option value="{kind}" selected>' in page
+    assert "vendor_form.js" in page  # choosing another kind loads its form
+
+
+def test_change_form_shows_the_kind_read_only(admin_client):
+    vendor = vendor_create("az", "azure", "https://r.openai.azure.com", credentials={"api_key": SECRET})
+    page = admin_client.get(reverse("admin:routing_vendor_change", args=[vendor.pk])).content.decode()
+    assert '<div class="readonly">Azure OpenAI</div>' in page
+    assert 'name="kind"' not in page
+
+
+def test_a_kind_chosen_on_the_add_form_decides_which_form_is_checked(admin_client):
+    # The URL says openai, the select says bedrock: the vendor is a Bedrock one, judged by Bedrock's rules.
+    post = vendor_post(kind="bedrock", base_url="", option_region="eu-west-1", secret_api_key="ABSK-key")
+    response = admin_client.post(add_url("openai"), post)
+    assert response.status_code == 302, field_errors(response)
+    vendor = Vendor.objects.get(name="acme")
+    assert (vendor.kind, vendor.options, vendor.credentials()) == (
+        "bedrock",
+        {"region": "eu-west-1"},
+        {"api_key": "ABSK-key"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "shown", "not_shown"),
+    [
+        ("openai", "https://api.openai.com/v1", "azure.com"),
+        ("azure", "https://RESOURCE.openai.azure.com", "https://api.openai.com/v1"),
+        ("bedrock", "https://bedrock-runtime.REGION.amazonaws.com", "https://api.openai.com/v1"),
+        ("vertex", "https://LOCATION-aiplatform.googleapis.com", "https://api.openai.com/v1"),
+        ("byteplus", "https://ark.ap-southeast.bytepluses.com", "https://api.openai.com/v1"),
+        ("onerouter", "https://llm.onerouter.pro/v1", "https://api.openai.com/v1"),
+        ("demo", "no network requests", "https://api.openai.com/v1"),
+    ],
+)
+def test_each_kind_shows_its_own_base_url_example(admin_client, kind, shown, not_shown):
+    form = admin_client.get(add_url(kind)).context["adminform"].form
+    help_text = form.fields["base_url"].help_text
+    assert shown in help_text and not_shown not in help_text
+    assert ADAPTERS[kind].base_url_example in help_text
+
+
+def test_options_with_choices_are_selects_with_their_defaults(admin_client):
+    from routing.vendors.azure import API_STYLES, STREAM_USAGE_MODES
+
+    page = admin_client.get(add_url("azure")).content.decode()
+    form_fields = admin_client.get(add_url("azure")).context["adminform"].form.fields
+    assert '<select name="option_api_style"' in page and '<option value="deployment" selected>' in page
+    assert '<select name="option_stream_usage"' in page and '<option value="auto" selected>' in page
+    assert '<select name="option_max_tokens_field"' in page
+    # One source: the adapter's declaration is what the form offers and what the command's help lists.
+    assert [v for v, _ in form_fields["option_api_style"].choices] == list(API_STYLES)
+    assert [v for v, _ in form_fields["option_stream_usage"].choices] == list(STREAM_USAGE_MODES)
+    assert 'placeholder="2024-10-21"' in page  # a free-text option shows its default
+
+
+def test_command_help_lists_the_choices_the_form_offers(capsys):
+    from django.core.management import call_command
+
+    with pytest.raises(SystemExit):
+        call_command("vendor", "add", "--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "One of auto, on, off. Default auto." in help_text
+    assert "One of deployment, v1. Default deployment." in help_text
+
+
+def test_a_saved_vendor_shows_its_stored_choice(admin_client):
+    vendor = vendor_create(
+        "az", "azure", "https://r.openai.azure.com", {"api_style": "v1", "stream_usage": "off"}, {"api_key": SECRET}
+    )
+    form = admin_client.get(reverse("admin:routing_vendor_change", args=[vendor.pk])).context["adminform"].form
+    assert (form["option_api_style"].value(), form["option_stream_usage"].value()) == ("v1", "off")
+
+
+def test_a_typed_secret_is_not_sent_back_and_the_form_says_to_enter_it_again(admin_client):
+    response = admin_client.post(add_url("openai"), vendor_post(base_url="", secret_api_key=SECRET))
+    errors = field_errors(response)
+    assert errors["secret_api_key"] == [
+        "Enter this again: a typed secret is never sent back to the page, so it was not kept when the form had errors."
+    ]
+    assert SECRET not in response.content.decode()
+    # Without a typed secret, nothing to say at the field.
+    assert "secret_api_key" not in field_errors(admin_client.post(add_url("openai"), vendor_post(base_url="")))
+
+
+def test_remove_stored_credentials_is_offered_only_when_some_are_stored(admin_client):
+    assert 'name="remove_credentials"' not in admin_client.get(add_url("openai")).content.decode()
+    bare = vendor_create("bare", "openai", "https://api.example.com/v1")
+    keyed = vendor_create("keyed", "openai", "https://api.example.com/v1", credentials={"api_key": SECRET})
+    for vendor, offered in ((bare, False), (keyed, True)):
+        page = admin_client.get(reverse("admin:routing_vendor_change", args=[vendor.pk])).content.decode()
+        assert ('name="remove_credentials"' in page) is offered, vendor.name
+        assert ("Remove stored credentials" in page) is offered, vendor.name
 
 
 def _vendor_with_model(url: str) -> Vendor:

@@ -23,9 +23,9 @@ import httpx
 import orjson
 
 from routing.errors import UpstreamError
-from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorConfig
+from routing.vendors.base import Completion, OptionSpec, SettingProblem, StreamEvent, UpstreamCall, VendorConfig
 from routing.vendors.entra import DEFAULT_AUTHORITY, EntraTokenSource
-from routing.vendors.openai import OpenAIAdapter, validate_limit_field
+from routing.vendors.openai import LIMIT_FIELD_SPEC, OpenAIAdapter, limit_field_problems
 
 API_STYLES = ("deployment", "v1")
 DEFAULT_API_VERSION = "2024-10-21"
@@ -91,6 +91,25 @@ class AzureAdapter(OpenAIAdapter):
         "entra_authority",
         "max_tokens_field",
     )
+    option_specs = {
+        "api_style": OptionSpec(
+            choices=tuple((style, style) for style in API_STYLES),
+            default="deployment",
+            help="deployment: /openai/deployments/NAME/chat/completions with an api-version; v1: /openai/v1, "
+            "the deployment named in the model.",
+        ),
+        "api_version": OptionSpec(default=DEFAULT_API_VERSION, help="For the deployment style only."),
+        "deployment": OptionSpec(help="For the deployment style only; blank uses the upstream model of each model."),
+        "stream_usage": OptionSpec(
+            choices=tuple((mode, mode) for mode in STREAM_USAGE_MODES),
+            default="auto",
+            help="Whether to ask for usage in streams (stream_options); auto: when the api-version accepts it.",
+        ),
+        "entra_authority": OptionSpec(default=DEFAULT_AUTHORITY, help="For the client secret only."),
+        "max_tokens_field": LIMIT_FIELD_SPEC,
+    }
+    base_url_example = "https://RESOURCE.openai.azure.com"
+    base_url_help = "The resource's endpoint, without /openai."
     # One of: an API key, a ready Entra token, or a service principal's client secret.
     secret_names = ("api_key", "entra_token", "entra_client_secret")
 
@@ -108,33 +127,54 @@ class AzureAdapter(OpenAIAdapter):
             )
 
     @classmethod
-    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+    def problems(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
+        found = cls.endpoint_problems(base_url, options) + limit_field_problems(options)
+        if options.get("stream_usage", "auto") not in STREAM_USAGE_MODES:
+            found.append(
+                SettingProblem("stream_usage", f"{{stream_usage}} must be one of {', '.join(STREAM_USAGE_MODES)}")
+            )
+        return found + cls.credential_problems(options, credentials)
+
+    @classmethod
+    def endpoint_problems(cls, base_url: str, options: dict[str, Any]) -> list[SettingProblem]:
+        found: list[SettingProblem] = []
         parts = urlsplit(base_url)
         if not base_url:
-            raise ValueError("--base-url is required for Azure (https://RESOURCE.openai.azure.com)")
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("--base-url must be an http(s) URL such as https://RESOURCE.openai.azure.com")
+            found.append(
+                SettingProblem("base_url", "{base_url} is required for Azure (https://RESOURCE.openai.azure.com)")
+            )
+        elif parts.scheme not in ("http", "https") or not parts.netloc:
+            found.append(
+                SettingProblem(
+                    "base_url", "{base_url} must be an http(s) URL such as https://RESOURCE.openai.azure.com"
+                )
+            )
         style = options.get("api_style", "deployment")
         if style not in API_STYLES:
-            raise ValueError(f"--api-style must be 'deployment' or 'v1', not '{style}'")
-        if style == "v1" and ({"api_version", "deployment"} & set(options)):
-            raise ValueError(
-                "--api-version and --deployment apply to --api-style deployment only (v1 puts it in model)"
-            )
+            found.append(SettingProblem("api_style", "{api_style} must be 'deployment' or 'v1' (default deployment)"))
+        only_deployment = "{api_version} and {deployment} apply to {api_style} deployment only (v1 puts it in model)"
+        found.extend(
+            SettingProblem(name, only_deployment)
+            for name in ("api_version", "deployment")
+            if style == "v1" and name in options
+        )
         version = options.get("api_version", DEFAULT_API_VERSION)
         if not isinstance(version, str) or not _API_VERSION.fullmatch(version):
-            raise ValueError("--api-version must look like 2024-10-21 or 2025-04-01-preview")
-        validate_limit_field(options)
-        if options.get("stream_usage", "auto") not in STREAM_USAGE_MODES:
-            raise ValueError(f"--stream-usage must be one of {', '.join(STREAM_USAGE_MODES)}")
+            found.append(SettingProblem("api_version", "{api_version} must look like 2024-10-21 or 2025-04-01-preview"))
+        return found
+
+    @classmethod
+    def credential_problems(cls, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
         given = [name for name in cls.secret_names if credentials.get(name)]
         if len(given) != 1:
-            raise ValueError("Azure needs exactly one of --api-key, --entra-token or --entra-client-secret")
-        principal = {"entra_tenant_id", "entra_client_id"}
-        if given == ["entra_client_secret"] and not principal <= set(options):
-            raise ValueError("--entra-client-secret needs --entra-tenant-id and --entra-client-id")
-        if given != ["entra_client_secret"] and (principal | {"entra_authority"}) & set(options):
-            raise ValueError("--entra-tenant-id, --entra-client-id and --entra-authority need --entra-client-secret")
+            message = "Azure needs exactly one of {api_key}, {entra_token} or {entra_client_secret}"
+            return [SettingProblem(name, message) for name in (given[1:] or ["api_key"])]
+        principal = ("entra_tenant_id", "entra_client_id")
+        if given == ["entra_client_secret"]:
+            message = "{entra_client_secret} needs {entra_tenant_id} and {entra_client_id}"
+            return [SettingProblem(name, message) for name in principal if name not in options]
+        message = "{entra_tenant_id}, {entra_client_id} and {entra_authority} need {entra_client_secret}"
+        return [SettingProblem(name, message) for name in (*principal, "entra_authority") if name in options]
 
     @classmethod
     def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:

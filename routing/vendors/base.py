@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -127,6 +127,85 @@ class UpstreamCall:
         return self.request.max_tokens or self.max_output_tokens
 
 
+# Words that setting names spell in capitals when shown to people.
+_ACRONYMS = {"api": "API", "url": "URL", "id": "ID", "aws": "AWS", "json": "JSON"}
+# Command-line flags whose name is not the setting's (the JSON key is read from a file).
+_FLAGS = {"credentials_json": "--credentials-file"}
+
+
+def setting_label(name: str) -> str:
+    """Return a setting's name for people: ``aws_access_key_id`` is "AWS access key ID"."""
+    words = [_ACRONYMS.get(word, word) for word in name.split("_")]
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
+
+
+def setting_flag(name: str) -> str:
+    """Return a setting's ``manage.py vendor`` flag: ``api_style`` is ``--api-style``."""
+    return _FLAGS.get(name) or "--" + name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How an option is offered to the operator, by the admin form and ``manage.py vendor --help`` alike."""
+
+    # (value, label) pairs: a select in the form; the value "" stands for "not set".
+    choices: tuple[tuple[str, str], ...] = ()
+    # The value the adapter uses when the option is not set.
+    default: str = ""
+    help: str = ""
+
+    def describe(self, choices: bool = True) -> str:
+        """Return the help, the choices and the default in a few words (the form's help and the command's)."""
+        parts = [self.help] if self.help else []
+        values = [value for value, _ in self.choices if value]
+        if values and choices:
+            parts.append("One of " + ", ".join(values) + ".")
+        if self.default:
+            parts.append(f"Default {self.default}.")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    """One reason a vendor configuration cannot work, at the setting it concerns.
+
+    ``message`` names settings as ``{setting}``: the admin form shows them as labels
+    ("API style"), the command as flags (``--api-style``). It never quotes a value.
+    """
+
+    setting: str | None  # base_url, an option or a secret; None: the configuration as a whole
+    message: str
+
+    @classmethod
+    def literal(cls, setting: str | None, text: str) -> SettingProblem:
+        """A problem whose text names no setting (an error message from elsewhere, braces and all)."""
+        return cls(setting, text.replace("{", "{{").replace("}", "}}"))
+
+    def for_people(self) -> str:
+        text = self.message.format_map(_Names(setting_label))
+        return text[:1].upper() + text[1:]
+
+    def for_command(self) -> str:
+        return self.message.format_map(_Names(setting_flag))
+
+
+class _Names(dict[str, str]):
+    def __init__(self, name: Any) -> None:
+        super().__init__()
+        self.name = name
+
+    def __missing__(self, key: str) -> str:
+        return str(self.name(key))
+
+
+class VendorSettingsInvalid(ValueError):
+    """The configuration's problems, all of them; as a one-line message, in the command's words."""
+
+    def __init__(self, problems: list[SettingProblem]) -> None:
+        super().__init__("; ".join(problem.for_command() for problem in problems))
+        self.problems = problems
+
+
 class VendorAdapter(ABC):
     """One vendor kind's wire format. Instances are per vendor and may cache (tokens, signers)."""
 
@@ -136,13 +215,26 @@ class VendorAdapter(ABC):
     secret_names: ClassVar[tuple[str, ...]] = ("api_key",)
     # False where the vendor's ``max_tokens`` bounds the answer but not its reasoning (ModelArk).
     max_tokens_counts_reasoning: ClassVar[bool] = True
+    # What the admin form shows for the base URL: an example of this kind's, and what blank means.
+    base_url_example: ClassVar[str] = ""
+    base_url_help: ClassVar[str] = "The vendor's API root."
+    # Options with choices or a default (the others are free text without one).
+    option_specs: ClassVar[Mapping[str, OptionSpec]] = {}
 
     def __init__(self, vendor: VendorConfig) -> None:
         self.vendor = vendor
 
     @classmethod
     def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
-        """Raise ``ValueError`` with a one-line message when the vendor cannot work as configured."""
+        """Raise ``VendorSettingsInvalid`` (a ``ValueError``) when the vendor cannot work as configured."""
+        problems = cls.problems(base_url, options, credentials)
+        if problems:
+            raise VendorSettingsInvalid(problems)
+
+    @classmethod
+    def problems(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
+        """Return every reason the vendor cannot work as configured (none: it can)."""
+        return []
 
     @classmethod
     def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ import orjson
 from routing.errors import UpstreamError
 from routing.schema import PASSTHROUGH, ROUTER_FIELDS
 from routing.vendors import http
-from routing.vendors.base import StreamEvent, UpstreamCall
+from routing.vendors.base import SettingProblem, StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter
 
 API_PATH = "/api/v3"
@@ -48,17 +48,23 @@ class BytePlusAdapter(OpenAIAdapter):
     # ModelArk's max_tokens bounds the answer only; max_completion_tokens includes reasoning.
     max_tokens_counts_reasoning = False
 
+    base_url_example = "https://ark.ap-southeast.bytepluses.com"
+    base_url_help = "The region's ModelArk endpoint; the API key must be of the same region."
+
     @classmethod
-    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+    def problems(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
+        found: list[SettingProblem] = []
         parts = urlsplit(base_url)
         if not base_url:
-            raise ValueError(
-                "--base-url is required for BytePlus (regional, e.g. https://ark.ap-southeast.bytepluses.com)"
-            )
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("--base-url must be an http(s) URL such as https://ark.ap-southeast.bytepluses.com")
+            message = "{base_url} is required for BytePlus (regional, e.g. https://ark.ap-southeast.bytepluses.com)"
+            found.append(SettingProblem("base_url", message))
+        elif parts.scheme not in ("http", "https") or not parts.netloc:
+            message = "{base_url} must be an http(s) URL such as https://ark.ap-southeast.bytepluses.com"
+            found.append(SettingProblem("base_url", message))
         if not credentials.get("api_key"):
-            raise ValueError("--api-key is required for BytePlus (an ARK API key of the same region)")
+            message = "{api_key} is required for BytePlus (an ARK API key of the same region)"
+            found.append(SettingProblem("api_key", message))
+        return found
 
     def url(self, call: UpstreamCall) -> str:
         base = self.vendor.base_url.rstrip("/")

@@ -13,9 +13,27 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from lib import tokens
-from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
+from routing.vendors.base import (
+    ChunkEvent,
+    Completion,
+    OptionSpec,
+    SettingProblem,
+    StreamEvent,
+    UpstreamCall,
+    Usage,
+    UsageEvent,
+    VendorAdapter,
+)
 
 _WORDS = re.compile(r"\s*\S+")
+TOKEN_DELAY = 0.05  # seconds between words, when the vendor sets none
+
+
+def _seconds(value: Any) -> bool:
+    try:
+        return float(value) >= 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
@@ -33,16 +51,19 @@ class DemoAdapter(VendorAdapter):
     kind = "demo"
     option_names = ("token_delay", "first_token_delay")
     secret_names = ()
+    option_specs = {
+        "token_delay": OptionSpec(default=str(TOKEN_DELAY), help="Seconds between words."),
+        "first_token_delay": OptionSpec(default="0", help="Seconds before the first word."),
+    }
+    base_url_help = "Not used: the demo vendor makes no network requests."
 
     @classmethod
-    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
-        for name in cls.option_names:
-            if name in options:
-                try:
-                    if float(options[name]) < 0:
-                        raise ValueError
-                except (TypeError, ValueError):
-                    raise ValueError(f"--{name.replace('_', '-')} must be a number of seconds >= 0") from None
+    def problems(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
+        return [
+            SettingProblem(name, f"{{{name}}} must be a number of seconds >= 0")
+            for name in cls.option_names
+            if name in options and not _seconds(options[name])
+        ]
 
     @classmethod
     def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:
@@ -64,7 +85,7 @@ class DemoAdapter(VendorAdapter):
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         words, finish = self._answer(call)
-        delay = float(self.vendor.options.get("token_delay", 0.05))
+        delay = float(self.vendor.options.get("token_delay", TOKEN_DELAY))
         await asyncio.sleep(float(self.vendor.options.get("first_token_delay", 0)))
         yield [ChunkEvent([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])]
         for i, word in enumerate(words):

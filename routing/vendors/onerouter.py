@@ -17,7 +17,7 @@ import httpx
 
 from routing.errors import UpstreamError
 from routing.vendors import http
-from routing.vendors.base import StreamEvent, UpstreamCall
+from routing.vendors.base import SettingProblem, StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter
 
 DEFAULT_BASE_URL = "https://llm.onerouter.pro/v1"
@@ -28,13 +28,20 @@ class OneRouterAdapter(OpenAIAdapter):
     option_names = ()
     secret_names = ("api_key",)
 
+    base_url_example = DEFAULT_BASE_URL
+    base_url_help = f"Blank uses {DEFAULT_BASE_URL}."
+
     @classmethod
-    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+    def problems(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
+        found: list[SettingProblem] = []
         parts = urlsplit(base_url)
         if base_url and (parts.scheme not in ("http", "https") or not parts.netloc):
-            raise ValueError(f"--base-url must be an http(s) URL (default {DEFAULT_BASE_URL})")
+            found.append(
+                SettingProblem("base_url", f"{{base_url}} must be an http(s) URL (default {DEFAULT_BASE_URL})")
+            )
         if not credentials.get("api_key"):
-            raise ValueError("--api-key is required for OneRouter")
+            found.append(SettingProblem("api_key", "{api_key} is required for OneRouter"))
+        return found
 
     @classmethod
     def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:

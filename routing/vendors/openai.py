@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -16,6 +16,8 @@ from routing.vendors import http
 from routing.vendors.base import (
     ChunkEvent,
     Completion,
+    OptionSpec,
+    SettingProblem,
     StreamEvent,
     UpstreamCall,
     Usage,
@@ -71,22 +73,34 @@ def mid_stream_error(vendor_name: str, payload: dict[str, Any]) -> UpstreamError
     )
 
 
-def validate_limit_field(options: dict[str, Any]) -> None:
+LIMIT_FIELD_SPEC = OptionSpec(
+    choices=(("", "Automatic"), *((name, name) for name in LIMIT_FIELDS)),
+    help="The field that carries the model's output ceiling. Automatic: max_completion_tokens for OpenAI "
+    "itself, max_tokens elsewhere.",
+)
+
+
+def limit_field_problems(options: dict[str, Any]) -> list[SettingProblem]:
     field = options.get("max_tokens_field")
     if field is not None and field not in LIMIT_FIELDS:
-        raise ValueError(f"--max-tokens-field must be one of {', '.join(LIMIT_FIELDS)}")
+        return [SettingProblem("max_tokens_field", f"{{max_tokens_field}} must be one of {', '.join(LIMIT_FIELDS)}")]
+    return []
 
 
 class OpenAIAdapter(VendorAdapter):
     kind = "openai"
     # max_tokens_field: the field that carries the model's ceiling when the client sets no limit.
     option_names: ClassVar[tuple[str, ...]] = ("organization", "max_tokens_field")
+    option_specs: ClassVar[Mapping[str, OptionSpec]] = {"max_tokens_field": LIMIT_FIELD_SPEC}
+    base_url_example = "https://api.openai.com/v1"
+    base_url_help = "The API root, the part before /chat/completions."
 
     @classmethod
-    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
-        if not base_url:
-            raise ValueError("--base-url is required for an OpenAI-compatible vendor")
-        validate_limit_field(options)
+    def problems(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
+        found = (
+            [] if base_url else [SettingProblem("base_url", "{base_url} is required for an OpenAI-compatible vendor")]
+        )
+        return found + limit_field_problems(options)
 
     # Hooks the OpenAI-compatible kinds (Azure, BytePlus, OneRouter) override.
     def url(self, call: UpstreamCall) -> str:

@@ -10,6 +10,7 @@ from lib.cli import SubcommandCommand
 from routing import services
 from routing.models import Vendor, VendorKind
 from routing.vendors import ADAPTERS
+from routing.vendors.base import setting_flag
 
 
 class Command(SubcommandCommand):
@@ -90,12 +91,23 @@ def _configuration_arguments(parser: CommandParser) -> None:
     parser.add_argument("--api-key", default="", help="stored encrypted; never shown again")
     option_names = sorted({o for a in ADAPTERS.values() for o in a.option_names})
     for name in option_names:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", default=None, metavar=name.upper())
+        parser.add_argument(
+            setting_flag(name), dest=f"opt_{name}", default=None, metavar=name.upper(), help=_option_help(name)
+        )
     # credentials_json comes from --credentials-file, never from the command line itself.
     secret_names = sorted({s for a in ADAPTERS.values() for s in a.secret_names} - {"api_key", "credentials_json"})
     for name in secret_names:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=f"secret_{name}", default=None, metavar=name.upper())
     parser.add_argument("--credentials-file", default=None, help="JSON file of credentials (service account key)")
+
+
+def _option_help(name: str) -> str | None:
+    """The option's kinds, choices and default, as the adapters declare them (the admin form shows the same)."""
+    kinds = [kind for kind, adapter in ADAPTERS.items() if name in adapter.option_names]
+    specs = [ADAPTERS[kind].option_specs[name] for kind in kinds if name in ADAPTERS[kind].option_specs]
+    described = specs[0].describe() if specs else ""
+    # argparse formats help with %: a literal one must be doubled.
+    return f"({', '.join(kinds)}) {described}".strip().replace("%", "%%")
 
 
 def _options(kind: str, rest: dict[str, Any]) -> dict[str, Any]:

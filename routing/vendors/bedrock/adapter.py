@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -17,7 +17,15 @@ from botocore.credentials import Credentials
 
 from routing.errors import UpstreamError
 from routing.vendors import http
-from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorAdapter, VendorConfig
+from routing.vendors.base import (
+    Completion,
+    OptionSpec,
+    SettingProblem,
+    StreamEvent,
+    UpstreamCall,
+    VendorAdapter,
+    VendorConfig,
+)
 from routing.vendors.bedrock.converse import converse_choices, converse_request, usage_from_converse
 from routing.vendors.bedrock.events import ConverseStreamDecoder, exception_error, malformed
 
@@ -38,26 +46,35 @@ class BedrockAdapter(VendorAdapter):
     kind = "bedrock"
     option_names = ("region",)
     secret_names: ClassVar[tuple[str, ...]] = ("api_key", *KEY_PAIR, "aws_session_token")
+    option_specs: ClassVar[Mapping[str, OptionSpec]] = {"region": OptionSpec(help="The AWS region, e.g. us-east-1.")}
+    base_url_help = (
+        "Blank uses the region's endpoint (https://bedrock-runtime.REGION.amazonaws.com); "
+        "set it only for a VPC endpoint or a proxy."
+    )
 
     @classmethod
-    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+    def problems(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
+        found: list[SettingProblem] = []
         region = options.get("region")
         if not region:
-            raise ValueError("--region is required for a Bedrock vendor (for example us-east-1)")
-        if not isinstance(region, str) or not REGION.fullmatch(region):
-            raise ValueError(f"--region {region!r} is not an AWS region name (for example us-east-1)")
+            found.append(SettingProblem("region", "{region} is required for a Bedrock vendor (for example us-east-1)"))
+        elif not isinstance(region, str) or not REGION.fullmatch(region):
+            found.append(SettingProblem("region", "{region} is not an AWS region name (for example us-east-1)"))
         if base_url and not base_url.startswith(("https://", "http://")):
-            raise ValueError("--base-url must start with https://")
+            found.append(SettingProblem("base_url", "{base_url} must start with https://"))
         signing = [name for name in (*KEY_PAIR, "aws_session_token") if credentials.get(name)]
         if credentials.get("api_key"):
             if signing:
-                raise ValueError("give a Bedrock vendor either --api-key or AWS keys, not both")
-            return
-        if not all(credentials.get(name) for name in KEY_PAIR):
-            raise ValueError(
-                "a Bedrock vendor needs --aws-access-key-id and --aws-secret-access-key "
-                "(and --aws-session-token for temporary keys), or a Bedrock --api-key"
+                message = "give a Bedrock vendor either {api_key} or AWS keys, not both"
+                found.append(SettingProblem("api_key", message))
+        elif not all(credentials.get(name) for name in KEY_PAIR):
+            message = (
+                "a Bedrock vendor needs {aws_access_key_id} and {aws_secret_access_key} "
+                "(and {aws_session_token} for temporary keys), or a Bedrock {api_key}"
             )
+            missing = [name for name in KEY_PAIR if not credentials.get(name)]
+            found.extend(SettingProblem(name, message) for name in missing)
+        return found
 
     @classmethod
     def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:

@@ -24,7 +24,15 @@ import orjson
 
 from routing.errors import UpstreamError
 from routing.vendors import http
-from routing.vendors.base import Completion, StreamEvent, UpstreamCall, VendorAdapter, VendorConfig
+from routing.vendors.base import (
+    Completion,
+    OptionSpec,
+    SettingProblem,
+    StreamEvent,
+    UpstreamCall,
+    VendorAdapter,
+    VendorConfig,
+)
 from routing.vendors.sse import SseEvent, sse_batches
 from routing.vendors.vertex import claude, gemini
 from routing.vendors.vertex.auth import AccessTokens, service_account_credentials
@@ -54,24 +62,38 @@ class VertexAdapter(VendorAdapter):
     kind = "vertex"
     option_names = ("project", "location")
     secret_names = ("credentials_json", "access_token")
+    option_specs = {
+        "project": OptionSpec(help="The Google Cloud project ID, e.g. my-project-123."),
+        "location": OptionSpec(help="The region, e.g. us-central1, or global."),
+    }
+    base_url_help = (
+        "Blank uses Google's endpoint for the location (https://LOCATION-aiplatform.googleapis.com); "
+        "set it only for a proxy or a private endpoint."
+    )
 
     def __init__(self, vendor: VendorConfig) -> None:
         super().__init__(vendor)
         self.tokens = AccessTokens(vendor)
 
     @classmethod
-    def validate(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> None:
+    def problems(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[SettingProblem]:
+        found: list[SettingProblem] = []
         for name in ("project", "location"):
             value = options.get(name)
             if not value:
-                raise ValueError(f"--{name} is required for a Vertex AI vendor")
-            if not isinstance(value, str) or not _NAME.match(value):
-                raise ValueError(f"--{name} '{value}' is not a valid Google Cloud {name}")
+                found.append(SettingProblem(name, f"{{{name}}} is required for a Vertex AI vendor"))
+            elif not isinstance(value, str) or not _NAME.match(value):
+                found.append(SettingProblem(name, f"{{{name}}} is not a valid Google Cloud {name}"))
         info = credentials.get("credentials_json")
         if info is not None:
-            service_account_credentials(info)
+            try:
+                service_account_credentials(info)
+            except ValueError as error:
+                found.append(SettingProblem.literal("credentials_json", str(error)))
         elif not credentials.get("access_token"):
-            raise ValueError("a Vertex AI vendor needs --credentials-file (a service-account JSON key)")
+            message = "a Vertex AI vendor needs {credentials_json} (a service-account JSON key)"
+            found.append(SettingProblem("credentials_json", message))
+        return found
 
     @classmethod
     def destinations(cls, base_url: str, options: dict[str, Any], credentials: dict[str, Any]) -> list[tuple[str, str]]:
