@@ -20,7 +20,7 @@ from billing.credit import Ask, completion_ceiling
 from billing.selectors import KeyInfo
 from billing.services import Checkpoint, Outcome, usage_record_checkpoint
 from lib import tokens
-from routing.routes import model_route_cached
+from routing.routes import model_route_cached, model_route_peek
 
 _pool: tokens.CountingPool | None = None
 
@@ -47,7 +47,9 @@ async def ask_counted(key: KeyInfo, model_name: str, ask: Ask) -> Ask:
     limiter nor admission (in the group-commit writer) counts it."""
     if not limits_count(key) or (ask.prompt_tokens is not None and ask.completion_ceiling is not None):
         return ask
-    route = await _model_route_async(model_name)
+    hit, route = model_route_peek(model_name)  # a cached route costs no hop to the worker thread
+    if not hit:
+        route = await _model_route_async(model_name)
     if route is None:
         return ask  # an unknown model is refused at admission
     prompt = ask.prompt_tokens

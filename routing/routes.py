@@ -21,14 +21,22 @@ _cache: dict[str, tuple[ModelRoute | None, float]] = {}
 _CACHE_MAX = 10_000
 
 
+def model_route_peek(name: str) -> tuple[bool, ModelRoute | None]:
+    """Return (found, route) from the cache alone: no database work, safe on the event loop."""
+    entry = _cache.get(name)
+    if entry is not None and entry[1] > time.monotonic():
+        return True, entry[0]
+    return False, None
+
+
 def model_route_cached(name: str) -> ModelRoute | None:
     ttl = settings.SIRAYA_ROUTE_CACHE_SECONDS
     if ttl <= 0:
         return model_route(name)
+    hit, route = model_route_peek(name)
+    if hit:
+        return route
     now = time.monotonic()
-    entry = _cache.get(name)
-    if entry is not None and entry[1] > now:
-        return entry[0]
     route = model_route(name)
     if len(_cache) >= _CACHE_MAX:
         _cache.clear()
