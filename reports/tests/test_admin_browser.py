@@ -20,16 +20,9 @@ from playwright.sync_api import ViewportSize
 from billing.models import UsageRecord, UsageStatus
 from billing.services import api_key_create
 from conftest import ARTIFACTS
-from reports.tests.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_VIOLATIONS,
-    _require_browser,
-    _watch_for_csp_violations,
-)
+from reports.tests.test_browser import CSP_VIOLATIONS, PASSWORD, _require_browser, browser_page
 from routing.models import Vendor
 
-PASSWORD = "correct-horse-battery-staple"
 DESKTOP: ViewportSize = {"width": 1400, "height": 900}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -38,28 +31,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 @contextmanager
 def admin_page(base_url: str, viewport: ViewportSize):
     """A fresh Chromium page of ``viewport`` size, logged in to the admin as the operator."""
-    from playwright.sync_api import sync_playwright
-
     user = User.objects.create(username="operator", is_staff=True, is_superuser=True)
     # The live router runs with the real settings' hashers, not the test settings' MD5.
     user.password = PBKDF2PasswordHasher().encode(PASSWORD, "browsersalt", iterations=1000)
     user.save()
     ARTIFACTS.mkdir(exist_ok=True)
     CSP_VIOLATIONS.clear()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport=viewport)
-            page.set_default_timeout(15_000)
-            _watch_for_csp_violations(page)
-            page.goto(base_url + "/admin/login/?next=/admin/")
-            page.fill("#id_username", "operator")
-            page.fill("#id_password", PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_url(base_url + "/admin/")
-            yield page
-        finally:
-            browser.close()
+    with browser_page(base_url, viewport) as page:
+        yield page
 
 
 # Where each column's cells end, and whether the results table scrolls sideways.

@@ -17,6 +17,7 @@ import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 from django.db.models import Count, Sum
+from playwright.sync_api import ViewportSize
 
 from billing.models import ApiKey, UsageRecord
 from conftest import ARTIFACTS, wait_settled
@@ -70,14 +71,14 @@ def _watch_for_csp_violations(page) -> None:
 
 
 @contextmanager
-def browser_page(base_url: str):
-    """A fresh Chromium page, logged in to the admin as the operator."""
+def browser_page(base_url: str, viewport: ViewportSize | None = None):
+    """A fresh Chromium page (1360 x 1000 unless ``viewport``), logged in to the admin as the operator."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1360, "height": 1000})
+            page = browser.new_page(viewport=viewport or {"width": 1360, "height": 1000})
             page.set_default_timeout(15_000)
             _watch_for_csp_violations(page)
             page.goto(base_url + "/admin/login/?next=/admin/")
