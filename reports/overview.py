@@ -1,0 +1,268 @@
+"""Reads behind the overview page: a range against the one before it, top spenders, key budgets.
+
+Every figure is aggregated in the database and each function is one query, so the page costs
+a fixed number of queries whatever the number of records. Ranges are whole UTC days ending today.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate
+
+from billing.models import UsageRecord, UsageStatus
+from billing.periods import midnight, period_bounds
+from reports import selectors
+from reports.selectors import COST_PLACES, ZERO
+
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
+
+# The range control's choices: value -> (label, days).
+RANGES = {"today": ("Today", 1), "7d": ("Last 7 days", 7), "30d": ("Last 30 days", 30)}
+DEFAULT_RANGE = "7d"
+TOP = 10
+# Keys drawn as their own series in the spend-per-key chart; the rest fold into OTHER_KEYS.
+CHART_KEYS = 8
+OTHER_KEYS = "other keys"
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The range shown, [start, end), and the previous period of the same length, [previous_start, start)."""
+
+    first_day: date
+    last_day: date
+
+    @classmethod
+    def ending(cls, today: date, days: int) -> Window:
+        return cls(today - timedelta(days=days - 1), today)
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first_day + timedelta(days=i) for i in range((self.last_day - self.first_day).days + 1)]
+
+    @property
+    def start(self) -> datetime:
+        return midnight(self.first_day)
+
+    @property
+    def end(self) -> datetime:
+        return midnight(self.last_day + timedelta(days=1))
+
+    @property
+    def previous_start(self) -> datetime:
+        return self.start - (self.end - self.start)
+
+
+# Totals against the previous period
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One figure of the range and of the previous period; the change is None when there was nothing before."""
+
+    current: Decimal | int
+    previous: Decimal | int
+    previous_empty: bool
+
+    @property
+    def difference(self) -> Decimal | int | None:
+        return None if self.previous_empty else self.current - self.previous
+
+    @property
+    def percent(self) -> float | None:
+        if self.previous_empty or not self.previous:
+            return None
+        return float((self.current - self.previous) / self.previous * 100)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    spend: Change
+    requests: Change
+    tokens: Change
+
+
+def compare_periods(records: QuerySet[UsageRecord], window: Window) -> Comparison:
+    """Spend, requests and tokens in ``window`` and in the period before it. One query."""
+    now_q = Q(created_at__gte=window.start, created_at__lt=window.end)
+    before_q = Q(created_at__gte=window.previous_start, created_at__lt=window.start)
+    tokens = F("prompt_tokens") + F("completion_tokens")
+    row = (
+        records.filter(created_at__gte=window.previous_start, created_at__lt=window.end)
+        .order_by()
+        .aggregate(
+            spend=Coalesce(Sum("cost", filter=now_q), Value(ZERO), output_field=_MONEY),
+            spend_before=Coalesce(Sum("cost", filter=before_q), Value(ZERO), output_field=_MONEY),
+            requests=Coalesce(Sum(Value(1), filter=now_q), 0),
+            requests_before=Coalesce(Sum(Value(1), filter=before_q), 0),
+            tokens=Coalesce(Sum(tokens, filter=now_q), 0),
+            tokens_before=Coalesce(Sum(tokens, filter=before_q), 0),
+        )
+    )
+    empty = row["requests_before"] == 0
+    return Comparison(
+        spend=Change(row["spend"].quantize(COST_PLACES), row["spend_before"].quantize(COST_PLACES), empty),
+        requests=Change(row["requests"], row["requests_before"], empty),
+        tokens=Change(row["tokens"], row["tokens_before"], empty),
+    )
+
+
+# Top spenders with their daily spend
+
+
+@dataclass(frozen=True, slots=True)
+class Spender:
+    """A key, model or vendor with its spend in the range and its spend per day (oldest first)."""
+
+    label: str
+    detail: str
+    spend: Decimal
+    daily: tuple[Decimal, ...]
+
+
+def _daily_spend(
+    records: QuerySet[UsageRecord], window: Window, fields: tuple[str, ...]
+) -> dict[tuple[str, ...], dict[date, Decimal]]:
+    """Spend per ``fields`` value and UTC day in ``window``. One query."""
+    rows = (
+        records.filter(created_at__gte=window.start, created_at__lt=window.end)
+        .order_by()
+        .annotate(day=TruncDate("created_at"))
+        .values("day", *fields)
+        .annotate(spent=Coalesce(Sum("cost"), Value(ZERO), output_field=_MONEY))
+    )
+    spend: dict[tuple[str, ...], dict[date, Decimal]] = defaultdict(dict)
+    for row in rows:
+        spend[tuple(str(row[f]) for f in fields)][row["day"]] = row["spent"].quantize(COST_PLACES)
+    return spend
+
+
+def _ranked(spend: dict[tuple[str, ...], dict[date, Decimal]], window: Window) -> list[Spender]:
+    spenders = [
+        Spender(
+            label=name[1] if len(name) > 1 else (name[0] or "(none)"),
+            detail=name[2] if len(name) > 2 else "",
+            spend=sum(days.values(), ZERO),
+            daily=tuple(days.get(day, ZERO) for day in window.days),
+        )
+        for name, days in spend.items()
+    ]
+    return sorted(spenders, key=lambda s: (-s.spend, s.label, s.detail))
+
+
+def spend_by_key(records: QuerySet[UsageRecord], window: Window) -> list[Spender]:
+    """Every key with usage in ``window``, most spent first. One query."""
+    return _ranked(_daily_spend(records, window, ("api_key_id", "api_key__name", "api_key__prefix")), window)
+
+
+def spend_by_model(records: QuerySet[UsageRecord], window: Window) -> list[Spender]:
+    return _ranked(_daily_spend(records, window, ("model_name",)), window)
+
+
+def spend_by_vendor(records: QuerySet[UsageRecord], window: Window) -> list[Spender]:
+    return _ranked(_daily_spend(records, window, ("vendor_name",)), window)
+
+
+def fold_keys(spenders: list[Spender], shown: int = CHART_KEYS) -> list[Spender]:
+    """The first ``shown`` spenders as they are, the rest summed into one OTHER_KEYS series."""
+    if len(spenders) <= shown:
+        return spenders
+    rest = spenders[shown:]
+    daily = tuple(sum(day, ZERO) for day in zip(*(s.daily for s in rest), strict=True))
+    return [*spenders[:shown], Spender(OTHER_KEYS, f"{len(rest)} keys", sum(daily, ZERO), daily)]
+
+
+# Trend lines
+
+
+TREND_WIDTH = 120
+TREND_HEIGHT = 28
+
+
+def trend_points(values: tuple[Decimal, ...], width: int = TREND_WIDTH, height: int = TREND_HEIGHT) -> str:
+    """The ``points`` of an SVG polyline of ``values`` across ``width`` x ``height``, highest at the top."""
+    if not values:
+        return ""
+    top = max(values) or Decimal(1)
+    step = width / (len(values) - 1) if len(values) > 1 else 0.0
+    margin = 2  # keeps the stroke inside the box
+    usable = height - 2 * margin
+    return " ".join(
+        f"{i * step:.1f},{margin + usable - float(value / top) * usable:.1f}" for i, value in enumerate(values)
+    )
+
+
+# Budgets
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    key_id: int
+    name: str
+    prefix: str
+    limit: Decimal | None
+    limit_reset: str
+    spent: Decimal
+    held: Decimal
+    resets_at: datetime | None
+
+    @property
+    def used(self) -> Decimal:
+        return self.spent + self.held
+
+    def _percent(self, amount: Decimal) -> float:
+        if not self.limit:
+            return 0.0
+        return min(100.0, float(amount / self.limit * 100))
+
+    @property
+    def used_percent(self) -> float:
+        return self._percent(self.used)
+
+    @property
+    def spent_percent(self) -> float:
+        return self._percent(self.spent)
+
+    @property
+    def held_percent(self) -> float:
+        return max(0.0, self.used_percent - self.spent_percent)
+
+    @property
+    def over(self) -> bool:
+        return self.limit is not None and self.used >= self.limit
+
+
+def key_budgets(user: AbstractBaseUser | AnonymousUser, now: datetime) -> list[Budget]:
+    """Every unrevoked key ``user`` may see with its spend this limit period and what it holds now. One query."""
+    held = (
+        UsageRecord.objects.filter(api_key=OuterRef("pk"), status=UsageStatus.IN_PROGRESS, reserved_until__gt=now)
+        .order_by()
+        .values("api_key")
+        .annotate(total=Sum("reserved_cost"))
+        .values("total")
+    )
+    keys = selectors.api_keys_with_period_spend(
+        selectors.visible_keys(user).filter(revoked_at__isnull=True), now
+    ).annotate(held=Coalesce(Subquery(held, output_field=_MONEY), Value(ZERO), output_field=_MONEY))
+    budgets = []
+    for key in keys:
+        _, next_start = period_bounds(key.limit_reset, now)
+        budgets.append(
+            Budget(
+                key_id=key.pk,
+                name=key.name,
+                prefix=key.prefix,
+                limit=key.credit_limit,
+                limit_reset=key.get_limit_reset_display(),
+                spent=Decimal(getattr(key, "period_spend", ZERO)).quantize(COST_PLACES),
+                held=key.held.quantize(COST_PLACES),
+                resets_at=midnight(next_start) if next_start is not None else None,
+            )
+        )
+    return budgets

@@ -1,0 +1,84 @@
+"""The overview page: the range against the period before it, top spenders, spend per key, key budgets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from reports import charts, overview, selectors
+
+
+class OverviewRangeForm(forms.Form):
+    range = forms.ChoiceField(
+        label="Range",
+        choices=[(value, label) for value, (label, _) in overview.RANGES.items()],
+        required=False,
+    )
+
+    def chosen(self) -> str:
+        return self.cleaned_data.get("range") or overview.DEFAULT_RANGE
+
+
+def _key_chart(window: overview.Window, keys: list[overview.Spender]) -> dict[str, Any]:
+    """What overview.js draws: spend per day, one series per key (the biggest first), the rest as one."""
+    series = overview.fold_keys(keys)
+    return {
+        "days": [day.isoformat() for day in window.days],
+        "series": [
+            {
+                "label": s.label if s.label == overview.OTHER_KEYS else f"{s.label} ({s.detail}…)",
+                "colour": charts.OTHER_COLOUR if s.label == overview.OTHER_KEYS else charts.series_colour(s.detail),
+                "spend": [float(v) for v in s.daily],  # display only; the tables show the exact Decimal
+            }
+            for s in series
+        ],
+    }
+
+
+def _with_trends(spenders: list[overview.Spender]) -> list[tuple[overview.Spender, str]]:
+    return [(s, overview.trend_points(s.daily)) for s in spenders[: overview.TOP]]
+
+
+def _comparisons(comparison: overview.Comparison) -> list[tuple[str, str, overview.Change]]:
+    return [
+        ("spend", "Spend", comparison.spend),
+        ("requests", "Requests", comparison.requests),
+        ("tokens", "Tokens", comparison.tokens),
+    ]
+
+
+@login_required
+def usage_overview(request: HttpRequest) -> HttpResponse:
+    form = OverviewRangeForm(request.GET)
+    if not form.is_valid():
+        return render(request, "reports/overview.html", {"form": form, "report": False}, status=400)
+    choice = form.chosen()
+    # The control shows the range the page displays, the default included.
+    form = OverviewRangeForm({"range": choice})
+    form.is_valid()
+    now = timezone.now()
+    window = overview.Window.ending(now.date(), overview.RANGES[choice][1])
+    records = selectors.visible_records(request.user)
+    keys = overview.spend_by_key(records, window)
+    context = {
+        "form": form,
+        "report": True,
+        "window": window,
+        "range_label": overview.RANGES[choice][0],
+        "comparisons": _comparisons(overview.compare_periods(records, window)),
+        "top_tables": [
+            ("Top keys by spend", "top-keys", _with_trends(keys)),
+            ("Top models by spend", "top-models", _with_trends(overview.spend_by_model(records, window))),
+            ("Top vendors by spend", "top-vendors", _with_trends(overview.spend_by_vendor(records, window))),
+        ],
+        "key_chart": _key_chart(window, keys),
+        "budgets": overview.key_budgets(request.user, now),
+        "trend_width": overview.TREND_WIDTH,
+        "trend_height": overview.TREND_HEIGHT,
+    }
+    return render(request, "reports/overview.html", context)
