@@ -181,7 +181,7 @@ def fold_keys(spenders: list[Spender], shown: int = CHART_KEYS) -> list[Spender]
 # Trend lines
 
 
-TREND_WIDTH = 120
+TREND_WIDTH = 96
 TREND_HEIGHT = 28
 
 

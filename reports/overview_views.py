@@ -27,11 +27,13 @@ class OverviewRangeForm(forms.Form):
 def _key_chart(window: overview.Window, keys: list[overview.Spender]) -> dict[str, Any]:
     """What overview.js draws: spend per day, one series per key (the biggest first), the rest as one."""
     series = overview.fold_keys(keys)
+    names = [s.label for s in series]
     return {
         "days": [day.isoformat() for day in window.days],
         "series": [
             {
-                "label": s.label if s.label == overview.OTHER_KEYS else f"{s.label} ({s.detail}…)",
+                # A key's name, with its prefix only where two keys share the name (the legend stays short).
+                "label": f"{s.label} ({s.detail}…)" if names.count(s.label) > 1 else s.label,
                 "colour": charts.OTHER_COLOUR if s.label == overview.OTHER_KEYS else charts.series_colour(s.detail),
                 "spend": [float(v) for v in s.daily],  # display only; the tables show the exact Decimal
             }

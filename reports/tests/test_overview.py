@@ -107,7 +107,7 @@ def test_top_keys_models_and_vendors_by_spend_with_daily_trend(client, people: P
     alice, points = tables["top-keys"][1]
     assert alice.daily == (0, 0, 0, 0, Decimal("3"), 0, Decimal("1"))  # 03-08 .. 03-14
     # An SVG polyline over the week: 7 points, the highest day at the top, the empty ones at the bottom.
-    assert points.split() == ["0.0,26.0", "20.0,26.0", "40.0,26.0", "60.0,26.0", "80.0,2.0", "100.0,26.0", "120.0,18.0"]
+    assert points.split() == ["0.0,26.0", "16.0,26.0", "32.0,26.0", "48.0,26.0", "64.0,2.0", "80.0,26.0", "96.0,18.0"]
     page = response.content.decode()
     assert f'points="{points}"' in page and "style=" not in page
 
@@ -133,9 +133,20 @@ def test_spend_per_key_chart_has_every_key_and_folds_beyond_eight(client, people
     data = json.loads(page.split('<script id="key-chart-data" type="application/json">')[1].split("</script>")[0])
     labels = [s["label"] for s in data["series"]]
     assert len(labels) == 9 and labels[-1] == overview.OTHER_KEYS
-    assert labels[0].startswith("key-9 (")
+    assert labels[0] == "key-9"  # the biggest first; names alone while they are unique
     assert sum(data["series"][-1]["spend"]) == 10 + 11  # key-0 and key-1
     assert len(data["days"]) == 7 and 'id="chart-key-spend"' in page
+
+
+def test_keys_sharing_a_name_are_told_apart_in_the_chart(client, people: People, frozen_now):
+    twin, _ = api_key_create("alice-key")
+    record(people.owner_key, NOW, cost=Decimal("2"))
+    record(twin, NOW, cost=Decimal("1"))
+
+    response = _get(client, people.staff)
+
+    labels = [s["label"] for s in response.context["key_chart"]["series"]]
+    assert labels == [f"alice-key ({people.owner_key.prefix}…)", f"alice-key ({twin.prefix}…)"]
 
 
 def test_budget_is_spent_plus_held_in_the_current_period(client, people: People, frozen_now):
