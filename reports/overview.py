@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 
 from billing.models import UsageRecord, UsageStatus
@@ -99,8 +99,8 @@ def compare_periods(records: QuerySet[UsageRecord], window: Window) -> Compariso
         .aggregate(
             spend=Coalesce(Sum("cost", filter=now_q), Value(ZERO), output_field=_MONEY),
             spend_before=Coalesce(Sum("cost", filter=before_q), Value(ZERO), output_field=_MONEY),
-            requests=Coalesce(Sum(Value(1), filter=now_q), 0),
-            requests_before=Coalesce(Sum(Value(1), filter=before_q), 0),
+            requests=Count("pk", filter=now_q),
+            requests_before=Count("pk", filter=before_q),
             tokens=Coalesce(Sum(tokens, filter=now_q), 0),
             tokens_before=Coalesce(Sum(tokens, filter=before_q), 0),
         )
