@@ -7,5 +7,6 @@ app_name = "reports"
 urlpatterns = [
     path("", views.usage_report, name="usage"),
     path("export.csv", views.usage_csv, name="csv"),
+    path("export.json", views.usage_json, name="json"),
     path("generations/<str:generation_id>/", views.generation_detail, name="generation"),
 ]

@@ -76,3 +76,13 @@
   }
   document.body.dataset.chartsReady = "true";
 })();
+
+// Auto-refresh: the interval the page was opened with (the "refresh" parameter of its URL, which the
+// filter form keeps) reloads the page with the same query string. Changing the control takes effect on Apply.
+(function () {
+  "use strict";
+  var seconds = parseInt(new URLSearchParams(window.location.search).get("refresh"), 10);
+  if (!(seconds >= 30) || !document.getElementById("totals")) { return; }  // off, or no report to refresh
+  document.body.dataset.refreshSeconds = String(seconds);
+  window.setTimeout(function () { window.location.replace(window.location.href); }, seconds * 1000);
+})();
