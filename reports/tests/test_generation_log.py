@@ -262,3 +262,25 @@ def test_filtered_hourly_page_costs_the_same_fixed_number_of_queries(
     with django_assert_num_queries(9 if connection.vendor == "postgresql" else 10):
         response = client.get(reverse("reports:usage"), query)
     assert response.context["totals"].requests == count // 2
+
+
+def test_admin_pages_of_keys_and_models_link_to_their_usage(client, people: People):
+    model = RouterModel.objects.create(name="m/alpha beta")
+    client.force_login(people.staff)
+    key_url = f"/usage/?key={people.owner_key.pk}"
+    model_url = "/usage/?model=m%2Falpha+beta"
+
+    key_list = client.get(reverse("admin:billing_apikey_changelist")).content.decode()
+    key_page = client.get(reverse("admin:billing_apikey_change", args=[people.owner_key.pk])).content.decode()
+    model_list = client.get(reverse("admin:routing_routermodel_changelist")).content.decode()
+    model_page = client.get(reverse("admin:routing_routermodel_change", args=[model.pk])).content.decode()
+    model_add = client.get(reverse("admin:routing_routermodel_add"))
+
+    assert f'<a href="{key_url}" class="usage-link">Usage</a>' in key_list
+    assert f'href="{key_url}" id="api-key-usage"' in key_page
+    assert f'<a href="{model_url}" class="usage-link">Usage</a>' in model_list
+    assert f'<a href="{model_url}" id="model-usage">' in model_page
+    assert model_add.status_code == 200 and "No usage yet" in model_add.content.decode()
+    # The links lead to the report filtered by them.
+    client.force_login(people.staff)
+    assert client.get(model_url).context["form"]["model"].value() == "m/alpha beta"
