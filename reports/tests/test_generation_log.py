@@ -198,7 +198,12 @@ def test_json_export_streams_in_bounded_pieces(client, people: People, monkeypat
     client.force_login(people.owner)
     fetched: list[int] = []
     next_rows = views._next_rows
-    monkeypatch.setattr(views, "_next_rows", lambda rows: fetched.append(1) or next_rows(rows))
+
+    def counted(rows: Any) -> list[tuple[Any, ...]]:
+        fetched.append(1)
+        return next_rows(rows)
+
+    monkeypatch.setattr(views, "_next_rows", counted)
 
     parts = pieces(client.get(reverse("reports:json"), {"range": "today"}))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -15,7 +16,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 from django.db import connection
 
-from billing.models import UsageRecord, UsageStatus
+from billing.models import ApiKey, UsageRecord, UsageStatus
 from billing.services import api_key_create
 from conftest import ARTIFACTS
 from reports.tests.test_browser import CSP_VIOLATIONS, PASSWORD, _require_browser, browser_page
@@ -31,7 +32,7 @@ def _operator() -> None:
     user.save()
 
 
-def _record(key: object, n: int, **fields: object) -> UsageRecord:
+def _record(key: ApiKey, n: int, **fields: Any) -> UsageRecord:
     fields.setdefault("model_name", "m/alpha")
     fields.setdefault("status", UsageStatus.COMPLETED)
     return UsageRecord.objects.create(
