@@ -93,6 +93,14 @@ def test_auto_refresh_reloads_the_same_filtered_view(server_factory, transaction
         reloaded_url = page.url
         page.screenshot(path=str(ARTIFACTS / "usage-auto-refresh.png"), full_page=True)
 
+        # Editing a filter stops the reload: what the operator types is not thrown away.
+        page.fill("#id_error_code", "upstream_")
+        page.wait_for_selector("body[data-refresh-seconds='paused']")
+        page.evaluate("window.editing = true")
+        page.clock.run_for(61_000)
+        kept_typing = page.evaluate("window.editing === true") and page.input_value("#id_error_code") == "upstream_"
+        page.fill("#id_error_code", "")
+
         # Turned off, the page stays put.
         page.select_option("#id_refresh", "")
         page.click("#filters button[type=submit]")
@@ -106,6 +114,7 @@ def test_auto_refresh_reloads_the_same_filtered_view(server_factory, transaction
     assert CSP_VIOLATIONS == []
     assert (before, after) == ("1", "2")
     assert reloaded_url == url and loads[:2] == [url, url]
+    assert kept_typing
     assert stayed and "refresh" not in final_query
 
 
