@@ -47,7 +47,11 @@ class JSONArrayLength(Func):
     output_field = IntegerField()
 
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(compiler, connection, function="jsonb_array_length", **extra)
+        # jsonb_array_length fails on a non-array; SQLite's json_array_length answers 0 there, and so does this.
+        template = (
+            "CASE WHEN jsonb_typeof(%(expressions)s) = 'array' THEN jsonb_array_length(%(expressions)s) ELSE 0 END"
+        )
+        return self.as_sql(compiler, connection, template=template, **extra)
 
 
 _THROUGHPUT = Q(status=UsageStatus.COMPLETED, streamed=True, first_token_ms__isnull=False, duration_ms__isnull=False)

@@ -235,3 +235,14 @@ def test_performance_page_costs_a_fixed_number_of_queries(
     with django_assert_num_queries(_page_queries()):
         response = client.get(URL)
     assert sum(r.requests for r in response.context["models"]) == count
+
+
+def test_attempts_that_are_not_a_list_count_as_no_fallback(client, people: People, deployments, memory_store):
+    first, _ = deployments
+    record(people.owner_key, **_on(first, attempts={"deployment": first.pk}))
+    record(people.owner_key, **_on(first, attempts=[{"outcome": "error"}, {"outcome": "ok"}]))
+    client.force_login(people.staff)
+
+    row = _row(client.get(URL).context["deployments"], deployment_id=first.pk)
+
+    assert (row.requests, row.fallbacks) == (2, 1)

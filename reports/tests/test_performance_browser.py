@@ -23,7 +23,9 @@ def _traffic() -> None:
     key, _ = api_key_create("perf-key")
     model = RouterModel.objects.create(name="demo/perf")
     plans = [
-        Deployment.objects.create(model=model, vendor=Vendor.objects.create(name=name, kind="openai"), upstream_model=up)
+        Deployment.objects.create(
+            model=model, vendor=Vendor.objects.create(name=name, kind="openai"), upstream_model=up
+        )
         for name, up in (("vendor-fast", "fast-1"), ("vendor-slow", "slow-1"))
     ]
     now = timezone.now()
