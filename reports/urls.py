@@ -1,11 +1,12 @@
 from django.urls import path
 
-from reports import views
+from reports import performance_views, views
 
 app_name = "reports"
 
 urlpatterns = [
     path("", views.usage_report, name="usage"),
+    path("performance/", performance_views.performance_report, name="performance"),
     path("export.csv", views.usage_csv, name="csv"),
     path("export.json", views.usage_json, name="json"),
     path("generations/<str:generation_id>/", views.generation_detail, name="generation"),
