@@ -83,6 +83,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "spend_this_period",
         "status",
         "last_used_at",
+        "usage_column",
     ]
     list_select_related = ["owner"]
     list_filter = [ApiKeyStatusFilter, "limit_reset", ("owner", admin.RelatedOnlyFieldListFilter)]
@@ -125,6 +126,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def usage_link(self, obj: ApiKey) -> str:
         url = f"{reverse('reports:usage')}?{urlencode({'key': obj.pk})}"
         return format_html('<a href="{}" id="api-key-usage">See this key\'s usage</a>', url)
+
+    @admin.display(description="Usage")
+    def usage_column(self, obj: ApiKey) -> str:
+        url = f"{reverse('reports:usage')}?{urlencode({'key': obj.pk})}"
+        return format_html('<a href="{}" class="usage-link">Usage</a>', url)
 
     @admin.display(description="Spend this period", ordering="period_spend")
     def spend_this_period(self, obj: ApiKey) -> str:

@@ -123,6 +123,8 @@ class UsageRecord(models.Model):
             models.Index(fields=["status", "created_at"], name="usage_status_created"),
             models.Index(fields=["model_name", "created_at"], name="usage_model_created"),
             models.Index(fields=["vendor_name", "created_at"], name="usage_vendor_created"),
+            # The usage report's error code filter: few records per code, so the range is read from here.
+            models.Index(fields=["error_code", "created_at"], name="usage_error_created"),
             # The holds admission sums: only in-progress records, so the index stays small.
             models.Index(
                 fields=["api_key", "reserved_until"],

@@ -1,4 +1,5 @@
-"""The report filter: a date range (UTC days) and an optional key, model and vendor."""
+"""The report filter: a date range (UTC days), optional key, model, vendor, status, error code and
+generation ID prefix, and the page's auto-refresh interval."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django import forms
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import QueryDict
 
+from billing.models import UsageStatus
 from reports.selectors import ReportFilter, visible_keys
 from routing.models import RouterModel, Vendor
 
@@ -17,9 +19,13 @@ _RANGE_DAYS = {"today": 1, "7d": 7, "30d": 30}
 # The range a report covers when the query names none.
 DEFAULT_RANGE = "7d"
 # The query parameters of a report: a link that keeps the report's filters carries these and no others.
-FILTER_PARAMETERS = ("range", "start", "end", "key", "model", "vendor")
+FILTER_PARAMETERS = ("range", "start", "end", "key", "model", "vendor", "status", "error_code", "generation", "refresh")
+# Auto-refresh intervals in seconds ("" is off); usage.js reloads the page with the same query.
+REFRESH_CHOICES = [("", "Off"), ("30", "Every 30 s"), ("60", "Every 60 s")]
 # Longest custom range, in days: keeps the per-day chart readable.
 MAX_CUSTOM_DAYS = 366
+# Ranges of at most this many days are charted and tabled by hour (48 bars at most), longer ones by day.
+HOURLY_MAX_DAYS = 2
 
 
 def _midnight(day: date) -> datetime:
@@ -54,6 +60,11 @@ class ReportFilterForm(forms.Form):
     key = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
     model = forms.ChoiceField(required=False)
     vendor = forms.ChoiceField(required=False)
+    status = forms.ChoiceField(choices=[("", "All statuses"), *UsageStatus.choices], required=False)
+    # Free text: error codes are the router's own short words (``upstream_error``); an exact match.
+    error_code = forms.CharField(required=False, max_length=64, label="Error code")
+    generation = forms.CharField(required=False, max_length=40, label="Generation ID starts with")
+    refresh = forms.ChoiceField(choices=REFRESH_CHOICES, required=False, label="Auto-refresh")
 
     def __init__(self, data: Any, *, user: AbstractBaseUser | AnonymousUser, today: date) -> None:
         super().__init__(_with_shown_range(data, today))
@@ -99,4 +110,12 @@ class ReportFilterForm(forms.Form):
             api_key_id=data.get("key"),
             model_name=data.get("model") or "",
             vendor_name=data.get("vendor") or "",
+            status=data.get("status") or "",
+            error_code=data.get("error_code") or "",
+            generation_prefix=data.get("generation") or "",
         )
+
+    def hourly(self) -> bool:
+        """Whether the report is drawn by UTC hour: a range of at most two days."""
+        first, last = self.days()
+        return (last - first).days < HOURLY_MAX_DAYS

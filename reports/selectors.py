@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +28,7 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.functions import Coalesce, TruncDate, TruncHour
 
 from billing.models import ApiKey, LimitReset, UsageRecord, UsageStatus
 
@@ -85,6 +85,9 @@ class ReportFilter:
     api_key_id: int | None = None
     model_name: str = ""
     vendor_name: str = ""
+    status: str = ""
+    error_code: str = ""
+    generation_prefix: str = ""
 
 
 def visible_keys(user: AbstractBaseUser | AnonymousUser) -> QuerySet[ApiKey]:
@@ -111,6 +114,12 @@ def filtered_records(user: AbstractBaseUser | AnonymousUser, spec: ReportFilter)
         records = records.filter(model_name=spec.model_name)
     if spec.vendor_name:
         records = records.filter(vendor_name=spec.vendor_name)
+    if spec.status:
+        records = records.filter(status=spec.status)  # usage_status_created (status, created_at)
+    if spec.error_code:
+        records = records.filter(error_code=spec.error_code)
+    if spec.generation_prefix:
+        records = records.filter(generation_id__startswith=spec.generation_prefix)
     return records
 
 
@@ -194,6 +203,8 @@ def usage_totals(records: QuerySet[UsageRecord]) -> Totals:
 
 @dataclass(frozen=True, slots=True)
 class DailyModelUsage:
+    """Usage of one model in one bucket: ``day`` is the UTC day, or the UTC hour's start (a datetime) by hour."""
+
     day: date
     model_name: str
     requests: int
@@ -206,11 +217,12 @@ class DailyModelUsage:
         return self.prompt_tokens + self.completion_tokens
 
 
-def usage_by_day_and_model(records: QuerySet[UsageRecord]) -> list[DailyModelUsage]:
-    """Requests, tokens and cost per UTC day and model, oldest day first. One query."""
+def usage_by_day_and_model(records: QuerySet[UsageRecord], *, hourly: bool = False) -> list[DailyModelUsage]:
+    """Requests, tokens and cost per UTC day (or UTC hour) and model, oldest first. One query."""
+    bucket = TruncHour("created_at", tzinfo=UTC) if hourly else TruncDate("created_at")
     rows = (
         records.order_by()
-        .annotate(day=TruncDate("created_at"))
+        .annotate(day=bucket)
         .values("day", "model_name")
         .annotate(
             requests=Count("pk"),
@@ -297,11 +309,29 @@ def csv_value(value: Any) -> str:
     return csv_text(str(value))
 
 
+def json_value(value: Any) -> Any:
+    """One JSON export value: exact figures (a Decimal as its string), times in ISO 8601, the rest as is."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return value
+
+
 def iter_days(start: date, end: date) -> Iterator[date]:
     day = start
     while day <= end:
         yield day
         day += timedelta(days=1)
+
+
+def iter_hours(start: date, end: date) -> Iterator[datetime]:
+    """Every UTC hour's start from ``start``'s midnight to the last hour of ``end``."""
+    hour = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    stop = datetime(end.year, end.month, end.day, tzinfo=UTC) + timedelta(days=1)
+    while hour < stop:
+        yield hour
+        hour += timedelta(hours=1)
 
 
 # Chart series

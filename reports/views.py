@@ -1,11 +1,12 @@
-"""Usage reports in the browser: totals, charts and tables, one generation, CSV export."""
+"""Usage reports in the browser: totals, charts and tables, one generation, CSV and JSON export."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator, Generator, Iterator
-from datetime import date
+from datetime import date, datetime
 from functools import cached_property
 from itertools import islice
 from typing import Any, cast
@@ -49,14 +50,15 @@ def _filter_form(request: HttpRequest) -> ReportFilterForm:
     return ReportFilterForm(request.GET, user=request.user, today=timezone.now().date())
 
 
-def report_query(request: HttpRequest, *, page: bool = False) -> str:
+def report_query(request: HttpRequest, *, page: bool = False, without: tuple[str, ...] = ()) -> str:
     """The report's filters from the request's query (and its page number if asked), URL-encoded.
 
-    Only the report's own parameters travel in links, so nothing else a link was sent comes back in one.
+    Only the report's own parameters travel in links, so nothing else a link was sent comes back in one;
+    ``without`` leaves some out (a link that sets them itself).
     """
     names = (*FILTER_PARAMETERS, "page") if page else FILTER_PARAMETERS
     query = QueryDict(mutable=True)
-    for name in names:
+    for name in (n for n in names if n not in without):
         values = [v for v in request.GET.getlist(name) if v]
         if values:
             query.setlist(name, values)
@@ -74,18 +76,30 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect_to_login(usage)
 
 
+def bucket_label(bucket: date) -> str:
+    """A chart's label for a day (``2025-03-14``) or an hour (``2025-03-14 15:00``), UTC."""
+    return f"{bucket:%Y-%m-%d %H:00}" if isinstance(bucket, datetime) else bucket.isoformat()
+
+
 def _chart_data(
-    first: date, last: date, daily: list[selectors.DailyModelUsage], status: dict[str, int], known_models: list[str]
+    first: date,
+    last: date,
+    daily: list[selectors.DailyModelUsage],
+    status: dict[str, int],
+    known_models: list[str],
+    *,
+    hourly: bool = False,
 ) -> dict[str, Any]:
     """What usage.js draws: one series per configured model plus one for every other name, colours fixed by name."""
-    days = [d.isoformat() for d in selectors.iter_days(first, last)]
+    buckets = selectors.iter_hours(first, last) if hourly else selectors.iter_days(first, last)
+    days = [bucket_label(b) for b in buckets]
     position = {d: i for i, d in enumerate(days)}
     series = selectors.fold_unknown_models(daily, known_models)
     models = sorted({row.model_name for row in series}, key=lambda m: (m == selectors.OTHER_MODELS, m))
     cost = {m: [0.0] * len(days) for m in models}
     tokens = {m: [0] * len(days) for m in models}
     for row in series:
-        i = position[row.day.isoformat()]
+        i = position[bucket_label(row.day)]
         cost[row.model_name][i] = float(row.cost)  # display only; tables show the exact Decimal
         tokens[row.model_name][i] = row.tokens
     labels = [UsageStatus(s).label for s in status]
@@ -128,9 +142,10 @@ def _invalid_filter_page(request: HttpRequest, form: ReportFilterForm) -> HttpRe
 
 def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
     first, last = form.days()
+    hourly = form.hourly()
     records = selectors.filtered_records(request.user, form.report_filter())
     totals = selectors.usage_totals(records)
-    daily = selectors.usage_by_day_and_model(records)
+    daily = selectors.usage_by_day_and_model(records, hourly=hourly)
     status = selectors.requests_by_status(records)
     paginator = KnownCountPaginator(selectors.generation_page(records), PAGE_SIZE, totals.requests)
     page = paginator.get_page(request.GET.get("page"))
@@ -141,10 +156,15 @@ def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
         "last_day": last,
         "totals": totals,
         "daily": daily,
+        "hourly": hourly,
         "status": [(UsageStatus(s).label, n) for s, n in status.items()],
-        "chart_data": _chart_data(first, last, daily, status, _model_names(form)),
+        "chart_data": _chart_data(first, last, daily, status, _model_names(form), hourly=hourly),
         "page": page,
         "query": report_query(request),
+        # The key and model cells link to the report narrowed to them (the other filters kept).
+        "key_query": report_query(request, without=("key",)),
+        "model_query": report_query(request, without=("model",)),
+        "known_models": set(_model_names(form)),
         "detail_query": report_query(request, page=True),
     }
     return render(request, "reports/usage.html", context)
@@ -213,15 +233,54 @@ async def _csv_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIte
     yield buffer.getvalue().encode()
 
 
-@login_required
-def usage_csv(request: HttpRequest) -> HttpResponseBase:
+# Text a client chose may hold "</script>": written as JSON escapes (as Django's json_script does), so the
+# export stays inert even if something displays it as HTML. Still the same strings to a JSON reader.
+_JSON_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026"}
+
+
+def _json_object(row: tuple[Any, ...]) -> str:
+    values = (selectors.json_value(v) for v in row)
+    return json.dumps(dict(zip(selectors.CSV_COLUMNS, values, strict=True))).translate(_JSON_ESCAPES)
+
+
+async def _json_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIterator[bytes]:
+    """Yield a JSON array of one object per row (the CSV's columns), in pieces of about CSV_FLUSH_BYTES."""
+    parts = ["["]
+    size = 1
+    separator = ""
+    async for batch in _rows_in_chunks(query):
+        for row in batch:
+            text = separator + _json_object(row)
+            separator = ",\n"
+            parts.append(text)
+            size += len(text)
+        if size >= CSV_FLUSH_BYTES:
+            yield "".join(parts).encode()
+            parts, size = [], 0
+    parts.append("]\n")
+    yield "".join(parts).encode()
+
+
+def _export(request: HttpRequest, chunks: Any, content_type: str, extension: str) -> HttpResponseBase:
+    """Stream the filtered rows through ``chunks``; the same filters and permissions as the page."""
     form = _filter_form(request)
     if not form.is_valid():
         # The errors quote what was sent: they go through the page's template, which escapes them.
         return _invalid_filter_page(request, form)
     first, last = form.days()
     records = selectors.filtered_records(request.user, form.report_filter())
-    response = StreamingHttpResponse(_csv_chunks(selectors.csv_rows_query(records)), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="usage-{first.isoformat()}-{last.isoformat()}.csv"'
+    response = StreamingHttpResponse(chunks(selectors.csv_rows_query(records)), content_type=content_type)
+    filename = f"usage-{first.isoformat()}-{last.isoformat()}.{extension}"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+@login_required
+def usage_csv(request: HttpRequest) -> HttpResponseBase:
+    return _export(request, _csv_chunks, "text/csv", "csv")
+
+
+@login_required
+def usage_json(request: HttpRequest) -> HttpResponseBase:
+    return _export(request, _json_chunks, "application/json", "json")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
 from lib import numbers
 from routing import services
@@ -154,19 +157,21 @@ class RouterModelAdmin(admin.ModelAdmin):
         "request_price_display",
         "context_length_display",
         "deployment_count",
+        "usage_column",
     ]
     list_filter = ["enabled", "deployments__vendor"]
     search_fields = ["name", "deployments__upstream_model"]
     actions = ["enable_models", "disable_models"]
     inlines = [DeploymentInline]
     fieldsets = [
-        (None, {"fields": ["name", "enabled"]}),
+        (None, {"fields": ["name", "enabled", "usage_link"]}),
         (
             "Prices (USD per million tokens; request price is USD per request)",
             {"fields": ["input_price", "output_price", "cached_input_price", "reasoning_price", "request_price"]},
         ),
         ("Limits and tokenizer", {"fields": ["context_length", "max_output_tokens", "encoding"]}),
     ]
+    readonly_fields = ["usage_link"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RouterModel]:
         return super().get_queryset(request).annotate(deployment_total=Count("deployments", distinct=True))
@@ -174,6 +179,18 @@ class RouterModelAdmin(admin.ModelAdmin):
     @admin.display(description="Deployments", ordering="deployment_total")
     def deployment_count(self, obj: RouterModel) -> int:
         return getattr(obj, "deployment_total", 0)
+
+    @admin.display(description="Usage")
+    def usage_link(self, obj: RouterModel) -> str:
+        if obj.pk is None:
+            return "No usage yet"  # a model being added
+        url = f"{reverse('reports:usage')}?{urlencode({'model': obj.name})}"
+        return format_html('<a href="{}" id="model-usage">See this model\'s usage</a>', url)
+
+    @admin.display(description="Usage")
+    def usage_column(self, obj: RouterModel) -> str:
+        url = f"{reverse('reports:usage')}?{urlencode({'model': obj.name})}"
+        return format_html('<a href="{}" class="usage-link">Usage</a>', url)
 
     # Prices are USD per million tokens (per request for the request price), in the one money format.
     @admin.display(description="Input / 1M tokens", ordering="input_price")

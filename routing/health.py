@@ -87,12 +87,17 @@ class RedisCooldowns:
         self.failures, self.window, self.cooldown = failures, window, cooldown
 
     async def cooling(self, deployment_ids: Iterable[int]) -> set[int]:
+        found = await self.cooling_known(deployment_ids)
+        return set() if found is None else found
+
+    async def cooling_known(self, deployment_ids: Iterable[int]) -> set[int] | None:
+        """Like ``cooling``, but None when Redis cannot be reached (the reports say "unknown")."""
         ids = list(deployment_ids)
         if not ids:
             return set()
         flags = await self.client.call(COOLDOWNS, lambda r: r.mget([f"{self.prefix}on:{d}" for d in ids]), None)
         if flags is None:
-            return set()
+            return None
         return {d for d, flag in zip(ids, flags, strict=True) if flag is not None}
 
     async def record_failure(self, deployment_id: int, retry_after: float | None) -> None:

@@ -65,6 +65,10 @@ KNOWN_PARAMETERS = [
     "key",
     "model",
     "vendor",
+    "status",
+    "error_code",
+    "generation",
+    "refresh",
     "id",
 ]
 

@@ -76,3 +76,20 @@
   }
   document.body.dataset.chartsReady = "true";
 })();
+
+// Auto-refresh: the interval the page was opened with (the "refresh" parameter of its URL, which the
+// filter form keeps) reloads the page with the same query string. Changing the control takes effect on Apply;
+// editing any filter stops the reload, so it cannot throw away what the operator is typing.
+(function () {
+  "use strict";
+  var seconds = parseInt(new URLSearchParams(window.location.search).get("refresh"), 10);
+  var form = document.getElementById("filters");
+  if (!(seconds >= 30) || !document.getElementById("totals")) { return; }  // off, or no report to refresh
+  document.body.dataset.refreshSeconds = String(seconds);
+  var timer = window.setTimeout(function () { window.location.replace(window.location.href); }, seconds * 1000);
+  function pause() {
+    window.clearTimeout(timer);
+    document.body.dataset.refreshSeconds = "paused";
+  }
+  if (form) { form.addEventListener("input", pause); form.addEventListener("change", pause); }
+})();

@@ -1,0 +1,68 @@
+"""The performance report: latency, throughput, errors, fallbacks and cooldowns per model and deployment.
+
+Staff only: deployments, vendors and their failures are the operator's business. A key owner gets 404
+(the page does not exist for them, as the admin does not), a visitor the login page.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from asgiref.sync import async_to_sync
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import render
+from django.utils import timezone
+
+from billing.models import UsageRecord
+from reports import performance
+
+RANGES = [("today", "Today"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
+RANGE_DAYS = {"today": 1, "7d": 7, "30d": 30}
+DEFAULT_RANGE = "7d"
+
+
+class PerformanceRangeForm(forms.Form):
+    range = forms.ChoiceField(choices=RANGES, label="Range")
+
+    def __init__(self, data: QueryDict) -> None:
+        shown = data.copy()
+        if not shown.get("range"):
+            shown["range"] = DEFAULT_RANGE  # the control shows the range the page displays
+        super().__init__(shown)
+
+    def days(self, today: date) -> tuple[date, date]:
+        """First and last UTC day covered (inclusive)."""
+        return today - timedelta(days=RANGE_DAYS[self.cleaned_data["range"]] - 1), today
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@login_required
+def performance_report(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_staff:
+        raise Http404("No such page.")
+    form = PerformanceRangeForm(request.GET)
+    if not form.is_valid():
+        return render(request, "reports/performance.html", {"form": form, "report": False}, status=400)
+    first, last = form.days(timezone.now().date())
+    records = UsageRecord.objects.filter(
+        created_at__gte=_midnight(first), created_at__lt=_midnight(last + timedelta(days=1))
+    )
+    report = performance.performance_report(records)
+    ids = {row.deployment_id for row in report.deployments if row.deployment_id is not None}
+    cooling = async_to_sync(performance.cooling_now)(ids) if ids else set()
+    performance.mark_cooling(report.deployments, cooling)
+    context = {
+        "form": form,
+        "report": True,
+        "first_day": first,
+        "last_day": last,
+        "models": report.models,
+        "deployments": report.deployments,
+        "top_error_codes": performance.TOP_ERROR_CODES,
+    }
+    return render(request, "reports/performance.html", context)
