@@ -53,6 +53,32 @@ def _with_shown_range(data: Any, today: date) -> QueryDict:
     return shown
 
 
+class NamedRangeForm(forms.Form):
+    """Today, the last 7 or the last 30 days (whole UTC days ending today), for the report pages
+    without custom dates; bound to the default when the query names no range, so that the
+    control always shows the range the page displays."""
+
+    range = forms.ChoiceField(choices=[c for c in RANGES if c[0] in _RANGE_DAYS], label="Range")
+
+    def __init__(self, data: QueryDict) -> None:
+        shown = data.copy()
+        if not shown.get("range"):
+            shown["range"] = DEFAULT_RANGE
+        super().__init__(shown)
+
+    @property
+    def day_count(self) -> int:
+        return _RANGE_DAYS[self.cleaned_data["range"]]
+
+    @property
+    def label(self) -> str:
+        return dict(RANGES)[self.cleaned_data["range"]]
+
+    def days(self, today: date) -> tuple[date, date]:
+        """First and last UTC day covered (inclusive)."""
+        return today - timedelta(days=self.day_count - 1), today
+
+
 class ReportFilterForm(forms.Form):
     range = forms.ChoiceField(choices=RANGES, required=False)
     start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="UTC, inclusive")

@@ -23,8 +23,6 @@ from reports.selectors import COST_PLACES, ZERO
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
 
 # The range control's choices: value -> (label, days).
-RANGES = {"today": ("Today", 1), "7d": ("Last 7 days", 7), "30d": ("Last 30 days", 30)}
-DEFAULT_RANGE = "7d"
 TOP = 10
 # Keys drawn as their own series in the spend-per-key chart; the rest fold into OTHER_KEYS.
 CHART_KEYS = 8

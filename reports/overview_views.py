@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from reports import charts, overview, selectors
-
-
-class OverviewRangeForm(forms.Form):
-    range = forms.ChoiceField(
-        label="Range",
-        choices=[(value, label) for value, (label, _) in overview.RANGES.items()],
-        required=False,
-    )
-
-    def chosen(self) -> str:
-        return self.cleaned_data.get("range") or overview.DEFAULT_RANGE
+from reports.forms import NamedRangeForm
 
 
 def _key_chart(window: overview.Window, keys: list[overview.Spender]) -> dict[str, Any]:
@@ -56,22 +45,18 @@ def _comparisons(comparison: overview.Comparison) -> list[tuple[str, str, overvi
 
 @login_required
 def usage_overview(request: HttpRequest) -> HttpResponse:
-    form = OverviewRangeForm(request.GET)
+    form = NamedRangeForm(request.GET)
     if not form.is_valid():
         return render(request, "reports/overview.html", {"form": form, "report": False}, status=400)
-    choice = form.chosen()
-    # The control shows the range the page displays, the default included.
-    form = OverviewRangeForm({"range": choice})
-    form.is_valid()
     now = timezone.now()
-    window = overview.Window.ending(now.date(), overview.RANGES[choice][1])
+    window = overview.Window.ending(now.date(), form.day_count)
     records = selectors.visible_records(request.user)
     keys = overview.spend_by_key(records, window)
     context = {
         "form": form,
         "report": True,
         "window": window,
-        "range_label": overview.RANGES[choice][0],
+        "range_label": form.label,
         "comparisons": _comparisons(overview.compare_periods(records, window)),
         "top_tables": [
             ("Top keys by spend", "top-keys", _with_trends(keys)),

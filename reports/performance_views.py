@@ -9,32 +9,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 from asgiref.sync import async_to_sync
-from django import forms
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from billing.models import UsageRecord
 from reports import performance
-
-RANGES = [("today", "Today"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]
-RANGE_DAYS = {"today": 1, "7d": 7, "30d": 30}
-DEFAULT_RANGE = "7d"
-
-
-class PerformanceRangeForm(forms.Form):
-    range = forms.ChoiceField(choices=RANGES, label="Range")
-
-    def __init__(self, data: QueryDict) -> None:
-        shown = data.copy()
-        if not shown.get("range"):
-            shown["range"] = DEFAULT_RANGE  # the control shows the range the page displays
-        super().__init__(shown)
-
-    def days(self, today: date) -> tuple[date, date]:
-        """First and last UTC day covered (inclusive)."""
-        return today - timedelta(days=RANGE_DAYS[self.cleaned_data["range"]] - 1), today
+from reports.forms import NamedRangeForm
 
 
 def _midnight(day: date) -> datetime:
@@ -45,7 +27,7 @@ def _midnight(day: date) -> datetime:
 def performance_report(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         raise Http404("No such page.")
-    form = PerformanceRangeForm(request.GET)
+    form = NamedRangeForm(request.GET)
     if not form.is_valid():
         return render(request, "reports/performance.html", {"form": form, "report": False}, status=400)
     first, last = form.days(timezone.now().date())
