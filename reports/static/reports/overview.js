@@ -4,23 +4,9 @@
   "use strict";
   var source = document.getElementById("key-chart-data");
   var canvas = document.getElementById("chart-key-spend");
-  if (!source || !canvas || typeof Chart === "undefined") { return; }
+  if (!source || !canvas || typeof Chart === "undefined" || !window.SirayaCharts) { return; }
   var data = JSON.parse(source.textContent);
-  var style = getComputedStyle(document.documentElement);
-  Chart.defaults.color = style.getPropertyValue("--muted").trim() || "#6b7280";
-  Chart.defaults.borderColor = style.getPropertyValue("--line").trim() || "#e5e7eb";
-  Chart.defaults.animation = false;  // draw at once: screenshots and tests see the final chart
-  Chart.defaults.maintainAspectRatio = false;
-
-  // The pages' money format (lib/numbers.py): USD with a $ sign.
-  function usd(value) {
-    var magnitude = Math.abs(value);
-    if (magnitude === 0) { return "$0.00"; }
-    if (magnitude < 0.0001) { return value < 0 ? ">-$0.0001" : "<$0.0001"; }
-    var digits = magnitude >= 0.995 ? {minimumFractionDigits: 2, maximumFractionDigits: 2}
-      : {minimumFractionDigits: 2, maximumSignificantDigits: 4};
-    return (value < 0 ? "-$" : "$") + new Intl.NumberFormat("en-US", digits).format(magnitude);
-  }
+  var usd = window.SirayaCharts.usd;  // charts.js: the shared defaults and formats
 
   var datasets = data.series.map(function (series) {
     return {
