@@ -18,13 +18,13 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.http import urlencode
 
 from billing.attempts import attempts_table
 from billing.models import ApiKey, UsageRecord
 from billing.selectors import api_key_cache_forget
 from billing.services import api_key_create, api_key_enable, api_key_revoke
 from lib import numbers, secretbox
+from lib.links import usage_url
 from reports.selectors import api_keys_with_period_spend
 
 # The request attribute that carries a new key's plaintext from save_model to response_add.
@@ -124,12 +124,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.display(description="Usage")
     def usage_link(self, obj: ApiKey) -> str:
-        url = f"{reverse('reports:usage')}?{urlencode({'key': obj.pk})}"
+        url = usage_url(key=obj.pk)
         return format_html('<a href="{}" id="api-key-usage">See this key\'s usage</a>', url)
 
     @admin.display(description="Usage")
     def usage_column(self, obj: ApiKey) -> str:
-        url = f"{reverse('reports:usage')}?{urlencode({'key': obj.pk})}"
+        url = usage_url(key=obj.pk)
         return format_html('<a href="{}" class="usage-link">Usage</a>', url)
 
     @admin.display(description="Spend this period", ordering="period_spend")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import sys
 from typing import Any
-from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
 from django.utils.html import format_html
 
 from lib import numbers
+from lib.links import usage_url
 from routing import services
 from routing.admin_forms import OPTION_PREFIX, SECRET_PREFIX, vendor_form_for
 from routing.models import Deployment, RouterModel, Vendor, VendorKind
@@ -184,12 +183,12 @@ class RouterModelAdmin(admin.ModelAdmin):
     def usage_link(self, obj: RouterModel) -> str:
         if obj.pk is None:
             return "No usage yet"  # a model being added
-        url = f"{reverse('reports:usage')}?{urlencode({'model': obj.name})}"
+        url = usage_url(model=obj.name)
         return format_html('<a href="{}" id="model-usage">See this model\'s usage</a>', url)
 
     @admin.display(description="Usage")
     def usage_column(self, obj: RouterModel) -> str:
-        url = f"{reverse('reports:usage')}?{urlencode({'model': obj.name})}"
+        url = usage_url(model=obj.name)
         return format_html('<a href="{}" class="usage-link">Usage</a>', url)
 
     # Prices are USD per million tokens (per request for the request price), in the one money format.

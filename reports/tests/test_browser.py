@@ -11,6 +11,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from decimal import Decimal
+from typing import Literal
 
 import httpx
 import pytest
@@ -22,6 +23,8 @@ from playwright.sync_api import ViewportSize
 from billing.models import ApiKey, UsageRecord
 from conftest import ARTIFACTS, wait_settled
 
+# What Chromium reports as prefers-color-scheme (Playwright's new_context argument).
+ColorScheme = Literal["light", "dark", "no-preference"]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -71,24 +74,34 @@ def _watch_for_csp_violations(page) -> None:
 
 
 @contextmanager
-def browser_page(base_url: str, viewport: ViewportSize | None = None):
-    """A fresh Chromium page (1360 x 1000 unless ``viewport``), logged in to the admin as the operator."""
+def chromium_page(viewport: ViewportSize | None = None, color_scheme: ColorScheme | None = None):
+    """A fresh headless Chromium page (1360 x 1000 unless ``viewport``), watched for CSP violations."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport=viewport or {"width": 1360, "height": 1000})
+            context = browser.new_context(
+                viewport=viewport or {"width": 1360, "height": 1000}, color_scheme=color_scheme
+            )
+            page = context.new_page()
             page.set_default_timeout(15_000)
             _watch_for_csp_violations(page)
-            page.goto(base_url + "/admin/login/?next=/admin/")
-            page.fill("#id_username", "operator")
-            page.fill("#id_password", PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_url(base_url + "/admin/")
             yield page
         finally:
             browser.close()
+
+
+@contextmanager
+def browser_page(base_url: str, viewport: ViewportSize | None = None):
+    """A fresh Chromium page (``chromium_page``), logged in to the admin as the operator."""
+    with chromium_page(viewport) as page:
+        page.goto(base_url + "/admin/login/?next=/admin/")
+        page.fill("#id_username", "operator")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(base_url + "/admin/")
+        yield page
 
 
 # Counts pixels of a canvas that are drawn (not transparent) and that carry a series colour.

@@ -22,12 +22,10 @@ from reports.charts import OTHER_COLOUR, series_colour
 from reports.selectors import OTHER_MODELS
 from reports.tests.conftest import record
 from reports.tests.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     CSP_VIOLATIONS,
     PASSWORD,
     _require_browser,
-    _watch_for_csp_violations,
+    chromium_page,
 )
 from routing.models import RouterModel
 
@@ -98,8 +96,6 @@ def _fits(page, width: int) -> None:
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
 def test_every_page_in_one_look_at_each_width_and_scheme(live_router, transactional_db, scheme, viewport):
     _require_browser()
-    from playwright.sync_api import sync_playwright
-
     CSP_VIOLATIONS.clear()
     generation_id = _operator_and_usage()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -107,82 +103,72 @@ def test_every_page_in_one_look_at_each_width_and_scheme(live_router, transactio
     shot = f"look-{scheme}-{'phone' if width < 600 else 'desktop'}"
     dark = scheme == "dark"
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(viewport=viewport, color_scheme=scheme).new_page()
-            page.set_default_timeout(15_000)
-            _watch_for_csp_violations(page)
+    with chromium_page(viewport, scheme) as page:
+        # Logged out: both login pages are the admin's, one name; the 404 page is the site's own.
+        page.goto(base + "/admin/login/")
+        admin_brand = page.inner_text("#site-name")
+        page.screenshot(path=str(ARTIFACTS / f"{shot}-admin-login.png"), full_page=True)
+        page.goto(base + "/accounts/login/")
+        assert page.inner_text("#site-name") == admin_brand == "Siraya Model Router"
+        assert (page.evaluate(LUMINANCE, "body") < 0.3) is dark
+        _fits(page, width)
+        page.screenshot(path=str(ARTIFACTS / f"{shot}-login.png"), full_page=True)
+        page.goto(base + "/no-such-page/")
+        assert page.inner_text("h1") == "Page not found"
+        assert page.evaluate("getComputedStyle(document.querySelector('#not-found')).borderRadius") == "8px"
+        assert (page.evaluate(LUMINANCE, "body") < 0.3) is dark
+        _fits(page, width)
+        page.screenshot(path=str(ARTIFACTS / f"{shot}-404.png"), full_page=True)
+        favicon = page.evaluate(
+            "fetch('/favicon.ico').then(r => [r.status, r.headers.get('content-type'), r.redirected])"
+        )
+        assert favicon[0] == 200 and "icon" in favicon[1], favicon
 
-            # Logged out: both login pages are the admin's, one name; the 404 page is the site's own.
-            page.goto(base + "/admin/login/")
-            admin_brand = page.inner_text("#site-name")
-            page.screenshot(path=str(ARTIFACTS / f"{shot}-admin-login.png"), full_page=True)
-            page.goto(base + "/accounts/login/")
-            assert page.inner_text("#site-name") == admin_brand == "Siraya Model Router"
-            assert (page.evaluate(LUMINANCE, "body") < 0.3) is dark
-            _fits(page, width)
-            page.screenshot(path=str(ARTIFACTS / f"{shot}-login.png"), full_page=True)
-            page.goto(base + "/no-such-page/")
-            assert page.inner_text("h1") == "Page not found"
-            assert page.evaluate("getComputedStyle(document.querySelector('#not-found')).borderRadius") == "8px"
-            assert (page.evaluate(LUMINANCE, "body") < 0.3) is dark
-            _fits(page, width)
-            page.screenshot(path=str(ARTIFACTS / f"{shot}-404.png"), full_page=True)
-            favicon = page.evaluate(
-                "fetch('/favicon.ico').then(r => [r.status, r.headers.get('content-type'), r.redirected])"
-            )
-            assert favicon[0] == 200 and "icon" in favicon[1], favicon
+        _log_in(page, base)
 
-            _log_in(page, base)
+        # The report: charts fit, one series per configured model plus one for the rest, dark when asked.
+        page.goto(base + "/usage/?range=30d")
+        page.wait_for_selector("body[data-charts-ready=true]")
+        _fits(page, width)
+        for table in ("#table-daily", "#table-generations"):
+            card = page.evaluate(f"document.querySelector('{table}').closest('.card').getBoundingClientRect().right")
+            assert card <= width, (table, card)
+        for canvas in ("chart-cost", "chart-tokens", "chart-status"):
+            assert page.evaluate(f"document.getElementById('{canvas}').getBoundingClientRect().right") <= width
+        series = page.evaluate("Chart.getChart('chart-cost').data.datasets.map(d => [d.label, d.backgroundColor])")
+        assert series == [["demo/look", series_colour("demo/look")], [OTHER_MODELS, OTHER_COLOUR]]
+        assert (page.evaluate(LUMINANCE, "body") < 0.3) is dark
+        assert (page.evaluate(LUMINANCE, ".card") < 0.3) is dark
+        # Chart text follows the scheme: light grey on dark, dark grey on light.
+        assert page.evaluate("Chart.defaults.color") == ("#9ca3af" if dark else "#6b7280")
+        assert page.inner_text("[data-total=cost]") == "$1,238.32"
+        assert page.get_attribute("[data-total=cost] .money", "title") == "$1238.31799012"
+        assert page.inner_text("[data-total=prompt_tokens]") == "142,206"
+        page.screenshot(path=str(ARTIFACTS / f"{shot}-usage.png"), full_page=True)
 
-            # The report: charts fit, one series per configured model plus one for the rest, dark when asked.
-            page.goto(base + "/usage/?range=30d")
-            page.wait_for_selector("body[data-charts-ready=true]")
-            _fits(page, width)
-            for table in ("#table-daily", "#table-generations"):
-                card = page.evaluate(
-                    f"document.querySelector('{table}').closest('.card').getBoundingClientRect().right"
-                )
-                assert card <= width, (table, card)
-            for canvas in ("chart-cost", "chart-tokens", "chart-status"):
-                assert page.evaluate(f"document.getElementById('{canvas}').getBoundingClientRect().right") <= width
-            series = page.evaluate("Chart.getChart('chart-cost').data.datasets.map(d => [d.label, d.backgroundColor])")
-            assert series == [["demo/look", series_colour("demo/look")], [OTHER_MODELS, OTHER_COLOUR]]
-            assert (page.evaluate(LUMINANCE, "body") < 0.3) is dark
-            assert (page.evaluate(LUMINANCE, ".card") < 0.3) is dark
-            # Chart text follows the scheme: light grey on dark, dark grey on light.
-            assert page.evaluate("Chart.defaults.color") == ("#9ca3af" if dark else "#6b7280")
-            assert page.inner_text("[data-total=cost]") == "$1,238.32"
-            assert page.get_attribute("[data-total=cost] .money", "title") == "$1238.31799012"
-            assert page.inner_text("[data-total=prompt_tokens]") == "142,206"
-            page.screenshot(path=str(ARTIFACTS / f"{shot}-usage.png"), full_page=True)
+        # A range without data: a message, not bare axes.
+        page.goto(base + "/usage/?range=custom&start=2020-01-01&end=2020-01-07")
+        assert page.locator("canvas").count() == 0
+        assert page.locator("text=No data for this range.").count() == 3
+        _fits(page, width)
+        page.screenshot(path=str(ARTIFACTS / f"{shot}-usage-empty.png"), full_page=True)
 
-            # A range without data: a message, not bare axes.
-            page.goto(base + "/usage/?range=custom&start=2020-01-01&end=2020-01-07")
-            assert page.locator("canvas").count() == 0
-            assert page.locator("text=No data for this range.").count() == 3
-            _fits(page, width)
-            page.screenshot(path=str(ARTIFACTS / f"{shot}-usage-empty.png"), full_page=True)
+        page.goto(base + f"/usage/generations/{generation_id}/")
+        _fits(page, width)
+        assert "$1,234.57" in page.inner_text("main")
+        page.screenshot(path=str(ARTIFACTS / f"{shot}-generation.png"), full_page=True)
 
-            page.goto(base + f"/usage/generations/{generation_id}/")
-            _fits(page, width)
-            assert "$1,234.57" in page.inner_text("main")
-            page.screenshot(path=str(ARTIFACTS / f"{shot}-generation.png"), full_page=True)
-
-            # The admin follows the same preference (its own CSS); screenshots of each list.
-            for name, path in (
-                ("admin", "/admin/"),
-                ("admin-keys", "/admin/billing/apikey/"),
-                ("admin-usage", "/admin/billing/usagerecord/"),
-                ("admin-models", "/admin/routing/routermodel/"),
-                ("admin-vendors", "/admin/routing/vendor/"),
-            ):
-                page.goto(base + path)
-                assert (page.evaluate(LUMINANCE, "body") < 0.3) is dark, name
-                page.screenshot(path=str(ARTIFACTS / f"{shot}-{name}.png"), full_page=True)
-            assert "$1,500.00" in page.goto(base + "/admin/billing/apikey/").text()
-        finally:
-            browser.close()
+        # The admin follows the same preference (its own CSS); screenshots of each list.
+        for name, path in (
+            ("admin", "/admin/"),
+            ("admin-keys", "/admin/billing/apikey/"),
+            ("admin-usage", "/admin/billing/usagerecord/"),
+            ("admin-models", "/admin/routing/routermodel/"),
+            ("admin-vendors", "/admin/routing/vendor/"),
+        ):
+            page.goto(base + path)
+            assert (page.evaluate(LUMINANCE, "body") < 0.3) is dark, name
+            page.screenshot(path=str(ARTIFACTS / f"{shot}-{name}.png"), full_page=True)
+        assert "$1,500.00" in page.goto(base + "/admin/billing/apikey/").text()
 
     assert CSP_VIOLATIONS == []

@@ -19,12 +19,10 @@ from conftest import ARTIFACTS
 from reports.tests.conftest import record
 from reports.tests.test_browser import (
     CANVAS_PIXELS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     CSP_VIOLATIONS,
     PASSWORD,
     _require_browser,
-    _watch_for_csp_violations,
+    chromium_page,
 )
 from reports.tests.test_browser_look import LUMINANCE, _fits
 
@@ -56,41 +54,32 @@ def _operator_and_keys() -> str:
                                                   ("dark", {"width": 390, "height": 844})])  # fmt: skip
 def test_overview_draws_its_chart_trends_and_budgets(live_router, transactional_db, scheme, viewport):
     _require_browser()
-    from playwright.sync_api import sync_playwright
-
     CSP_VIOLATIONS.clear()
     prefix = _operator_and_keys()
     ARTIFACTS.mkdir(exist_ok=True)
     base, width = live_router.url, viewport["width"]
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(viewport=viewport, color_scheme=scheme).new_page()
-            page.set_default_timeout(15_000)
-            _watch_for_csp_violations(page)
-            page.goto(base + "/accounts/login/?next=/usage/overview/")
-            page.fill("#id_username", "operator")
-            page.fill("#id_password", PASSWORD)
-            page.click("#login-form input[type=submit]")
-            page.wait_for_url(base + "/usage/overview/")
-            page.wait_for_selector("body[data-charts-ready=true]")
+    with chromium_page(viewport, scheme) as page:
+        page.goto(base + "/accounts/login/?next=/usage/overview/")
+        page.fill("#id_username", "operator")
+        page.fill("#id_password", PASSWORD)
+        page.click("#login-form input[type=submit]")
+        page.wait_for_url(base + "/usage/overview/")
+        page.wait_for_selector("body[data-charts-ready=true]")
 
-            assert page.input_value("#id_range") == "7d"  # the control shows the range displayed
-            pixels = page.evaluate(CANVAS_PIXELS, "chart-key-spend")
-            labels = page.evaluate("Chart.getChart('chart-key-spend').data.datasets.map(d => d.label)")
-            trends = page.locator("#top-keys svg.trend polyline").count()
-            trend_stroke = page.evaluate("getComputedStyle(document.querySelector('#top-keys polyline')).stroke")
-            bar = page.locator(f'tr[data-key="{prefix}"] svg.budget')
-            bar_box = bar.bounding_box()
-            spent_width = bar.locator(".budget-spent").get_attribute("width")
-            held_width = bar.locator(".budget-held").get_attribute("width")
-            percent = page.inner_text(f'tr[data-key="{prefix}"] .budget-percent')
-            dark = page.evaluate(LUMINANCE, ".card") < 0.3
-            _fits(page, width)
-            page.screenshot(path=str(ARTIFACTS / f"overview-{scheme}-{width}.png"), full_page=True)
-        finally:
-            browser.close()
+        assert page.input_value("#id_range") == "7d"  # the control shows the range displayed
+        pixels = page.evaluate(CANVAS_PIXELS, "chart-key-spend")
+        labels = page.evaluate("Chart.getChart('chart-key-spend').data.datasets.map(d => d.label)")
+        trends = page.locator("#top-keys svg.trend polyline").count()
+        trend_stroke = page.evaluate("getComputedStyle(document.querySelector('#top-keys polyline')).stroke")
+        bar = page.locator(f'tr[data-key="{prefix}"] svg.budget')
+        bar_box = bar.bounding_box()
+        spent_width = bar.locator(".budget-spent").get_attribute("width")
+        held_width = bar.locator(".budget-held").get_attribute("width")
+        percent = page.inner_text(f'tr[data-key="{prefix}"] .budget-percent')
+        dark = page.evaluate(LUMINANCE, ".card") < 0.3
+        _fits(page, width)
+        page.screenshot(path=str(ARTIFACTS / f"overview-{scheme}-{width}.png"), full_page=True)
 
     assert CSP_VIOLATIONS == []
     assert pixels["width"] > 100 and pixels["coloured"] > 200, pixels  # lines and areas drawn, not bare axes
