@@ -1,6 +1,6 @@
 """Time the relay's two database writes per request alone: ``python -m bench.writes [--requests N]``.
 
-Admits and settles N requests through ``request_admit`` and ``usage_record_finalize`` on a
+Admits and settles N requests through ``request_admit`` and ``usage_record_settle`` on a
 fresh SQLite database, in batches of 32 committed together by the group-commit writer's own
 ``_commit``, and prints the CPU and wall time per request. No
 server, no network: it isolates the cost of the writes from the event loop and the machine's
@@ -34,9 +34,12 @@ def main() -> None:
     django.setup()
     from django.core.management import call_command
 
+    from billing.admission import request_admit
     from billing.selectors import api_key_load, authorization_hash
-    from billing.services import Outcome, api_key_create, generation_id_new, request_admit, usage_record_finalize
+    from billing.services import api_key_create, generation_id_new
+    from billing.settlement import Outcome, usage_record_settle
     from billing.writer import GroupWriter
+    from routing.selectors import model_route
     from routing.services import model_create, vendor_create
 
     call_command("migrate", verbosity=0, interactive=False)
@@ -45,6 +48,9 @@ def main() -> None:
     _, plaintext = api_key_create("bench")
     key = api_key_load(authorization_hash(f"Bearer {plaintext}"))
     assert key is not None
+    route = model_route("bench/writes")
+    assert route is not None
+    target = route.targets[0]
 
     writer = GroupWriter()
     loop = asyncio.new_event_loop()
@@ -61,18 +67,20 @@ def main() -> None:
         while done < requests:
             n = min(args.batch, requests - done)
             admissions = batch_run(
-                [lambda: request_admit(key, "bench/writes", False, generation_id_new()) for _ in range(n)]
+                [
+                    lambda: request_admit(key, generation_id_new(), (route,), False, None, target.answerer())
+                    for _ in range(n)
+                ]
             )
             outcomes = []
             for admission in admissions:
                 outcome = Outcome(status="completed", http_status=200, vendor_prompt_tokens=12)
                 outcome.vendor_completion_tokens, outcome.delivered_text = 16, "hello " * 16
-                # As the relay fills it in (Relay.fill_outcome): the deployment that answered.
-                target = admission.route.targets[0]
+                # As the relay fills it in (routing.relay.request): the deployment that answered.
                 outcome.deployment_id, outcome.upstream_model = target.deployment_id, target.upstream_model
                 outcome.vendor_id, outcome.vendor_name = target.vendor.id, target.vendor.name
                 outcomes.append((admission.record_id, outcome))
-            batch_run([lambda r=r, o=o: usage_record_finalize(r, o) for r, o in outcomes])
+            batch_run([lambda r=r, o=o: usage_record_settle(r, o) for r, o in outcomes])
             done += n
 
     run(200)  # warm up: tokenizer tables, statement caches

@@ -18,9 +18,9 @@ from django.conf import settings
 
 from billing.credit import Ask, completion_ceiling
 from billing.selectors import KeyInfo
-from billing.services import Checkpoint, Outcome, usage_record_checkpoint
+from billing.settlement import Checkpoint, Outcome, usage_record_checkpoint
+from billing.terms import ModelTerms
 from lib import tokens
-from routing.routes import model_route_cached, model_route_peek
 
 _pool: tokens.CountingPool | None = None
 
@@ -32,55 +32,55 @@ def counting_pool() -> tokens.CountingPool:
     return _pool
 
 
-_model_route_async = database_sync_to_async(model_route_cached)
-
-
 def limits_count(key: KeyInfo) -> bool:
     """True when the key's limits need the prompt counted before admission (credit or tokens per minute)."""
     return key.credit_limit is not None or bool(key.tokens_per_minute)
 
 
-async def ask_counted(key: KeyInfo, model_name: str, ask: Ask) -> Ask:
-    """Return ``ask`` with its prompt counted (and its completion ceiling) when the key's limits need them.
+async def ask_counted(key: KeyInfo, terms: ModelTerms, ask: Ask) -> Ask:
+    """Return ``ask`` with its prompt counted (and its completion ceiling on ``terms``, the
+    requested model) when the key's limits need them.
 
     Counting runs here, in the counting pool for a long prompt, so that neither the rate
     limiter nor admission (in the group-commit writer) counts it."""
     if not limits_count(key) or (ask.prompt_tokens is not None and ask.completion_ceiling is not None):
         return ask
-    hit, route = model_route_peek(model_name)  # a cached route costs no hop to the worker thread
-    if not hit:
-        route = await _model_route_async(model_name)
-    if route is None:
-        return ask  # an unknown model is refused at admission
     prompt = ask.prompt_tokens
     if prompt is None:
-        prompt = await counting_pool().messages(ask.messages, route.encoding, ask.tools)
-    return replace(ask, prompt_tokens=prompt, completion_ceiling=completion_ceiling(route, ask))
+        prompt = await counting_pool().messages(ask.messages, terms.encoding, ask.tools)
+    return replace(ask, prompt_tokens=prompt, completion_ceiling=completion_ceiling(terms, ask))
 
 
-def outcome_counted_here(outcome: Outcome) -> bool:
-    """Count on the spot what settlement would count, when it is short; return False if a long
-    text is left for ``outcome_counted`` (see ``services._counts`` for what settlement counts)."""
+def outcome_counted_here(outcome: Outcome) -> Outcome | None:
+    """Return ``outcome`` with what settlement would count counted on the spot, when it is
+    short; None if a long text is left for ``outcome_counted`` (``settlement._counts`` says
+    what settlement counts)."""
     pool = counting_pool()
-    if outcome.vendor_prompt_tokens is None and outcome.prompt_tokens is None:
+    prompt, delivered = outcome.prompt_tokens, outcome.delivered_tokens
+    if outcome.vendor_prompt_tokens is None and prompt is None:
         if tokens.prompt_chars(outcome.messages, outcome.tools) >= pool.inline_chars:
-            return False
-        outcome.prompt_tokens = tokens.count_messages(outcome.messages, outcome.encoding, outcome.tools)
-    if outcome.delivered_tokens is None:
+            return None
+        prompt = tokens.count_messages(outcome.messages, outcome.encoding, outcome.tools)
+    if delivered is None:
         if len(outcome.delivered_text) >= pool.inline_chars:
-            return False
-        outcome.delivered_tokens = tokens.count_text(outcome.delivered_text, outcome.encoding)
-    return True
+            return None
+        delivered = tokens.count_text(outcome.delivered_text, outcome.encoding)
+    return replace(outcome, prompt_tokens=prompt, delivered_tokens=delivered)
 
 
-async def outcome_counted(outcome: Outcome) -> None:
-    """Count what settlement would count (the prompt if the vendor sent no figure, the delivered
-    text), in the counting pool when it is long, so that the settlement write only writes."""
+async def outcome_counted(outcome: Outcome) -> Outcome:
+    """Return ``outcome`` with what settlement would count counted (the prompt if the vendor sent
+    no figure, the delivered text), in the counting pool when long, so the settlement write only writes."""
+    counted = outcome_counted_here(outcome)
+    if counted is not None:
+        return counted
     pool = counting_pool()
-    if outcome.vendor_prompt_tokens is None and outcome.prompt_tokens is None:
-        outcome.prompt_tokens = await pool.messages(outcome.messages, outcome.encoding, outcome.tools)
-    if outcome.delivered_tokens is None:
-        outcome.delivered_tokens = await pool.text(outcome.delivered_text, outcome.encoding)
+    prompt, delivered = outcome.prompt_tokens, outcome.delivered_tokens
+    if outcome.vendor_prompt_tokens is None and prompt is None:
+        prompt = await pool.messages(outcome.messages, outcome.encoding, outcome.tools)
+    if delivered is None:
+        delivered = await pool.text(outcome.delivered_text, outcome.encoding)
+    return replace(outcome, prompt_tokens=prompt, delivered_tokens=delivered)
 
 
 _checkpoint_write = database_sync_to_async(usage_record_checkpoint)

@@ -28,11 +28,11 @@ from django.utils import timezone
 
 from billing import hotsql
 from billing.cost import Prices, TokenCounts, cost_compute
+from billing.errors import CreditExceeded, CreditTerms
 from billing.models import KeyUsageDay, UsageRecord, UsageStatus
 from billing.periods import day_of, midnight, period_bounds
+from billing.terms import ModelTerms
 from lib import tokens
-from routing.errors import RouterError
-from routing.selectors import ModelRoute
 
 ZERO = Decimal("0")
 
@@ -61,7 +61,7 @@ class Hold:
 NO_HOLD = Hold(ZERO, None)
 
 
-def ask_tokens(route: ModelRoute, ask: Ask) -> tuple[int, int]:
+def ask_tokens(terms: ModelTerms, ask: Ask) -> tuple[int, int]:
     """Return (prompt tokens counted locally, most completion tokens the request may produce).
 
     The prompt includes the estimates for its images, audio and files (``lib.tokens.part_tokens``).
@@ -70,21 +70,21 @@ def ask_tokens(route: ModelRoute, ask: Ask) -> tuple[int, int]:
     """
     prompt = ask.prompt_tokens
     if prompt is None:
-        prompt = tokens.count_messages(ask.messages, route.encoding, ask.tools)
-    return prompt, completion_ceiling(route, ask)
+        prompt = tokens.count_messages(ask.messages, terms.encoding, ask.tools)
+    return prompt, completion_ceiling(terms, ask)
 
 
-def completion_ceiling(route: ModelRoute, ask: Ask) -> int:
-    """Return the most completion tokens ``ask`` may produce on ``route``.
+def completion_ceiling(terms: ModelTerms, ask: Ask) -> int:
+    """Return the most completion tokens ``ask`` may produce on ``terms``.
 
     The request's limit, else the model's ``max_output_tokens``. Where a deployment's vendor
     bounds only the answer by ``max_tokens`` (ModelArk), its reasoning may add up to the
     model's ceiling on top.
     """
     if not ask.max_tokens:
-        return route.max_output_tokens
-    if ask.max_tokens_only and not route.max_tokens_bounds_reasoning:
-        return ask.max_tokens + route.max_output_tokens
+        return terms.max_output_tokens
+    if ask.max_tokens_only and not terms.max_tokens_bounds_reasoning:
+        return ask.max_tokens + terms.max_output_tokens
     return ask.max_tokens
 
 
@@ -100,8 +100,8 @@ def worst_case_cost(prices: Prices, prompt_tokens: int, completion_tokens: int) 
     return cost_compute(dearest, TokenCounts(prompt_tokens, completion_tokens))
 
 
-def ask_worst_case(route: ModelRoute, ask: Ask) -> Decimal:
-    return worst_case_cost(route.prices, *ask_tokens(route, ask))
+def ask_worst_case(terms: ModelTerms, ask: Ask) -> Decimal:
+    return worst_case_cost(terms.prices, *ask_tokens(terms, ask))
 
 
 def key_lock(key_id: int) -> tuple[Decimal | None, str]:
@@ -130,27 +130,13 @@ def held(key_id: int, now: datetime) -> Decimal:
     return holds.aggregate(total=Sum("reserved_cost"))["total"] or ZERO
 
 
-def usd(amount: Decimal) -> str:
-    """Format USD for people: at least cents, no trailing zeros beyond them."""
-    text = format(amount.quantize(Decimal("0.00000001")).normalize(), "f")
-    whole, _, frac = text.partition(".")
-    return f"${whole}.{frac.ljust(2, '0')}"
-
-
-def credit_refusal(limit: Decimal, reset: str, remaining: Decimal, worst: Decimal, now: datetime) -> RouterError:
+def credit_refusal(limit: Decimal, reset: str, remaining: Decimal, worst: Decimal, now: datetime) -> CreditExceeded:
     _, end = period_bounds(reset, now)
-    when = f" The limit resets at {midnight(end).isoformat().replace('+00:00', 'Z')}." if end else ""
-    period = "" if reset == "never" else f"{reset} "
-    return RouterError(
-        402,
-        f"Credit limit reached: {usd(remaining)} of this key's {usd(limit)} {period}limit remains, "
-        f"and this request may cost up to {usd(worst)}. Lower max_tokens or raise the limit.{when}",
-        code="credit_limit_exceeded",
-    )
+    return CreditExceeded(CreditTerms(limit, reset, remaining, worst, midnight(end) if end else None))
 
 
-def reserve(key_id: int, worst: Decimal | None, route: ModelRoute, ask: Ask, now: datetime) -> Hold:
-    """Inside the admission transaction: lock the key and hold ``worst`` USD, or raise 402.
+def reserve(key_id: int, worst: Decimal | None, terms: ModelTerms, ask: Ask, now: datetime) -> Hold:
+    """Inside the admission transaction: lock the key and hold ``worst`` USD, or raise ``CreditExceeded``.
 
     ``worst`` is counted before the transaction (counting a huge prompt takes milliseconds,
     and the lock should not wait for it); it is None when the key had no limit as far as
@@ -160,7 +146,7 @@ def reserve(key_id: int, worst: Decimal | None, route: ModelRoute, ask: Ask, now
     if limit is None:
         return NO_HOLD
     if worst is None:
-        worst = ask_worst_case(route, ask)
+        worst = ask_worst_case(terms, ask)
     remaining = limit - spend_in_period(key_id, reset, now) - held(key_id, now)
     if worst > remaining:
         raise credit_refusal(limit, reset, max(remaining, ZERO), worst, now)

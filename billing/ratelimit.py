@@ -9,8 +9,8 @@ to the billed prompt + completion tokens when it settles (``RateCharge.settle``)
 Backends: in-process memory (one router process) by default; Redis when ``REDIS_URL`` is
 set, so every process shares the window. The Redis backend runs each check-and-add as one
 Lua script (atomic on the server, timed by the server's clock) through the process's client
-(``billing.shared_redis``). If Redis cannot be reached the request gets 503
-``rate_limiter_unavailable``: the limiter fails closed, because a limit that silently stops
+(``billing.shared_redis``). If Redis cannot be reached the request is refused
+(``LimiterUnavailable``, a 503 at the edge): the limiter fails closed, because a limit that silently stops
 holding is worse than a clear error.
 Keys without rate limits never touch the backend.
 """
@@ -28,10 +28,11 @@ from django.conf import settings
 
 from billing.counting import ask_counted
 from billing.credit import Ask
+from billing.errors import LimiterUnavailable, RateLimited
 from billing.selectors import KeyInfo
 from billing.shared_redis import RATE_CORRECTION, RATE_LIMIT, shared_redis
-from lib.redisclient import LuaScript, RedisClient
-from routing.errors import RouterError
+from billing.terms import ModelTerms
+from lib.redisclient import LuaScript, RedisClient, RedisUnavailable
 
 WINDOW_MS = 60_000
 NEVER = -2  # retry value: the request is larger than the limit itself
@@ -343,7 +344,7 @@ def rate_headers(states: list[WindowState], refused: WindowState | None = None) 
     return headers
 
 
-def rate_refusal(states: list[WindowState], weights: dict[str, int]) -> RouterError:
+def rate_refusal(states: list[WindowState], weights: dict[str, int]) -> RateLimited:
     refused = next(s for s in states if s.retry_ms is not None)
     headers = rate_headers(states, refused)
     per = "requests per minute" if refused.name == "requests" else "tokens per minute"
@@ -352,11 +353,10 @@ def rate_refusal(states: list[WindowState], weights: dict[str, int]) -> RouterEr
             f"This request needs up to {weights['tokens']} tokens, more than this key's limit of "
             f"{refused.limit} {per}. Lower max_tokens or shorten the prompt."
         )
-        return RouterError(429, message, code="request_exceeds_rate_limit", headers=headers)
+        return RateLimited(message, None, headers)
     retry = _seconds(refused.retry_ms or 0)
-    headers["Retry-After"] = retry
     message = f"Rate limit reached: this key may send {refused.limit} {per}. Retry in {retry} s."
-    return RouterError(429, message, code="rate_limit_exceeded", headers=headers)
+    return RateLimited(message, int(retry), headers)
 
 
 def key_ident(key: KeyInfo) -> str:
@@ -365,11 +365,11 @@ def key_ident(key: KeyInfo) -> str:
 
 
 async def rate_limit_acquire(
-    key: KeyInfo, model_name: str, ask: Ask, generation_id: str
+    key: KeyInfo, terms: ModelTerms, ask: Ask, generation_id: str
 ) -> tuple[RateCharge | None, Ask]:
-    """Enter the request in its key's windows or raise 429; return the charge and ``ask``.
+    """Enter the request in its key's windows or raise ``RateLimited``; return the charge and ``ask``.
 
-    Raise ``RedisUnavailable`` when the shared windows cannot be reached (the limiter fails closed).
+    Raise ``LimiterUnavailable`` when the shared windows cannot be reached (the limiter fails closed).
 
     For a key with a tokens-per-minute limit the prompt is counted first (``ask_counted``:
     in the counting pool when it is long, unless the caller counted it already), and the
@@ -380,15 +380,18 @@ async def rate_limit_acquire(
     if key.requests_per_minute:
         windows.append(Window("requests", key.requests_per_minute, 1))
     if key.tokens_per_minute:
-        ask = await ask_counted(key, model_name, ask)
-        if ask.prompt_tokens is not None and ask.completion_ceiling is not None:  # else an unknown model
-            prompt, ceiling = ask.prompt_tokens, ask.completion_ceiling
-            weights["tokens"] = prompt + ceiling
-            windows.append(Window("tokens", key.tokens_per_minute, prompt + ceiling))
+        ask = await ask_counted(key, terms, ask)
+        assert ask.prompt_tokens is not None and ask.completion_ceiling is not None
+        weight = ask.prompt_tokens + ask.completion_ceiling
+        weights["tokens"] = weight
+        windows.append(Window("tokens", key.tokens_per_minute, weight))
     if not windows:
         return None, ask
     chosen = backend()
-    states = await chosen.acquire(key_ident(key), generation_id, windows)  # RedisUnavailable: fails closed
+    try:
+        states = await chosen.acquire(key_ident(key), generation_id, windows)
+    except RedisUnavailable as unavailable:  # fails closed
+        raise LimiterUnavailable(unavailable.feature) from None
     if any(s.retry_ms is not None for s in states):
         raise rate_refusal(states, weights)
     return RateCharge(key_ident(key), generation_id, states, chosen), ask

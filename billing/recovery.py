@@ -22,7 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing.models import RouterInstance, UsageRecord, UsageStatus
-from billing.services import Outcome, usage_record_finalize
+from billing.settlement import Outcome, usage_record_settle
 from lib import process
 
 INTERRUPTED_MESSAGE = "The router process stopped before the request finished; billed at its last checkpoint."
@@ -112,7 +112,7 @@ def _settle(record: UsageRecord, now: datetime) -> Reconciled | None:
         upstream_model=record.upstream_model,
         attempts=record.attempts,
     )
-    usage_record_finalize(record.pk, outcome)
+    usage_record_settle(record.pk, outcome)
     # Another process reconciling at the same moment may have settled it first; either way it is settled once.
     if UsageRecord.objects.filter(pk=record.pk, status=UsageStatus.INTERRUPTED).exists():
         return Reconciled(record.generation_id, record.tokens_delivered, record.instance_id)

@@ -16,9 +16,9 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing import credit, keys
+from billing.errors import KeyRefused
 from billing.models import ApiKey, KeyUsageDay, UsageRecord
 from billing.periods import day_of, midnight, month_start, period_bounds, week_start
-from routing.errors import RouterError
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,20 +131,20 @@ def api_key_load(key_hash: str) -> KeyInfo | None:
 
 
 def api_key_check(info: KeyInfo | None, now: datetime | None = None) -> KeyInfo:
-    """Raise 401 unless ``info`` is a usable key."""
+    """Raise ``KeyRefused`` unless ``info`` is a usable key."""
     if info is None:
-        raise RouterError(401, "Invalid API key.", code="invalid_api_key")
+        raise KeyRefused("invalid")
     if info.revoked:
-        raise RouterError(401, "This API key has been revoked.", code="revoked_api_key")
+        raise KeyRefused("revoked")
     if info.expires_at is not None and info.expires_at <= (now or timezone.now()):
-        raise RouterError(401, "This API key has expired.", code="expired_api_key")
+        raise KeyRefused("expired")
     return info
 
 
 def authorization_hash(authorization: str) -> str:
     token = keys.bearer_token(authorization)
     if token is None:
-        raise RouterError(401, "Missing API key: send 'Authorization: Bearer sk-siraya-...'.", code="missing_api_key")
+        raise KeyRefused("missing")
     return keys.hash_key(token)
 
 

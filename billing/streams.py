@@ -8,8 +8,8 @@ safety net for a process that dies holding slots; a live stream refreshes its sl
 before it expires. The relay releases its slot in ``finally``.
 
 Redis calls go through the process's client (``billing.shared_redis``). Taking a slot fails
-closed: when Redis does not answer, ``RedisUnavailable`` reaches the relay, which refuses the
-stream (503 ``stream_limiter_unavailable``) and settles its record; a cap that lapses unseen
+closed: when Redis does not answer, ``LimiterUnavailable`` reaches the ledger, which refuses the
+stream (503 ``stream_limiter_unavailable`` at the edge) with nothing billed; a cap that lapses unseen
 is no cap. Refreshing and freeing a slot fail open: the slot's expiry frees it.
 """
 
@@ -22,9 +22,9 @@ import time
 
 from django.conf import settings
 
+from billing.errors import LimiterUnavailable, StreamCapReached
 from billing.shared_redis import STREAM_SLOT_UPKEEP, STREAM_SLOTS, shared_redis
 from lib.redisclient import LuaScript, RedisClient, RedisUnavailable
-from routing.errors import RouterError
 
 _local: dict[int, int] = {}
 
@@ -48,16 +48,6 @@ return 1
 _ACQUIRE_SCRIPT, _REFRESH_SCRIPT = LuaScript(_ACQUIRE), LuaScript(_REFRESH)
 
 
-def streams_exceeded(limit: int) -> RouterError:
-    return RouterError(
-        429,
-        f"This API key already has {limit} concurrent stream{'s' if limit != 1 else ''} open, its limit. "
-        "Wait for one to finish.",
-        code="concurrent_streams_exceeded",
-        type="rate_limit_error",
-    )
-
-
 class StreamSlot:
     """One held slot; ``release()`` is idempotent."""
 
@@ -76,7 +66,7 @@ class StreamSlot:
         client = shared_redis()
         if client is None:
             if _local.get(self.key_id, 0) >= self.limit:
-                raise streams_exceeded(self.limit)
+                raise StreamCapReached(self.limit)
             _local[self.key_id] = _local.get(self.key_id, 0) + 1
             return
         ttl = settings.SIRAYA_STREAM_SLOT_TTL
@@ -87,9 +77,9 @@ class StreamSlot:
             if exc.reason == "TimeoutError":
                 # The script may have run with its answer lost: free what it may have taken.
                 await self._forget(client)
-            raise  # fails closed: the relay refuses the stream
+            raise LimiterUnavailable(exc.feature) from None  # fails closed: the stream is refused
         if not taken:
-            raise streams_exceeded(self.limit)
+            raise StreamCapReached(self.limit)
         self._refresher = asyncio.create_task(self._refresh(client, ttl))
 
     async def _refresh(self, client: RedisClient, ttl: float) -> None:
@@ -120,9 +110,9 @@ class StreamSlot:
 
 
 async def stream_slot_acquire(key_id: int, limit: int | None) -> StreamSlot | None:
-    """Take one of the key's stream slots, or raise 429 ``concurrent_streams_exceeded``; None when uncapped.
+    """Take one of the key's stream slots, or raise ``StreamCapReached``; None when uncapped.
 
-    Raise ``RedisUnavailable`` when the shared count cannot be reached.
+    Raise ``LimiterUnavailable`` when the shared count cannot be reached.
     """
     if limit is None:
         return None

@@ -35,7 +35,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from billing import credit, hotsql
-from routing.errors import RouterError
+from billing.errors import BillingRefusal
 
 logger = logging.getLogger("siraya.writer")
 
@@ -58,8 +58,8 @@ def _run_one(work: Work) -> tuple[bool, Any]:
         with transaction.atomic():
             try:
                 return True, work()
-            except RouterError as refusal:
-                # A refusal is an answer, not a failure: keep what it wrote (its usage record).
+            except BillingRefusal as refusal:
+                # A refusal is an answer, not a failure (it wrote nothing): the batch goes on.
                 return False, refusal
     except Exception as exc:
         return False, exc
@@ -76,8 +76,8 @@ def _run_together(batch: list[Item], conn: BaseDatabaseWrapper) -> list[tuple[bo
         for work, _, _ in batch:
             try:
                 results.append((True, work()))
-            except RouterError as refusal:
-                results.append((False, refusal))  # an answer, with what it wrote (its usage record)
+            except BillingRefusal as refusal:
+                results.append((False, refusal))  # an answer: it wrote nothing, the batch goes on
             except Exception as exc:
                 raise _Redo from exc
             if conn.needs_rollback:

@@ -1,4 +1,11 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "code", "param"}}``."""
+"""Errors a client sees, and the domain refusals mapped to them.
+
+``RouterError`` is an error answered to a client: a status, the router's stable ``code``, the
+router's own words and the offending ``param``. Each client API renders it in its own shape
+(``routing.dialects``); ``body()`` is the OpenAI shape, which the router's own endpoints use.
+Domain code raises refusals that carry data (``billing.errors``, ``RoutingRefusal`` here);
+``refusal_error`` is the one place that gives them a status.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,14 @@ from typing import Any
 
 import orjson
 
-from billing.shared_redis import RATE_LIMIT, STREAM_SLOTS
-from lib.redisclient import RedisUnavailable
+from billing.errors import (
+    BillingRefusal,
+    CreditExceeded,
+    KeyRefused,
+    LimiterUnavailable,
+    RateLimited,
+    StreamCapReached,
+)
 
 _TYPES = {
     400: "invalid_request_error",
@@ -156,26 +169,70 @@ def invalid(message: str, param: str | None = None, code: str = "invalid_value")
     return RouterError(400, message, code=code, param=param)
 
 
-# What a client is told when a limit that fails closed cannot be checked (billing.shared_redis).
-_UNAVAILABLE = {
-    RATE_LIMIT: ("rate_limiter_unavailable", "The rate limiter is unavailable; try again shortly."),
-    STREAM_SLOTS: ("stream_limiter_unavailable", "The concurrent-stream limiter is unavailable; try again shortly."),
+class RoutingRefusal(Exception):
+    """A request routing cannot serve as asked; carries data, not a status (``refusal_error``)."""
+
+    code = "refused"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class UnknownModel(RoutingRefusal):
+    code = "model_not_found"
+
+    def __init__(self, name: str, param: str = "model") -> None:
+        super().__init__(f"The model '{name}' does not exist or is disabled.", param)
+        self.name = name
+
+
+class NoDeployment(RoutingRefusal):
+    code = "no_deployment"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The model '{name}' has no enabled deployment.", "model")
+        self.name = name
+
+
+class NoEligibleProvider(RoutingRefusal):
+    """``provider.order`` with fallbacks forbidden names no vendor that serves the request's models."""
+
+    code = "no_eligible_provider"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"No vendor named in 'provider.order' serves the model '{name}' (or its 'models' fallbacks), "
+            "and 'provider.allow_fallbacks' is false.",
+            "provider.order",
+        )
+        self.name = name
+
+
+Refusal = BillingRefusal | RoutingRefusal
+REFUSALS = (BillingRefusal, RoutingRefusal)
+_REFUSAL_STATUS: dict[type[Exception], int] = {
+    KeyRefused: 401,
+    CreditExceeded: 402,
+    RateLimited: 429,
+    StreamCapReached: 429,
+    LimiterUnavailable: 503,
+    UnknownModel: 404,
+    NoDeployment: 503,
+    NoEligibleProvider: 400,
 }
 
 
-def limiter_unavailable(error: RedisUnavailable) -> RouterError:
-    """The 503 for a limit that could not be checked; the Redis URL and its failure stay in the log."""
-    code, message = _UNAVAILABLE.get(
-        error.feature, ("service_unavailable", "A service the router needs is unavailable; try again shortly.")
-    )
-    return RouterError(503, message, code=code, headers={"Retry-After": "1"})
-
-
-def no_eligible_deployment(model: str) -> RouterError:
-    """``provider.order`` with fallbacks forbidden names no vendor that serves the request's models."""
-    return invalid(
-        f"No vendor named in 'provider.order' serves the model '{model}' (or its 'models' fallbacks), "
-        "and 'provider.allow_fallbacks' is false.",
-        "provider.order",
-        "no_eligible_provider",
-    )
+def refusal_error(refusal: Refusal) -> RouterError:
+    """The error a client gets for a domain refusal: its status, code, words and headers."""
+    status = _REFUSAL_STATUS.get(type(refusal), 400 if isinstance(refusal, RoutingRefusal) else 403)
+    headers: dict[str, str] = {}
+    if isinstance(refusal, RateLimited):
+        headers.update(refusal.headers)
+        if refusal.retry_after is not None:
+            headers["Retry-After"] = str(refusal.retry_after)
+    elif isinstance(refusal, LimiterUnavailable):
+        headers["Retry-After"] = "1"
+    param = refusal.param if isinstance(refusal, RoutingRefusal) else None
+    return RouterError(status, refusal.message, code=refusal.code, param=param, headers=headers)

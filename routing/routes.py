@@ -10,10 +10,13 @@ the cache at once. Every usage record stores the prices its request was admitted
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Sequence
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 
+from routing.errors import NoDeployment, NoEligibleProvider, UnknownModel
 from routing.selectors import ModelRoute, model_route
 
 # model name -> (route or None for unknown/disabled, monotonic expiry)
@@ -42,6 +45,31 @@ def model_route_cached(name: str) -> ModelRoute | None:
         _cache.clear()
     _cache[name] = (route, now + ttl)
     return route
+
+
+_model_route_async = database_sync_to_async(model_route_cached)
+
+
+async def request_routes(
+    model_name: str, fallback_models: Sequence[str] = (), vendors: Collection[str] | None = None
+) -> tuple[ModelRoute, ...]:
+    """Return the routes of a request's model and its fallback ``models``, in order, those with
+    no deployment left out; raise ``UnknownModel``, ``NoDeployment`` or, when ``vendors`` (the
+    only vendors the request may use) serve none of them, ``NoEligibleProvider``."""
+    routes = []
+    for name in dict.fromkeys([model_name, *fallback_models]):
+        hit, route = model_route_peek(name)  # a cached route costs no hop to a worker thread
+        if not hit:
+            route = await _model_route_async(name)
+        if route is None:
+            raise UnknownModel(name, "model" if name == model_name else "models")
+        if route.targets:
+            routes.append(route)
+    if not routes:
+        raise NoDeployment(model_name)
+    if vendors is not None and not any(t.vendor.name in vendors for r in routes for t in r.targets):
+        raise NoEligibleProvider(model_name)
+    return tuple(routes)
 
 
 def route_cache_clear(*args: Any, **kwargs: Any) -> None:

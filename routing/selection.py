@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from itertools import groupby
 from typing import Any
 
-from routing.errors import UpstreamError, invalid, no_eligible_deployment
+from routing.errors import NoEligibleProvider, UpstreamError, invalid
 from routing.selectors import ModelRoute, Target
 
 
@@ -85,7 +85,7 @@ def attempt_plan(
         targets = apply_provider(deployment_order(route, cooling, rng), order, allow)
         plan.extend((route, target) for target in targets)
     if not plan:  # admission refuses such a request first (``provider_vendors``); never relay nothing
-        raise no_eligible_deployment(routes[0].name if routes else "")
+        raise NoEligibleProvider(routes[0].name if routes else "")
     return plan
 
 

@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 
 from billing.cost import Prices
+from billing.terms import Answerer, ModelTerms
 from lib import tokens
 from routing.models import Deployment, RouterModel, Vendor
 from routing.vendors import adapter_class
@@ -22,19 +23,17 @@ class Target:
     weight: int
     vendor: VendorConfig
 
+    def answerer(self) -> Answerer:
+        """This deployment as a usage record names it."""
+        return Answerer(self.deployment_id, self.vendor.id, self.vendor.name, self.upstream_model)
 
-@dataclass(frozen=True, slots=True)
-class ModelRoute:
-    model_id: int
-    name: str
-    encoding: str
-    max_output_tokens: int
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRoute(ModelTerms):
+    """An enabled model with its terms (what billing sees) and its enabled deployments."""
+
     context_length: int | None
-    prices: Prices
     targets: tuple[Target, ...]
-    # False when a deployment's vendor does not count reasoning against ``max_tokens`` (the
-    # credit hold then adds the model's ceiling for it: ``billing.credit.completion_ceiling``).
-    max_tokens_bounds_reasoning: bool = True
 
 
 def vendor_config(vendor: Vendor) -> VendorConfig:
@@ -91,12 +90,12 @@ def model_route(name: str) -> ModelRoute | None:
         upstream = targets[0].upstream_model if targets else ""
         encoding = tokens.encoding_for(upstream, default=settings.SIRAYA_DEFAULT_ENCODING)
     return ModelRoute(
-        model.pk,
-        model.name,
-        encoding,
-        model.max_output_tokens,
-        model.context_length,
-        model_prices(model),
-        targets,
-        all(adapter_class(t.vendor.kind).max_tokens_counts_reasoning for t in targets),
+        model_id=model.pk,
+        name=model.name,
+        encoding=encoding,
+        max_output_tokens=model.max_output_tokens,
+        context_length=model.context_length,
+        prices=model_prices(model),
+        targets=targets,
+        max_tokens_bounds_reasoning=all(adapter_class(t.vendor.kind).max_tokens_counts_reasoning for t in targets),
     )

@@ -6,9 +6,9 @@ from django.http import HttpRequest, HttpResponseRedirect, JsonResponse
 from django.templatetags.static import static
 from django.urls import include, path, reverse_lazy
 
-from billing import views as billing_views
 from ops import views as ops_views
 from reports import views as reports_views
+from routing import key_views
 from routing import views as routing_views
 
 # The admin's "View site" link: the reports are the site (resolved when the admin renders).
@@ -32,8 +32,8 @@ LOGIN_CONTEXT = {"site_header": admin.site.site_header, "site_title": admin.site
 urlpatterns = [
     path("", reports_views.home, name="home"),
     path("v1/models", routing_views.models_list, name="models-list"),
-    path("v1/generation", billing_views.generation_detail, name="generation-detail"),
-    path("v1/key", billing_views.key_detail, name="key-detail"),
+    path("v1/generation", key_views.generation_detail, name="generation-detail"),
+    path("v1/key", key_views.key_detail, name="key-detail"),
     path("v1/openapi.json", routing_views.openapi_document, name="openapi"),
     path("healthz", healthz, name="healthz"),
     path("favicon.ico", favicon, name="favicon"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from billing.cost import Prices, TokenCounts, cost_compute
-from billing.credit import usd, worst_case_cost
+from billing.credit import worst_case_cost
+from billing.errors import usd
 from routing.models import RouterModel
 from routing.selectors import model_prices
 

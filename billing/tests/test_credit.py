@@ -13,11 +13,15 @@ from django.db.models.functions import TruncDate
 from billing import credit
 from billing.cost import Prices, TokenCounts, cost_compute
 from billing.credit import Ask
+from billing.errors import CreditExceeded
 from billing.models import ApiKey, KeyUsageDay, UsageRecord, UsageStatus
 from billing.selectors import api_key_load, key_overview
-from billing.services import Outcome, api_key_create, generation_id_new, request_admit, usage_record_finalize
+from billing.services import api_key_create, generation_id_new
+from billing.settlement import Outcome
+from billing.tests.admitting import admit as admit_request
+from billing.tests.admitting import settle as settle_record
 from lib import tokens
-from routing.errors import RouterError
+from routing.errors import UnknownModel, refusal_error
 from routing.models import RouterModel
 from routing.services import model_create, vendor_create
 
@@ -52,7 +56,7 @@ def api_load(api_key: ApiKey):
 
 
 def admit(info, max_tokens: int | None = 100):
-    return request_admit(info, "acme/m", True, generation_id_new(), Ask(MESSAGES, None, max_tokens))
+    return admit_request(info, "acme/m", True, generation_id_new(), Ask(MESSAGES, None, max_tokens))
 
 
 def worst(max_tokens: int) -> Decimal:
@@ -61,7 +65,7 @@ def worst(max_tokens: int) -> Decimal:
 
 def settle(admission, status: str, **fields) -> Decimal:
     outcome = Outcome(status=status, messages=MESSAGES, **fields)
-    return usage_record_finalize(admission.record_id, outcome)
+    return settle_record(admission.record_id, outcome)
 
 
 def held(api_key: ApiKey) -> Decimal:
@@ -138,9 +142,9 @@ def test_refused_request_gets_402_with_remaining_credit_and_one_error_record(mod
     api_key, info = limited_key("0.0015")  # room for one hold of about $0.0012
     admit(info)
     generation_id = generation_id_new()
-    with pytest.raises(RouterError) as refused:
-        request_admit(info, "acme/m", False, generation_id, Ask(MESSAGES, None, 100))
-    error = refused.value
+    with pytest.raises(CreditExceeded) as refused:
+        admit_request(info, "acme/m", False, generation_id, Ask(MESSAGES, None, 100))
+    error = refusal_error(refused.value)
     left = Decimal("0.0015") - worst(100)
     assert (error.status, error.code, error.type) == (402, "credit_limit_exceeded", "insufficient_quota")
     assert f"${left.normalize()} of this key's $0.0015 limit remains" in error.message
@@ -161,16 +165,15 @@ def test_limit_set_after_the_key_was_cached_holds_and_refuses(model):
     ApiKey.objects.filter(pk=api_key.pk).update(credit_limit=Decimal("0.0015"))
     first = admit(info)
     assert UsageRecord.objects.get(pk=first.record_id).reserved_cost == worst(100)
-    with pytest.raises(RouterError) as refused:
+    with pytest.raises(CreditExceeded):
         admit(info)
-    assert refused.value.status == 402
     assert UsageRecord.objects.filter(api_key=api_key).count() == 2
 
 
 def test_released_hold_makes_room_again(model):
     _, info = limited_key("0.0015")
     first = admit(info)
-    with pytest.raises(RouterError):
+    with pytest.raises(CreditExceeded):
         admit(info)
     settle(first, UsageStatus.ERROR, http_status=502)  # cost 0: the whole limit is free again
     admit(info)
@@ -182,7 +185,7 @@ def test_spend_counts_against_the_limit(model):
     spent = settle(admit(info), UsageStatus.COMPLETED, vendor_prompt_tokens=100, vendor_completion_tokens=100)
     assert spent == Decimal("0.0013")
     admit(info)  # $0.0013 left covers one worst case of about $0.0012
-    with pytest.raises(RouterError) as refused:
+    with pytest.raises(CreditExceeded) as refused:
         admit(info)
     left = limit - spent - worst(100)
     assert f"${left.normalize()} of this key's $0.0026 limit remains" in refused.value.message
@@ -195,7 +198,7 @@ def test_killed_request_hold_expires_and_stops_counting(model, settings):
     start = datetime.now(UTC)
     with time_machine.travel(start, tick=False):
         killed = admit(info)  # its process "dies": nobody settles it
-        with pytest.raises(RouterError):
+        with pytest.raises(CreditExceeded):
             admit(info)
     with time_machine.travel(start + timedelta(seconds=61), tick=False):
         assert held(api_key) == 0
@@ -242,8 +245,8 @@ def test_daily_totals_equal_the_sum_of_usage_records(model):
             admission = admit(info)
             status = [UsageStatus.COMPLETED, UsageStatus.CANCELLED, UsageStatus.ERROR][i % 3]
             settle(admission, status, vendor_prompt_tokens=17 + i, vendor_completion_tokens=i, delivered_text=" a" * i)
-    with pytest.raises(RouterError):
-        request_admit(info, "no/such-model", False, generation_id_new(), Ask(MESSAGES))
+    with pytest.raises(UnknownModel):
+        admit_request(info, "no/such-model", False, generation_id_new(), Ask(MESSAGES))
     records = (
         UsageRecord.objects.filter(api_key=api_key)
         .annotate(day=TruncDate("created_at"))
@@ -314,7 +317,7 @@ def test_request_that_never_reached_the_deployment_settles_without_it(model):
     _, info = limited_key(None)
     admission = admit(info)
     refused = Outcome(status=UsageStatus.ERROR, http_status=429, error_code="too_many_streams", messages=MESSAGES)
-    usage_record_finalize(admission.record_id, refused)
+    settle_record(admission.record_id, refused)
     assert answering(admission) == (None, None, "", "")
     assert UsageRecord.objects.get(pk=admission.record_id).status == UsageStatus.ERROR
 

@@ -15,7 +15,9 @@ import pytest
 from django.db.models import Sum
 
 from billing.models import ApiKey, KeyUsageDay, RouterInstance, UsageRecord, UsageStatus
-from billing.services import Outcome, api_key_create, usage_record_finalize
+from billing.services import api_key_create
+from billing.settlement import Outcome
+from billing.tests.admitting import settle as settle_record
 from conftest import database_url, make_cast
 from fakevendors.openai import PROMPT_TOKENS
 from lib import tokens
@@ -221,7 +223,7 @@ def test_hold_of_a_killed_process_expires(server_factory, fake_openai, cast):
         time.sleep(0.1)
     assert chat(cast.url, key, max_tokens=100).status_code == 200
     # What the reliability sweep does with the dead record: settle it as interrupted.
-    usage_record_finalize(record.pk, Outcome(status=UsageStatus.INTERRUPTED, messages=MESSAGES))
+    settle_record(record.pk, Outcome(status=UsageStatus.INTERRUPTED, messages=MESSAGES))
     record.refresh_from_db()
     assert (record.status, record.reserved_cost) == ("interrupted", 0)
 

@@ -13,7 +13,10 @@ from billing.credit import Ask
 from billing.models import UsageStatus
 from billing.periods import period_bounds
 from billing.selectors import api_key_load
-from billing.services import Outcome, api_key_create, generation_id_new, request_admit, usage_record_finalize
+from billing.services import api_key_create, generation_id_new
+from billing.settlement import Outcome
+from billing.tests.admitting import admit as admit_request
+from billing.tests.admitting import settle as settle_record
 from billing.tests.test_credit import model  # noqa: F401  (fixture)
 
 T = datetime
@@ -41,9 +44,9 @@ def test_period_bounds(reset, moment, bounds):
 
 
 def spend_one(info, prompt: int) -> Decimal:
-    admission = request_admit(info, "acme/m", False, generation_id_new(), Ask([{"role": "user", "content": "x"}]))
+    admission = admit_request(info, "acme/m", False, generation_id_new(), Ask([{"role": "user", "content": "x"}]))
     outcome = Outcome(status=UsageStatus.COMPLETED, vendor_prompt_tokens=prompt, vendor_completion_tokens=0)
-    return usage_record_finalize(admission.record_id, outcome)
+    return settle_record(admission.record_id, outcome)
 
 
 @pytest.mark.parametrize(
@@ -78,9 +81,9 @@ def test_request_settled_after_midnight_counts_in_the_period_it_started(model): 
     info = api_key_load(api_key.key_hash)
     before = T(2026, 5, 6, 23, 59, 59, tzinfo=UTC)
     with time_machine.travel(before, tick=False):
-        admission = request_admit(info, "acme/m", False, generation_id_new(), Ask([{"role": "user", "content": "x"}]))
+        admission = admit_request(info, "acme/m", False, generation_id_new(), Ask([{"role": "user", "content": "x"}]))
     with time_machine.travel(before + timedelta(seconds=2), tick=False):
         outcome = Outcome(status=UsageStatus.COMPLETED, vendor_prompt_tokens=1000, vendor_completion_tokens=0)
-        cost = usage_record_finalize(admission.record_id, outcome)
+        cost = settle_record(admission.record_id, outcome)
         assert credit.spend_in_period(api_key.pk, "daily", before + timedelta(seconds=2)) == 0
     assert credit.spend_in_period(api_key.pk, "daily", before) == cost

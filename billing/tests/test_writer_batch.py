@@ -11,19 +11,16 @@ import pytest
 from django.db import IntegrityError
 from django.db.models import Count, Sum
 
+from billing.admission import Admission
 from billing.credit import Ask
+from billing.errors import CreditExceeded, CreditTerms
 from billing.models import ApiKey, KeyUsageDay, UsageRecord, UsageStatus
 from billing.selectors import KeyInfo, api_key_load
-from billing.services import (
-    Admission,
-    Outcome,
-    api_key_create,
-    generation_id_new,
-    request_admit,
-    usage_record_finalize,
-)
+from billing.services import api_key_create, generation_id_new
+from billing.settlement import Outcome
+from billing.tests.admitting import admit as admit_request
+from billing.tests.admitting import settle as settle_record
 from billing.writer import GroupWriter
-from routing.errors import RouterError
 from routing.services import model_create, vendor_create
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -55,13 +52,13 @@ def test_failing_write_undoes_only_itself_and_refusals_keep_their_rows(transacti
 
     def refuse() -> None:
         api_key_create("made-then-refused")
-        raise RouterError(402, "no", code="credit_limit_exceeded")
+        raise CreditExceeded(CreditTerms(Decimal(1), "never", Decimal(0), Decimal(1), None))
 
     outcomes = _run_batch([rename("first"), duplicate, refuse, rename("last")])
 
     assert [kind for kind, _ in outcomes] == ["ok", "error", "error", "ok"]
     assert isinstance(outcomes[1][1], IntegrityError)
-    assert isinstance(outcomes[2][1], RouterError)
+    assert isinstance(outcomes[2][1], CreditExceeded)
     assert ApiKey.objects.get(pk=key.pk).name == "last"
     assert ApiKey.objects.filter(name="made-then-refused").count() == 1  # a refusal keeps what it wrote
     assert ApiKey.objects.filter(name="dup").count() == 0
@@ -86,12 +83,12 @@ def _info(api_key: ApiKey) -> KeyInfo:
 
 
 def _admit(info: KeyInfo) -> Callable[[], Admission]:
-    return lambda: request_admit(info, "acme/m", False, generation_id_new(), Ask(MESSAGES, None, 100))
+    return lambda: admit_request(info, "acme/m", False, generation_id_new(), Ask(MESSAGES, None, 100))
 
 
 def _settle(admission: Admission, completion: int) -> Callable[[], Decimal]:
     outcome = Outcome(status=UsageStatus.COMPLETED, vendor_prompt_tokens=10, vendor_completion_tokens=completion)
-    return lambda: usage_record_finalize(admission.record_id, outcome)
+    return lambda: settle_record(admission.record_id, outcome)
 
 
 def _days_equal_records(api_key: ApiKey) -> None:
@@ -127,7 +124,7 @@ def test_admission_counts_what_its_batch_settled_before_it(priced):
     outcomes = _run_batch([_settle(first, 2000), _admit(info)])
     assert outcomes[0] == ("ok", Decimal("0.00401"))
     kind, refusal = outcomes[1]
-    assert kind == "error" and isinstance(refusal, RouterError) and refusal.status == 402
+    assert kind == "error" and isinstance(refusal, CreditExceeded)
     _days_equal_records(api_key)
 
 

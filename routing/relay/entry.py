@@ -1,4 +1,4 @@
-"""The ASGI application: chat completions go straight to the relay, the rest to Django."""
+"""The ASGI application: each client API's path goes straight to the relay in its dialect, the rest to Django."""
 
 from __future__ import annotations
 
@@ -11,13 +11,21 @@ import orjson
 from django.conf import settings
 
 from ops import logs, metrics
+from routing.dialects.base import Dialect
+from routing.dialects.chat.dialect import ChatCompletions
 from routing.errors import RouterError
-from routing.relay import edge, lifecycle, wire
+from routing.relay import edge, lifecycle
+from routing.relay.channel import JSON_HEADERS, ClientChannel, Receive, Scope, Send, error_headers
 from routing.relay.flow import StatusSend
-from routing.relay.handler import Receive, Relay, Scope, Send
+from routing.relay.request import serve_request
 from routing.vendors import http
 
-CHAT_PATHS = {"/v1/chat/completions", "/v1/chat/completions/"}
+# Each client API's path, with and without a trailing slash, and the dialect that speaks it.
+DIALECTS: dict[str, Dialect] = {
+    path: dialect
+    for route, dialect in {"/v1/chat/completions": ChatCompletions()}.items()
+    for path in (route, route + "/")
+}
 access_logger = logging.getLogger("siraya.access")
 
 
@@ -34,34 +42,35 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _refuse_chat(send: Send, refusal: RouterError | None) -> None:
+async def _refuse(dialect: Dialect, path: str, send: Send, refusal: RouterError | None) -> None:
     """Answer a request the relay may not serve: ``refusal``, or 405 for a method other than POST."""
     if refusal is None:
-        refusal = RouterError(405, "Use POST for /v1/chat/completions.", code="method_not_allowed")
-        headers = [*wire.error_response_headers(refusal, None), (b"allow", b"POST")]
+        refusal = RouterError(405, f"Use POST for {path.rstrip('/')}.", code="method_not_allowed")
+        headers = [*error_headers(refusal, None), (b"allow", b"POST")]
     else:
-        headers = wire.error_response_headers(refusal, None)
-    await send(wire.start(refusal.status, headers))
-    await send(wire.body(refusal.json()))
+        headers = error_headers(refusal, None)
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": dialect.error_body(refusal)})
 
 
 async def serve_http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one HTTP request; count it and write its access log line (with its generation id)."""
     started = time.monotonic()
-    answering: Relay | StatusSend | None = None
+    answering: ClientChannel | StatusSend | None = None
     logs.generation_id.set(None)
     try:
-        if scope["path"] not in CHAT_PATHS:
+        dialect = DIALECTS.get(scope["path"])
+        if dialect is None:
             answering = StatusSend(send)
             await _django(django_app, scope, receive, answering)
         elif (refusal := edge.transport_refusal(scope)) is not None or scope["method"] != "POST":
-            # The relay's path under the host and HTTPS rules Django applies to the others.
+            # The relay's paths under the host and HTTPS rules Django applies to the others.
             answering = StatusSend(send)
-            await _refuse_chat(answering, refusal)
+            await _refuse(dialect, scope["path"], answering, refusal)
         else:
-            # The relay gets the server's own send (no wrapper per chunk) and keeps its status.
-            answering = Relay(scope, receive, send, edge.hsts_headers(scope))
-            await answering.run()
+            # The channel gets the server's own send (no wrapper per chunk) and keeps its status.
+            answering = ClientChannel(scope, receive, send, edge.hsts_headers(scope))
+            await serve_request(dialect, answering)
     finally:
         status = 0 if answering is None else answering.status
         metrics.request_answered(scope["path"], status or 499)
@@ -107,8 +116,8 @@ async def _debug_tasks(send: Send) -> None:
             "upstream_idle": http.idle_upstream_connections(),
         }
     )
-    await send(wire.start(200, wire.JSON_HEADERS))
-    await send(wire.body(body))
+    await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+    await send({"type": "http.response.body", "body": body})
 
 
 def router_application(django_app: Any) -> Any:

@@ -1,5 +1,14 @@
-"""Flow control on the relay's hot path: a send that gives up on a client that stopped reading,
-and a vendor deadline that moves with every batch of the answer.
+"""Flow control on the relay's hot path: the cancel scope every cancellation goes through, a
+send that gives up on a client that stopped reading, and a vendor deadline that moves with
+every batch of the answer.
+
+Cancellation: the request's work runs inside a ``CancelScope`` (``ClientChannel.cancellable``;
+a vendor attempt inside a ``Deadline``). Whoever decides the work must stop (the client left
+or stalled, the server shuts down, the vendor took too long) calls the scope's ``cancel``
+with a reason; the block then raises ``Interrupted(reason)``. The scope is the standard
+library's ``asyncio.timeout``, whose bookkeeping tells the scope's own cancellation from any
+other (a cancellation from outside still propagates as ``CancelledError``), so nothing here
+counts ``uncancel()`` by hand.
 
 Under uvicorn (``siraya_site.serve``) ``send`` waits while the connection's write buffer is
 above its high-water mark (64 KiB), so a slow client holds the relay, the relay stops
@@ -21,13 +30,55 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class ClientStalled(Exception):
-    """The client took no data for the stall timeout."""
+class Interrupted(Exception):
+    """A ``CancelScope`` was cancelled, for ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CancelScope:
+    """``async with CancelScope() as scope``: ``scope.cancel(reason)`` from anywhere stops the block,
+    which raises ``Interrupted(reason)``. The first reason wins; cancelling after the block is a no-op."""
+
+    __slots__ = ("_timeout", "reason")
+
+    def __init__(self) -> None:
+        self._timeout: asyncio.Timeout | None = None
+        self.reason = ""
+
+    async def __aenter__(self) -> CancelScope:
+        self._timeout = asyncio.timeout(None)
+        await self._timeout.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        timeout, self._timeout = self._timeout, None
+        assert timeout is not None
+        try:
+            await timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError:
+            if timeout.expired() and self.reason:
+                raise Interrupted(self.reason) from None
+            raise
+
+    def cancel(self, reason: str) -> None:
+        if self._timeout is not None and not self.reason:
+            self.reason = reason
+            self._timeout.reschedule(asyncio.get_running_loop().time())
+
+    @property
+    def active(self) -> bool:
+        return self._timeout is not None
 
 
 class StatusSend:
@@ -50,12 +101,11 @@ class StatusSend:
 
 
 class StallGuard(StatusSend):
-    """Wrap ASGI ``send`` so a body write blocked for ``seconds`` raises ``ClientStalled``.
-
-    ``on_stall`` runs first, before the connection is aborted (whose disconnect event follows).
+    """Wrap ASGI ``send`` so that a body write blocked for ``seconds`` calls ``on_stall`` (which
+    cancels the request: ``ClientChannel``) and aborts the connection (whose disconnect event follows).
     """
 
-    __slots__ = ("_flow", "_loop", "_on_stall", "_seconds", "_sender", "_since", "_timer", "stalled")
+    __slots__ = ("_flow", "_loop", "_on_stall", "_seconds", "_since", "_timer", "stalled")
 
     def __init__(
         self, send: Send, seconds: float, on_stall: Callable[[], None], headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -71,13 +121,12 @@ class StallGuard(StatusSend):
         self._on_stall = on_stall
         self._loop = asyncio.get_running_loop()
         self._since: float | None = None  # when the body write in progress began
-        self._sender: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.stalled = False
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if self.stalled:
-            raise ClientStalled
+            return  # the connection is aborted: nothing more reaches the client
         if message["type"] != "http.response.body":
             await super().__call__(message)
             return
@@ -85,15 +134,10 @@ class StallGuard(StatusSend):
             await self._raw(message)
             return
         since = self._since = self._loop.time()
-        self._sender = asyncio.current_task()
         if self._timer is None:
             self._timer = self._loop.call_at(since + self._seconds, self._check)
         try:
             await self._raw(message)
-        except asyncio.CancelledError:
-            if self.stalled and self._sender is not None and self._sender.uncancel() == 0:
-                raise ClientStalled from None
-            raise
         finally:
             self._since = None
 
@@ -109,8 +153,6 @@ class StallGuard(StatusSend):
         self.stalled = True
         self._on_stall()
         abort_connection(self._raw)
-        if self._sender is not None:
-            self._sender.cancel("client_stalled")
 
     def close(self) -> None:
         if self._timer is not None:
@@ -126,25 +168,30 @@ def abort_connection(send: Send) -> None:
         transport.abort()
 
 
-class Deadline:
-    """A deadline for the current task that is cheap to move later (``move``).
+class Deadline(CancelScope):
+    """``async with Deadline(seconds)``: a ``CancelScope`` cancelled for ``"deadline"`` when its
+    deadline passes; ``move`` sets a later one at the cost of an attribute write."""
 
-    When the deadline passes, the task is cancelled and ``expired`` is set; the code that
-    catches the ``CancelledError`` turns it into its own timeout error (``expired_here``),
-    the way ``asyncio.timeout`` does.
-    """
-
-    __slots__ = ("_armed", "_loop", "_task", "_timer", "due", "expired")
+    __slots__ = ("_armed", "_loop", "_timer", "due")
 
     def __init__(self, seconds: float) -> None:
+        super().__init__()
         self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self.expired = False
-        self._timer: asyncio.TimerHandle | None = None
         self.due = self._armed = self._loop.time() + seconds
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> Deadline:
+        await super().__aenter__()
         self._timer = self._loop.call_at(self._armed, self._check)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await super().__aexit__(exc_type, exc, tb)
 
     def move(self, due: float) -> None:
         """Set the deadline to ``due``: an attribute write, unless it comes before the timer."""
@@ -160,14 +207,4 @@ class Deadline:
             self._timer = self._loop.call_at(self.due, self._check)
             return
         self._timer = None
-        self.expired = True
-        self._task.cancel("deadline")
-
-    def expired_here(self) -> bool:
-        """In an ``except CancelledError``: True when this deadline (and nothing else) cancelled the task."""
-        return self.expired and self._task.uncancel() == 0
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.cancel("deadline")

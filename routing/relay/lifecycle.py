@@ -19,7 +19,7 @@ import asyncio
 import gc
 import logging
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -35,7 +35,7 @@ SETTLE_SECONDS = 10.0
 
 
 class Stoppable(Protocol):
-    def stop(self, reason: str) -> None: ...
+    def cancel(self, reason: str) -> None: ...
 
 
 class Heartbeat(threading.Thread):
@@ -65,7 +65,7 @@ class _State:
     started: asyncio.Future[None] | None = None
     heartbeat: Heartbeat | None = None
     recovery: asyncio.Task[None] | None = None
-    running: dict[Stoppable, asyncio.Task[object]] = {}
+    running: dict[Stoppable, asyncio.Task[Any]] = {}
     draining = False
 
 
@@ -127,8 +127,9 @@ async def _recover() -> None:
             logger.exception("recovery of dead processes' records failed")
 
 
-def track(relay: Stoppable, task: asyncio.Task[object]) -> None:
+def track(relay: Stoppable, task: asyncio.Task[Any] | None) -> None:
     """Note a running request; it calls ``untrack`` once its record is settled."""
+    assert task is not None
     _state.running[relay] = task
 
 
@@ -149,7 +150,7 @@ async def drain(grace: float) -> None:
         await asyncio.wait(tasks, timeout=grace)
     left = dict(_state.running)
     for relay in left:
-        relay.stop("server_shutdown")
+        relay.cancel("server_shutdown")
     if left:
         logger.warning("stopped %d request(s) at the end of the shutdown grace period", len(left))
         await asyncio.wait(set(left.values()), timeout=SETTLE_SECONDS)

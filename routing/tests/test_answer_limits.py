@@ -27,7 +27,7 @@ from fakevendors.byteplus import FakeBytePlus
 from fakevendors.onerouter import FakeOneRouter
 from fakevendors.openai import FakeOpenAI, words
 from fakevendors.vertex import FakeVertex, service_account_key
-from routing.relay.checkpoint import cut_threshold
+from routing.relay.limits import cut_threshold
 from routing.routes import model_route_cached
 from routing.schema import parse_chat_request
 from routing.services import model_create, vendor_create

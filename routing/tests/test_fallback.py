@@ -316,7 +316,15 @@ def _target(deployment_id: int, priority: int, weight: int, vendor: str = "v") -
 
 def _route(*targets: Target) -> ModelRoute:
     zero = Decimal(0)
-    return ModelRoute(1, "m", "cl100k_base", 100, None, Prices(zero, zero, zero, zero, zero), targets)
+    return ModelRoute(
+        model_id=1,
+        name="m",
+        encoding="cl100k_base",
+        max_output_tokens=100,
+        context_length=None,
+        prices=Prices(zero, zero, zero, zero, zero),
+        targets=targets,
+    )
 
 
 def test_weighted_order_follows_weights():

@@ -12,7 +12,7 @@ from conftest import free_port
 from fakevendors.openai import PROMPT_TOKENS, words
 from lib import tokens
 from routing.models import Vendor
-from routing.relay.checkpoint import cut_threshold
+from routing.relay.limits import cut_threshold
 from routing.tests.leaks import assert_no_leaks, snapshot
 from routing.tests.sse_client import content_of
 

@@ -254,7 +254,7 @@ class VendorAdapter(ABC):
     def limit_counts_reasoning(cls, request: ChatRequest) -> bool:
         """Whether the vendor counts reasoning text against the limit ``request`` sets.
 
-        The router's safety-net cut (``routing.relay.checkpoint``) counts what the vendor counts,
+        The router's safety-net cut (``routing.relay.limits``) counts what the vendor counts,
         and the credit hold adds a reasoning allowance where it does not (``billing.credit``).
         """
         return cls.max_tokens_counts_reasoning or not request.max_tokens_only

@@ -1,4 +1,4 @@
-"""Counting what a stream hands the client: checkpoints of delivered tokens, and ``max_tokens``.
+"""The delivery meter: what a stream hands the client, its checkpoints, and the ``max_tokens`` cut.
 
 With a token limit (``max_tokens``), each piece is counted as it passes (a short piece on
 the event loop, a large one in a worker thread) and the piece that crosses the limit is cut.
@@ -13,19 +13,12 @@ and the stream never waits for it. If the process dies, recovery bills the last 
 The count is the sum of the pieces' token counts; vendors cut deltas at token boundaries,
 so it matches the count of the whole text (the settled record recounts the whole text).
 
-The cut at ``max_tokens`` is a safety net for vendors that ignore the limit, not the limit
-itself: the vendor counts with its own tokenizer, so an answer it ended within its limit may
-count more with the router's. The router cuts only past ``cut_threshold(limit)`` (the limit
-plus a margin for tokenizer differences), and counts only the text the vendor counts against
-that limit (ModelArk's ``max_tokens`` leaves the chain of thought out). The piece that crosses
-the threshold is truncated to it, and the relay ends the stream with ``finish_reason: length``;
-the answer is billed for what was delivered.
+The cut itself is ``routing.relay.limits``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,64 +26,27 @@ from typing import Any
 
 from django.conf import settings
 
-from billing.counting import usage_record_checkpoint_counted
-from billing.services import Checkpoint
+from billing.ledger import Checkpoint, Ticket, ledger
 from lib import tokens
-from routing.relay import wire
+from routing.relay.events import delivered_text
+from routing.relay.limits import (
+    REASONING_FIELDS,
+    clip_choices,
+    cut_threshold,
+    field_text,
+    limit_counts_reasoning,
+    limited_fields,
+    token_limit,
+)
 from routing.schema import ChatRequest
 from routing.selectors import Target
-from routing.vendors import adapter_class
 
 logger = logging.getLogger("siraya.relay")
 
-# The first checkpoint's prompt is counted before the write, off asgiref's shared thread.
-_checkpoint = usage_record_checkpoint_counted
 # Pieces longer than this (characters) are counted in a worker thread, off the event loop.
 _INLINE_COUNT_CHARS = 16 * 1024
 # Background checkpoint writes in flight, kept referenced until they finish.
 _writes: set[asyncio.Task[None]] = set()
-_TEXT_FIELDS = ("content", "refusal", "reasoning_content", "reasoning")
-_ANSWER_FIELDS = ("content", "refusal")
-_REASONING_FIELDS = ("reasoning_content", "reasoning")
-# The margin of the safety-net cut: vendors count with their own tokenizers (Claude's, Gemini's
-# SentencePiece, Doubao's), the router with the model's tiktoken encoding. On English text they
-# differ by well under a quarter; on Chinese or Japanese text cl100k_base counts up to about
-# half again what the larger-vocabulary tokenizers count. So an answer is cut only once the
-# router's count passes the limit by half, plus a few tokens for short limits, where one word
-# split differently is a large share. A vendor that ignores the limit (the case the cut is for)
-# is still stopped within that margin of it, and billed for what it delivered.
-CUT_MARGIN_RATIO_PERCENT = 150
-CUT_MARGIN_TOKENS = 16
-
-
-def cut_threshold(limit: int) -> int:
-    """Return the router-counted tokens past which an answer limited to ``limit`` is cut."""
-    return limit * CUT_MARGIN_RATIO_PERCENT // 100 + CUT_MARGIN_TOKENS
-
-
-def limit_counts_reasoning(request: ChatRequest, target: Target) -> bool:
-    """Whether ``target``'s vendor counts reasoning text against the limit ``request`` sets."""
-    return adapter_class(target.vendor.kind).limit_counts_reasoning(request)
-
-
-def limited_fields(counts_reasoning: bool) -> tuple[str, ...]:
-    """The text fields counted against the limit (tool-call arguments always are)."""
-    return _TEXT_FIELDS if counts_reasoning else _ANSWER_FIELDS
-
-
-def token_limit(request: ChatRequest) -> int | None:
-    """Return the completion tokens the client allows in all (``max_tokens`` x ``n``), or None."""
-    limit = choice_token_limit(request)
-    n = request.params.get("n") or 1
-    if limit is not None and isinstance(n, int) and n > 0:
-        return limit * n
-    return None
-
-
-def choice_token_limit(request: ChatRequest) -> int | None:
-    """Return the completion tokens the client allows per choice (``max_tokens``), or None."""
-    limit = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
-    return limit if isinstance(limit, int) and limit > 0 else None
 
 
 @dataclass(slots=True)
@@ -99,13 +55,13 @@ class Piece:
 
     choices: list[dict[str, Any]]
     tokens: int
-    text: str  # the billable text (``wire.delivered_text``)
+    text: str  # the billable text (``delivered_text``)
     exhausted: bool = False  # the token limit is reached: end the stream after this piece
 
 
 @dataclass(slots=True)
 class DeliveryMeter:
-    record_id: int
+    ticket: Ticket
     request: ChatRequest
     target: Target
     encoding: str
@@ -131,7 +87,7 @@ class DeliveryMeter:
 
     def piece(self, choices: list[dict[str, Any]]) -> Piece:
         """A chunk's billable text, not counted (no token limit: ``delivered`` counts when a checkpoint may be due)."""
-        return Piece(choices, 0, wire.delivered_text(choices))
+        return Piece(choices, 0, delivered_text(choices))
 
     async def measure(self, choices: list[dict[str, Any]]) -> Piece:
         """Count a chunk's billable text; cut it where the limited text passes the cut threshold."""
@@ -140,19 +96,19 @@ class DeliveryMeter:
                 self.indexes.add(choice["index"])
         if self.threshold is None:
             return self.piece(choices)
-        text = wire.delivered_text(choices)
+        text = delivered_text(choices)
         counts_reasoning = limit_counts_reasoning(self.request, self.target)
         fields = limited_fields(counts_reasoning)
         if counts_reasoning:
             count = limited = await self._count(text)
         else:
             limited = await self._count(field_text(choices, fields))
-            count = limited + await self._count(field_text(choices, _REASONING_FIELDS))
+            count = limited + await self._count(field_text(choices, REASONING_FIELDS))
         if self.measured + limited <= self.threshold:
             self.measured += limited
             return Piece(choices, count, text)
         clipped = clip_choices(choices, self.threshold - self.measured, self.encoding, fields)
-        clipped_text = wire.delivered_text(clipped)
+        clipped_text = delivered_text(clipped)
         count = await self._count(clipped_text)
         self.measured = self.threshold
         return Piece(clipped, count, clipped_text, exhausted=True)
@@ -212,83 +168,11 @@ class DeliveryMeter:
 
     async def _write(self, checkpoint: Checkpoint) -> None:
         try:
-            await _checkpoint(self.record_id, checkpoint)
+            await ledger.checkpoint(self.ticket, checkpoint)
         except Exception:
             # A lost checkpoint only widens what a crash could lose; the stream goes on.
-            logger.exception("usage checkpoint failed", extra={"record_id": self.record_id})
+            logger.exception("usage checkpoint failed", extra={"record_id": self.ticket.record_id})
 
     def close(self) -> None:
         """No more checkpoints: the record is about to be settled (a late write skips settled records)."""
         self._closed = True
-
-
-def clip_answer(
-    choices: list[dict[str, Any]], limit: int, encoding: str, counts_reasoning: bool = True
-) -> list[dict[str, Any]] | None:
-    """Return copies of a whole answer's ``choices`` with each message whose limited text passes
-    ``cut_threshold(limit)`` cut there and ended for ``length``; None when none passes it."""
-    threshold = cut_threshold(limit)
-    fields = limited_fields(counts_reasoning)
-    clipped: list[dict[str, Any]] = []
-    cut = False
-    for choice in choices:
-        message = choice.get("message")
-        if isinstance(message, dict) and tokens.count_text(field_text([choice], fields), encoding) > threshold:
-            choice = copy.deepcopy(choice)
-            _clip_delta(choice["message"], threshold, encoding, fields)
-            choice["finish_reason"] = "length"
-            cut = True
-        clipped.append(choice)
-    return clipped if cut else None
-
-
-def clip_choices(
-    choices: list[dict[str, Any]], allowed: int, encoding: str, fields: tuple[str, ...] = _TEXT_FIELDS
-) -> list[dict[str, Any]]:
-    """Return copies of ``choices`` holding at most ``allowed`` tokens of limited text (``fields``
-    and tool-call arguments); other text passes whole."""
-    left = max(0, allowed)
-    clipped: list[dict[str, Any]] = []
-    for choice in choices:
-        choice = copy.deepcopy(choice)
-        choice["finish_reason"] = None
-        delta = choice.get("delta")
-        if isinstance(delta, dict):
-            left = _clip_delta(delta, left, encoding, fields)
-        clipped.append(choice)
-    return clipped
-
-
-def field_text(choices: list[dict[str, Any]], fields: tuple[str, ...]) -> str:
-    """The text of ``fields`` (and, with the answer's fields, tool-call arguments) in ``choices``."""
-    parts: list[str] = []
-    for choice in choices:
-        delta = choice.get("delta") or choice.get("message")
-        if not isinstance(delta, dict):
-            continue
-        parts += (value for name in fields if isinstance(value := delta.get(name), str))
-        if "content" in fields:
-            for call in delta.get("tool_calls") or ():
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                    parts.append(function["arguments"])
-    return "".join(parts)
-
-
-def _clip_delta(delta: dict[str, Any], left: int, encoding: str, fields: tuple[str, ...]) -> int:
-    for name in fields:
-        value = delta.get(name)
-        if isinstance(value, str) and value:
-            delta[name], left = _clip_text(value, left, encoding)
-    for call in delta.get("tool_calls") or ():
-        function = call.get("function") if isinstance(call, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-            function["arguments"], left = _clip_text(function["arguments"], left, encoding)
-    return left
-
-
-def _clip_text(text: str, left: int, encoding: str) -> tuple[str, int]:
-    count = tokens.count_text(text, encoding)
-    if count <= left:
-        return text, left - count
-    return tokens.truncate_text(text, left, encoding), 0

@@ -1,0 +1,109 @@
+"""Chat completions on the wire: chunks, the ``[DONE]`` line, whole answers, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from routing.dialects.base import Answer, Choices, ClientUsage, Headers
+from routing.errors import RouterError
+from routing.schema import ChatRequest, parse_chat_request
+
+KEEPALIVE = b": Siraya Model Router PROCESSING\n\n"
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def chunk(
+    generation_id: str, created: int, model: str, choices: Choices, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "id": generation_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    if extra:
+        payload.update(extra)
+    return payload
+
+
+def usage_body(usage: ClientUsage) -> dict[str, Any]:
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+class ChatStream:
+    """One streamed answer as ``chat.completion.chunk`` events: the vendor's choices under the
+    router's id, creation time and model name."""
+
+    __slots__ = ("created", "generation_id", "model")
+
+    def __init__(self, generation_id: str, created: int, model: str) -> None:
+        self.generation_id = generation_id
+        self.created = created
+        self.model = model
+
+    def chunk(self, choices: Choices, extra: dict[str, Any] | None) -> bytes:
+        return sse(chunk(self.generation_id, self.created, self.model, choices, extra))
+
+    def cut(self, choices: Choices) -> bytes:
+        return self.chunk(choices, None)
+
+    def finish(self, usage: ClientUsage | None) -> bytes:
+        if usage is None:
+            return DONE
+        return self.chunk([], {"usage": usage_body(usage)}) + DONE
+
+    def error(self, error: RouterError) -> bytes:
+        """The router's mid-stream error (as OpenRouter does it), followed by ``[DONE]``."""
+        choices = [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]
+        body = {"code": error.code or error.status, "message": error.message, "type": error.type}
+        return self.chunk(choices, {"error": body}) + DONE
+
+
+class ChatCompletions:
+    name = "chat.completions"
+    keepalive = KEEPALIVE
+    stream_headers = SSE_HEADERS
+
+    def parse(self, body: bytes) -> ChatRequest:
+        return parse_chat_request(body)
+
+    def wants_usage(self, request: ChatRequest) -> bool:
+        return request.include_usage
+
+    def stream(self, request: ChatRequest, generation_id: str, created: int, model: str) -> ChatStream:
+        return ChatStream(generation_id, created, model)
+
+    def answer(self, answer: Answer) -> bytes:
+        payload: dict[str, Any] = {
+            "id": answer.generation_id,
+            "object": "chat.completion",
+            "created": answer.created,
+            "model": answer.model,
+            "choices": answer.choices,
+        }
+        if answer.extra:
+            payload.update(answer.extra)
+        payload["usage"] = usage_body(answer.usage)
+        return orjson.dumps(payload)
+
+    def error_body(self, error: RouterError) -> bytes:
+        return error.json()

@@ -1,0 +1,96 @@
+"""The attempt loop: try the planned deployments in turn until one answers.
+
+The plan (``routing.selection``) orders the request's models and their deployments, those in
+cooldown last. Another deployment is tried only while nothing of the answer has reached the
+client, so a client never gets two vendors' text spliced together, and only for failures
+that another deployment might not have (``fallback_allowed``). A failed deployment cools
+down (``routing.health``). Every attempt is kept on the usage record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+from routing.errors import UpstreamError
+from routing.health import cooldowns
+from routing.relay.delivery import Delivery
+from routing.selection import attempt_plan, fallback_allowed
+from routing.selectors import ModelRoute, Target
+from routing.vendors import http
+
+logger = logging.getLogger("siraya.relay")
+_rng = random.Random()
+
+
+class Attempts:
+    __slots__ = ("current", "delivery", "generation_id", "records", "routes")
+
+    def __init__(self, delivery: Delivery, routes: tuple[ModelRoute, ...]) -> None:
+        self.delivery = delivery
+        self.routes = routes
+        self.generation_id = delivery.ticket.generation_id
+        self.current: tuple[ModelRoute, Target] | None = None  # the attempt answering, or the last one
+        self.records: list[dict[str, Any]] = []  # every attempt, as the usage record keeps it
+
+    async def run(self) -> None:
+        """Relay the answer of the first deployment that gives one; raise the last failure."""
+        delivery = self.delivery
+        store = cooldowns()
+        ids = [t.deployment_id for r in self.routes for t in r.targets]
+        # One deployment is tried whether it is cooling or not: no cooldown lookup for it.
+        cooling = await store.cooling(ids) if len(ids) > 1 else set()
+        plan = attempt_plan(self.routes, delivery.request.provider, cooling, _rng)
+        loop = delivery.channel.loop
+        for number, (route, target) in enumerate(plan, 1):
+            self.current = (route, target)
+            began = loop.time()
+            try:
+                if delivery.request.stream:
+                    await delivery.stream(route, target)
+                else:
+                    await delivery.complete(route, target)
+            except UpstreamError as error:
+                error.detail = http.vendor_text(error.detail, target.vendor)  # before it is kept anywhere
+                self.records.append(self.record(target, loop.time() - began, error))
+                if not fallback_allowed(error):
+                    raise  # the request itself is at fault, not the deployment
+                retry_after = error.retry_after if error.vendor_status == 429 else None
+                await store.record_failure(target.deployment_id, retry_after)
+                if delivery.answer_started or number == len(plan):
+                    raise
+                delivery.attempt_failed()
+                continue
+            except asyncio.CancelledError:
+                self.records.append(self.record(target, loop.time() - began, None, "cancelled"))
+                raise
+            self.records.append(self.record(target, loop.time() - began, None, "ok"))
+            return
+
+    def record(
+        self, target: Target, seconds: float, error: UpstreamError | None, outcome: str = "error"
+    ) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "deployment": target.deployment_id,
+            "vendor": target.vendor.name,
+            "upstream_model": target.upstream_model,
+            "outcome": outcome,
+            "latency_ms": int(seconds * 1000),
+        }
+        if error is not None:
+            record.update(
+                status=error.status,
+                vendor_status=error.vendor_status,
+                code=error.code,
+                vendor_code=error.vendor_code,
+                message=error.detail,
+            )
+            logger.warning(
+                "vendor attempt failed: %s",
+                error.detail,
+                extra={"generation_id": self.generation_id, "vendor": target.vendor.name, "code": error.code,
+                       "vendor_code": error.vendor_code, "vendor_status": error.vendor_status},
+            )  # fmt: skip
+        return record
