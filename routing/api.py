@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
 from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
-from routing.errors import RouterError
+from routing.errors import REFUSALS, RouterError, client_error
 
 
 def error_response(error: RouterError) -> JsonResponse:
@@ -21,7 +21,7 @@ def error_response(error: RouterError) -> JsonResponse:
 
 
 def api_view(methods: tuple[str, ...] = ("GET",)) -> Callable[..., Any]:
-    """Authenticate the API key and turn ``RouterError`` into an OpenAI-shaped response."""
+    """Authenticate the API key and turn ``RouterError`` and refusals into an OpenAI-shaped response."""
 
     def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         @wraps(view)
@@ -33,8 +33,8 @@ def api_view(methods: tuple[str, ...] = ("GET",)) -> Callable[..., Any]:
                 hit, info = api_key_cached(key_hash)
                 key = api_key_check(info if hit else api_key_load(key_hash))
                 return view(request, key, *args, **kwargs)
-            except RouterError as error:
-                return error_response(error)
+            except (RouterError, *REFUSALS) as error:
+                return error_response(client_error(error))
 
         wrapper.csrf_exempt = True  # type: ignore[attr-defined]  # bearer-token API, no cookies
         return wrapper

@@ -236,3 +236,8 @@ def refusal_error(refusal: Refusal) -> RouterError:
         headers["Retry-After"] = "1"
     param = refusal.param if isinstance(refusal, RoutingRefusal) else None
     return RouterError(status, refusal.message, code=refusal.code, param=param, headers=headers)
+
+
+def client_error(error: RouterError | Refusal) -> RouterError:
+    """``error`` as its client sees it (a refusal mapped by ``refusal_error``)."""
+    return error if isinstance(error, RouterError) else refusal_error(error)

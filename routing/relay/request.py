@@ -27,7 +27,7 @@ from billing.models import UsageStatus
 from lib.ids import generation_id as new_generation_id
 from ops import logs, metrics
 from routing.dialects.base import Dialect
-from routing.errors import REFUSALS, RouterError, UpstreamError, refusal_error
+from routing.errors import REFUSALS, RouterError, UpstreamError, client_error
 from routing.relay.attempts import Attempts
 from routing.relay.channel import ClientChannel, ClientGone, error_headers
 from routing.relay.delivery import Delivery
@@ -118,7 +118,8 @@ async def relay(
     except asyncio.CancelledError:  # by the server, from outside the router: settled all the same
         ending.cancelled("server_shutdown")
         raise
-    except RouterError as error:
+    except (RouterError, *REFUSALS) as raised:
+        error = client_error(raised)
         # The record keeps the operator's account (the vendor's words, redacted); the client, error.message.
         ending.failed(error, error.detail if isinstance(error, UpstreamError) else error.message)
         await fail(delivery, attempts, error)
@@ -200,10 +201,6 @@ def admission_terms(request: ChatRequest, routes: tuple[ModelRoute, ...]) -> dic
     # One deployment can answer (the usual case): the record names it from the start.
     only = routes[0].targets[0].answerer() if len(routes) == 1 and len(routes[0].targets) == 1 else None
     return {"streamed": request.stream, "answerer": only}
-
-
-def client_error(refused: Exception) -> RouterError:
-    return refused if isinstance(refused, RouterError) else refusal_error(refused)  # type: ignore[arg-type]
 
 
 def router_failure(stage: str) -> RouterError:

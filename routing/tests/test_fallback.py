@@ -21,7 +21,7 @@ from billing.models import ApiKey, UsageRecord
 from billing.services import api_key_create
 from conftest import Cast, free_port, wait_settled
 from fakevendors.openai import PROMPT_TOKENS, FakeOpenAI, words
-from routing.errors import RouterError
+from routing.errors import NoEligibleProvider, refusal_error
 from routing.models import Deployment, RouterModel
 from routing.selection import attempt_plan, deployment_order, weighted_order
 from routing.selectors import ModelRoute, Target
@@ -245,9 +245,10 @@ def test_provider_order_naming_no_vendor_of_the_model_is_400_and_bills_nothing(c
 
 def test_empty_plan_is_refused_by_planning_too():
     route = _route(_target(1, 0, 1, vendor="v"))
-    with pytest.raises(RouterError) as refused:
+    with pytest.raises(NoEligibleProvider) as refused:
         attempt_plan([route], {"order": ["nope"], "allow_fallbacks": False}, set(), random.Random(1))
-    assert (refused.value.status, refused.value.param) == (400, "provider.order")
+    error = refusal_error(refused.value)
+    assert (error.status, error.code, error.param) == (400, "no_eligible_provider", "provider.order")
 
 
 def test_weighted_choice_over_live_requests(client, fakes):
