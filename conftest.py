@@ -135,7 +135,7 @@ def start_server(
         **(env_overrides or {}),
     }
     log_path = ARTIFACTS / f"{name}-{port}.log"
-    # Every response is copied here (ops.tap) for the end-of-run secret scan.
+    # Every response is copied here (ops.tests.tap) for the end-of-run secret scan.
     env.setdefault("SIRAYA_RESPONSE_TAP", str(ARTIFACTS / f"{name}-{port}.responses"))
     command = argv or [
         sys.executable,
@@ -145,7 +145,7 @@ def start_server(
         "127.0.0.1",
         "-p",
         str(port),
-        "ops.tap:application",
+        "ops.tests.tap:application",
     ]
     command = [part.replace("{port}", str(port)) for part in command]
     with open(log_path, "wb") as log:

@@ -21,11 +21,10 @@ from django.utils.html import format_html
 
 from billing.attempts import attempts_table
 from billing.models import ApiKey, UsageRecord
-from billing.selectors import api_key_cache_forget
+from billing.selectors import api_key_cache_forget, api_keys_with_period_spend
 from billing.services import api_key_create, api_key_enable, api_key_revoke
 from lib import numbers, secretbox
 from lib.links import usage_url
-from reports.selectors import api_keys_with_period_spend
 
 # The request attribute that carries a new key's plaintext from save_model to response_add.
 _PLAINTEXT_ATTR = "_siraya_new_api_key"

@@ -12,12 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, Sum
+from django.db.models import Case, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing import credit, keys
 from billing.errors import KeyRefused
-from billing.models import ApiKey, KeyUsageDay, UsageRecord
+from billing.models import ApiKey, KeyUsageDay, LimitReset, UsageRecord
 from billing.periods import day_of, midnight, month_start, period_bounds, week_start
 
 
@@ -221,4 +222,31 @@ def key_overview(key_id: int, now: datetime) -> KeyOverview:
         today=totals("today"),
         this_week=totals("week"),
         this_month=totals("month"),
+    )
+
+
+_MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
+
+
+def api_keys_with_period_spend(queryset: QuerySet[ApiKey], now: datetime) -> QuerySet[ApiKey]:
+    """Annotate ``period_spend``: USD of the key's usage since its limit period began (all time for "never").
+
+    One correlated subquery per row, in the same query as the list itself.
+    """
+    starts = {
+        reset: period_bounds(reset, now)[0] for reset in (LimitReset.DAILY, LimitReset.WEEKLY, LimitReset.MONTHLY)
+    }
+    period_start = Case(
+        *(When(limit_reset=reset, then=Value(midnight(start))) for reset, start in starts.items() if start),
+        default=Value(datetime(1970, 1, 1, tzinfo=now.tzinfo)),
+    )
+    spend = (
+        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=OuterRef("period_start"))
+        .order_by()
+        .values("api_key")
+        .annotate(total=Sum("cost"))
+        .values("total")
+    )
+    return queryset.annotate(period_start=period_start).annotate(
+        period_spend=Coalesce(Subquery(spend, output_field=_MONEY), Value(Decimal(0)), output_field=_MONEY)
     )

@@ -9,6 +9,6 @@ class OpsConfig(AppConfig):
 
     def ready(self) -> None:
         from billing.shared_redis import redis_failure_hook_add
-        from ops import metrics
+        from lib import metrics
 
         redis_failure_hook_add(metrics.redis_failed)

@@ -11,8 +11,8 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from billing.shared_redis import READINESS, shared_redis
+from lib import metrics
 from lib.redisclient import RedisClient, RedisUnavailable
-from ops import metrics
 
 logger = logging.getLogger("siraya.ops")
 

@@ -17,6 +17,7 @@ from django.db.models.functions import Coalesce, TruncDate
 
 from billing.models import UsageRecord, UsageStatus
 from billing.periods import midnight, period_bounds
+from billing.selectors import api_keys_with_period_spend
 from reports import selectors
 from reports.selectors import COST_PLACES, ZERO
 
@@ -245,9 +246,9 @@ def key_budgets(user: AbstractBaseUser | AnonymousUser, now: datetime) -> list[B
         .annotate(total=Sum("reserved_cost"))
         .values("total")
     )
-    keys = selectors.api_keys_with_period_spend(
-        selectors.visible_keys(user).filter(revoked_at__isnull=True), now
-    ).annotate(held=Coalesce(Subquery(held, output_field=_MONEY), Value(ZERO), output_field=_MONEY))
+    keys = api_keys_with_period_spend(selectors.visible_keys(user).filter(revoked_at__isnull=True), now).annotate(
+        held=Coalesce(Subquery(held, output_field=_MONEY), Value(ZERO), output_field=_MONEY)
+    )
     budgets = []
     for key in keys:
         _, next_start = period_bounds(key.limit_reset, now)

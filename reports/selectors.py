@@ -1,4 +1,4 @@
-"""Reads behind the usage reports and the admin key list. Every figure is aggregated in the database.
+"""Reads behind the usage reports. Every figure is aggregated in the database.
 
 Each function is one query (the SQLite median is the one exception, documented below), so a
 report page costs a fixed number of queries whatever the number of records.
@@ -16,61 +16,22 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import (
     Aggregate,
-    Case,
     Count,
     DecimalField,
     FloatField,
-    OuterRef,
     Q,
     QuerySet,
-    Subquery,
     Sum,
     Value,
-    When,
 )
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 
-from billing.models import ApiKey, LimitReset, UsageRecord, UsageStatus
+from billing.models import ApiKey, UsageRecord, UsageStatus
 
 ZERO = Decimal("0")
 # Costs are stored to 8 decimal places; SQLite sums come back with float noise digits.
 COST_PLACES = Decimal("0.00000001")
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
-
-
-# Keys and their spend this period
-
-
-def period_starts(now: datetime) -> dict[str, datetime]:
-    """Return where the current limit period began for each ``limit_reset``, in UTC."""
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return {
-        LimitReset.DAILY: day,
-        LimitReset.WEEKLY: day - timedelta(days=day.weekday()),  # weeks start on Monday
-        LimitReset.MONTHLY: day.replace(day=1),
-    }
-
-
-def api_keys_with_period_spend(queryset: QuerySet[ApiKey], now: datetime) -> QuerySet[ApiKey]:
-    """Annotate ``period_spend``: USD of the key's usage since its limit period began (all time for "never").
-
-    One correlated subquery per row, in the same query as the list itself.
-    """
-    starts = period_starts(now)
-    period_start = Case(
-        *(When(limit_reset=reset, then=Value(start)) for reset, start in starts.items()),
-        default=Value(datetime(1970, 1, 1, tzinfo=now.tzinfo)),
-    )
-    spend = (
-        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=OuterRef("period_start"))
-        .order_by()
-        .values("api_key")
-        .annotate(total=Sum("cost"))
-        .values("total")
-    )
-    return queryset.annotate(period_start=period_start).annotate(
-        period_spend=Coalesce(Subquery(spend, output_field=_MONEY), Value(ZERO), output_field=_MONEY)
-    )
 
 
 # Usage reports

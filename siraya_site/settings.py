@@ -239,14 +239,14 @@ SIRAYA_VENDOR_REFUSE_INTERNAL = PRODUCTION
 SIRAYA_DEBUG_ENDPOINTS = env.bool("SIRAYA_DEBUG_ENDPOINTS", default=False) and not PRODUCTION
 
 # One JSON object per line (SIRAYA_LOG_FORMAT=plain for human-readable lines), each with the
-# generation id of the request it belongs to; known secret shapes are scrubbed (ops.logs).
+# generation id of the request it belongs to; known secret shapes are scrubbed (lib.logs).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"generation_id": {"()": "ops.logs.GenerationIdFilter"}},
+    "filters": {"generation_id": {"()": "lib.logs.GenerationIdFilter"}},
     "formatters": {
-        "json": {"()": "ops.logs.JsonFormatter"},
-        "plain": {"()": "ops.logs.PlainFormatter"},
+        "json": {"()": "lib.logs.JsonFormatter"},
+        "plain": {"()": "lib.logs.PlainFormatter"},
     },
     "handlers": {
         "console": {

@@ -168,7 +168,7 @@ def test_unexpected_failure_is_logged_with_generation_id_and_answered_in_json(se
 def test_log_formatter_scrubs_secret_shapes(text):
     import logging
 
-    from ops.logs import JsonFormatter
+    from lib.logs import JsonFormatter
 
     record = logging.LogRecord("t", logging.INFO, __file__, 1, "got %s", (text,), None)
     line = JsonFormatter().format(record)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from ops import logs, metrics
+from lib import logs, metrics
 from routing.dialects.base import Dialect
 from routing.dialects.chat.dialect import ChatCompletions
 from routing.errors import RouterError

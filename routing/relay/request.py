@@ -24,8 +24,8 @@ from typing import Any
 from billing.credit import Ask
 from billing.ledger import Outcome, Rejection, Settlement, Ticket, ledger
 from billing.models import UsageStatus
+from lib import logs, metrics
 from lib.ids import generation_id as new_generation_id
-from ops import logs, metrics
 from routing.dialects.base import Dialect
 from routing.errors import REFUSALS, RouterError, UpstreamError, client_error
 from routing.relay.attempts import Attempts

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ops import logs
+from lib import logs
 
 if TYPE_CHECKING:
     from routing.schema import ChatRequest

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ops import logs
+from lib import logs
 from routing.errors import UpstreamError
 from routing.vendors.base import VendorConfig
 from routing.vendors.hosts import ensure_allowed, resolved_refusal
