@@ -209,7 +209,7 @@ def reservations_reconcile(now: datetime | None = None) -> int:
 
     An expired hold already stops counting against its key's limit, so nothing waits for
     this; it makes the stored figures say so. The record itself stays ``in_progress`` until
-    ``usage_record_finalize`` settles it (e.g. as ``interrupted``), which bills it then.
+    ``usage_record_settle`` settles it (e.g. as ``interrupted``), which bills it then.
     """
     return UsageRecord.objects.filter(
         status=UsageStatus.IN_PROGRESS, reserved_cost__gt=0, reserved_until__lte=now or timezone.now()

@@ -282,7 +282,7 @@ def test_key_endpoint_query_count(model, client, django_assert_num_queries):
 
 
 def settle_answered(admission, deployment) -> None:
-    """Settle as completed by ``deployment``, naming it as the relay does (Relay.fill_outcome)."""
+    """Settle as completed by ``deployment``, naming it as the relay does (routing.relay.request.Ending.outcome)."""
     settle(
         admission,
         UsageStatus.COMPLETED,
