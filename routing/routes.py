@@ -9,6 +9,7 @@ the cache at once. Every usage record stores the prices its request was admitted
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -48,6 +49,21 @@ def model_route_cached(name: str) -> ModelRoute | None:
 
 
 _model_route_async = database_sync_to_async(model_route_cached)
+# Lookups in flight, so that the requests that find a model's route expired together wait for
+# one lookup rather than each queueing its own on the database thread.
+_pending: dict[str, asyncio.Future[ModelRoute | None]] = {}
+
+
+async def model_route_shared(name: str) -> ModelRoute | None:
+    """``model_route_cached`` for the event loop: a cached route at once, else one lookup per model at a time."""
+    hit, route = model_route_peek(name)  # a cached route costs no hop to a worker thread
+    if hit:
+        return route
+    pending = _pending.get(name)
+    if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+        pending = _pending[name] = asyncio.ensure_future(_model_route_async(name))
+        pending.add_done_callback(lambda done: _pending.pop(name, None) if _pending.get(name) is done else None)
+    return await asyncio.shield(pending)
 
 
 async def request_routes(
@@ -58,9 +74,7 @@ async def request_routes(
     only vendors the request may use) serve none of them, ``NoEligibleProvider``."""
     routes = []
     for name in dict.fromkeys([model_name, *fallback_models]):
-        hit, route = model_route_peek(name)  # a cached route costs no hop to a worker thread
-        if not hit:
-            route = await _model_route_async(name)
+        route = await model_route_shared(name)
         if route is None:
             raise UnknownModel(name, "model" if name == model_name else "models")
         if route.targets:
