@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from fakevendors.vertex import FakeVertex, service_account_key
+from fakevendors.vertex import FakeVertex
+from fakevendors.vertex.oauth import service_account_key
 
 
 @pytest.fixture

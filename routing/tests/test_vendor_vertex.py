@@ -14,7 +14,9 @@ from openai import OpenAI
 from billing.services import api_key_create
 from conftest import Cast, wait_settled
 from fakevendors.openai import words
-from fakevendors.vertex import CLAUDE_INPUT_TOKENS, GEMINI_PROMPT_TOKENS, service_account_key
+from fakevendors.vertex.claude import CLAUDE_INPUT_TOKENS
+from fakevendors.vertex.gemini import GEMINI_PROMPT_TOKENS
+from fakevendors.vertex.oauth import service_account_key
 from lib import tokens
 from routing.errors import UPSTREAM_MESSAGES
 from routing.models import Vendor
