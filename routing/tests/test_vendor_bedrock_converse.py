@@ -10,7 +10,6 @@ from routing.tests.bedrock_helpers import chat, decode
 from routing.vendors.base import Usage
 from routing.vendors.bedrock.converse import converse_choices, converse_request, usage_from_converse
 
-
 # -- OpenAI -> Converse ---------------------------------------------------------------------------
 
 
