@@ -12,8 +12,8 @@ from typing import Any
 
 from django.db import transaction
 
-from billing import hotsql
 from billing.cost import Prices
+from billing.hotsql.connection import in_transaction
 from lib import process
 
 _NESTED = contextlib.nullcontext()
@@ -27,7 +27,7 @@ def now() -> datetime:
 def atomic() -> contextlib.AbstractContextManager[Any]:
     """One transaction for a write, without a savepoint of its own: none when already in one (in
     the group commit each write has its savepoint, or the batch is redone write by write)."""
-    return _NESTED if hotsql.in_transaction() else transaction.atomic(savepoint=False)
+    return _NESTED if in_transaction() else transaction.atomic(savepoint=False)
 
 
 _instance: str | None = None

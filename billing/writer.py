@@ -34,8 +34,9 @@ from typing import Any, ParamSpec, TypeVar
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from billing import credit, hotsql
+from billing import credit
 from billing.errors import BillingRefusal
+from billing.hotsql.connection import connection_pinned
 
 logger = logging.getLogger("siraya.writer")
 
@@ -138,7 +139,7 @@ class GroupWriter:
 
     def _commit(self, batch: list[Item]) -> None:
         conn = connections[DEFAULT_DB_ALIAS]
-        with hotsql.connection_pinned(conn):
+        with connection_pinned(conn):
             try:
                 with transaction.atomic():
                     results = _run_together(batch, conn)

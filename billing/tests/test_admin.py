@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.text import capfirst
 
 from billing import keys
-from billing.admin import CappedCountPaginator
+from billing.admin.usage_records import CappedCountPaginator
 from billing.models import ApiKey, UsageRecord, UsageStatus
 from billing.services import api_key_create
 
@@ -290,10 +290,10 @@ def test_usage_record_id_prefix_search_is_an_index_scan_on_postgresql(rf, admin_
 
 
 def test_usage_record_search_over_many_matching_keys_misses_none(admin_client, monkeypatch):
-    from billing import admin as billing_admin
+    from billing.admin import usage_records
 
     _searchable_records()
-    monkeypatch.setattr(billing_admin, "SEARCH_NAMES", 1)  # "team" names two keys: matched by a subquery
+    monkeypatch.setattr(usage_records, "SEARCH_NAMES", 1)  # "team" names two keys: matched by a subquery
     page = admin_client.get(reverse("admin:billing_usagerecord_changelist"), {"q": "team"})
     assert len(page.context["cl"].result_list) == 4
 

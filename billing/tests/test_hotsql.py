@@ -13,6 +13,8 @@ from django.db import IntegrityError, connection, transaction
 from django.forms.models import model_to_dict
 
 from billing import hotsql
+from billing.hotsql import connection as hot
+from billing.hotsql.adapters import field_adapter
 from billing.models import KeyUsageDay, UsageRecord, UsageSource, UsageStatus
 from billing.services import api_key_create
 
@@ -126,9 +128,9 @@ def test_update_is_guarded_by_status_and_generation(db):
     ],
 )
 def test_adapters_prepare_values_as_the_fields_do(db, value):
-    conn = hotsql._db()
+    conn = hot.db()
     for field in UsageRecord._meta.concrete_fields:
-        passed, adapt = hotsql._adapter(field, conn)
+        passed, adapt = field_adapter(field, conn)
         try:
             expected = field.get_db_prep_save(value, conn)
         except Exception as exc:
@@ -165,9 +167,9 @@ def bound(value: Any) -> tuple[Any, Any]:
 
 
 def test_day_adapter_prepares_dates_as_the_field_does(db):
-    conn = hotsql._db()
+    conn = hot.db()
     field = KeyUsageDay._meta.get_field("day")
-    _, adapt = hotsql._adapter(field, conn)
+    _, adapt = field_adapter(field, conn)
     assert adapt(date(2026, 3, 1)) == field.get_db_prep_save(date(2026, 3, 1), conn)
 
 

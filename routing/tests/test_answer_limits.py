@@ -26,7 +26,8 @@ from fakevendors.bedrock import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, FakeBe
 from fakevendors.byteplus import FakeBytePlus
 from fakevendors.onerouter import FakeOneRouter
 from fakevendors.openai import FakeOpenAI, words
-from fakevendors.vertex import FakeVertex, service_account_key
+from fakevendors.vertex import FakeVertex
+from fakevendors.vertex.oauth import service_account_key
 from routing.relay.limits import cut_threshold
 from routing.routes import model_route_cached
 from routing.schema import parse_chat_request

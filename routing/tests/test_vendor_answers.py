@@ -30,7 +30,8 @@ from fakevendors.byteplus import FakeBytePlus
 from fakevendors.onerouter import FakeOneRouter
 from fakevendors.openai import FakeOpenAI
 from fakevendors.server import FakeServer
-from fakevendors.vertex import FakeVertex, service_account_key
+from fakevendors.vertex import FakeVertex
+from fakevendors.vertex.oauth import service_account_key
 from lib import tokens
 from routing.errors import UPSTREAM_MESSAGES, UpstreamError, client_attempts, client_error_message
 from routing.services import model_create, vendor_create

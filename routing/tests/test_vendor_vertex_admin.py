@@ -12,7 +12,8 @@ from django.urls import reverse
 
 from billing.services import api_key_create
 from conftest import Cast, wait_settled
-from fakevendors.vertex import FakeVertex, service_account_key
+from fakevendors.vertex import FakeVertex
+from fakevendors.vertex.oauth import service_account_key
 from routing.errors import UpstreamError
 from routing.models import Vendor
 from routing.schema import parse_chat_request

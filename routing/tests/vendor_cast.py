@@ -47,6 +47,11 @@ def sse_chunks(text: str) -> list[dict[str, Any]]:
     return [orjson.loads(p) for p in payloads[:-1]]
 
 
+def tool_calls_of(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tool-call fragments of the chunks' deltas, in order."""
+    return [call for c in chunks for choice in c["choices"] for call in (choice["delta"].get("tool_calls") or [])]
+
+
 def delta_text(chunks: list[dict[str, Any]], field: str = "content") -> str:
     return "".join((c.get("delta") or {}).get(field) or "" for chunk in chunks for c in chunk.get("choices") or [])
 

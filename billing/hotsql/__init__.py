@@ -1,0 +1,98 @@
+"""The relay's per-request statements as SQL built once per database vendor.
+
+Admission and settlement run for every request, in the group-commit writer thread
+(``billing.writer``), which shares the GIL with the event loop: every microsecond of Python
+here is taken from the relay. So each statement's SQL is built once from the models' metadata,
+in the driver's own paramstyle, and executed on the DB-API cursor of Django's connection (same
+connection, same transaction), without Django's cursor wrapper: no cursor per statement, no
+thread-sharing check, no ``%s`` to ``?`` regex on SQLite. Driver errors are still raised as
+Django's (``IntegrityError`` ...), and a statement that fails inside ``transaction.atomic``
+still rolls it back (the exception passes through it). These statements are not in
+``connection.queries`` nor seen by ``execute_wrapper``.
+
+Values are adapted as the ORM adapts them (``Field.get_db_prep_save``), by adapters built once
+per field: the ORM reads back exactly what it would have written (``billing/tests/test_hotsql.py``).
+Rows read back go through the ORM's own converters.
+
+This module holds the statements admission and settlement run. The rest of the package:
+``connection`` (this thread's connection and raw cursor), ``adapters`` (values as the ORM
+stores them), ``statements`` (the SQL of each statement, per vendor).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from billing.hotsql.connection import execute
+from billing.hotsql.statements import statements
+from billing.models import ApiKey
+
+
+def key_lock(key_id: int) -> tuple[Decimal | None, str]:
+    """Lock the key's row (PostgreSQL: ``FOR NO KEY UPDATE``); return (credit_limit, limit_reset)."""
+    row = statements().key_lock.one((key_id,))
+    if row is None:
+        raise ApiKey.DoesNotExist(f"no API key {key_id}")
+    return row[0], row[1]
+
+
+def key_of_record_lock(record_id: int) -> None:
+    """Lock the key of a usage record (PostgreSQL); nothing to do where there are no row locks."""
+    s = statements()
+    if s.locks:
+        execute(s.key_of_record, (record_id,)).fetchone()
+
+
+def last_used_set(key_id: int, now: datetime) -> None:
+    s = statements()
+    execute(s.last_used, [*s.last_used_columns.params((now,)), key_id])
+
+
+def record_insert(values: dict[str, Any]) -> int:
+    """INSERT one usage record (``values`` by attname, the rest at the fields' defaults); return its id."""
+    insert = statements().insert(tuple(values))
+    cursor = execute(insert.sql, insert.params(values.values()))
+    if insert.returning:
+        return int(cursor.fetchone()[0])
+    return int(cursor.lastrowid)
+
+
+def limit_checked_in_insert() -> bool:
+    """True where ``record_insert_unlimited`` can be used (SQLite: no row lock to take first)."""
+    return not statements().locks
+
+
+def record_insert_unlimited(key_id: int, values: dict[str, Any]) -> int | None:
+    """Like ``record_insert`` if the key has no credit limit; None, inserting nothing, if it has one
+    or is gone. Only where ``limit_checked_in_insert()``."""
+    insert = statements().insert(tuple(values))
+    params = insert.params(values.values())
+    params.append(key_id)
+    cursor = execute(insert.sql_unlimited, params)
+    return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+
+
+def record_for_settlement(record_id: int) -> dict[str, Any] | None:
+    """Read (and on PostgreSQL lock) what settlement needs of a record."""
+    reader = statements().record_for_settlement
+    row = reader.one((record_id,))
+    return None if row is None else dict(zip(reader.names, row, strict=True))
+
+
+def record_update(record_id: int, only_status: str, values: dict[str, Any], generation_id: str | None = None) -> int:
+    """UPDATE a usage record's fields (by attname) if its status is still ``only_status`` (and its
+    generation id is ``generation_id`` when given); return how many rows changed (0 or 1)."""
+    update = statements().update(tuple(values), generation_id is not None)
+    params = update.columns.params(values.values())
+    params += (record_id, str.__str__(only_status))
+    if generation_id is not None:
+        params.append(generation_id)
+    return int(execute(update.sql, params).rowcount)
+
+
+def day_add(key_id: int, day: date, requests: int, prompt_tokens: int, completion_tokens: int, cost: Decimal) -> None:
+    """Add settled records to their key's day row (created when missing), in one statement."""
+    s = statements()
+    execute(s.day_add, s.day_columns.params((key_id, day, requests, prompt_tokens, completion_tokens, cost)))
