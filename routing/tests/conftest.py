@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from fakevendors.vertex import FakeVertex, service_account_key
+from routing.tests.inprocess import relay, relay_threads_disconnected  # noqa: F401  (the in-process relay fixture)
 
 
 @pytest.fixture
