@@ -40,6 +40,7 @@ from routing.relay.entry import serve_http
 from routing.services import model_create
 from routing.vendors import ADAPTERS
 from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
+from routing.vendors.http import vendor_status_to_client
 
 # Bound on one exchange: a relay that never answers fails the test instead of hanging the run.
 EXCHANGE_SECONDS = 10.0
@@ -60,6 +61,7 @@ class Script:
     delay: float = 0.0  # seconds before each batch (and before a whole answer)
     calls: list[UpstreamCall] = field(default_factory=list)
     closed: int = 0  # calls whose ``finally`` ran: the vendor connection was released
+    closed_at: float | None = None  # time.monotonic() of the last release
     yielded: int = 0  # batches handed to the relay
 
     def text(self) -> str:
@@ -142,6 +144,7 @@ class ScriptedAdapter(VendorAdapter):
                 raise script.error
         finally:
             script.closed += 1
+            script.closed_at = time.monotonic()
 
     async def complete(self, call: UpstreamCall) -> Completion:
         script = self._script(call)
@@ -157,11 +160,18 @@ class ScriptedAdapter(VendorAdapter):
             return Completion([choice], script.usage())
         finally:
             script.closed += 1
+            script.closed_at = time.monotonic()
 
 
-def failure(status: int = 502, *, retryable: bool = True, code: str | None = None) -> UpstreamError:
-    """A vendor failure; by default one another deployment may be tried after."""
-    return UpstreamError(status, f"scripted vendor failure {status}", code, retryable=retryable, vendor_status=status)
+def failure(vendor_status: int = 500, *, code: str | None = None) -> UpstreamError:
+    """The error an HTTP vendor's adapter raises for an answer of ``vendor_status``."""
+    return UpstreamError(
+        vendor_status_to_client(vendor_status),
+        f"scripted vendor failure {vendor_status}",
+        code,
+        retryable=vendor_status not in (400, 413, 422),
+        vendor_status=vendor_status,
+    )
 
 
 # -- exchanges with the ASGI entry --------------------------------------------------------------
@@ -187,6 +197,7 @@ class Exchange:
     body_parts: int = 1
     disconnect_in_body: bool = False
     disconnect_when: Condition | None = None
+    disconnect_after: int | None = None  # body messages received, then the client leaves at once
     stop_reading_after: int | None = None
     during: Callable[[], Awaitable[Any]] | None = None
     during_when: Condition | None = None
@@ -198,12 +209,15 @@ class Exchange:
     body_reads: int = 0
     started_at: float = 0.0
     disconnected: bool = False
+    disconnected_at: float | None = None
     blocked: bool = False  # a send is blocked: the client stopped reading
+
+    def __post_init__(self) -> None:
+        self._gone = asyncio.Event()  # binds to the running loop on first wait (Python 3.10+)
 
     # -- the client's side of ASGI -----------------------------------------------------------
 
     async def run(self) -> None:
-        self._gone = asyncio.Event()
         self.started_at = time.monotonic()
         watchers = [asyncio.create_task(self._disconnect_when())]
         if self.during is not None:
@@ -232,7 +246,7 @@ class Exchange:
             self.body_reads += 1
             last = self.body_reads == self.body_parts
             if last and self.disconnect_in_body:
-                self.disconnected = True
+                self.disconnect()
                 return {"type": "http.disconnect"}
             size = -(-len(self.body) // self.body_parts)
             part = self.body[(self.body_reads - 1) * size : self.body_reads * size]
@@ -252,22 +266,29 @@ class Exchange:
             return  # the server drops what it writes to a closed connection
         self.messages += 1
         self.raw += message.get("body", b"")
+        if self.messages == self.disconnect_after:
+            self.disconnect()
 
     def disconnect(self) -> None:
         self.disconnected = True
+        self.disconnected_at = time.monotonic()
         self._gone.set()
 
-    async def _disconnect_when(self) -> None:
-        if self.disconnect_when is None:
-            return
-        while not self.disconnect_when(self):
+    async def _until(self, condition: Condition | None) -> None:
+        """Return once ``condition`` holds, checked every millisecond (it reads plain attributes: no event to wait on)."""
+        while True:
+            if condition is None or condition(self):
+                return
             await asyncio.sleep(0.001)
-        self.disconnect()
+
+    async def _disconnect_when(self) -> None:
+        if self.disconnect_when is not None:
+            await self._until(self.disconnect_when)
+            self.disconnect()
 
     async def _run_during(self) -> None:
         assert self.during is not None
-        while self.during_when is not None and not self.during_when(self):
-            await asyncio.sleep(0.001)
+        await self._until(self.during_when)
         await self.during()
 
     # -- what the client got -----------------------------------------------------------------
@@ -349,11 +370,11 @@ class InProcessRelay:
     def deploy(
         self, model: str, *scripts: Script, price: str = "1", priorities: bool = True, **fields: Any
     ) -> RouterModel:
-        """Create ``model`` served by ``scripts`` in order (priority 0, 1, ...), at ``price`` per Mtok in and out."""
+        """Create ``model`` served by ``scripts`` in order (priority 0, 1, ...): USD ``price`` per million
+        prompt tokens and twice that per million completion tokens."""
         deployments = [(self.vendor(s), f"up-{s.name}", i if priorities else 0, 1) for i, s in enumerate(scripts)]
-        return model_create(
-            model, deployments=deployments, input_price=Decimal(price), output_price=Decimal(price), **fields
-        )
+        prices = {"input_price": Decimal(price), "output_price": 2 * Decimal(price)}
+        return model_create(model, deployments=deployments, **prices, **fields)
 
     def exchange(self, body: dict[str, Any] | bytes, key: str | None = None, **options: Any) -> Exchange:
         """Send one request through the ASGI entry and return what the client got."""
@@ -365,9 +386,18 @@ class InProcessRelay:
 
     def chat(self, exchange: dict[str, Any] | None = None, key: str | None = None, **body: Any) -> Exchange:
         """POST a chat request (``model`` "m" and a short prompt unless given); ``exchange`` holds ``Exchange`` options."""
-        body.setdefault("model", "m")
-        body.setdefault("messages", PROMPT)
-        return self.exchange(body, key, **(exchange or {}))
+        return self.exchange(chat_body(**body), key, **(exchange or {}))
+
+    def together(self, *requests: tuple[dict[str, Any], dict[str, Any]]) -> list[Exchange]:
+        """Run (chat body, ``Exchange`` options) requests at once on one event loop."""
+        headers = [(b"authorization", f"Bearer {self.key}".encode())]
+        exchanges = [Exchange(orjson.dumps(chat_body(**body)), headers, **options) for body, options in requests]
+
+        async def run_all() -> None:
+            await asyncio.gather(*(exchange.run() for exchange in exchanges))
+
+        asyncio.run(run_all())
+        return exchanges
 
     def record(self, generation_id: str) -> UsageRecord:
         """Return the request's usage record; the ASGI call returns only once it is settled."""
@@ -413,6 +443,18 @@ def relay(
     api_key, plaintext = api_key_create("in-process tester")
     yield InProcessRelay(plaintext, api_key)
     SCRIPTS.clear()
+
+
+def chat_body(**body: Any) -> dict[str, Any]:
+    """A chat request body: model "m" and a short prompt unless given."""
+    body.setdefault("model", "m")
+    body.setdefault("messages", PROMPT)
+    return body
+
+
+def cost(prompt: int, completion: int, price: str = "1") -> Decimal:
+    """The cost of a request to a model made by ``InProcessRelay.deploy`` at ``price``."""
+    return (prompt + 2 * completion) * Decimal(price) / 1_000_000
 
 
 def attempts(record: UsageRecord) -> list[tuple[str, str]]:
