@@ -324,6 +324,9 @@ class Exchange:
         )
 
     def finish_reasons(self) -> list[str]:
+        """The finish reasons in order: of the streamed chunks, or of a whole answer's choices."""
+        if self.response_headers.get(b"content-type") == b"application/json":
+            return [choice["finish_reason"] for choice in self.json()["choices"]]
         return [
             choice["finish_reason"]
             for chunk in self.chunks()
@@ -373,8 +376,9 @@ class InProcessRelay:
         """Create ``model`` served by ``scripts`` in order (priority 0, 1, ...): USD ``price`` per million
         prompt tokens and twice that per million completion tokens."""
         deployments = [(self.vendor(s), f"up-{s.name}", i if priorities else 0, 1) for i, s in enumerate(scripts)]
-        prices = {"input_price": Decimal(price), "output_price": 2 * Decimal(price)}
-        return model_create(model, deployments=deployments, **prices, **fields)
+        return model_create(
+            model, deployments=deployments, input_price=Decimal(price), output_price=2 * Decimal(price), **fields
+        )
 
     def exchange(self, body: dict[str, Any] | bytes, key: str | None = None, **options: Any) -> Exchange:
         """Send one request through the ASGI entry and return what the client got."""
@@ -390,13 +394,31 @@ class InProcessRelay:
 
     def together(self, *requests: tuple[dict[str, Any], dict[str, Any]]) -> list[Exchange]:
         """Run (chat body, ``Exchange`` options) requests at once on one event loop."""
-        headers = [(b"authorization", f"Bearer {self.key}".encode())]
-        exchanges = [Exchange(orjson.dumps(chat_body(**body)), headers, **options) for body, options in requests]
+        exchanges = self._exchanges(requests)
 
         async def run_all() -> None:
             await asyncio.gather(*(exchange.run() for exchange in exchanges))
 
         asyncio.run(run_all())
+        return exchanges
+
+    def in_turn(self, *requests: tuple[dict[str, Any], dict[str, Any]]) -> list[Exchange]:
+        """Run (chat body, ``Exchange`` options) requests one after another on one event loop, as one
+        server process would (its in-memory limiters live as long as its loop)."""
+        exchanges = self._exchanges(requests)
+
+        async def run_all() -> None:
+            for exchange in exchanges:
+                await exchange.run()
+
+        asyncio.run(run_all())
+        return exchanges
+
+    def _exchanges(self, requests: tuple[tuple[dict[str, Any], dict[str, Any]], ...]) -> list[Exchange]:
+        exchanges = []
+        for body, options in requests:
+            headers = [(b"authorization", f"Bearer {options.pop('key', self.key)}".encode())]
+            exchanges.append(Exchange(orjson.dumps(chat_body(**body)), headers, **options))
         return exchanges
 
     def record(self, generation_id: str) -> UsageRecord:

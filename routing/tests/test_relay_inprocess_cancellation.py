@@ -140,7 +140,7 @@ def test_shutdown_lets_a_stream_finish_within_the_grace_period(relay):
     long = Script("long", [role_batch(), *word_batches(2)], hang=True)
     relay.deploy("m", short)
     relay.deploy("n", long)
-    drain = {"during": lambda: lifecycle.drain(1.0), "during_when": after_messages(2)}
+    drain = {"during": lambda: lifecycle.drain(0.5), "during_when": after_messages(2)}
     finished, stopped = relay.together(({"stream": True}, {}), ({"model": "n", "stream": True}, drain))
     assert finished.text() == answer_text(5) and finished.finish_reasons() == ["stop"]
     assert stopped.chunks()[-1]["error"]["code"] == "server_shutdown"
