@@ -58,7 +58,8 @@ class Script:
     # After the batches: wait until cancelled (``hang``), else fail with ``error`` if set.
     hang: bool = False
     error: UpstreamError | None = None
-    delay: float = 0.0  # seconds before each batch (and before a whole answer)
+    delay: float = 0.0  # seconds before each batch
+    first_delay: float = 0.0  # seconds before the first batch (and before a whole answer)
     calls: list[UpstreamCall] = field(default_factory=list)
     closed: int = 0  # calls whose ``finally`` ran: the vendor connection was released
     closed_at: float | None = None  # time.monotonic() of the last release
@@ -133,6 +134,7 @@ class ScriptedAdapter(VendorAdapter):
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         script = self._script(call)
         try:
+            await asyncio.sleep(script.first_delay)
             for batch in script.batches:
                 if script.delay:
                     await asyncio.sleep(script.delay)
@@ -149,8 +151,7 @@ class ScriptedAdapter(VendorAdapter):
     async def complete(self, call: UpstreamCall) -> Completion:
         script = self._script(call)
         try:
-            if script.delay:
-                await asyncio.sleep(script.delay)
+            await asyncio.sleep(script.first_delay)
             if script.hang:
                 await asyncio.get_running_loop().create_future()
             if script.error is not None:
@@ -360,10 +361,15 @@ def django_application() -> Any:
 
 @dataclass
 class InProcessRelay:
-    """Scripted vendors, models deployed on them, a key, and exchanges with the ASGI entry."""
+    """Scripted vendors, models deployed on them, a key, and exchanges with the ASGI entry.
+
+    Every exchange of a test runs on the test's one event loop, as every request to one server
+    process does: the in-memory limiters and cooldowns, kept per loop, last the whole test.
+    """
 
     key: str
     api_key: ApiKey
+    loop: asyncio.AbstractEventLoop
 
     def vendor(self, script: Script) -> Vendor:
         """Register ``script`` and create its vendor (kind ``scripted``: not an operator's choice)."""
@@ -371,54 +377,39 @@ class InProcessRelay:
         return Vendor.objects.create(name=script.name, kind=ScriptedAdapter.kind)
 
     def deploy(
-        self, model: str, *scripts: Script, price: str = "1", priorities: bool = True, **fields: Any
+        self, model: str, *targets: Script | Vendor, price: str = "1", priorities: bool = True, **fields: Any
     ) -> RouterModel:
-        """Create ``model`` served by ``scripts`` in order (priority 0, 1, ...): USD ``price`` per million
-        prompt tokens and twice that per million completion tokens."""
-        deployments = [(self.vendor(s), f"up-{s.name}", i if priorities else 0, 1) for i, s in enumerate(scripts)]
+        """Create ``model`` served by ``targets`` (scripts, or vendors of a real kind) in order (priority 0, 1, ...):
+        USD ``price`` per million prompt tokens and twice that per million completion tokens."""
+        vendors = [self.vendor(t) if isinstance(t, Script) else t for t in targets]
+        deployments = [(v, f"up-{v.name}", i if priorities else 0, 1) for i, v in enumerate(vendors)]
         return model_create(
             model, deployments=deployments, input_price=Decimal(price), output_price=2 * Decimal(price), **fields
         )
 
     def exchange(self, body: dict[str, Any] | bytes, key: str | None = None, **options: Any) -> Exchange:
         """Send one request through the ASGI entry and return what the client got."""
-        payload = body if isinstance(body, bytes) else orjson.dumps(body)
-        headers = [(b"authorization", f"Bearer {key or self.key}".encode())]
-        exchange = Exchange(payload, headers, **options)
-        asyncio.run(exchange.run())
+        (exchange,) = self.together((body, {"key": key, **options}))
         return exchange
 
     def chat(self, exchange: dict[str, Any] | None = None, key: str | None = None, **body: Any) -> Exchange:
         """POST a chat request (``model`` "m" and a short prompt unless given); ``exchange`` holds ``Exchange`` options."""
         return self.exchange(chat_body(**body), key, **(exchange or {}))
 
-    def together(self, *requests: tuple[dict[str, Any], dict[str, Any]]) -> list[Exchange]:
-        """Run (chat body, ``Exchange`` options) requests at once on one event loop."""
-        exchanges = self._exchanges(requests)
+    def together(self, *requests: tuple[dict[str, Any] | bytes, dict[str, Any]]) -> list[Exchange]:
+        """Run (body, ``Exchange`` options and ``key``) requests at once; a dict body is a chat body."""
+        exchanges = []
+        for body, options in requests:
+            options = dict(options)
+            key = options.pop("key", None) or self.key
+            headers = [(b"authorization", f"Bearer {key}".encode())]
+            payload = body if isinstance(body, bytes) else orjson.dumps(chat_body(**body))
+            exchanges.append(Exchange(payload, headers, **options))
 
         async def run_all() -> None:
             await asyncio.gather(*(exchange.run() for exchange in exchanges))
 
-        asyncio.run(run_all())
-        return exchanges
-
-    def in_turn(self, *requests: tuple[dict[str, Any], dict[str, Any]]) -> list[Exchange]:
-        """Run (chat body, ``Exchange`` options) requests one after another on one event loop, as one
-        server process would (its in-memory limiters live as long as its loop)."""
-        exchanges = self._exchanges(requests)
-
-        async def run_all() -> None:
-            for exchange in exchanges:
-                await exchange.run()
-
-        asyncio.run(run_all())
-        return exchanges
-
-    def _exchanges(self, requests: tuple[tuple[dict[str, Any], dict[str, Any]], ...]) -> list[Exchange]:
-        exchanges = []
-        for body, options in requests:
-            headers = [(b"authorization", f"Bearer {options.pop('key', self.key)}".encode())]
-            exchanges.append(Exchange(orjson.dumps(chat_body(**body)), headers, **options))
+        self.loop.run_until_complete(run_all())
         return exchanges
 
     def record(self, generation_id: str) -> UsageRecord:
@@ -463,8 +454,33 @@ def relay(
     """
     monkeypatch.setitem(ADAPTERS, ScriptedAdapter.kind, ScriptedAdapter)
     api_key, plaintext = api_key_create("in-process tester")
-    yield InProcessRelay(plaintext, api_key)
-    SCRIPTS.clear()
+    loop = asyncio.new_event_loop()
+    try:
+        yield InProcessRelay(plaintext, api_key, loop)
+    finally:
+        SCRIPTS.clear()
+        loop_close(loop)
+
+
+# Every loop the harness made, kept for the session: the relay keeps some state per loop, keyed
+# by ``id(loop)``, and a freed loop's id may be reused by the next test's loop.
+_loops: list[asyncio.AbstractEventLoop] = []
+
+
+def loop_close(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on ``loop`` (background checkpoint writes, say) and close it, as ``asyncio.run`` does."""
+    left = asyncio.all_tasks(loop)
+    for task in left:
+        task.cancel()
+
+    async def ended() -> None:
+        await asyncio.gather(*left, return_exceptions=True)
+
+    loop.run_until_complete(ended())
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
+    _loops.append(loop)
 
 
 def chat_body(**body: Any) -> dict[str, Any]:

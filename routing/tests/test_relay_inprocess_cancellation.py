@@ -66,7 +66,7 @@ def test_client_leaving_before_the_first_byte_closes_the_vendor_and_bills_the_pr
 
 
 def test_client_leaving_at_a_time_before_the_first_token(relay):
-    script = Script("late", answer(3), delay=5.0)
+    script = Script("late", answer(3), first_delay=5.0)
     relay.deploy("m", script)
     seen = relay.chat(stream=True, exchange={"disconnect_when": at(0.05)})
     assert_closed_at_once(script, seen)
