@@ -38,7 +38,7 @@ from routing.errors import UpstreamError
 from routing.models import RouterModel, Vendor
 from routing.relay.entry import serve_http
 from routing.services import model_create
-from routing.vendors import ADAPTERS
+from routing.vendors import ADAPTERS, http
 from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
 from routing.vendors.http import vendor_status_to_client
 
@@ -164,13 +164,14 @@ class ScriptedAdapter(VendorAdapter):
             script.closed_at = time.monotonic()
 
 
-def failure(vendor_status: int = 500, *, code: str | None = None) -> UpstreamError:
+def failure(vendor_status: int = 500, *, code: str | None = None, retry_after: float | None = None) -> UpstreamError:
     """The error an HTTP vendor's adapter raises for an answer of ``vendor_status``."""
     return UpstreamError(
         vendor_status_to_client(vendor_status),
         f"scripted vendor failure {vendor_status}",
         code,
         retryable=vendor_status not in (400, 413, 422),
+        retry_after=retry_after,
         vendor_status=vendor_status,
     )
 
@@ -229,9 +230,6 @@ class Exchange:
         finally:
             for watcher in watchers:
                 watcher.cancel()
-            # Threads that touched the database keep their connection (CONN_MAX_AGE): close them,
-            # or the test database cannot be flushed or dropped.
-            await sync_to_async(connections.close_all)()
 
     def scope(self) -> dict[str, Any]:
         path = "/v1/chat/completions"
@@ -475,6 +473,10 @@ def loop_close(loop: asyncio.AbstractEventLoop) -> None:
 
     async def ended() -> None:
         await asyncio.gather(*left, return_exceptions=True)
+        await http.close_loop_client()  # the real adapters' connection pool of this loop
+        # The thread that ran the relay's reads keeps its connection (CONN_MAX_AGE): close it, or
+        # the test database cannot be flushed or dropped.
+        await sync_to_async(connections.close_all)()
 
     loop.run_until_complete(ended())
     loop.run_until_complete(loop.shutdown_asyncgens())

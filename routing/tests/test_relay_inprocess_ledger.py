@@ -17,7 +17,6 @@ from routing.tests.inprocess import (
     Script,
     answer,
     answer_text,
-    attempts,
     cost,
     failure,
     role_batch,
@@ -121,18 +120,6 @@ def test_vendor_going_quiet_mid_stream_times_out_and_is_closed(relay):
     assert script.closed == 1
     record = relay.record(seen.generation_id)
     assert (record.status, record.error_code, record.completion_tokens) == ("error", "upstream_timeout", 2)
-
-
-def test_vendor_silent_before_the_first_token_times_out_and_falls_back(relay):
-    silent, good = Script("silent", [role_batch()], hang=True), Script("good", answer(2))
-    relay.deploy("m", silent, good)
-    Vendor.objects.filter(name="silent").update(first_byte_timeout=0.1)
-    seen = relay.chat(stream=True)
-    assert seen.text() == answer_text(2)
-    record = relay.record(seen.generation_id)
-    assert attempts(record) == [("silent", "error"), ("good", "ok")]
-    assert record.attempts[0]["code"] == "upstream_timeout"
-    assert silent.closed == 1
 
 
 def test_keepalive_comments_are_sent_while_the_vendor_is_silent(relay, settings):
