@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fakevendors.vertex import FakeVertex, service_account_key
-from routing.tests.inprocess import relay, relay_threads_disconnected  # noqa: F401  (the in-process relay fixture)
+from routing.tests.inprocess import relay, relay_openai, relay_threads_disconnected  # noqa: F401  (the in-process relay fixture)
 
 
 @pytest.fixture

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from asgiref.sync import sync_to_async
@@ -37,7 +38,7 @@ from fakevendors.openai import words
 from routing.errors import UpstreamError
 from routing.models import RouterModel, Vendor
 from routing.relay.entry import serve_http
-from routing.services import model_create
+from routing.services import model_create, vendor_create
 from routing.vendors import ADAPTERS, http
 from routing.vendors.base import ChunkEvent, Completion, StreamEvent, UpstreamCall, Usage, UsageEvent, VendorAdapter
 from routing.vendors.http import vendor_status_to_client
@@ -195,7 +196,10 @@ class Exchange:
     """
 
     body: bytes
-    headers: list[tuple[bytes, bytes]]
+    request_headers: list[tuple[bytes, bytes]]
+    path: str = "/v1/chat/completions"
+    method: str = "POST"
+    query: bytes = b""
     body_parts: int = 1
     disconnect_in_body: bool = False
     disconnect_when: Condition | None = None
@@ -232,11 +236,14 @@ class Exchange:
                 watcher.cancel()
 
     def scope(self) -> dict[str, Any]:
-        path = "/v1/chat/completions"
+        path = self.path
         return {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-            "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"), *self.headers],
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": self.method,
+            "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": self.query,
+            "headers": [
+                (b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                (b"content-length", str(len(self.body)).encode()), *self.request_headers,
+            ],
             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
         }  # fmt: skip
 
@@ -299,6 +306,19 @@ class Exchange:
     def json(self) -> Any:
         return orjson.loads(self.raw)
 
+    # What an ``httpx.Response`` offers, so a test written against a live router reads the same.
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return httpx.Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.response_headers.items()])
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode()
+
     def error(self) -> dict[str, Any]:
         assert self.response_headers[b"content-type"] == b"application/json", self.raw
         return dict(orjson.loads(self.raw)["error"])
@@ -314,7 +334,7 @@ class Exchange:
     def comments(self) -> list[bytes]:
         return [line for line in self.raw.split(b"\n") if line.startswith(b":")]
 
-    def text(self) -> str:
+    def answer(self) -> str:
         """The answer's text: the streamed deltas' content, or a whole answer's message."""
         if self.response_headers.get(b"content-type") == b"application/json":
             return "".join(choice["message"]["content"] or "" for choice in self.json()["choices"])
@@ -368,6 +388,7 @@ class InProcessRelay:
     key: str
     api_key: ApiKey
     loop: asyncio.AbstractEventLoop
+    model: str = "m"  # the model a chat request names unless it names another
 
     def vendor(self, script: Script) -> Vendor:
         """Register ``script`` and create its vendor (kind ``scripted``: not an operator's choice)."""
@@ -385,23 +406,27 @@ class InProcessRelay:
             model, deployments=deployments, input_price=Decimal(price), output_price=2 * Decimal(price), **fields
         )
 
-    def exchange(self, body: dict[str, Any] | bytes, key: str | None = None, **options: Any) -> Exchange:
-        """Send one request through the ASGI entry and return what the client got."""
+    def exchange(self, body: dict[str, Any] | bytes = b"", key: str | None = None, **options: Any) -> Exchange:
+        """Send one request (a dict body is a chat body) through the ASGI entry and return what the client got.
+
+        ``key`` None sends the relay's key, "" none at all; ``options`` are ``Exchange`` fields.
+        """
         (exchange,) = self.together((body, {"key": key, **options}))
         return exchange
 
     def chat(self, exchange: dict[str, Any] | None = None, key: str | None = None, **body: Any) -> Exchange:
-        """POST a chat request (``model`` "m" and a short prompt unless given); ``exchange`` holds ``Exchange`` options."""
-        return self.exchange(chat_body(**body), key, **(exchange or {}))
+        """POST a chat request (``self.model`` and a short prompt unless given); ``exchange`` holds ``Exchange`` options."""
+        return self.exchange(body, key, **(exchange or {}))
 
     def together(self, *requests: tuple[dict[str, Any] | bytes, dict[str, Any]]) -> list[Exchange]:
         """Run (body, ``Exchange`` options and ``key``) requests at once; a dict body is a chat body."""
         exchanges = []
         for body, options in requests:
             options = dict(options)
-            key = options.pop("key", None) or self.key
-            headers = [(b"authorization", f"Bearer {key}".encode())]
-            payload = body if isinstance(body, bytes) else orjson.dumps(chat_body(**body))
+            key = options.pop("key", None)
+            key = self.key if key is None else key
+            headers = [(b"authorization", f"Bearer {key}".encode())] if key else []
+            payload = body if isinstance(body, bytes) else orjson.dumps(chat_body(**{"model": self.model, **body}))
             exchanges.append(Exchange(payload, headers, **options))
 
         async def run_all() -> None:
@@ -495,6 +520,19 @@ def chat_body(**body: Any) -> dict[str, Any]:
 def cost(prompt: int, completion: int, price: str = "1") -> Decimal:
     """The cost of a request to a model made by ``InProcessRelay.deploy`` at ``price``."""
     return (prompt + 2 * completion) * Decimal(price) / 1_000_000
+
+
+@pytest.fixture
+def relay_openai(relay: InProcessRelay, fake_openai: Any) -> InProcessRelay:
+    """The in-process relay with model ``test/fake`` on the fake OpenAI vendor (USD 1 and 2 per
+    million tokens): the real OpenAI adapter over loopback, without a router process."""
+    vendor = vendor_create(
+        "fake", "openai", fake_openai.url + "/v1", credentials={"api_key": "sk-vendor-secret-for-tests"}
+    )
+    model_create(
+        "test/fake", deployments=[(vendor, "fake-model", 0, 1)], input_price=Decimal(1), output_price=Decimal(2)
+    )
+    return replace(relay, model="test/fake")
 
 
 def attempts(record: UsageRecord) -> list[tuple[str, str]]:

@@ -78,7 +78,7 @@ def test_client_leaving_mid_stream_closes_the_vendor_and_bills_what_was_delivere
     relay.deploy("m", script)
     seen = relay.chat(stream=True, exchange={"disconnect_after": 7})
     assert seen.status == 200
-    assert seen.text() == answer_text(7)  # the held role chunk went out with the first word
+    assert seen.answer() == answer_text(7)  # the held role chunk went out with the first word
     assert_closed_at_once(script, seen)
     assert script.yielded < 12  # the vendor was stopped, not read to the end
     record = relay.record(seen.generation_id)
@@ -112,7 +112,7 @@ def test_client_that_stops_reading_is_cut_after_the_stall_timeout(relay, setting
     record = relay.only_record()
     assert (record.status, record.error_code, record.http_status) == ("cancelled", "client_stalled", 499)
     # Billed for the three writes the client took, not the one it never read.
-    assert record.completion_tokens == 3 == tokens.count_text(seen.text(), "cl100k_base")
+    assert record.completion_tokens == 3 == tokens.count_text(seen.answer(), "cl100k_base")
     assert record.duration_ms is not None and record.duration_ms >= 200
 
 
@@ -124,7 +124,7 @@ def test_shutdown_ends_running_streams_with_an_error_chunk_and_settles_them(rela
         exchange={"during": lambda: lifecycle.drain(0.05), "during_when": after_messages(4)},
     )
     assert seen.status == 200
-    assert seen.text() == answer_text(4)
+    assert seen.answer() == answer_text(4)
     *_, last, done = seen.events()
     assert done == "[DONE]"
     assert last["choices"][0]["finish_reason"] == "error"
@@ -142,7 +142,7 @@ def test_shutdown_lets_a_stream_finish_within_the_grace_period(relay):
     relay.deploy("n", long)
     drain = {"during": lambda: lifecycle.drain(0.5), "during_when": after_messages(2)}
     finished, stopped = relay.together(({"stream": True}, {}), ({"model": "n", "stream": True}, drain))
-    assert finished.text() == answer_text(5) and finished.finish_reasons() == ["stop"]
+    assert finished.answer() == answer_text(5) and finished.finish_reasons() == ["stop"]
     assert stopped.chunks()[-1]["error"]["code"] == "server_shutdown"
     assert relay.record(finished.generation_id).status == "completed"
     assert relay.record(stopped.generation_id).error_code == "server_shutdown"

@@ -26,7 +26,7 @@ def test_failure_before_the_first_token_falls_back_to_the_next_deployment(relay,
     relay.deploy("m", broken, good)
     seen = relay.chat(stream=stream)
     assert seen.status == 200, seen.raw
-    assert seen.text() == answer_text(3)
+    assert seen.answer() == answer_text(3)
     if stream:
         roles = [c for c in seen.chunks() if c["choices"] and c["choices"][0]["delta"].get("role")]
         assert len(roles) == 1  # the failed vendor's role chunk was held back, not sent twice
@@ -48,7 +48,7 @@ def test_failure_after_the_first_token_never_splices_vendors(relay):
     relay.deploy("m", failing, good)
     seen = relay.chat(stream=True)
     assert seen.status == 200
-    assert seen.text() == answer_text(2)
+    assert seen.answer() == answer_text(2)
     *_, last, done = seen.events()
     assert done == "[DONE]"
     assert last["choices"][0]["finish_reason"] == "error"
@@ -98,7 +98,7 @@ def test_request_level_models_fall_back_and_bill_the_model_that_answered(relay, 
     relay.deploy("b", Script("good", answer(4, usage=Usage(9, 4))), price="3")
     seen = relay.chat(model="a", models=["a", "b"], stream=stream)
     assert seen.status == 200, seen.raw
-    assert seen.text() == answer_text(4)
+    assert seen.answer() == answer_text(4)
     models = {chunk["model"] for chunk in seen.chunks()} if stream else {seen.json()["model"]}
     assert models == {"b"}
     record = relay.only_record()
@@ -128,7 +128,7 @@ def test_unreachable_vendor_falls_back_to_the_next_priority(relay, stream):
     relay.deploy("m", dead, Script("good", answer(3, usage=Usage(17, 3))))
     seen = relay.chat(stream=stream)
     assert seen.status == 200
-    assert seen.text() == answer_text(3)
+    assert seen.answer() == answer_text(3)
     record = relay.record(seen.generation_id)
     assert attempts(record) == [("dead", "error"), ("good", "ok")]
     assert record.attempts[0]["code"] == "upstream_unreachable"
@@ -142,7 +142,7 @@ def test_vendor_silent_before_the_first_token_times_out_and_falls_back(relay):
     relay.deploy("m", silent, good)
     Vendor.objects.filter(name="silent").update(first_byte_timeout=0.1)
     seen = relay.chat(stream=True)
-    assert seen.text() == answer_text(2)
+    assert seen.answer() == answer_text(2)
     record = relay.record(seen.generation_id)
     assert attempts(record) == [("silent", "error"), ("good", "ok")]
     assert record.attempts[0]["code"] == "upstream_timeout"

@@ -39,7 +39,7 @@ def usage_chunk(exchange) -> dict:
 def test_completed_with_vendor_usage_bills_the_vendors_figures(relay, stream):
     relay.deploy("m", Script("v", answer(4, usage=Usage(11, 5, cached_tokens=3))))
     seen = relay.chat(stream=stream)
-    assert seen.text() == answer_text(4)
+    assert seen.answer() == answer_text(4)
     record = relay.record(seen.generation_id)
     assert (record.status, record.http_status, record.streamed) == ("completed", 200, stream)
     assert (record.prompt_tokens, record.completion_tokens, record.cached_tokens) == (11, 5, 3)
@@ -115,7 +115,7 @@ def test_vendor_going_quiet_mid_stream_times_out_and_is_closed(relay):
     relay.deploy("m", script)
     Vendor.objects.filter(name="v").update(idle_timeout=0.1)
     seen = relay.chat(stream=True)
-    assert seen.text() == answer_text(2)
+    assert seen.answer() == answer_text(2)
     assert seen.chunks()[-1]["error"]["code"] == "upstream_timeout"
     assert script.closed == 1
     record = relay.record(seen.generation_id)
@@ -128,7 +128,7 @@ def test_keepalive_comments_are_sent_while_the_vendor_is_silent(relay, settings)
     seen = relay.chat(stream=True)
     first_data = seen.raw.index(b"data: ")
     assert seen.raw[:first_data].count(b": Siraya Model Router PROCESSING") >= 2
-    assert seen.text() == answer_text(2)
+    assert seen.answer() == answer_text(2)
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -169,7 +169,7 @@ def test_vendor_ignoring_max_tokens_is_cut_past_the_margin_and_billed_as_deliver
     relay.deploy("m", script)
     seen = relay.chat(stream=stream, max_tokens=LIMIT)
     assert seen.status == 200
-    assert seen.text() == answer_text(CUT)
+    assert seen.answer() == answer_text(CUT)
     assert seen.finish_reasons()[-1] == "length"
     if stream:
         assert seen.events()[-1] == "[DONE]"
@@ -187,7 +187,7 @@ def test_vendor_honouring_max_tokens_is_not_cut(relay, stream):
     """Its tokenizer counts the 30-token answer as 20: within its limit, so it stands whole, billed at its figure."""
     relay.deploy("m", Script("v", answer(30, usage=Usage(11, LIMIT))))
     seen = relay.chat(stream=stream, max_tokens=LIMIT)
-    assert seen.text() == answer_text(30)
+    assert seen.answer() == answer_text(30)
     assert seen.finish_reasons()[-1] == "stop"
     record = relay.record(seen.generation_id)
     assert (record.finish_reason, record.usage_source) == ("stop", "vendor")
