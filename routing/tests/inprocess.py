@@ -435,8 +435,9 @@ class InProcessRelay:
         self.loop.run_until_complete(run_all())
         return exchanges
 
-    def record(self, generation_id: str) -> UsageRecord:
-        """Return the request's usage record; the ASGI call returns only once it is settled."""
+    def record(self, generation_id: str, timeout: float | None = None) -> UsageRecord:
+        """Return the request's usage record; the ASGI call returns only once it is settled (no
+        ``timeout`` to wait: the argument is there so that a test written for a live router reads the same)."""
         record = UsageRecord.objects.get(generation_id=generation_id)
         assert record.status != UsageStatus.IN_PROGRESS
         return record
