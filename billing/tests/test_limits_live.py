@@ -1,4 +1,4 @@
-"""Credit and rate limits through live router processes, real sockets, the fake OpenAI vendor."""
+"""Credit and rate limits through live router processes (several, racing), or in process where one suffices."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from conftest import database_url, make_cast
 from fakevendors.openai import PROMPT_TOKENS
 from lib import tokens
 from routing.models import RouterModel
+from routing.tests.inprocess import Exchange
 from routing.tests.sse_client import RawStream
 
 from .external import closed_port, redis_prefix, redis_url
@@ -93,29 +95,20 @@ def manage(*args: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def test_key_created_with_rpm_is_limited_end_to_end(cast, fake_openai):
+def test_key_created_with_rpm_is_limited_end_to_end(relay_openai, fake_openai):
+    cast = relay_openai  # the router in process, its requests in turn on one event loop
     key = manage("key", "create", "limited", "--rpm", "3", "--limit", "5", "--limit-reset", "weekly")
     api_key = ApiKey.objects.get(name="limited")
     assert (api_key.requests_per_minute, api_key.credit_limit, api_key.limit_reset) == (3, Decimal(5), "weekly")
     seen = []
     for _ in range(3):
-        response = httpx.post(
-            cast.url + "/v1/chat/completions",
-            json={"model": cast.model, "messages": MESSAGES},
-            headers=cast.headers(key),
-            timeout=30,
-        )
+        response = cast.chat(messages=MESSAGES, key=key)
         assert response.status_code == 200
         seen.append(response.headers["x-ratelimit-remaining"])
         assert response.headers["x-ratelimit-limit"] == "3"
         assert 0 < int(response.headers["x-ratelimit-reset"]) <= 60
     assert seen == ["2", "1", "0"]
-    refused = httpx.post(
-        cast.url + "/v1/chat/completions",
-        json={"model": cast.model, "messages": MESSAGES, "stream": True},
-        headers=cast.headers(key),
-        timeout=30,
-    )
+    refused = cast.chat(messages=MESSAGES, stream=True, key=key)
     assert refused.status_code == 429
     assert refused.json()["error"]["type"] == "rate_limit_error"
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
@@ -134,30 +127,30 @@ def chat(url: str, key: str, **body) -> httpx.Response:
     return httpx.post(url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
-def wait_tokens_corrected(seconds: float = 0.3) -> None:
-    time.sleep(seconds)  # the charge is corrected just after the record is settled
+def test_tokens_per_minute_charge_worst_case_then_billed_tokens(relay_openai, fake_openai):
+    """In process: the charge is corrected before the request's ASGI call returns."""
+    cast = relay_openai
 
+    def chat(_: str, key: str, **body: Any) -> Exchange:
+        return cast.chat(messages=MESSAGES, key=key, **body)
 
-def test_tokens_per_minute_charge_worst_case_then_billed_tokens(cast, fake_openai):
     fake_openai.scenario.tokens = 5
     prompt = tokens.count_messages(MESSAGES, "cl100k_base")
     _, key = api_key_create("tpm", tokens_per_minute=2 * prompt + 100)
-    first = chat(cast.url, key, max_tokens=60)
+    first = chat(cast.model, key, max_tokens=60)
     assert first.status_code == 200
     assert first.headers["x-ratelimit-limit-tokens"] == str(2 * prompt + 100)
     assert first.headers["x-ratelimit-remaining-tokens"] == str(prompt + 40)
     cast.record(first.headers["x-generation-id"])
-    wait_tokens_corrected()
     # Without the correction to the billed 17 + 5 tokens, this one would not fit.
-    second = chat(cast.url, key, max_tokens=60)
+    second = chat(cast.model, key, max_tokens=60)
     assert second.status_code == 200, second.text
     assert second.headers["x-ratelimit-remaining-tokens"] == str(2 * prompt + 100 - (PROMPT_TOKENS + 5) - prompt - 60)
     cast.record(second.headers["x-generation-id"])
-    wait_tokens_corrected()
-    third = chat(cast.url, key, max_tokens=prompt + 100 - 2 * (PROMPT_TOKENS + 5) + 1)
+    third = chat(cast.model, key, max_tokens=prompt + 100 - 2 * (PROMPT_TOKENS + 5) + 1)
     assert third.status_code == 429
     assert third.headers["x-ratelimit-remaining"] == str(2 * prompt + 100 - 2 * (PROMPT_TOKENS + 5))
-    huge = chat(cast.url, key, max_tokens=10_000)
+    huge = chat(cast.model, key, max_tokens=10_000)
     assert huge.status_code == 429
     assert huge.json()["error"]["code"] == "request_exceeds_rate_limit"
     assert "retry-after" not in huge.headers
@@ -228,13 +221,14 @@ def test_hold_of_a_killed_process_expires(server_factory, fake_openai, cast):
     assert (record.status, record.reserved_cost) == ("interrupted", 0)
 
 
-def test_key_endpoint_answers_spent_and_left(cast, fake_openai):
+def test_key_endpoint_answers_spent_and_left(relay_openai, fake_openai):
+    cast = relay_openai  # in process: the relay and Django's /v1/key alike
     fake_openai.scenario.tokens = 4
     api_key, key = api_key_create("me", credit_limit=Decimal("2"), limit_reset="monthly", requests_per_minute=50)
-    response = chat(cast.url, key)
+    response = cast.chat(messages=MESSAGES, key=key)
     cast.record(response.headers["x-generation-id"])
     record = UsageRecord.objects.get(api_key=api_key)
-    answer = httpx.get(cast.url + "/v1/key", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    answer = cast.exchange(path="/v1/key", method="GET", key=key)
     assert answer.status_code == 200
     data = answer.json()["data"]
     assert (data["name"], data["prefix"], data["limit_reset"], data["currency"]) == (
@@ -254,5 +248,5 @@ def test_key_endpoint_answers_spent_and_left(cast, fake_openai):
         assert (totals["requests"], totals["prompt_tokens"], totals["completion_tokens"]) == (1, PROMPT_TOKENS, 4)
         assert totals["total_tokens"] == PROMPT_TOKENS + 4 and Decimal(totals["cost"]) == record.cost
     assert key not in answer.text
-    anonymous = httpx.get(cast.url + "/v1/key", timeout=10)
+    anonymous = cast.exchange(path="/v1/key", method="GET", key="")
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "missing_api_key"

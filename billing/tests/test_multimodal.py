@@ -8,14 +8,15 @@ import struct
 import threading
 import zlib
 from decimal import Decimal
+from typing import Any
 
-import httpx
 import pytest
 
 from billing.models import UsageRecord
 from billing.services import api_key_create
 from fakevendors.openai import PROMPT_TOKENS
 from lib import tokens
+from routing.tests.inprocess import Exchange, InProcessRelay
 
 TEXT = [{"type": "text", "text": "What is in these pictures?"}]
 
@@ -159,9 +160,14 @@ def test_long_texts_are_counted_in_the_pool_short_ones_on_the_spot():
 # -- through a live router ------------------------------------------------------------------------
 
 
-def chat(cast, key: str, content: list, **body) -> httpx.Response:
-    payload = {"model": cast.model, "messages": [{"role": "user", "content": content}], **body}
-    return httpx.post(cast.url + "/v1/chat/completions", json=payload, headers=cast.headers(key), timeout=30)
+def chat(cast: InProcessRelay, key: str, content: list, **body: Any) -> Exchange:
+    """Send a chat request through the router in process (the fake vendor on loopback)."""
+    return cast.chat(messages=[{"role": "user", "content": content}], key=key, **body)
+
+
+@pytest.fixture
+def cast(relay_openai: InProcessRelay) -> InProcessRelay:
+    return relay_openai
 
 
 def test_images_count_against_a_credit_limit(cast, fake_openai):

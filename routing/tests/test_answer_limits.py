@@ -1,4 +1,4 @@
-"""Completion limits against every vendor kind, through the live router.
+"""Completion limits against every vendor kind, the router in process (``routing.tests.inprocess``).
 
 The model's ceiling goes upstream in each vendor's own field when the client sets no limit
 (the credit hold assumed it), and the router's own cut at ``max_tokens`` is only a safety net:
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,6 @@ import pytest
 
 from billing.credit import Ask, ask_tokens
 from billing.services import api_key_create
-from conftest import Cast, wait_settled
 from fakevendors.azure import FakeAzure
 from fakevendors.bedrock import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, FakeBedrock
 from fakevendors.byteplus import FakeBytePlus
@@ -32,6 +31,7 @@ from routing.relay.limits import cut_threshold
 from routing.routes import model_route_cached
 from routing.schema import parse_chat_request
 from routing.services import model_create, vendor_create
+from routing.tests.inprocess import InProcessRelay
 from routing.tests.vendor_cast import delta_text, sse_chunks
 from routing.vendors import adapter_class
 from routing.vendors.base import UpstreamCall, VendorConfig
@@ -60,7 +60,7 @@ LIMIT_FIELD: dict[str, tuple[str, ...]] = {
 @dataclass
 class Rig:
     kind: str
-    cast: Cast
+    cast: InProcessRelay
     fake: Any
 
     def sent(self) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def _vendor(kind: str, stack: ExitStack) -> tuple[Any, Any, str]:
 
 
 @pytest.fixture(params=KINDS)
-def rig(request: pytest.FixtureRequest, live_router: Any, transactional_db: None) -> Iterator[Rig]:
+def rig(request: pytest.FixtureRequest, relay: InProcessRelay) -> Iterator[Rig]:
     with ExitStack() as stack:
         fake, vendor, upstream = _vendor(request.param, stack)
         model_create(
@@ -113,9 +113,7 @@ def rig(request: pytest.FixtureRequest, live_router: Any, transactional_db: None
             output_price=Decimal("2"),
             max_output_tokens=CEILING,
         )
-        api_key, plaintext = api_key_create("tester")
-        yield Rig(request.param, Cast(live_router.url, plaintext, api_key, "test/limits"), fake)
-        wait_settled()
+        yield Rig(request.param, replace(relay, model="test/limits"), fake)
 
 
 def answer_of(response: Any, stream: bool) -> tuple[str, str]:
@@ -188,14 +186,12 @@ def test_answer_of_a_vendor_ignoring_the_limit_is_cut_past_the_margin_and_billed
 
 
 @pytest.fixture
-def modelark(live_router: Any, transactional_db: None) -> Iterator[Rig]:
+def modelark(relay: InProcessRelay) -> Iterator[Rig]:
     with ExitStack() as stack:
         fake, vendor, upstream = _vendor("byteplus", stack)
         model_create("test/limits", deployments=[(vendor, upstream, 0, 1)], input_price=Decimal("1"),
                      output_price=Decimal("2"), max_output_tokens=CEILING)  # fmt: skip
-        api_key, plaintext = api_key_create("tester")
-        yield Rig("byteplus", Cast(live_router.url, plaintext, api_key, "test/limits"), fake)
-        wait_settled()
+        yield Rig("byteplus", replace(relay, model="test/limits"), fake)
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -233,7 +229,7 @@ def test_modelark_hold_covers_reasoning_beside_max_tokens(modelark):
     modelark.scenario(tokens=3)
     # Worst cases at USD 1/2 per million: 8 completion tokens about 0.00003, 8 + CEILING about 0.0006.
     api_key, plaintext = api_key_create("limited", credit_limit=Decimal("0.0002"))
-    cast = Cast(modelark.cast.url, plaintext, api_key, "test/limits")
+    cast = replace(modelark.cast, key=plaintext, api_key=api_key)
     refused = cast.chat(max_tokens=8)
     assert refused.status_code == 402, refused.text
     assert refused.json()["error"]["code"] == "credit_limit_exceeded"
@@ -297,10 +293,10 @@ def test_unknown_max_tokens_field_is_refused(kind):
         adapter_class(kind).validate("https://r.openai.azure.com", {"max_tokens_field": "limit"}, {"api_key": KEY})
 
 
-def test_more_than_one_choice_is_refused_so_hold_and_limit_stay_per_request(cast, fake_openai):
+def test_more_than_one_choice_is_refused_so_hold_and_limit_stay_per_request(relay_openai, fake_openai):
     """The hold counts one answer of max_tokens (or the ceiling) and the vendor is asked for one:
     n > 1 would multiply what the vendor may write, so it is refused before any vendor call."""
-    response = cast.chat(n=2, max_tokens=5)
+    response = relay_openai.chat(n=2, max_tokens=5)
     assert response.status_code == 400
     assert (response.json()["error"]["param"], response.json()["error"]["code"]) == ("n", "unsupported_value")
     assert fake_openai.requests == []

@@ -1,4 +1,8 @@
-"""A client that goes away stops the vendor at once and is billed for what it received."""
+"""A client that goes away stops the vendor at once and is billed for what it received.
+
+Against a live router where the disconnect must be noticed on a real socket; what is billed
+once it is, in process (``test_relay_inprocess_cancellation`` and the last tests here).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import orjson
 from billing.cost import Prices, TokenCounts, cost_compute
 from fakevendors.openai import PROMPT_TOKENS
 from lib import tokens
+from routing.tests.inprocess import Exchange
 from routing.tests.sse_client import RawStream, content_of
 
 CLOSE_BOUND = 0.100  # seconds from the client's close to the vendor seeing its socket close
@@ -94,30 +99,33 @@ def test_cancel_during_non_streaming_wait(cast, fake_openai):
     assert (record.status, record.streamed, record.completion_tokens) == ("cancelled", False, 0)
 
 
-def test_cancel_bills_tool_call_arguments(cast, fake_openai):
+def tool_arguments(exchange: Exchange) -> str:
+    return "".join(
+        call["function"].get("arguments", "")
+        for chunk in exchange.chunks()
+        for choice in chunk["choices"]
+        for call in (choice.get("delta") or {}).get("tool_calls") or []
+    )
+
+
+def test_cancel_bills_tool_call_arguments(relay_openai, fake_openai):
+    """In process: what is billed is relay logic; how the disconnect is noticed is tested above."""
     fake_openai.scenario.tokens = 30
     fake_openai.scenario.token_delay = 0.1
     fake_openai.scenario.tool_call = True
-    stream = open_stream(cast, tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {}}}])
-    arguments = ""
-    while arguments.count(" ") < 4:
-        chunk = stream.next_data()
-        for choice in chunk["choices"]:
-            for call in (choice.get("delta") or {}).get("tool_calls") or []:
-                arguments += call["function"].get("arguments", "")
-    stream.close()
-    record = cast.record(stream.headers["x-generation-id"])
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    leave = {"disconnect_when": lambda exchange: tool_arguments(exchange).count(" ") >= 4}
+    seen = relay_openai.chat(stream=True, messages=MESSAGES, tools=tools, exchange=leave)
+    record = relay_openai.record(seen.generation_id)
     assert record.status == "cancelled"
     assert record.completion_tokens == 4
 
 
-def test_vendor_usage_wins_when_the_stream_completes(cast, fake_openai):
+def test_vendor_usage_wins_when_the_stream_completes(relay_openai, fake_openai):
     fake_openai.scenario.tokens = 4
-    stream = open_stream(cast)
-    while stream.next_data() != "[DONE]":
-        pass
-    stream.close()
-    record = cast.record(stream.headers["x-generation-id"])
+    seen = relay_openai.chat(stream=True, messages=MESSAGES)
+    assert seen.events()[-1] == "[DONE]"
+    record = relay_openai.record(seen.generation_id)
     assert (record.status, record.prompt_tokens, record.completion_tokens) == ("completed", PROMPT_TOKENS, 4)
     assert record.usage_source == "vendor"
 

@@ -1,16 +1,29 @@
-"""The relay end to end: a real daphne router, the fake OpenAI vendor on loopback, real sockets."""
+"""The relay end to end with the fake OpenAI vendor on loopback, the router in process.
+
+The ASGI application is called in process (``routing.tests.inprocess``); the vendor is the real
+OpenAI adapter talking to the fake over a socket. What only a router process shows (disconnect
+detection, slow clients, signals) is tested against one in ``test_cancellation`` and
+``test_slow_clients_and_shutdown``.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-import httpx
 import orjson
 import pytest
 
 from billing.models import UsageRecord
 from fakevendors.openai import PROMPT_TOKENS, words
-from routing.tests.sse_client import RawStream, content_of
+from routing.tests.inprocess import InProcessRelay
+from routing.tests.sse_client import content_of
+
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture
+def cast(relay_openai: InProcessRelay) -> InProcessRelay:
+    return relay_openai
 
 
 def sse_payloads(text: str) -> list[str]:
@@ -71,20 +84,13 @@ def test_non_streaming_answer(cast, fake_openai):
     assert (record.status, record.streamed, record.completion_tokens) == ("completed", False, 4)
 
 
-def test_keepalive_comments_before_first_token_and_during_stalls(cast, fake_openai):
-    # The test server sends a keepalive after 0.3 s without data.
+def test_keepalive_comments_before_first_token_and_during_stalls(cast, fake_openai, settings):
+    settings.SIRAYA_KEEPALIVE_SECONDS = 0.1  # a keepalive after 0.1 s without data
     fake_openai.scenario.tokens = 3
-    fake_openai.scenario.first_token_delay = 1.0
-    fake_openai.scenario.token_delay = 0.8
-    stream = RawStream(
-        cast.url, cast.key, {"model": cast.model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
-    )
-    events = []
-    while (event := stream.next_event()) is not None:
-        events.append(event)
-        if event == b"data: [DONE]":
-            break
-    stream.close()
+    fake_openai.scenario.first_token_delay = 0.35
+    fake_openai.scenario.token_delay = 0.25
+    response = cast.chat(stream=True, messages=[{"role": "user", "content": "hi"}])
+    events = [event.strip(b"\n") for event in response.raw.split(b"\n\n") if event.strip(b"\n")]
     comments_before_first = 0
     for event in events:
         if event.startswith(b"data:"):
@@ -128,7 +134,7 @@ def test_vendor_error_before_stream_keeps_real_status(cast, fake_openai, vendor_
     assert (record.status, record.http_status, record.cost) == ("error", client_status, Decimal(0))
 
 
-def test_vendor_unreachable_is_502(cast, live_router):
+def test_vendor_unreachable_is_502(cast):
     from routing.models import Vendor
 
     Vendor.objects.filter(name="fake").update(base_url="http://127.0.0.1:9/v1")
@@ -176,7 +182,7 @@ def test_vendor_timeout_before_keepalive_gets_504_status(cast, fake_openai):
     ],
 )
 def test_invalid_requests_get_400_naming_the_field(cast, body, param):
-    response = httpx.post(cast.url + "/v1/chat/completions", content=body, headers=cast.headers())
+    response = cast.exchange(body)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -186,15 +192,14 @@ def test_invalid_requests_get_400_naming_the_field(cast, body, param):
 
 
 def test_auth_errors_are_401(cast):
-    url = cast.url + "/v1/chat/completions"
     body = {"model": cast.model, "messages": [{"role": "user", "content": "x"}]}
-    assert httpx.post(url, json=body).json()["error"]["code"] == "missing_api_key"
-    unknown = httpx.post(url, json=body, headers={"Authorization": "Bearer sk-siraya-nope"})
+    assert cast.exchange(body, key="").json()["error"]["code"] == "missing_api_key"
+    unknown = cast.exchange(body, key="sk-siraya-nope")
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (401, "invalid_api_key")
     from billing.services import api_key_revoke
 
     api_key_revoke(cast.api_key)
-    revoked = httpx.post(url, json=body, headers=cast.headers())
+    revoked = cast.exchange(body)
     assert (revoked.status_code, revoked.json()["error"]["code"]) == (401, "revoked_api_key")
 
 
@@ -220,24 +225,24 @@ def test_unknown_model_is_404_and_recorded(cast):
 
 def test_body_over_limit_is_413(cast):
     big = b'{"model": "test/fake", "messages": [{"role": "user", "content": "' + b"x" * (5 * 1024 * 1024) + b'"}]}'
-    response = httpx.post(cast.url + "/v1/chat/completions", content=big, headers=cast.headers(), timeout=30)
+    response = cast.exchange(big)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
 
 
 def test_get_on_chat_completions_is_405(cast):
-    response = httpx.get(cast.url + "/v1/chat/completions", headers=cast.headers())
+    response = cast.exchange(method="GET")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_models_endpoint_lists_prices(cast):
-    response = httpx.get(cast.url + "/v1/models", headers=cast.headers())
+    response = cast.exchange(path="/v1/models", method="GET")
     assert response.status_code == 200
     (model,) = response.json()["data"]
     assert model["id"] == "test/fake"
     assert Decimal(model["pricing"]["input"]) == 1 and Decimal(model["pricing"]["output"]) == 2
-    assert httpx.get(cast.url + "/v1/models").status_code == 401
+    assert cast.exchange(path="/v1/models", method="GET", key="").status_code == 401
 
 
 def test_generation_endpoint_is_scoped_to_the_key(cast, fake_openai):
@@ -246,11 +251,12 @@ def test_generation_endpoint_is_scoped_to_the_key(cast, fake_openai):
     response = cast.chat()
     generation_id = response.json()["id"]
     cast.record(generation_id)
-    mine = httpx.get(cast.url + "/v1/generation", params={"id": generation_id}, headers=cast.headers())
+    query = f"id={generation_id}".encode()
+    mine = cast.exchange(path="/v1/generation", method="GET", query=query)
     assert mine.status_code == 200
     data = mine.json()["data"]
     assert (data["status"], data["completion_tokens"], data["usage_source"]) == ("completed", 5, "vendor")
     assert data["vendor"] == "fake" and data["timings"]["total_ms"] is not None
     _, other = api_key_create("someone else")
-    theirs = httpx.get(cast.url + "/v1/generation", params={"id": generation_id}, headers=cast.headers(other))
+    theirs = cast.exchange(path="/v1/generation", method="GET", query=query, key=other)
     assert theirs.status_code == 404
