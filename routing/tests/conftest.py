@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-<<<<<<< HEAD
 from billing.services import api_key_create
 from conftest import Cast, wait_settled
 from fakevendors.bedrock import REGION, FakeBedrock
@@ -17,11 +16,8 @@ from fakevendors.vertex import FakeVertex
 from fakevendors.vertex.oauth import service_account_key
 from routing.services import model_create, vendor_create
 from routing.tests.bedrock_helpers import MODEL_ID, SIGV4
-from routing.tests.vertex_helpers import UPSTREAM
-=======
-from fakevendors.vertex import FakeVertex, service_account_key
 from routing.tests.inprocess import relay, relay_openai, relay_threads_disconnected  # noqa: F401  (the in-process relay fixture)
->>>>>>> harness
+from routing.tests.vertex_helpers import UPSTREAM
 
 
 @pytest.fixture
