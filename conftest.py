@@ -151,7 +151,8 @@ def start_server(
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, env)
-    deadline = time.monotonic() + 30
+    # Importing Django and the apps takes a few seconds, far more on a loaded machine.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"router exited early:\n{server.log()}")
