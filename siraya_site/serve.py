@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         backlog=args.backlog,
         lifespan="on",
-        http="httptools",
+        # uvicorn's httptools protocol, with the request head bounded as under daphne.
+        http="ops.http_errors:HeadLimitedHttpToolsProtocol",
         loop="uvloop",
         log_level=args.log_level,
         # The router writes its own access log line (siraya.access, with the generation id).

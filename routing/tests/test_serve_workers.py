@@ -18,17 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from billing.models import RouterInstance, UsageRecord
 from conftest import ROOT, Cast, LiveServer, free_port, make_cast, wait_settled
 from lib import tokens
+from ops.http_errors import HeadLimitedHttpToolsProtocol
+from ops.tests.test_bad_input import chat_head, raw_request
 from routing.tests.sse_client import RawStream, content_of
 
 SERVE = [sys.executable, "-m", "siraya_site.serve", "--port", "{port}", "--log-level", "warning"]
 MESSAGES = [{"role": "user", "content": "Tell me a long story."}]
 STACK = re.compile(r"worker (\d+) serving: loop ([\w.]+), http ([\w.]+)")
 GRACE = 2.0
+# uvicorn's httptools protocol with the request head bounded (ops.http_errors).
+HTTPTOOLS = "ops.http_errors.HeadLimitedHttpToolsProtocol"
 
 
 @pytest.fixture
@@ -55,9 +61,43 @@ def test_production_command_serves_on_uvloop_and_httptools(serve):
     server, cast = serve(1)
     assert cast.chat().status_code == 200
     (stack,) = _stacks(server, 1)
-    assert stack == (server.process.pid, "uvloop.Loop", "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol")
+    assert stack == (server.process.pid, "uvloop.Loop", HTTPTOOLS)
+    assert issubclass(HeadLimitedHttpToolsProtocol, HttpToolsProtocol)
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(10) == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"X-Padding: " + b"a" * 20_000 + b"\r\n",
+        b"".join(b"X-H%d: v\r\n" % i for i in range(600)),
+        b"X-Nul: a\x00b\r\n",
+        b"X-Padding: " + b"a" * 2_000_000 + b"\r\n",
+    ],
+    ids=["20kb-header", "600-headers", "nul-byte", "2mb-header"],
+)
+def test_head_refused_by_the_http_parser_gets_openai_shaped_400(serve, extra):
+    server, cast = serve(1)
+    body = orjson.dumps({"model": cast.model, "messages": MESSAGES})
+    rss_before = _rss(server.process.pid)
+    try:
+        status, headers, payload = raw_request(cast.url, chat_head(f"Bearer {cast.key}".encode(), body, extra), body)
+    except (ConnectionError, OSError):
+        assert len(extra) > 1_000_000  # refused while the client was still sending
+    else:
+        assert (status, headers[b"content-type"]) == (400, b"application/json")
+        assert orjson.loads(payload)["error"]["code"] == "bad_request"
+    # Not gathered in memory (httptools alone would hold all of it), and the server still serves:
+    # a request whose first read holds the head and a large body is not taken for a long head.
+    assert _rss(server.process.pid) - rss_before < 1_000_000
+    big = [{"role": "user", "content": "word " * 40_000}]
+    assert cast.chat(messages=big).status_code == 200
+    with httpx.Client(base_url=cast.url, headers=cast.headers(), timeout=30) as client:  # one connection
+        for _ in range(3):
+            assert (
+                client.post("/v1/chat/completions", json={"model": cast.model, "messages": MESSAGES}).status_code == 200
+            )
 
 
 def test_sigterm_to_the_parent_drains_the_streams_of_every_worker(serve, fake_openai):
@@ -65,9 +105,7 @@ def test_sigterm_to_the_parent_drains_the_streams_of_every_worker(serve, fake_op
     stacks = _stacks(server, 2)
     workers = {pid for pid, _, _ in stacks}
     assert len(workers) == 2 and server.process.pid not in workers
-    assert {(loop, http) for _, loop, http in stacks} == {
-        ("uvloop.Loop", "uvicorn.protocols.http.httptools_impl.HttpToolsProtocol")
-    }
+    assert {(loop, http) for _, loop, http in stacks} == {("uvloop.Loop", HTTPTOOLS)}
     from routing.models import Vendor
     from routing.services import model_create
 
@@ -215,6 +253,14 @@ def _wait_for(condition: Any, timeout: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
 
 
 def _children(pid: int) -> list[int]:
