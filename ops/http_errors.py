@@ -146,14 +146,24 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
-            window = self._tail + data
-            end = window.find(b"\r\n\r\n")
-            self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            self._head_bytes += self._head_part(data)
             if self._head_bytes > HEAD_LIMIT_BYTES:
                 self.send_400_response("")
                 return
-            self._tail = window[-3:]
         super().data_received(data)
+
+    def _head_part(self, data: bytes) -> int:
+        """Return how many bytes of ``data`` belong to the head being read (up to its blank line)."""
+        tail = self._tail
+        if tail:  # the blank line may have begun in the previous reads
+            end = (tail + data[:3]).find(b"\r\n\r\n")
+            if end >= 0:
+                return end + 4 - len(tail)
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return end + 4
+        self._tail = (tail + data[-3:])[-3:]
+        return len(data)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
