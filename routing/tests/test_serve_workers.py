@@ -44,7 +44,9 @@ def serve(server_factory, fake_openai, transactional_db) -> Iterator[Any]:
 
     def start(workers: int, **env: str) -> tuple[LiveServer, Cast]:
         env = {"LOG_LEVEL": "INFO", "SIRAYA_SHUTDOWN_GRACE_SECONDS": str(GRACE), **env}
-        server = server_factory(env, argv=[*SERVE, "--workers", str(workers)], name=f"serve-{workers}")
+        # Workers start side by side, each loading Django: slower than one process on a busy machine.
+        argv = [*SERVE, "--workers", str(workers)]
+        server = server_factory(env, argv=argv, name=f"serve-{workers}", start_seconds=30.0 * workers)
         started.append(server)
         return server, make_cast(server.url, fake_openai.url + "/v1")
 
@@ -158,7 +160,7 @@ def test_a_worker_that_dies_is_reported_replaced_and_its_stream_settled(serve, f
         rest.append(data)
     assert "[DONE]" not in rest
     _wait_for(lambda: f"worker {victim} died with status -9; starting a replacement" in server.log(), 10)
-    replacement = {pid for pid, _, _ in _stacks(server, 3)} - workers
+    replacement = {pid for pid, _, _ in _stacks(server, 3, timeout=60)} - workers
     assert len(replacement) == 1 and replacement <= set(_children(server.process.pid))
     record = cast.record(generation_id, timeout=10)
     assert (record.status, record.completion_tokens) == ("interrupted", checkpoint)
