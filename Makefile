@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-workers clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: lint
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# Two workers against one on PostgreSQL and Redis on loopback (BENCH_POSTGRES_URL, REDIS_URL).
+bench-workers: install
+	$(BIN)/python -m bench.run --workers 2 --database postgres
 
 clean:
 	rm -rf $(VENV) var artifacts

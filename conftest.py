@@ -115,7 +115,11 @@ class LiveServer:
 
 
 def start_server(
-    env_overrides: dict[str, str] | None = None, *, name: str = "router", argv: list[str] | None = None
+    env_overrides: dict[str, str] | None = None,
+    *,
+    name: str = "router",
+    argv: list[str] | None = None,
+    start_seconds: float = 90.0,
 ) -> LiveServer:
     """Start the router under daphne on a free loopback port; wait until it answers."""
     ARTIFACTS.mkdir(exist_ok=True)
@@ -152,7 +156,7 @@ def start_server(
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, env)
     # Importing Django and the apps takes a few seconds, far more on a loaded machine.
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + start_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"router exited early:\n{server.log()}")

@@ -15,31 +15,48 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# ASGI servers the router and the bare relay can run on; {app} and {port} are filled in.
-SERVERS: dict[str, list[str]] = {
-    "daphne": [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "{app}"],
-    "uvicorn": [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--lifespan",
-        "on",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--backlog",
-        "8192",
-        "{app}",
-    ],
-}
+# The router's production command (the one the README deploys); {port} and {workers} are filled in.
+SERVE = [
+    sys.executable,
+    "-m",
+    "siraya_site.serve",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+    "--workers",
+    "{workers}",
+    "--log-level",
+    "warning",
+    "--backlog",
+    "8192",
+]
+# The relays the router is compared with run on the same stack (uvicorn, uvloop, httptools,
+# the same backlog) through uvicorn's own command: the production command serves the router only.
+UVICORN = [
+    sys.executable,
+    "-m",
+    "uvicorn",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--lifespan",
+    "on",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+    "--backlog",
+    "8192",
+    "{app}",
+]
+DAPHNE = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "{app}"]
+# ``serve``: the production command (the default); ``daphne``: every process on daphne, for comparison.
+SERVERS = ("serve", "daphne")
 ROUTER_APP = "siraya_site.asgi:application"
 BARE_APP = "bench.bare_relay:application"
 RECORDED_APP = "bench.recorded_relay:application"
@@ -64,6 +81,10 @@ class Process:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+    def children(self) -> list[int]:
+        """The pids of the processes this one started (a server's workers), and theirs."""
+        return _tree(self.process.pid)[1:]
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and its children (servers that fork workers)."""
@@ -150,9 +171,19 @@ def prepare_database(env: dict[str, str], vendor_url: str) -> str:
     return str(prepared(env, ["bench.prepare", vendor_url + "/v1"])["key"])
 
 
-def start_server(name: str, server: str, app: str, env: dict[str, str], workdir: Path) -> Process:
+def server_command(server: str, app: str, port: int, workers: int = 1) -> list[str]:
+    """The command that serves ``app`` under ``server`` (see ``SERVERS``)."""
+    if server == "daphne":
+        template = DAPHNE
+    else:
+        template = SERVE if app == ROUTER_APP else UVICORN
+    values = {"{port}": str(port), "{app}": app, "{workers}": str(workers)}
+    return [values.get(part, part) for part in template]
+
+
+def start_server(name: str, server: str, app: str, env: dict[str, str], workdir: Path, workers: int = 1) -> Process:
     port = free_port()
-    command = [part.replace("{port}", str(port)).replace("{app}", app) for part in SERVERS[server]]
+    command = server_command(server, app, port, workers)
     proc = _spawn(name, command, env, workdir)
     proc.port = port
     deadline = time.monotonic() + 60

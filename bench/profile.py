@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workload", choices=("complete", "stream"), default="complete")
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--server", choices=sorted(processes.SERVERS), default="uvicorn")
+    parser.add_argument("--server", choices=processes.SERVERS, default="serve")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--threads", choices=("all", "loop", "workers"), default="all")
     parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")

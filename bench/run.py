@@ -9,6 +9,7 @@ Everything is on loopback, bounded in count and time, and stops by itself. Print
     python -m bench.run            # the full run (a few minutes on 2 cores)
     python -m bench.run --quick    # fewer samples, shorter phases
     python -m bench.run --server daphne --output bench/results/daphne.json
+    python -m bench.run --workers 2 --database postgres   # 2 workers against 1 (bench.workers)
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from bench.limits import raise_open_files
 from bench.loadgen import Target, percentile
 from bench.prepare import MODELS
 
-# The server the README recommends for production; the benchmark measures it unless told otherwise.
-DEFAULT_SERVER = "uvicorn"
+# The production command (``python -m siraya_site.serve``); measured unless told otherwise.
+DEFAULT_SERVER = "serve"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -336,8 +337,9 @@ def _throughput_rows(label: str, data: dict[str, Any], figure: str) -> list[Row]
 
 def table(results: dict[str, Any]) -> str:
     meta = results["meta"]
+    server = "`python -m siraya_site.serve` (one worker)" if meta["server"] == "serve" else meta["server"]
     head = (
-        f"Server: {meta['server']} (one process), SQLite; {meta['cpus']} x {meta['cpu_model']}, Python {meta['python']}; "
+        f"Server: {server}, SQLite; {meta['cpus']} x {meta['cpu_model']}, Python {meta['python']}; "
         f"{meta['date']}; profile {meta['profile']}; load average (1/5/15 min) {meta['load_average_before']} "
         f"before, {meta['load_average_after']} after\n\n"
     )
@@ -349,15 +351,39 @@ def table(results: dict[str, Any]) -> str:
     return head + "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples and shorter phases")
     parser.add_argument("--smoke", action="store_true", help="a few seconds; checks that the harness works")
-    parser.add_argument("--server", choices=sorted(processes.SERVERS), default=DEFAULT_SERVER)
+    parser.add_argument("--server", choices=processes.SERVERS, default=DEFAULT_SERVER)
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=1, help="N > 1: compare the router with N workers and 1")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite", help="with --workers N")
     args = parser.parse_args(argv)
+    if args.workers > 1 and args.server != "serve":
+        parser.error("--workers compares the production command's workers: it needs --server serve")
+    if args.workers == 1 and args.database != "sqlite":
+        parser.error("--database postgres goes with --workers N (N > 1)")
+    return args
+
+
+def measure_all(args: argparse.Namespace, profile: Profile, workdir: Path) -> dict[str, Any]:
+    """Run the full comparison, or with ``--workers N`` the N-against-1 workers comparison."""
+    bench = Bench(profile, args.server, workdir)
+    if args.workers == 1:
+        return bench.run()
+    from bench import workers  # imports this module
+
+    return workers.run(
+        args.workers, args.database, bench.env, workdir, profile.concurrency, profile.seconds, profile.rounds
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     profile_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    profile = PROFILES[profile_name]
     random.seed(args.seed)
     raise_open_files()
     try:
@@ -370,19 +396,26 @@ def main(argv: list[str] | None = None) -> int:
     # Other work on the machine skews every figure; the table says how busy it was.
     load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="siraya-bench-") as workdir:
-        results = Bench(PROFILES[profile_name], args.server, Path(workdir)).run()
+        results = measure_all(args, profile, Path(workdir))
     results["meta"] = {
         **machine(),
         "server": args.server,
+        "database": args.database,
+        "workers": args.workers,
         "profile": profile_name,
-        "settings": asdict(PROFILES[profile_name]),
+        "settings": asdict(profile),
         "seconds": round(time.monotonic() - started, 1),
         "load_average_before": load_before,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2, default=str))
-    print(table(results))
+    if args.workers == 1:
+        print(table(results))
+    else:
+        from bench import workers
+
+        print(workers.table(results))
     print(f"\n(figures in {args.output}; the run took {results['meta']['seconds']} s)")
     return 0
 

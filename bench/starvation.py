@@ -220,7 +220,7 @@ def run(
     text: str = "words",
     heartbeat: float = 0.5,
     stale: float = 30.0,
-    server: str = "uvicorn",
+    server: str = "serve",
     env: dict[str, str] | None = None,
     workdir: Path | None = None,
 ) -> Figures:
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text", choices=("words", "base64"), default="words")
     parser.add_argument("--heartbeat", type=float, default=0.5, help="SIRAYA_HEARTBEAT_SECONDS of both routers")
     parser.add_argument("--stale", type=float, default=30.0, help="SIRAYA_INSTANCE_STALE_SECONDS of both routers")
-    parser.add_argument("--server", choices=sorted(processes.SERVERS), default="uvicorn")
+    parser.add_argument("--server", choices=processes.SERVERS, default="serve")
     args = parser.parse_args(argv)
     if args.prepare:
         _prepare(args.prepare)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from bench import run
 
@@ -33,3 +34,20 @@ def test_bench_smoke_run_measures_every_phase_and_bills_cancellations_exactly(tm
     assert streams["all_keepalive"], streams
     assert streams["rss_per_stream_kb"] > 0
     assert "| Measure |" in capsys.readouterr().out
+
+
+def test_bench_workers_smoke_measures_one_and_two_workers_of_the_production_command(tmp_path, capsys):
+    output = tmp_path / "workers.json"
+    assert run.main(["--smoke", "--workers", "2", "--output", str(output)]) == 0
+    results = json.loads(output.read_text())
+    assert results["names"] == ["1 worker", "2 workers"]
+    for phase, figure in (("throughput", "requests_per_s"), ("streaming", "chunks_per_s")):
+        for name in results["names"]:
+            assert results[phase][name][figure] > 0
+            assert results[phase][name]["errors"] == 0
+    # The second router's requests were admitted by its workers (how the kernel spreads a few
+    # connections over them is not fixed; routing/tests/test_serve_workers.py checks both serve).
+    spread = results["records_per_worker"]
+    assert 1 <= len(spread) <= 2 and sum(spread) > 0, spread
+    assert results["meta"]["cpus"] == os.cpu_count()
+    assert "| Non-streaming requests/s, c=4 |" in capsys.readouterr().out

@@ -1,11 +1,13 @@
-"""Under daphne (twisted): OpenAI-shaped answers to requests refused by the HTTP parser itself,
-and the edge's body limits applied while twisted reads a body (see the second half).
+"""OpenAI-shaped answers to requests refused by the HTTP parser itself, under daphne (twisted)
+and under the production command (uvicorn with httptools), and the edge's body limits applied
+while twisted reads a body (see the second half).
 
 Twisted refuses malformed requests before any application sees them: a header line or all
 headers over 16 KiB, more than 500 headers, control bytes in a header, a bad request line. Its answer is a
 bare ``400 Bad Request`` with no body; this gives it the router's error body, so every
 client error carries ``{"error": {...}}``. The connection is still closed afterwards, as
-twisted does (the rest of such a request cannot be trusted).
+twisted does (the rest of such a request cannot be trusted). ``HeadLimitedHttpToolsProtocol``
+gives uvicorn's httptools protocol the same limits and the same answer (see the last part).
 """
 
 from __future__ import annotations
@@ -13,20 +15,25 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 from routing.errors import RouterError
 from routing.relay import edge
 
+# The request line and headers together, and their count: twisted's limits, kept under uvicorn.
+HEAD_LIMIT_BYTES = 16 * 1024
+HEADER_LIMIT = 500
 _ERROR = RouterError(
     400, "The request's line or headers are malformed or too large (16 KiB, 500 headers at most).", code="bad_request"
+)
+_REFUSAL = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: " + str(len(_ERROR.json())).encode() + b"\r\n\r\n" + _ERROR.json()
 )
 
 
 def _respond_and_disconnect(channel: Any) -> None:
-    body = _ERROR.json()
-    channel.transport.write(
-        b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
-        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
+    channel.transport.write(_REFUSAL)
     channel.loseConnection()
 
 
@@ -116,3 +123,64 @@ def _install_body_limits(http: Any) -> None:
     http.HTTPChannel.allHeadersReceived = headers_received
     http.HTTPChannel.allContentReceived = content_received
     http.Request.handleContentChunk = content_chunk
+
+
+# -- request heads under uvicorn with httptools ---------------------------------------------
+#
+# httptools (llhttp) sets no bound on a request's line or headers: it gathers a header of any
+# size in memory (100 MB of one header cost the process 100 MB), and uvicorn keeps every
+# header. The head's bytes are counted as they arrive, up to the blank line that ends it, and
+# a head over ``HEAD_LIMIT_BYTES`` or with more than ``HEADER_LIMIT`` headers is refused as
+# twisted refuses it. Every other 400 of the parser gets the same JSON body.
+
+
+class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the request head bounded, and JSON 400s."""
+
+    # Per connection: whether a request head is being read, its bytes so far, the last bytes
+    # of the previous read (the blank line may straddle two reads), and its headers so far.
+    _in_head = True
+    _head_bytes = 0
+    _tail = b""
+    _header_count = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += self._head_part(data)
+            if self._head_bytes > HEAD_LIMIT_BYTES:
+                self.send_400_response("")
+                return
+        super().data_received(data)
+
+    def _head_part(self, data: bytes) -> int:
+        """Return how many bytes of ``data`` belong to the head being read (up to its blank line)."""
+        tail = self._tail
+        if tail:  # the blank line may have begun in the previous reads
+            end = (tail + data[:3]).find(b"\r\n\r\n")
+            if end >= 0:
+                return end + 4 - len(tail)
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return end + 4
+        self._tail = (tail + data[-3:])[-3:]
+        return len(data)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > HEADER_LIMIT:
+            raise ValueError("too many headers")  # httptools turns it into a parser error: a 400
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # The next request on this connection starts a new head.
+        self._in_head, self._head_bytes, self._tail, self._header_count = True, 0, b"", 0
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(_REFUSAL)
+            self.transport.close()
