@@ -32,9 +32,7 @@ class Rejection:
     message: str
 
 
-def request_reject(
-    key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection, trace_id: str = ""
-) -> None:
+def request_reject(key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection, trace_id: str = "") -> None:
     """Record an authenticated request refused before admission (invalid body, limits, unknown model);
     ``trace_id``: its trace's, when tracing is on."""
     now = records.now()

@@ -30,11 +30,11 @@ from lib import logs, metrics, tracing
 from lib.ids import generation_id as new_generation_id
 from routing.dialects.base import Dialect
 from routing.errors import REFUSALS, RouterError, UpstreamError, client_error
+from routing.relay import traces
 from routing.relay.attempts import Attempts
 from routing.relay.channel import ClientChannel, ClientGone, error_headers
 from routing.relay.delivery import Delivery
 from routing.relay.flow import Interrupted
-from routing.relay import traces
 from routing.relay.meter import DeliveryMeter
 from routing.routes import request_routes
 from routing.schema import ChatRequest

@@ -70,7 +70,7 @@ class Exchange:
 
 
 def exchange(
-    key: str, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = (), leave_after: int | None = None
+    key: str, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = (), leave_after: int | None = None
 ) -> Exchange:
     """Serve one request through the ASGI entry; the client leaves after ``leave_after`` body chunks."""
     seen = Exchange()
@@ -180,7 +180,7 @@ def assert_no_content(spans: list[ReceivedSpan], key: str) -> None:
 def test_streamed_request_is_a_server_span_with_ledger_and_attempt_children(receiver):
     setup = served_by(("demo", "", {"token_delay": "0", "first_token_delay": "0.3"}))
     traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01".encode()
-    seen = exchange(setup.key, chat(setup, stream=True, max_tokens=50), [(b"traceparent", traceparent)])
+    seen = exchange(setup.key, chat(setup, stream=True, max_tokens=50), ((b"traceparent", traceparent),))
     assert seen.status == 200 and seen.body.endswith(b"data: [DONE]\n\n")
 
     spans = request_trace(receiver, seen.generation_id, 4)
@@ -295,7 +295,7 @@ def test_refused_request_is_one_failed_span_and_its_record_names_the_trace(recei
 def test_unsampled_request_is_not_exported_and_its_record_has_no_trace(receiver):
     setup = served_by(DEMO)
     traceparent = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00".encode()  # the client's trace is not sampled
-    seen = exchange(setup.key, chat(setup), [(b"traceparent", traceparent)])
+    seen = exchange(setup.key, chat(setup), ((b"traceparent", traceparent),))
     marker = exchange(setup.key, chat(setup))  # a sampled request after it
 
     request_trace(receiver, marker.generation_id, 4)
@@ -349,7 +349,7 @@ def test_tracing_off_sends_no_traceparent_and_records_no_trace():
     assert not tracing.ENABLED
     with FakeOpenAI() as vendor:
         setup = served_by(("openai", vendor.url + "/v1", {}))
-        seen = exchange(setup.key, chat(setup), [(b"traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01".encode())])
+        seen = exchange(setup.key, chat(setup), ((b"traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01".encode()),))
         assert seen.status == 200
         assert "traceparent" not in vendor.last().headers
     assert UsageRecord.objects.get(generation_id=seen.generation_id).trace_id == ""
