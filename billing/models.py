@@ -94,7 +94,9 @@ class UsageRecord(models.Model):
     tokens_delivered = models.PositiveIntegerField(default=0)
     checkpoint_at = models.DateTimeField(null=True, blank=True)
     # The request's OpenTelemetry trace (32 hex digits) when tracing was on and it was sampled.
-    trace_id = models.CharField(max_length=32, blank=True, default="")
+    # A default in the database too: a router still running the previous release (a rolling
+    # deploy) inserts records without this column.
+    trace_id = models.CharField(max_length=32, blank=True, default="", db_default="")
     # The router process serving the request (RouterInstance.id); recovery settles only dead owners' records.
     instance_id = models.CharField(max_length=32, blank=True, default="")
 

@@ -3,12 +3,17 @@
 It accepts ``POST /v1/traces`` with an ``ExportTraceServiceRequest`` protobuf (gzip or not),
 as the SDK's exporter sends it, decodes it with ``opentelemetry-proto`` and keeps every span
 as a plain ``ReceivedSpan``: ids in hex, attributes as Python values, events, status, and the
-resource's attributes.
+resource's attributes. ``keep=False`` only counts them (a sink for the benchmark):
+
+    python -m fakevendors.otlp        # prints "PORT <n>", then serves until stopped
 """
 
 from __future__ import annotations
 
 import gzip
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -106,10 +111,12 @@ def spans_of(request: ExportTraceServiceRequest) -> list[ReceivedSpan]:
 class OtlpReceiver(FakeServer):
     """``POST /v1/traces`` on loopback; ``spans`` holds every span received, in arrival order."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
         super().__init__()
+        self.keep = keep
         self.spans: list[ReceivedSpan] = []
         self.exports = 0
+        self.span_count = 0
 
     @property
     def endpoint(self) -> str:
@@ -125,7 +132,10 @@ class OtlpReceiver(FakeServer):
             body = gzip.decompress(body)
         export = ExportTraceServiceRequest()
         export.ParseFromString(body)
-        self.spans.extend(spans_of(export))
+        received = spans_of(export)
+        self.span_count += len(received)
+        if self.keep:
+            self.spans.extend(received)
         self.exports += 1
         conn.send_body(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
 
@@ -143,3 +153,21 @@ class OtlpReceiver(FakeServer):
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         return [s for s in self.spans if s.trace_id == trace_id]
+
+
+def main() -> None:
+    receiver = OtlpReceiver(keep=False).start()
+    print(f"PORT {receiver.port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    receiver.stop()
+    print(f"SPANS {receiver.span_count} EXPORTS {receiver.exports}", flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
