@@ -18,20 +18,19 @@ never do. Secrets never go on a span.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
 
-__all__ = ["ENABLED", "CONTENT", "Span", "SpanKind", "setup", "shutdown"]
+__all__ = ["CONTENT", "ENABLED", "setup", "shutdown"]
 
 ENABLED = False
 CONTENT = False  # prompt and completion text on spans (SIRAYA_TRACE_CONTENT)
@@ -39,10 +38,26 @@ DEFAULT_SERVICE_NAME = "siraya-router"
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 # Only the headers a propagator reads are copied out of a request (W3C trace context, baggage).
 _PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
+_PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+logger = logging.getLogger("siraya.tracing")
 
-_provider: TracerProvider | None = None
-_tracer: trace.Tracer = trace.NoOpTracer()
-_global_set = False
+
+class _Api:
+    """OpenTelemetry's modules, imported by ``setup()``: importing them costs a process about
+    0.2 s (the context and the propagators load their entry points), which a router, or a
+    management command, without tracing never pays."""
+
+    trace: Any = None
+    context: Any = None
+    propagate: Any = None
+    kinds: dict[str, Any] = {}
+    error: Any = None
+    tracer: Tracer | None = None
+    provider: TracerProvider | None = None
+    global_set = False
+
+
+_api = _Api()
 
 
 def wanted(environ: Mapping[str, str] = os.environ) -> bool:
@@ -50,16 +65,16 @@ def wanted(environ: Mapping[str, str] = os.environ) -> bool:
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
     if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() not in ("otlp", "otlp_proto_http"):
-        return False  # "none", or an exporter this router does not ship (gRPC, console)
+        return False  # "none", or an exporter this router does not ship (console, zipkin)
     return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 
 
 def setup() -> bool:
     """Start tracing if the environment asks for it; return whether it is on. Once per process."""
-    global ENABLED, CONTENT, _provider, _tracer, _global_set
-    if _provider is not None or not wanted():
+    global ENABLED, CONTENT
+    if _api.provider is not None or not wanted():
         return ENABLED
-    # The SDK and the exporter are imported only when tracing is on.
+    _import_api()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -69,33 +84,46 @@ def setup() -> bool:
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": DEFAULT_SERVICE_NAME}))
     provider = TracerProvider(resource=resource)  # the sampler from OTEL_TRACES_SAMPLER(_ARG)
+    # The endpoint, headers, timeout and compression from OTEL_EXPORTER_OTLP_*; always
+    # HTTP/protobuf (OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported: no gRPC exporter).
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    if not _global_set:  # the SDK allows one global provider per process
-        trace.set_tracer_provider(provider)
-        _global_set = True
-    _provider = provider
-    _tracer = provider.get_tracer("siraya")
+    for name in _PROTOCOL_VARIABLES:
+        if os.environ.get(name, "http/protobuf").strip() != "http/protobuf":
+            logger.warning("%s=%s is not supported: traces go over OTLP/HTTP (protobuf)", name, os.environ[name])
+    if not _api.global_set:  # the SDK allows one global provider per process
+        _api.trace.set_tracer_provider(provider)
+        _api.global_set = True
+    _api.provider, _api.tracer = provider, provider.get_tracer("siraya")
     CONTENT = os.environ.get("SIRAYA_TRACE_CONTENT", "").strip().lower() in ("1", "true", "yes")
     ENABLED = True
     return True
 
 
+def _import_api() -> None:
+    _api.trace = importlib.import_module("opentelemetry.trace")
+    _api.context = importlib.import_module("opentelemetry.context")
+    _api.propagate = importlib.import_module("opentelemetry.propagate")
+    kind = _api.trace.SpanKind
+    _api.kinds = {"internal": kind.INTERNAL, "server": kind.SERVER, "client": kind.CLIENT}
+    _api.error = _api.trace.StatusCode.ERROR
+
+
 def provider() -> TracerProvider | None:
-    return _provider
+    return _api.provider
 
 
 def flush(timeout_ms: int = 5000) -> bool:
     """Export every finished span now; return False if the exporter did not finish in time."""
-    return _provider.force_flush(timeout_ms) if _provider is not None else True
+    return _api.provider.force_flush(timeout_ms) if _api.provider is not None else True
 
 
 def shutdown() -> None:
     """Flush and stop tracing (process exit, lifespan shutdown); ``setup()`` may start it again."""
-    global ENABLED, _provider, _tracer
+    global ENABLED
     ENABLED = False
-    if _provider is not None:
-        _provider.shutdown()
-    _provider, _tracer = None, trace.NoOpTracer()
+    if _api.provider is not None:
+        _api.provider.shutdown()
+    _api.provider, _api.tracer = None, None
 
 
 # -- spans ----------------------------------------------------------------------------------
@@ -104,22 +132,23 @@ def shutdown() -> None:
 def incoming(headers: Iterable[tuple[bytes, bytes]]) -> Context:
     """The trace context a request's ``traceparent`` (and ``tracestate``, ``baggage``) carries."""
     carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _PROPAGATED}
-    return propagate.extract(carrier)
+    context: Context = _api.propagate.extract(carrier)
+    return context
 
 
 def start(
-    name: str,
-    kind: SpanKind = SpanKind.INTERNAL,
-    attributes: dict[str, Any] | None = None,
-    parent: Context | None = None,
+    name: str, kind: str = "internal", attributes: dict[str, Any] | None = None, parent: Context | None = None
 ) -> Span:
-    """Start a span (a child of the current one unless ``parent`` is given); the caller ends it."""
-    return _tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+    """Start a span of ``kind`` (internal, server, client), a child of the current one unless
+    ``parent`` is given; the caller ends it. Only while tracing is on."""
+    assert _api.tracer is not None
+    return _api.tracer.start_span(name, context=parent, kind=_api.kinds[kind], attributes=attributes)
 
 
 def active() -> Span:
     """The current span (a non-recording one when there is none)."""
-    return trace.get_current_span()
+    span: Span = _api.trace.get_current_span()
+    return span
 
 
 @contextmanager
@@ -129,11 +158,11 @@ def current(span: Span) -> Iterator[Span]:
     Exceptions are not recorded here: their text may be a vendor's words or a request's
     content; callers set the error attributes they mean to show.
     """
-    token = otel_context.attach(trace.set_span_in_context(span))
+    token = _api.context.attach(_api.trace.set_span_in_context(span))
     try:
         yield span
     finally:
-        otel_context.detach(token)
+        _api.context.detach(token)
         span.end()
 
 
@@ -152,17 +181,17 @@ def span(name: str, attributes: dict[str, Any] | None = None) -> Iterator[Span]:
 def failed(span: Span, error_type: str, description: str = "") -> None:
     """Mark ``span`` failed with ``error.type`` (a code or class name, never free text from outside)."""
     span.set_attribute("error.type", error_type)
-    span.set_status(Status(StatusCode.ERROR, description or error_type))
+    span.set_status(_api.error, description or error_type)
 
 
 def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current span's ``traceparent`` (and ``tracestate``) to outgoing ``headers``."""
-    propagate.inject(headers)
+    _api.propagate.inject(headers)
 
 
 def trace_id(span: Span | None = None) -> str:
     """The 32-hex-digit trace id of ``span`` (default: the current one) if it is sampled, else ""."""
-    context = (span or trace.get_current_span()).get_span_context()
+    context = (span or active()).get_span_context()
     if not context.is_valid or not context.trace_flags.sampled:
         return ""
     return format(context.trace_id, "032x")

@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 import orjson
 
 from lib import logs, tracing
-from lib.tracing import Span, SpanKind
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
     from billing.ledger import Outcome, Settlement
     from billing.selectors import KeyInfo
     from routing.dialects.base import Dialect
@@ -60,7 +61,7 @@ def request_span(dialect: Dialect, channel: ClientChannel) -> Span:
     client = scope.get("client") or ("", 0)
     return tracing.start(
         OPERATION,
-        SpanKind.SERVER,
+        "server",
         {
             "gen_ai.operation.name": OPERATION,
             "siraya.api": dialect.name,
@@ -192,7 +193,7 @@ def attempt_span(route: ModelRoute, target: Target, number: int, previous: dict[
     if previous is not None:
         # Why this is a fallback: how the previous attempt failed.
         attributes["siraya.fallback_reason"] = previous.get("code") or previous.get("outcome", "")
-    return tracing.start(f"{OPERATION} {target.upstream_model}", SpanKind.CLIENT, attributes)
+    return tracing.start(f"{OPERATION} {target.upstream_model}", "client", attributes)
 
 
 def attempt_answered(span: Span, target: Target, delivery: Delivery) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -353,6 +356,13 @@ def test_tracing_off_sends_no_traceparent_and_records_no_trace():
         assert seen.status == 200
         assert "traceparent" not in vendor.last().headers
     assert UsageRecord.objects.get(generation_id=seen.generation_id).trace_id == ""
+
+
+def test_router_without_tracing_never_imports_opentelemetry():
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    check = "import sys, siraya_site.asgi; print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
+    result = subprocess.run([sys.executable, "-c", check], env=environ, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
