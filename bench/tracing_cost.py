@@ -42,7 +42,9 @@ class Variant:
 
     def target(self) -> Target:
         assert self.process is not None
-        return Target(self.name, "127.0.0.1", self.process.port, self.key, {m.removeprefix("bench/"): m for m in MODELS})
+        return Target(
+            self.name, "127.0.0.1", self.process.port, self.key, {m.removeprefix("bench/"): m for m in MODELS}
+        )
 
 
 def spawn(name: str, command: list[str], root: Path, env: dict[str, str], workdir: Path) -> processes.Process:
@@ -77,7 +79,9 @@ def prepare(variant: Variant, vendor_url: str) -> str:
 
 def start_router(variant: Variant, server: str, workdir: Path) -> processes.Process:
     port = processes.free_port()
-    command = [part.replace("{port}", str(port)).replace("{app}", processes.ROUTER_APP) for part in processes.SERVERS[server]]
+    command = [
+        part.replace("{port}", str(port)).replace("{app}", processes.ROUTER_APP) for part in processes.SERVERS[server]
+    ]
     proc = spawn(variant.name, command, variant.root, variant.env, workdir)
     proc.port = port
     deadline = time.monotonic() + 60
@@ -108,7 +112,10 @@ async def measure(variants: list[Variant], args: argparse.Namespace) -> dict[str
 
 def table(results: dict[str, Any], names: list[str]) -> str:
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for label, key in (("non-streamed req/s, c=32", "complete_rps"), ("streamed req/s (64 tokens), c=32", "stream_rps")):
+    for label, key in (
+        ("non-streamed req/s, c=32", "complete_rps"),
+        ("streamed req/s (64 tokens), c=32", "stream_rps"),
+    ):
         cells = []
         for name in names:
             runs = results[key][name]
