@@ -4,7 +4,9 @@ Starts the fake vendor, an OTLP/HTTP sink (``fakevendors.otlp``: it decodes and 
 gets, as a collector would) and one router per variant, each on its own fresh SQLite
 database, all on the same ASGI server. Throughput rounds go to each variant in turn (the
 order rotating each round), so the variants share the machine's state; the spread of each
-variant's rounds is printed beside its median.
+variant's rounds is printed beside its median. Requests per second move with whatever else
+the machine runs; the router's CPU time per request (user + system, from ``/proc``, over each
+round, the exporter's thread included) moves far less, and is the figure to compare.
 
     python -m bench.tracing_cost                            # off and on
     python -m bench.tracing_cost --before /tmp/siraya-prev  # also the tree before tracing
@@ -39,6 +41,12 @@ class Variant:
     env: dict[str, str]
     process: processes.Process | None = None
     key: str = ""
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the router process so far (all its threads)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def target(self) -> Target:
         assert self.process is not None
@@ -95,16 +103,22 @@ def start_router(variant: Variant, server: str, workdir: Path) -> processes.Proc
 
 async def measure(variants: list[Variant], args: argparse.Namespace) -> dict[str, Any]:
     targets = [v.target() for v in variants]
+    by_name = {v.name: v for v in variants}
     await workloads.latency_interleaved(targets, "complete", 50, stream=False)  # warm-up
     await workloads.latency_interleaved(targets, "stream", 50, stream=True)
     out: dict[str, Any] = {}
     for workload, stream, key in (("complete", False, "requests_per_s"), ("stream", True, "requests_per_s")):
         rounds: dict[str, list[float]] = {t.name: [] for t in targets}
+        cpu: dict[str, list[float]] = {t.name: [] for t in targets}
         for i in range(args.rounds):
             for target in targets[i % len(targets) :] + targets[: i % len(targets)]:
+                before = by_name[target.name].cpu_seconds()
                 result = await workloads.throughput(target, workload, args.concurrency, args.seconds, stream)
+                spent = by_name[target.name].cpu_seconds() - before  # warm-up requests included
                 rounds[target.name].append(result[key])
+                cpu[target.name].append(spent / max(1, result["requests"] + result["errors"]) * 1e6)
         out[f"{workload}_rps"] = rounds
+        out[f"{workload}_cpu_us"] = cpu
     out["latency_c1"] = await workloads.latency_interleaved(targets, "complete", args.latency, stream=False)
     out["ttft_c1"] = await workloads.latency_interleaved(targets, "stream", args.latency, stream=True)
     return out
@@ -121,12 +135,20 @@ def table(results: dict[str, Any], names: list[str]) -> str:
             runs = results[key][name]
             cells.append(f"{statistics.median(runs):.0f} ({min(runs):.0f}-{max(runs):.0f})")
         lines.append(f"| {label}: median (min-max) | " + " | ".join(cells) + " |")
+    for label, key in (("non-streamed", "complete_cpu_us"), ("streamed", "stream_cpu_us")):
+        cells = []
+        for name in names:
+            runs = results[key][name]
+            cells.append(f"{statistics.median(runs):.0f} ({min(runs):.0f}-{max(runs):.0f})")
+        lines.append(f"| {label}: router CPU us per request, median (min-max) | " + " | ".join(cells) + " |")
     for label, key in (("non-streamed p50 ms, c=1", "latency_c1"), ("time to first token p50 ms, c=1", "ttft_c1")):
         lines.append(f"| {label} | " + " | ".join(f"{results[key][n]['p50_ms']:.2f}" for n in names) + " |")
     if "off" in names and "on" in names:
-        for label, key in (("non-streamed", "complete_rps"), ("streamed", "stream_rps")):
+        for label, key in (("non-streamed", "complete_cpu_us"), ("streamed", "stream_cpu_us")):
             off, on = statistics.median(results[key]["off"]), statistics.median(results[key]["on"])
-            lines.append(f"\n{label}: tracing on costs {1e6 / on - 1e6 / off:.0f} us of router time per request")
+            lines.append(
+                f"\n{label}: tracing on costs {on - off:.0f} us of router CPU per request ({on / off - 1:+.0%})"
+            )
     return "\n".join(lines)
 
 
