@@ -14,6 +14,7 @@ figures: never a key, never the vendor's words, and the prompt and completion te
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -185,15 +186,23 @@ def attempt_span(route: ModelRoute, target: Target, number: int, previous: dict[
         "siraya.attempt": number,
         **target_attributes(target),
     }
-    host = urlsplit(target.vendor.base_url)
-    if host.hostname:
-        attributes["server.address"] = host.hostname
-        if host.port:
-            attributes["server.port"] = host.port
+    attributes.update(server_attributes(target.vendor.base_url))
     if previous is not None:
         # Why this is a fallback: how the previous attempt failed.
         attributes["siraya.fallback_reason"] = previous.get("code") or previous.get("outcome", "")
     return tracing.start(f"{OPERATION} {target.upstream_model}", "client", attributes)
+
+
+@functools.lru_cache(maxsize=256)
+def server_attributes(base_url: str) -> dict[str, Any]:
+    """The vendor's host and port, as the conventions name them (a router has a few vendors: parsed once each)."""
+    url = urlsplit(base_url)
+    found: dict[str, Any] = {}
+    if url.hostname:
+        found["server.address"] = url.hostname
+        if url.port:
+            found["server.port"] = url.port
+    return found
 
 
 def attempt_answered(span: Span, target: Target, delivery: Delivery) -> None:
