@@ -32,8 +32,9 @@ class Rejection:
     message: str
 
 
-def request_reject(key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection) -> None:
-    """Record an authenticated request refused before admission (invalid body, limits, unknown model)."""
+def request_reject(key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection, trace_id: str = "") -> None:
+    """Record an authenticated request refused before admission (invalid body, limits, unknown model);
+    ``trace_id``: its trace's, when tracing is on."""
     now = records.now()
     with records.atomic():
         credit.key_lock(key.id)  # same lock order as admission and settlement: key, then rows
@@ -49,6 +50,7 @@ def request_reject(key: KeyInfo, generation_id: str, model_name: str, rejection:
                 "created_at": now,
                 "finished_at": now,
                 "duration_ms": 0,
+                **({"trace_id": trace_id} if trace_id else {}),
             }
         )
         credit.usage_day_add(key.id, now, 0, 0, credit.ZERO)
@@ -61,6 +63,7 @@ def request_admit(
     streamed: bool,
     ask: credit.Ask | None = None,
     answerer: Answerer | None = None,
+    trace_id: str = "",
 ) -> Admission:
     """Accept a request for ``models[0]``: hold its worst-case cost, open its usage record (``in_progress``).
 
@@ -69,6 +72,7 @@ def request_admit(
     first model's prices; settlement re-prices it at the model that answered. The hold covers
     the dearest of ``models`` (the request's fallback models). ``answerer``: the one
     deployment that can answer, when there is only one (its names are written now).
+    ``trace_id``: the request's trace, when tracing is on.
     """
     now = records.now()
     terms = models[0]
@@ -76,7 +80,7 @@ def request_admit(
         # No limit as far as the key cache knows: on SQLite one INSERT that also checks the
         # key has none in the database (else it inserts nothing, and the hold is counted below).
         with records.atomic():
-            values = _record_values(key, generation_id, terms, streamed, credit.NO_HOLD, answerer, now)
+            values = _record_values(key, generation_id, terms, streamed, credit.NO_HOLD, answerer, now, trace_id)
             record_id = hotsql.record_insert_unlimited(key.id, values)
             if record_id is not None:
                 _record_opened(key, record_id, values, terms, now)
@@ -87,7 +91,7 @@ def request_admit(
         worst = max(credit.ask_worst_case(m, ask) for m in models)
     with records.atomic():
         hold = credit.reserve(key.id, worst, terms, ask, now)  # CreditExceeded before anything is written
-        values = _record_values(key, generation_id, terms, streamed, hold, answerer, now)
+        values = _record_values(key, generation_id, terms, streamed, hold, answerer, now, trace_id)
         record_id = hotsql.record_insert(values)
         _record_opened(key, record_id, values, terms, now)
     return Admission(record_id, generation_id, terms, int(now.timestamp()))
@@ -119,6 +123,7 @@ def _record_values(
     hold: credit.Hold,
     answerer: Answerer | None,
     now: datetime,
+    trace_id: str = "",
 ) -> dict[str, Any]:
     prices = terms.prices
     values = {
@@ -140,6 +145,8 @@ def _record_values(
         values.update(reserved_cost=hold.amount, reserved_until=hold.until)
     if answerer is not None:
         values.update(answering_fields(answerer))
+    if trace_id:  # else the field's default: the INSERT's column list stays the one of an untraced router
+        values["trace_id"] = trace_id
     return values
 
 

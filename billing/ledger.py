@@ -14,6 +14,9 @@ charge and frees the slot; it runs to the end even when the caller is cancelled.
 Behind it: token counting off the writer (``billing.counting``), the group commit of every
 admission and settlement (``billing.writer``) and their hand-written SQL (``billing.hotsql``,
 checked against the ORM by ``billing/tests/test_hotsql.py``).
+
+With tracing on (``lib.tracing``), ``admit`` and ``settle`` are spans of their own, and the
+request's trace id goes on its usage record.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from billing.settlement import Checkpoint, Outcome, Settlement, usage_record_set
 from billing.streams import StreamSlot, stream_slot_acquire
 from billing.terms import Answerer, ModelTerms
 from billing.writer import group_committed
+from lib import tracing
 
 __all__ = ["Admission", "Checkpoint", "Ledger", "Outcome", "Rejection", "Settlement", "Ticket", "ledger"]
 
@@ -88,13 +92,28 @@ class Ledger:
         answerer: Answerer | None = None,
     ) -> Ticket:
         """Admit a request for ``models[0]`` (the rest: its fallback models), or raise a refusal."""
+        if not tracing.ENABLED:
+            return await self._admit(key, generation_id, models, ask, streamed, answerer, "")
+        with tracing.span("ledger.admit", {"siraya.generation_id": generation_id}) as span:
+            return await self._admit(key, generation_id, models, ask, streamed, answerer, tracing.trace_id(span))
+
+    async def _admit(
+        self,
+        key: KeyInfo,
+        generation_id: str,
+        models: Sequence[ModelTerms],
+        ask: Ask,
+        streamed: bool,
+        answerer: Answerer | None,
+        trace_id: str,
+    ) -> Ticket:
         ask = await ask_counted(key, models[0], ask)  # before admission: never in the writer
         rate, ask = await rate_limit_acquire(key, models[0], ask, generation_id)
         slot = None
         try:
             if streamed:
                 slot = await stream_slot_acquire(key.id, key.max_concurrent_streams)
-            admission = await _admit(key, generation_id, models, streamed, ask, answerer)
+            admission = await _admit(key, generation_id, models, streamed, ask, answerer, trace_id)
         except BaseException as refusal:
             if slot is not None:
                 await asyncio.shield(slot.release())
@@ -107,7 +126,8 @@ class Ledger:
 
     async def reject(self, key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection) -> None:
         """Record a request refused before admission, as its client was answered."""
-        await _reject(key, generation_id, model_name, rejection)
+        trace_id = tracing.trace_id() if tracing.ENABLED else ""
+        await _reject(key, generation_id, model_name, rejection, trace_id)
 
     async def checkpoint(self, ticket: Ticket, checkpoint: Checkpoint) -> None:
         """Store what a running stream has delivered so far (recovery bills it if the process dies)."""
@@ -115,6 +135,14 @@ class Ledger:
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> Settlement:
         """Bill ``outcome``, close the record, free what the ticket holds; exactly once, through a cancel."""
+        if not tracing.ENABLED:
+            return await self._settle_once(ticket, outcome)
+        with tracing.span("ledger.settle", {"siraya.generation_id": ticket.generation_id}) as span:
+            settlement = await self._settle_once(ticket, outcome)
+            span.set_attributes({"siraya.cost_usd": str(settlement.cost), "siraya.status": outcome.status})
+            return settlement
+
+    async def _settle_once(self, ticket: Ticket, outcome: Outcome) -> Settlement:
         counted = outcome_counted_here(outcome)
         if counted is not None and ticket.rate is None and ticket.slot is None:
             # The usual request: the write is queued now, and its future is shielded (no task).

@@ -93,6 +93,10 @@ class UsageRecord(models.Model):
     # Checkpoint of completion tokens handed to the client while the stream runs.
     tokens_delivered = models.PositiveIntegerField(default=0)
     checkpoint_at = models.DateTimeField(null=True, blank=True)
+    # The request's OpenTelemetry trace (32 hex digits) when tracing was on and it was sampled.
+    # A default in the database too: a router still running the previous release (a rolling
+    # deploy) inserts records without this column.
+    trace_id = models.CharField(max_length=32, blank=True, default="", db_default="")
     # The router process serving the request (RouterInstance.id); recovery settles only dead owners' records.
     instance_id = models.CharField(max_length=32, blank=True, default="")
 

@@ -61,6 +61,7 @@ class Settlement:
     cost: Decimal  # USD
     prompt_tokens: int
     completion_tokens: int
+    tokens_delivered: int = 0  # completion tokens handed to the client (counted by the router)
 
     @property
     def billed_tokens(self) -> int:
@@ -132,12 +133,12 @@ def usage_record_settle(record_id: int, outcome: Outcome) -> Settlement:
                     del fields[name]  # as admission wrote them: their index entries stay put
             if hotsql.record_update(record_id, UsageStatus.IN_PROGRESS, fields, opened.generation_id):
                 credit.usage_day_add(opened.api_key_id, opened.created_at, counts.prompt, counts.completion, cost)
-                return Settlement(cost, counts.prompt, counts.completion)
+                return Settlement(cost, counts.prompt, counts.completion, delivered)
         record = hotsql.record_for_settlement(record_id)
         if record is None:
             raise UsageRecord.DoesNotExist(f"no usage record {record_id}")
         if record["status"] != UsageStatus.IN_PROGRESS:
-            return Settlement(record["cost"], counts.prompt, counts.completion)
+            return Settlement(record["cost"], counts.prompt, counts.completion, delivered)
         prices = Prices(
             record["input_price"],
             record["output_price"],
@@ -148,7 +149,7 @@ def usage_record_settle(record_id: int, outcome: Outcome) -> Settlement:
         cost, fields = _settlement(outcome, counts, source, delivered, now, record["model_id"], prices, failed)
         hotsql.record_update(record_id, UsageStatus.IN_PROGRESS, fields)
         credit.usage_day_add(record["api_key_id"], record["created_at"], counts.prompt, counts.completion, cost)
-    return Settlement(cost, counts.prompt, counts.completion)
+    return Settlement(cost, counts.prompt, counts.completion, delivered)
 
 
 @dataclass(frozen=True, slots=True)

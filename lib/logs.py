@@ -1,8 +1,9 @@
-"""Structured JSON log lines carrying the generation id of the request they belong to.
+"""Structured JSON log lines carrying the generation id and trace id of the request they belong to.
 
-The relay sets ``generation_id`` (a context variable) as soon as a request has an id;
-every log line written while that request runs, in its task or in the threads its
-database work hops to (asgiref copies the context), carries it. Secrets are scrubbed
+The relay sets ``generation_id`` (a context variable) as soon as a request has an id, and
+``trace_id`` when tracing is on (``lib.tracing``); every log line written while that
+request runs, in its task or in the threads its database work hops to (asgiref copies the
+context), carries them. Other traced requests (Django's pages) take the current span's. Secrets are scrubbed
 from every line as a last line of defence: the code never logs them on purpose.
 """
 
@@ -16,7 +17,10 @@ from typing import Any
 
 import orjson
 
+from lib import tracing
+
 generation_id: ContextVar[str | None] = ContextVar("generation_id", default=None)
+trace_id: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
 # Router API keys, bearer tokens and common vendor key shapes.
 _SECRET_PATTERNS = re.compile(
@@ -28,6 +32,13 @@ _SECRET_PATTERNS = re.compile(
 REDACTED = "[redacted]"
 # LogRecord attributes that are not "extra" fields.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the request being served, or of the current span (None: not traced)."""
+    if not tracing.ENABLED:
+        return None
+    return trace_id.get() or tracing.trace_id() or None
 
 
 def redact(text: str) -> str:
@@ -44,7 +55,7 @@ class GenerationIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, generation_id, extras, exception."""
+    """One JSON object per line: time, level, logger, message, generation_id, trace_id, extras, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -53,6 +64,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "generation_id": getattr(record, "generation_id", None) or generation_id.get(),
+            "trace_id": getattr(record, "trace_id", None) or current_trace_id(),
         }
         for name, value in record.__dict__.items():
             if name not in _STANDARD and name not in entry:

@@ -212,6 +212,7 @@ def requests_by_status(records: QuerySet[UsageRecord]) -> dict[str, int]:
 # CSV export: (column header, UsageRecord field path), in column order; one list so they cannot drift.
 _CSV = (
     ("generation_id", "generation_id"),
+    ("trace_id", "trace_id"),
     ("created_at", "created_at"),
     ("finished_at", "finished_at"),
     ("key_name", "api_key__name"),

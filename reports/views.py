@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django import forms
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
@@ -190,8 +191,15 @@ def generation_detail(request: HttpRequest, generation_id: str) -> HttpResponse:
         "error_message": error_message,
         "attempts": attempts,
         "back_query": report_query(request, page=True),
+        "trace_url": trace_url(record.trace_id),
     }
     return render(request, "reports/generation.html", context)
+
+
+def trace_url(trace_id: str) -> str:
+    """The trace's page in the operator's trace viewer (``SIRAYA_TRACE_URL``), or "" for none."""
+    template = settings.SIRAYA_TRACE_URL
+    return template.replace("{trace_id}", trace_id) if template and trace_id else ""
 
 
 def _next_rows(rows: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -1,4 +1,9 @@
-"""ASGI entry point: the relay handles chat completions, Django everything else."""
+"""ASGI entry point: the relay handles chat completions, Django everything else.
+
+Tracing (``lib.tracing``) starts here, once per process, when the environment names an OTLP
+endpoint; Django's pages (admin, reports) are then traced by OpenTelemetry's Django
+instrumentation, whose middleware must be in place before the application is built.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,13 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from lib import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "siraya_site.settings")
+if tracing.setup():
+    from opentelemetry.instrumentation.django import DjangoInstrumentor
+
+    DjangoInstrumentor().instrument(tracer_provider=tracing.provider())
 django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402

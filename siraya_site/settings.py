@@ -209,6 +209,10 @@ SIRAYA_DEFAULT_ENCODING = env.str("SIRAYA_DEFAULT_ENCODING", default="cl100k_bas
 # Seconds a concurrent-stream slot lives in Redis unless its stream refreshes it (a dead process's slots expire).
 SIRAYA_STREAM_SLOT_TTL = env.float("SIRAYA_STREAM_SLOT_TTL", default=120.0)
 # Prometheus metrics at /metrics; with a token, scrapers must send "Authorization: Bearer <token>".
+# Tracing is configured by the OpenTelemetry SDK's own OTEL_* variables (lib.tracing). This one
+# links a usage record's trace id to the operator's trace viewer: a URL with {trace_id} in it,
+# e.g. https://jaeger.example.com/trace/{trace_id} (empty: the id is shown without a link).
+SIRAYA_TRACE_URL = env.str("SIRAYA_TRACE_URL", default="")
 SIRAYA_METRICS_ENABLED = env.bool("SIRAYA_METRICS_ENABLED", default=False)
 SIRAYA_METRICS_TOKEN = env.str("SIRAYA_METRICS_TOKEN", default="")
 

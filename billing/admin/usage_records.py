@@ -45,6 +45,7 @@ class UsageRecordForm(forms.ModelForm):
         fields: list[str] = []
         labels = {
             "generation_id": "Generation ID",
+            "trace_id": "Trace ID",
             "api_key": "API key",
             "model_name": "Model",
             "vendor_name": "Vendor",
@@ -89,7 +90,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
     ordering = ["-created_at", "-pk"]
     form = UsageRecordForm
     fieldsets = [
-        ("Request", {"fields": ["generation_id", "api_key", "model_name", "status", "streamed", "finish_reason"]}),
+        (
+            "Request",
+            {"fields": ["generation_id", "trace_id", "api_key", "model_name", "status", "streamed", "finish_reason"]},
+        ),
         (
             "Tokens",
             {

@@ -215,6 +215,7 @@ def test_csv_holds_every_filtered_record_newest_first(client, people: People):
     assert [r["generation_id"] for r in rows] == [new.generation_id, old.generation_id]
     assert rows[1] == {
         "generation_id": old.generation_id,
+        "trace_id": "",
         "created_at": "2025-03-14T13:00:00+00:00",
         "finished_at": "",
         "key_name": "alice-key",

@@ -4,7 +4,8 @@ The plan (``routing.selection``) orders the request's models and their deploymen
 cooldown last. Another deployment is tried only while nothing of the answer has reached the
 client, so a client never gets two vendors' text spliced together, and only for failures
 that another deployment might not have (``fallback_allowed``). A failed deployment cools
-down (``routing.health``). Every attempt is kept on the usage record.
+down (``routing.health``). Every attempt is kept on the usage record, and with tracing on
+each is a client span of its own (``routing.relay.traces``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import logging
 import random
 from typing import Any
 
+from lib import tracing
 from routing.errors import UpstreamError
 from routing.health import cooldowns
+from routing.relay import traces
 from routing.relay.delivery import Delivery
 from routing.selection import attempt_plan, fallback_allowed
 from routing.selectors import ModelRoute, Target
@@ -48,10 +51,10 @@ class Attempts:
             self.current = (route, target)
             began = loop.time()
             try:
-                if delivery.request.stream:
-                    await delivery.stream(route, target)
+                if tracing.ENABLED:
+                    await self.attempt_traced(route, target, number)
                 else:
-                    await delivery.complete(route, target)
+                    await self.attempt(route, target)
             except UpstreamError as error:
                 error.detail = http.vendor_text(error.detail, target.vendor)  # before it is kept anywhere
                 self.records.append(self.record(target, loop.time() - began, error))
@@ -68,6 +71,29 @@ class Attempts:
                 raise
             self.records.append(self.record(target, loop.time() - began, None, "ok"))
             return
+
+    async def attempt(self, route: ModelRoute, target: Target) -> None:
+        if self.delivery.request.stream:
+            await self.delivery.stream(route, target)
+        else:
+            await self.delivery.complete(route, target)
+
+    async def attempt_traced(self, route: ModelRoute, target: Target, number: int) -> None:
+        """``attempt`` in its client span, current while the vendor request is sent (its traceparent)."""
+        span = traces.attempt_span(route, target, number, self.records[-1] if self.records else None)
+        with tracing.current(span):
+            try:
+                await self.attempt(route, target)
+            except UpstreamError as error:
+                traces.attempt_failed(span, error)
+                raise
+            except asyncio.CancelledError:
+                traces.attempt_cancelled(span)
+                raise
+            except Exception as error:
+                tracing.failed(span, type(error).__name__)
+                raise
+            traces.attempt_answered(span, target, self.delivery)
 
     def record(
         self, target: Target, seconds: float, error: UpstreamError | None, outcome: str = "error"

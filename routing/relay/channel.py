@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
+from lib import tracing
 from routing.errors import RouterError
 from routing.relay import edge, lifecycle
 from routing.relay.flow import CancelScope, StallGuard
@@ -174,3 +175,5 @@ class ClientChannel:
                 await asyncio.sleep(wait)
                 continue
             await self.send_chunk(comment)
+            if tracing.ENABLED:
+                tracing.active().add_event("keepalive")  # the request's span: the task started in it

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from lib import logs, metrics
+from lib import logs, metrics, tracing
 from routing.dialects.base import Dialect
 from routing.dialects.chat.dialect import ChatCompletions
 from routing.errors import RouterError
@@ -38,6 +38,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await lifecycle.stop()
             await http.close_clients()
+            await asyncio.to_thread(tracing.shutdown)  # export the last spans
             await send({"type": "lifespan.shutdown.complete"})
             return
 

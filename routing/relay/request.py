@@ -13,6 +13,8 @@ From the moment the caller is known, whatever happens leaves exactly one usage r
 refusal before admission is recorded by ``ledger.reject``, an admitted request is settled.
 Domain refusals become the client's error at one place (``routing.errors.refusal_error``),
 rendered in the client's format by its dialect.
+
+With tracing on, the whole story runs inside the request's server span (``routing.relay.traces``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from typing import Any
 from billing.credit import Ask
 from billing.ledger import Outcome, Rejection, Settlement, Ticket, ledger
 from billing.models import UsageStatus
-from lib import logs, metrics
+from lib import logs, metrics, tracing
 from lib.ids import generation_id as new_generation_id
 from routing.dialects.base import Dialect
 from routing.errors import REFUSALS, RouterError, UpstreamError, client_error
+from routing.relay import traces
 from routing.relay.attempts import Attempts
 from routing.relay.channel import ClientChannel, ClientGone, error_headers
 from routing.relay.delivery import Delivery
@@ -44,10 +47,24 @@ SHUTDOWN = RouterError(503, "The router is shutting down.", code="server_shutdow
 
 
 async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
+    if not tracing.ENABLED:
+        await _serve_request(dialect, channel)
+        return
+    span = traces.request_span(dialect, channel)
+    traces.request_started(span)
+    with tracing.current(span):
+        await _serve_request(dialect, channel)
+
+
+async def _serve_request(dialect: Dialect, channel: ClientChannel) -> None:
     try:
         key = await ledger.authenticate(channel.header(b"authorization"))
+        if tracing.ENABLED:
+            traces.key_known(key)
         body = await channel.read_body()
     except ClientGone:
+        if tracing.ENABLED:
+            traces.client_gone()
         return
     except (RouterError, *REFUSALS) as refused:
         error = client_error(refused)
@@ -67,6 +84,8 @@ async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
         request = dialect.parse(body)
         del body  # the parsed request holds what is needed; the raw body need not live as long as the stream
         model_name = request.model
+        if tracing.ENABLED:
+            traces.request_parsed(request, generation_id)
         routes = await request_routes(request.model, request.models[1:], provider_vendors(request.provider))
         ticket = await ledger.admit(key, generation_id, routes, ask_of(request), **admission_terms(request, routes))
     except (RouterError, *REFUSALS) as refused:
@@ -135,7 +154,10 @@ async def relay(
             delivery.meter.close()
         try:
             outcome = ending.outcome(delivery, attempts, routes[0])
-            observe(outcome, attempts, routes[0], await ledger.settle(ticket, outcome))
+            settlement = await ledger.settle(ticket, outcome)
+            observe(outcome, attempts, routes[0], settlement)
+            if tracing.ENABLED:
+                traces.request_settled(outcome, settlement, attempts.current, delivery)
         finally:
             channel.release()
 
@@ -208,6 +230,8 @@ def router_failure(stage: str) -> RouterError:
 
 
 async def send_error(dialect: Dialect, channel: ClientChannel, error: RouterError, generation_id: str | None) -> None:
+    if tracing.ENABLED:
+        traces.request_refused(error)
     await channel.answer(error.status, error_headers(error, generation_id), dialect.error_body(error))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from lib import logs
+from lib import logs, tracing
 from routing.errors import UpstreamError
 from routing.vendors.base import VendorConfig
 from routing.vendors.hosts import ensure_allowed, resolved_refusal
@@ -202,6 +202,8 @@ async def open_response(
     """
     ensure_allowed(vendor.name, request.url.host)
     request.extensions["timeout"] = timeout_extension(vendor)
+    if tracing.ENABLED:
+        tracing.inject(request.headers)  # the attempt's span (routing.relay.attempts) is current
     try:
         response = await client().send(request, stream=True)
     except httpx.HTTPError as exc:
