@@ -87,9 +87,7 @@ def prepare(variant: Variant, vendor_url: str) -> str:
 
 def start_router(variant: Variant, server: str, workdir: Path) -> processes.Process:
     port = processes.free_port()
-    command = [
-        part.replace("{port}", str(port)).replace("{app}", processes.ROUTER_APP) for part in processes.SERVERS[server]
-    ]
+    command = processes.server_command(server, processes.ROUTER_APP, port)
     proc = spawn(variant.name, command, variant.root, variant.env, workdir)
     proc.port = port
     deadline = time.monotonic() + 60
@@ -155,7 +153,7 @@ def table(results: dict[str, Any], names: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, help="a source tree of the router before tracing, to compare with 'off'")
-    parser.add_argument("--server", default="uvicorn", choices=sorted(processes.SERVERS))
+    parser.add_argument("--server", default="serve", choices=sorted(processes.SERVERS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=32)
