@@ -36,8 +36,8 @@ from django.conf import settings
 from billing.counting import usage_record_checkpoint_counted
 from billing.services import Checkpoint
 from lib import tokens
+from routing.canonical import ChatRequest
 from routing.relay import wire
-from routing.schema import ChatRequest
 from routing.selectors import Target
 from routing.vendors import adapter_class
 

@@ -42,12 +42,13 @@ from lib import tokens
 from lib.ids import generation_id
 from lib.redisclient import RedisUnavailable
 from ops import logs, metrics
+from routing.canonical import ChatRequest
+from routing.dialects.chat.schema import parse_chat_request
 from routing.errors import RouterError, UpstreamError, limiter_unavailable
 from routing.health import cooldowns
 from routing.relay import edge, lifecycle, wire
 from routing.relay.checkpoint import DeliveryMeter, choice_token_limit, clip_answer, limit_counts_reasoning
 from routing.relay.flow import ClientStalled, Deadline, StallGuard
-from routing.schema import ChatRequest, parse_chat_request
 from routing.selection import attempt_plan, fallback_allowed, provider_vendors
 from routing.selectors import ModelRoute, Target
 from routing.vendors import adapter_for, http

@@ -27,9 +27,9 @@ from fakevendors.byteplus import FakeBytePlus
 from fakevendors.onerouter import FakeOneRouter
 from fakevendors.openai import FakeOpenAI, words
 from fakevendors.vertex import FakeVertex, service_account_key
+from routing.dialects.chat.schema import parse_chat_request
 from routing.relay.checkpoint import cut_threshold
 from routing.routes import model_route_cached
-from routing.schema import parse_chat_request
 from routing.services import model_create, vendor_create
 from routing.tests.vendor_cast import delta_text, sse_chunks
 from routing.vendors import adapter_class

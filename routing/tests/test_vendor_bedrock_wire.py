@@ -22,9 +22,9 @@ from fakevendors.bedrock import (
     sigv4_problem,
 )
 from fakevendors.server import RecordedRequest
+from routing.dialects.chat.schema import parse_chat_request
 from routing.errors import UPSTREAM_MESSAGES, RouterError, UpstreamError
 from routing.models import Vendor
-from routing.schema import parse_chat_request
 from routing.vendors.base import ChunkEvent, UpstreamCall, Usage, UsageEvent, VendorConfig
 from routing.vendors.bedrock import BedrockAdapter
 from routing.vendors.bedrock.converse import converse_choices, converse_request, usage_from_converse

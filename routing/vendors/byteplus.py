@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from routing.dialects.chat.schema import PASSTHROUGH, ROUTER_FIELDS
 from routing.errors import UpstreamError
-from routing.schema import PASSTHROUGH, ROUTER_FIELDS
 from routing.vendors import http
 from routing.vendors.base import SettingProblem, StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter

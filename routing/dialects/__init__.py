@@ -1,0 +1,1 @@
+"""Client dialects: each parses its wire format into the canonical request."""
