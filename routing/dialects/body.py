@@ -26,7 +26,7 @@ def _depth(value: Any, limit: int) -> int:
 
 def parse_json_object(body: bytes, max_depth: int) -> dict[str, Any]:
     """Return the body's JSON object, or raise ``Invalid`` (code ``invalid_json``) saying why not."""
-    if not body.strip():
+    if not body or body.isspace():  # isspace: the same ASCII whitespace as strip(), without a copy
         raise Invalid("Request body is empty; expected a JSON object.", None, "invalid_json")
     try:
         data = orjson.loads(body)

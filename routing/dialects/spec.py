@@ -12,11 +12,13 @@ default or fallback filled a member); a refused field's path is assembled only o
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from routing.dialects.faults import Fault, Message, shown
+from routing.dialects.faults import Fault, Message
 from routing.dialects.fields import Field, RequiredUnless
+from routing.dialects.unroll import unrolled_check
 
 Schema = dict[str, Any]
 
@@ -27,6 +29,8 @@ class Spec:
     label = "a value"
     # Python types whose every value this spec takes as sent: a container checks them inline.
     quick: tuple[type, ...] = ()
+    # Strings this spec takes as sent, tested inline by a container (an enum's values).
+    choices_inline: frozenset[str] | None = None
     messages: ClassVar[dict[str, Message]] = {
         "type": ("'{path}' must be {spec.label}.", "invalid_type"),
         "missing": ("'{path}' is required.", "missing"),
@@ -126,7 +130,7 @@ class Enum(Spec):
 
     def __init__(self, values: set[str] | frozenset[str], **options: Any) -> None:
         super().__init__(**options)
-        self.values = frozenset(values)
+        self.values = self.choices_inline = frozenset(values)
         self.choices = sorted(values)
 
     def check(self, value: Any) -> Any:
@@ -206,17 +210,17 @@ class Array(Spec):
         self.min_items = min_items
         self.max_items = max_items
         self.quick = () if items or min_items or max_items is not None else (list,)
+        self.most = sys.maxsize if max_items is None else max_items
+        self.item_check = None if items is None else items.check
 
     def check(self, value: Any) -> Any:
         if not isinstance(value, list):
             raise Fault(self, "type", value)
-        if len(value) < self.min_items:
-            raise Fault(self, "few", value)
-        if self.max_items is not None and len(value) > self.max_items:
-            raise Fault(self, "many", value)
-        if self.items is None:
+        if not self.min_items <= len(value) <= self.most:
+            raise Fault(self, "few" if len(value) < self.min_items else "many", value)
+        if (check := self.item_check) is None:
             return value
-        out, check = value, self.items.check
+        out = value
         for i, item in enumerate(value):
             try:
                 clean = check(item)
@@ -251,42 +255,9 @@ class Object(Spec):
         self.quick = () if self.fields or not additional else (dict,)
         self.additional = additional  # members not declared are kept as sent, or refused
         # Members taken as sent with nothing to fill in cost nothing: they are not visited.
-        # ``work``: the field when its absence needs work (a rule, a default, a fallback), else None.
-        self.checked = tuple(
-            (name, f.spec.check, f.spec.quick, f.blank_is_absent, None if f.plain else f, f)
-            for name, f in self.fields.items()
-            if not (type(f.spec) is AnyJson and f.plain)
-        )
-
-    def check(self, value: Any) -> Any:
-        if not isinstance(value, dict):
-            raise Fault(self, "type", value)
-        if not self.additional and (unknown := value.keys() - self.names):
-            fault = Fault(self, "unknown", value)
-            fault.path.append(shown(min(unknown)))
-            raise fault
-        out = value
-        get = value.get
-        for name, check, quick, blank, work, field in self.checked:
-            item = get(name)
-            if item is None:
-                if work is None:
-                    continue
-                clean = work.absent(name, item, value, out)
-            elif blank and not item:
-                clean = field.absent(name, item, value, out)
-            elif isinstance(item, quick):
-                continue
-            else:
-                try:
-                    clean = check(item)
-                except Fault as fault:
-                    clean = field.recover(name, fault, item, out)
-            if clean is not item:
-                if out is value:
-                    out = dict(value)
-                out[name] = clean
-        return out
+        visited = [(name, f) for name, f in self.fields.items() if not (type(f.spec) is AnyJson and f.plain)]
+        # The compiled check stands in for the method on this instance (see routing.dialects.unroll).
+        self.check = unrolled_check(self, visited, closed=not additional)  # type: ignore[method-assign,assignment]
 
     def shape(self) -> Schema:
         return _given(
@@ -309,12 +280,13 @@ class Tagged(Spec):
         super().__init__(**options)
         self.tag = tag
         self.variants = dict(variants)
+        self.variant_checks = {kind: variant.check for kind, variant in variants.items()}
 
     def check(self, value: Any) -> Any:
         if not isinstance(value, dict) or not isinstance(kind := value.get(self.tag), str):
             raise Fault(self, "type", value)
-        variant = self.variants.get(kind)
-        return value if variant is None else variant.check(value)
+        check = self.variant_checks.get(kind)
+        return value if check is None else check(value)
 
     def shape(self) -> Schema:
         cases = [{"if": {"properties": {self.tag: {"const": k}}}, "then": v.schema()} for k, v in self.variants.items()]
@@ -337,15 +309,15 @@ class OneOf(Spec):
     def __init__(self, *alternatives: Spec, **options: Any) -> None:
         super().__init__(**options)
         self.alternatives = alternatives
-        self.by_type: dict[type, Callable[[Any], Any]] = {}
+        self.dispatch: dict[type, Callable[[Any], Any]] = {}
         for alternative in alternatives:
             for kind in self._ACCEPTS.get(type(alternative), (dict,)):
-                self.by_type.setdefault(kind, alternative.check)
+                self.dispatch.setdefault(kind, alternative.check)
         self.label = " or ".join(alternative.label for alternative in alternatives)
         self.quick = tuple(kind for alternative in alternatives for kind in alternative.quick)
 
     def check(self, value: Any) -> Any:
-        check = self.by_type.get(type(value))
+        check = self.dispatch.get(type(value))
         if check is None:
             raise Fault(self, "type", value)
         return check(value)
