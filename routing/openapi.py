@@ -1,14 +1,16 @@
 """The OpenAPI 3.1 document of the public API, served at ``/v1/openapi.json``.
 
-Kept by hand beside the code it describes; ``ops/tests/test_openapi.py`` runs schemathesis
-against a live router so the two cannot drift apart silently.
+The chat request's schema comes from the declaration that validates it
+(``routing.dialects.chat.schema``); the rest is kept by hand beside the code it describes, and
+``ops/tests/test_openapi.py`` runs schemathesis against a live router so the two cannot drift
+apart silently.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from routing.schema import MAX_MESSAGES, MAX_MODEL_NAME, ROLES
+from routing.dialects.chat.schema import MESSAGE, REQUEST
 
 Schema = dict[str, Any]
 
@@ -39,69 +41,6 @@ _ERRORS = {
     "504": _error("The vendor timed out."),
 }
 _AUTH_ERRORS = {code: _ERRORS[code] for code in ("400", "401", "405", "429")}
-
-_MESSAGE: Schema = {
-    "type": "object",
-    "required": ["role"],
-    "properties": {
-        "role": {"enum": sorted(ROLES)},
-        "content": {
-            "oneOf": [
-                {"type": "string"},
-                {"type": "null"},
-                {
-                    "type": "array",
-                    "items": {"type": "object", "required": ["type"], "properties": {"type": {"type": "string"}}},
-                },
-            ]
-        },
-        "name": {"type": "string"},
-        "tool_calls": {"type": "array", "items": {"type": "object"}},
-        "tool_call_id": {"type": "string"},
-    },
-}
-
-_REQUEST: Schema = {
-    "type": "object",
-    "required": ["model", "messages"],
-    "additionalProperties": False,
-    "properties": {
-        "model": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_NAME},
-        "messages": {"type": "array", "minItems": 1, "maxItems": MAX_MESSAGES, "items": _MESSAGE},
-        "stream": {"type": ["boolean", "null"]},
-        "stream_options": {
-            "type": ["object", "null"],
-            "properties": {"include_usage": {"type": ["boolean", "null"]}},
-        },
-        "max_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000},
-        "max_completion_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000},
-        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
-        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-        "presence_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
-        "frequency_penalty": {"type": ["number", "null"], "minimum": -2, "maximum": 2},
-        "n": {"type": ["integer", "null"], "const": 1},
-        "seed": {"type": ["integer", "null"]},
-        "stop": {
-            "oneOf": [
-                {"type": "string"},
-                {"type": "null"},
-                {"type": "array", "maxItems": 4, "items": {"type": "string"}},
-            ]
-        },
-        "user": {"type": ["string", "null"]},
-        "metadata": {"type": ["object", "null"]},
-        "tools": {"type": ["array", "null"]},
-        "tool_choice": {"type": ["string", "object", "null"]},
-        "response_format": {"type": ["object", "null"]},
-        "models": {
-            "type": "array",
-            "minItems": 1,
-            "items": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_NAME},
-            "description": "Fallback models, tried in order.",
-        },
-        "provider": {"type": ["object", "null"]},
-    },
-}
 
 _USAGE: Schema = {
     "type": "object",
@@ -371,8 +310,9 @@ def openapi_document(server_url: str = "/") -> Schema:
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk-siraya-..."}},
             "schemas": {
-                "ChatRequest": _REQUEST,
-                "ChatMessage": _MESSAGE,
+                # The chat request is documented from the declaration that validates it.
+                "ChatRequest": REQUEST.schema(),
+                "ChatMessage": MESSAGE.schema(),
                 "ChatCompletion": _COMPLETION,
                 "Usage": _USAGE,
                 # One Server-Sent Event: `data` is a chat.completion.chunk as JSON, or `[DONE]`.

@@ -6,9 +6,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from routing.canonical import ChatRequest
 from routing.errors import UpstreamError
 from routing.models import Vendor
-from routing.schema import ChatRequest
 from routing.selectors import vendor_config
 from routing.vendors import adapter_for, http
 from routing.vendors.base import Completion, UpstreamCall, VendorConfig

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 
 from conftest import dechunk
 from lib import tokens
+from routing.canonical import ChatRequest
+from routing.dialects.chat.schema import MAX_DEPTH, MAX_MESSAGES, PASSTHROUGH, ROUTER_FIELDS, parse_chat_request
 from routing.errors import RouterError
-from routing.schema import MAX_DEPTH, MAX_MESSAGES, PASSTHROUGH, ROUTER_FIELDS, ChatRequest, parse_chat_request
 
 # -- strategies --------------------------------------------------------------------------
 

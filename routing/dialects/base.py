@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from routing.canonical import ChatRequest
 from routing.errors import RouterError
-from routing.schema import ChatRequest
 
 Headers = list[tuple[bytes, bytes]]
 Choices = list[dict[str, Any]]

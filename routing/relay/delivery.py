@@ -13,6 +13,7 @@ from typing import Any
 
 from billing.ledger import Ticket
 from lib import tokens
+from routing.canonical import ChatRequest
 from routing.dialects.base import Answer, ClientUsage, Dialect, StreamRenderer
 from routing.errors import UpstreamError
 from routing.relay.channel import JSON_HEADERS, ClientChannel
@@ -20,7 +21,6 @@ from routing.relay.events import carries_answer, delivered_text, finish_reason
 from routing.relay.flow import Deadline, Interrupted
 from routing.relay.limits import choice_token_limit, clip_answer, limit_counts_reasoning
 from routing.relay.meter import DeliveryMeter
-from routing.schema import ChatRequest
 from routing.selectors import ModelRoute, Target
 from routing.vendors import adapter_for
 from routing.vendors.base import ChunkEvent, StreamEvent, UpstreamCall, Usage

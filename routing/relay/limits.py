@@ -15,7 +15,7 @@ import copy
 from typing import Any
 
 from lib import tokens
-from routing.schema import ChatRequest
+from routing.canonical import ChatRequest
 from routing.selectors import Target
 from routing.vendors import adapter_class
 

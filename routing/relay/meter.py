@@ -28,6 +28,7 @@ from django.conf import settings
 
 from billing.ledger import Checkpoint, Ticket, ledger
 from lib import tokens
+from routing.canonical import ChatRequest
 from routing.relay.events import delivered_text
 from routing.relay.limits import (
     REASONING_FIELDS,
@@ -38,7 +39,6 @@ from routing.relay.limits import (
     limited_fields,
     token_limit,
 )
-from routing.schema import ChatRequest
 from routing.selectors import Target
 
 logger = logging.getLogger("siraya.relay")

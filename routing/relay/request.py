@@ -28,6 +28,7 @@ from billing.ledger import Outcome, Rejection, Settlement, Ticket, ledger
 from billing.models import UsageStatus
 from lib import logs, metrics, tracing
 from lib.ids import generation_id as new_generation_id
+from routing.canonical import ChatRequest
 from routing.dialects.base import Dialect
 from routing.errors import REFUSALS, RouterError, UpstreamError, client_error
 from routing.relay import traces
@@ -37,7 +38,6 @@ from routing.relay.delivery import Delivery
 from routing.relay.flow import Interrupted
 from routing.relay.meter import DeliveryMeter
 from routing.routes import request_routes
-from routing.schema import ChatRequest
 from routing.selection import provider_vendors
 from routing.selectors import ModelRoute
 

@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 
     from billing.ledger import Outcome, Settlement
     from billing.selectors import KeyInfo
+    from routing.canonical import ChatRequest
     from routing.dialects.base import Dialect
     from routing.errors import RouterError, UpstreamError
     from routing.relay.channel import ClientChannel
     from routing.relay.delivery import Delivery
-    from routing.schema import ChatRequest
     from routing.selectors import ModelRoute, Target
 
 OPERATION = "chat"

@@ -10,7 +10,7 @@ import orjson
 from billing.models import UsageRecord
 from conftest import Cast
 from fakevendors.bedrock import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
-from routing.schema import parse_chat_request
+from routing.dialects.chat.schema import parse_chat_request
 from routing.vendors.base import ChunkEvent, VendorConfig
 from routing.vendors.bedrock.events import ConverseStreamDecoder
 

@@ -27,9 +27,9 @@ from fakevendors.onerouter import FakeOneRouter
 from fakevendors.openai import FakeOpenAI, words
 from fakevendors.vertex import FakeVertex
 from fakevendors.vertex.oauth import service_account_key
+from routing.dialects.chat.schema import parse_chat_request
 from routing.relay.limits import cut_threshold
 from routing.routes import model_route_cached
-from routing.schema import parse_chat_request
 from routing.services import model_create, vendor_create
 from routing.tests.inprocess import InProcessRelay
 from routing.tests.vendor_cast import delta_text, sse_chunks

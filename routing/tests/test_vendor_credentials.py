@@ -15,9 +15,9 @@ from billing.services import api_key_create
 from fakevendors.azure import FakeAzure
 from fakevendors.openai import FakeOpenAI
 from lib.hosts import HostPolicy, url_host
+from routing.dialects.chat.schema import parse_chat_request
 from routing.errors import UpstreamError
 from routing.models import Vendor
-from routing.schema import parse_chat_request
 from routing.services import (
     VendorCredentialsRequired,
     VendorHostRefused,

@@ -14,9 +14,9 @@ from billing.services import api_key_create
 from conftest import Cast, wait_settled
 from fakevendors.vertex import FakeVertex
 from fakevendors.vertex.oauth import service_account_key
+from routing.dialects.chat.schema import parse_chat_request
 from routing.errors import UpstreamError
 from routing.models import Vendor
-from routing.schema import parse_chat_request
 from routing.services import model_create, vendor_create
 from routing.vendors import adapter_class, http
 from routing.vendors.base import UpstreamCall, VendorConfig

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from routing.dialects.chat.schema import parse_chat_request
 from routing.errors import RouterError, UpstreamError
-from routing.schema import parse_chat_request
 from routing.vendors.base import ChunkEvent, UpstreamCall, Usage, UsageEvent
 from routing.vendors.vertex import claude, gemini
 from routing.vendors.vertex.adapter import VertexAdapter, publisher_and_model

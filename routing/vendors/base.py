@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from lib import logs
 
 if TYPE_CHECKING:
-    from routing.schema import ChatRequest
+    from routing.canonical import ChatRequest
 
 logger = logging.getLogger(__name__)
 

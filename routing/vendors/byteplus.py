@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from routing.canonical import FIELDS, PARAMETERS
 from routing.errors import UpstreamError
-from routing.schema import PASSTHROUGH, ROUTER_FIELDS
 from routing.vendors import http
 from routing.vendors.base import SettingProblem, StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter
@@ -139,5 +139,5 @@ class BytePlusAdapter(OpenAIAdapter):
     @staticmethod
     def client_error(message: str, code: str, param: str | None) -> UpstreamError:
         # The vendor's param reaches the client only when it names one of the client's own fields.
-        client_field = param if param in PASSTHROUGH or param in ROUTER_FIELDS else None
+        client_field = param if param in PARAMETERS or param in FIELDS else None
         return UpstreamError(400, message, code=code, param=client_field)

@@ -6,9 +6,10 @@ from typing import Any
 
 import orjson
 
+from routing.canonical import ChatRequest
 from routing.dialects.base import Answer, Choices, ClientUsage, Headers
+from routing.dialects.chat.schema import parse_chat_request
 from routing.errors import RouterError
-from routing.schema import ChatRequest, parse_chat_request
 
 KEEPALIVE = b": Siraya Model Router PROCESSING\n\n"
 DONE = b"data: [DONE]\n\n"

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from routing.canonical import ChatRequest
 from routing.errors import invalid
-from routing.schema import ChatRequest
 from routing.vendors.base import Usage, vendor_token_count
 
 FINISH_REASONS = {
