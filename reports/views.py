@@ -143,10 +143,11 @@ def _invalid_filter_page(request: HttpRequest, form: ReportFilterForm) -> HttpRe
 def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
     first, last = form.days()
     hourly = form.hourly()
-    records = selectors.filtered_records(request.user, form.report_filter())
-    totals = selectors.usage_totals(records)
-    daily = selectors.usage_by_day_and_model(records, hourly=hourly)
-    status = selectors.requests_by_status(records)
+    spec = form.report_filter()
+    summary = selectors.usage_summary(selectors.report_sources(request.user, spec, hourly=hourly), hourly=hourly)
+    totals, daily, status = summary.totals, summary.daily, summary.status
+    # The generation log lists raw records (pages past the retention period's records are empty).
+    records = selectors.filtered_records(request.user, spec)
     paginator = KnownCountPaginator(selectors.generation_page(records), PAGE_SIZE, totals.requests)
     page = paginator.get_page(request.GET.get("page"))
     context = {
