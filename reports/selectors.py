@@ -18,18 +18,29 @@ from django.db.models import (
     Aggregate,
     Case,
     DecimalField,
+    ExpressionWrapper,
     FloatField,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Sum,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, TruncDate, TruncDay
 
 from billing import rollups
-from billing.models import ApiKey, LimitReset, UsageRecord, UsageStatus, latency_bucket_fields
+from billing.models import (
+    ApiKey,
+    LimitReset,
+    UsageDay,
+    UsageHour,
+    UsageRecord,
+    UsageRollupState,
+    UsageStatus,
+    latency_bucket_fields,
+)
 from reports import sources
 from reports.sources import COST_PLACES, Sources
 
@@ -53,23 +64,35 @@ def period_starts(now: datetime) -> dict[str, datetime]:
 def api_keys_with_period_spend(queryset: QuerySet[ApiKey], now: datetime) -> QuerySet[ApiKey]:
     """Annotate ``period_spend``: USD of the key's usage since its limit period began (all time for "never").
 
-    One correlated subquery per row, in the same query as the list itself.
+    In the same query as the list itself: per row, the daily rollups of the whole days the rollups
+    cover, the hourly ones of the rest they cover, and the raw records after (periods start at midnight).
     """
     starts = period_starts(now)
+    epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
     period_start = Case(
-        *(When(limit_reset=reset, then=Value(start)) for reset, start in starts.items()),
-        default=Value(datetime(1970, 1, 1, tzinfo=now.tzinfo)),
+        *(When(limit_reset=reset, then=Value(start)) for reset, start in starts.items()), default=Value(epoch)
     )
-    spend = (
-        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=OuterRef("period_start"))
-        .order_by()
-        .values("api_key")
-        .annotate(total=Sum("cost"))
-        .values("total")
+    period_day = Case(
+        *(When(limit_reset=reset, then=Value(start.date())) for reset, start in starts.items()),
+        default=Value(epoch.date()),
     )
-    return queryset.annotate(period_start=period_start).annotate(
-        period_spend=Coalesce(Subquery(spend, output_field=_MONEY), Value(ZERO), output_field=_MONEY)
+    # Where the rollups stand (the epoch before their first run: then everything is read raw).
+    covered = Coalesce(Subquery(UsageRollupState.objects.filter(pk=1).values("covered_until")[:1]), Value(epoch))
+    whole_days = TruncDay(covered, tzinfo=UTC)
+    parts = (
+        UsageDay.objects.filter(day__gte=OuterRef("period_day"), day__lt=TruncDate(covered, tzinfo=UTC)),
+        UsageHour.objects.filter(Q(hour__gte=OuterRef("period_start")) & Q(hour__gte=whole_days), hour__lt=covered),
+        UsageRecord.objects.filter(Q(created_at__gte=OuterRef("period_start")) & Q(created_at__gte=covered)),
     )
+    spends = [_key_spend(part) for part in parts]
+    return queryset.annotate(period_start=period_start, period_day=period_day).annotate(
+        period_spend=ExpressionWrapper(spends[0] + spends[1] + spends[2], output_field=_MONEY)
+    )
+
+
+def _key_spend(part: QuerySet[Any]) -> Coalesce:
+    spend = part.filter(api_key=OuterRef("pk")).order_by().values("api_key").annotate(total=Sum("cost")).values("total")
+    return Coalesce(Subquery(spend, output_field=_MONEY), Value(ZERO), output_field=_MONEY)
 
 
 # Usage reports

@@ -101,7 +101,9 @@ def split(
     rolled_from, rolled_to = _ceil_hour(start), min(end, covered_until) if covered_until is not None else start
     if filters.generation_prefix or rolled_to <= rolled_from:
         return Sources(raw=raw.filter(created_at__gte=start, created_at__lt=end))
-    raw = raw.filter(Q(created_at__gte=start, created_at__lt=rolled_from) | Q(created_at__gte=rolled_to, created_at__lt=end))
+    raw = raw.filter(
+        Q(created_at__gte=start, created_at__lt=rolled_from) | Q(created_at__gte=rolled_to, created_at__lt=end)
+    )
     days_from, days_to = _ceil_day(rolled_from), _midnight(floor_hour(rolled_to).date())
     if by_hour or days_to <= days_from:
         return Sources(raw=raw, hours=UsageHour.objects.filter(filters.q(), hour__gte=rolled_from, hour__lt=rolled_to))
