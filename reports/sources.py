@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.db.models.functions import TruncDate, TruncHour
 
 from billing.models import LATENCY_BOUNDS_MS, UsageDay, UsageHour, UsageRecord
@@ -116,10 +116,10 @@ def split(
 
 # Grouped sums over the parts
 
-# A group field that is a time bucket: its expression on each part.
+# A group field that is a time bucket: its expression on each part (None: the part's own field).
 _BUCKETS: dict[str, dict[str, Any]] = {
-    "day": {"raw": TruncDate("created_at", tzinfo=UTC), "hours": TruncDate("hour", tzinfo=UTC), "days": F("day")},
-    "hour": {"raw": TruncHour("created_at", tzinfo=UTC), "hours": F("hour")},
+    "day": {"raw": TruncDate("created_at", tzinfo=UTC), "hours": TruncDate("hour", tzinfo=UTC), "days": None},
+    "hour": {"raw": TruncHour("created_at", tzinfo=UTC), "hours": None},
 }
 
 
@@ -138,7 +138,7 @@ def grouped(sources: Sources, group: Sequence[str], sums: Sequence[str]) -> dict
     every = record_sums()
     found: dict[tuple[Any, ...], dict[str, Any]] = {}
     for part, query in _parts(sources):
-        buckets = {g: _BUCKETS[g][part] for g in group if g in _BUCKETS}
+        buckets = {g: _BUCKETS[g][part] for g in group if g in _BUCKETS and _BUCKETS[g][part] is not None}
         aggregates = rollup_sums(sums) if part != "raw" else {total(s): every[total(s)] for s in sums}
         rows = query.order_by().annotate(**buckets).values(*group).annotate(**aggregates)
         for row in rows:
