@@ -137,7 +137,7 @@ def _fill(records: int, days: int, now: datetime) -> float:
                 _FILL,
                 {
                     "start": start,
-                    "step": step,
+                    "step": f"{step.total_seconds()} seconds",
                     "keys": keys,
                     "nkeys": len(keys),
                     "deployments": deployments,
@@ -212,6 +212,10 @@ def _first_chunk(client: Any, path: str, query: dict[str, str]) -> None:
     asyncio.run(read())
 
 
+def _export(client: Any, path: str) -> Callable[[], None]:
+    return lambda: _first_chunk(client, path, {"range": "30d"})
+
+
 def _measure(runs: int) -> list[tuple[str, float]]:
     from django.contrib.auth.models import User
     from django.db import connection
@@ -237,8 +241,11 @@ def _measure(runs: int) -> list[tuple[str, float]]:
     results = [(label, _time(page(path, query), runs)) for label, path, query in _pages(today, key_id)]
     generation = UsageRecord.objects.order_by("-created_at").values_list("generation_id", flat=True)[0]
     results.append(("one generation", _time(page(f"/usage/generations/{generation}/", {}), runs)))
-    for label, path in (("CSV export, 30 days, first chunk", "/usage/export.csv"), ("JSON export", "/usage/export.json")):
-        results.append((label, _time(lambda p=path: _first_chunk(async_client, p, {"range": "30d"}), runs)))
+    for label, path in (
+        ("CSV export, 30 days, first chunk", "/usage/export.csv"),
+        ("JSON export", "/usage/export.json"),
+    ):
+        results.append((label, _time(_export(async_client, path), runs)))
     connection.close()
     return results
 

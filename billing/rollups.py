@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, ExpressionWrapper, F, Func, IntegerField, Model, Q, QuerySet, Sum, Value
+from django.db.models import Count, ExpressionWrapper, F, Field, Func, IntegerField, Model, Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
@@ -211,12 +211,18 @@ def _hours_to_redo(state: UsageRollupState, until: datetime, max_new: int | None
     return sorted(settled.union(new)), until
 
 
+def _column(model: type[Model], name: str) -> str:
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field) and field.column is not None
+    return field.column
+
+
 def _insert_select(model: type[Model], query: QuerySet[Any, Any]) -> None:
     """INSERT INTO ``model``'s table the rows of a ``values().annotate()`` query, by column name."""
     columns = [*query.query.values_select, *(a.removeprefix("total_") for a in query.query.annotation_select)]
     select_sql, params = query.query.sql_with_params()
     quote = connection.ops.quote_name
-    names = ", ".join(quote(model._meta.get_field(c).column) for c in columns)
+    names = ", ".join(quote(_column(model, c)) for c in columns)
     with connection.cursor() as cursor:
         cursor.execute(f"INSERT INTO {quote(model._meta.db_table)} ({names}) {select_sql}", params)
 

@@ -105,18 +105,19 @@ def overview_rows(user: AbstractBaseUser | AnonymousUser, window: Window) -> Row
 
 def compare_periods(rows: Rows, window: Window) -> Comparison:
     """Spend, requests and tokens in ``window`` and in the period before it."""
-    now = {"cost": ZERO, "requests": 0, "tokens": 0}
-    before = {"cost": ZERO, "requests": 0, "tokens": 0}
+    cost = {True: ZERO, False: ZERO}  # keyed by "in the window" (False: the period before)
+    requests = {True: 0, False: 0}
+    tokens = {True: 0, False: 0}
     for key, sums in rows.items():
-        into = now if key[0] >= window.first_day else before
-        into["cost"] += sums["cost"]
-        into["requests"] += sums["requests"]
-        into["tokens"] += sums["prompt_tokens"] + sums["completion_tokens"]
-    empty = before["requests"] == 0
+        current = key[0] >= window.first_day
+        cost[current] += sums["cost"]
+        requests[current] += sums["requests"]
+        tokens[current] += sums["prompt_tokens"] + sums["completion_tokens"]
+    empty = requests[False] == 0
     return Comparison(
-        spend=Change(now["cost"].quantize(COST_PLACES), before["cost"].quantize(COST_PLACES), empty),
-        requests=Change(now["requests"], before["requests"], empty),
-        tokens=Change(now["tokens"], before["tokens"], empty),
+        spend=Change(cost[True].quantize(COST_PLACES), cost[False].quantize(COST_PLACES), empty),
+        requests=Change(requests[True], requests[False], empty),
+        tokens=Change(tokens[True], tokens[False], empty),
     )
 
 

@@ -286,7 +286,9 @@ def _sorted_report(tables: dict[tuple[str, ...], dict[tuple[Any, ...], Performan
 def performance_report(records: QuerySet[UsageRecord]) -> PerformanceReport:
     """Per model and per deployment figures of ``records``; 3 queries on PostgreSQL, 5 on SQLite."""
     postgres = connection.vendor == "postgresql"
-    tables = {group: _grouped(records, group, postgres) for group in (MODEL_GROUP, DEPLOYMENT_GROUP)}
+    tables: dict[tuple[str, ...], dict[tuple[Any, ...], PerformanceRow]] = {
+        group: _grouped(records, group, postgres) for group in (MODEL_GROUP, DEPLOYMENT_GROUP)
+    }
     if not postgres:
         for group, table in tables.items():
             for key, found in _window_percentiles(records, group).items():
