@@ -253,9 +253,13 @@ class UsageHour(UsageRollup):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["hour", "api_key", *ROLLUP_DIMENSIONS[1:]], name="usage_hour_unique")
+            models.UniqueConstraint(fields=["api_key", "hour", *ROLLUP_DIMENSIONS[1:]], name="usage_hour_unique")
         ]
-        indexes = [models.Index(fields=["api_key", "hour"], name="usage_hour_key")]
+        indexes = [
+            models.Index(fields=["hour"], name="usage_hour_hour"),  # the reports' ranges
+            # A key's spend over a period (budgets, the admin's key list), read from the index alone.
+            models.Index(fields=["api_key", "hour", "cost"], name="usage_hour_key_cost"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00} {self.api_key_id} {self.model_name} {self.status}"
@@ -268,9 +272,13 @@ class UsageDay(UsageRollup):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["day", "api_key", *ROLLUP_DIMENSIONS[1:]], name="usage_day_unique")
+            models.UniqueConstraint(fields=["api_key", "day", *ROLLUP_DIMENSIONS[1:]], name="usage_day_unique")
         ]
-        indexes = [models.Index(fields=["api_key", "day"], name="usage_day_key")]
+        indexes = [
+            models.Index(fields=["day"], name="usage_day_day"),  # the reports' ranges
+            # A key's spend over a period (budgets, the admin's key list), read from the index alone.
+            models.Index(fields=["api_key", "day", "cost"], name="usage_day_key_cost"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.api_key_id} {self.model_name} {self.status}"

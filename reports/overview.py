@@ -16,7 +16,6 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from billing import rollups
 from billing.models import UsageRecord, UsageStatus
 from billing.periods import midnight, period_bounds
 from reports import selectors, sources
@@ -94,12 +93,12 @@ _SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost")
 Rows = dict[tuple[Any, ...], dict[str, Any]]
 
 
-def overview_rows(user: AbstractBaseUser | AnonymousUser, window: Window) -> Rows:
+def overview_rows(user: AbstractBaseUser | AnonymousUser, window: Window, covered_until: datetime | None) -> Rows:
     """Requests, tokens and cost per day, key, model and vendor over ``window`` and the period before it.
 
-    Two queries: where the rollups stand, then one grouped query per part (daily rollups, hourly, raw).
+    One grouped query per part (daily rollups, hourly rollups, raw records).
     """
-    parts = sources.split(window.previous_start, window.end, sources.user_filters(user), rollups.covered_until())
+    parts = sources.split(window.previous_start, window.end, sources.user_filters(user), covered_until)
     return sources.grouped(parts, _GROUP, _SUMS)
 
 
@@ -241,7 +240,7 @@ class Budget:
         return self.limit is not None and self.used >= self.limit
 
 
-def key_budgets(user: AbstractBaseUser | AnonymousUser, now: datetime) -> list[Budget]:
+def key_budgets(user: AbstractBaseUser | AnonymousUser, now: datetime, covered_until: datetime | None) -> list[Budget]:
     """Every unrevoked key ``user`` may see with its spend this limit period and what it holds now. One query."""
     held = (
         UsageRecord.objects.filter(api_key=OuterRef("pk"), status=UsageStatus.IN_PROGRESS, reserved_until__gt=now)
@@ -251,7 +250,7 @@ def key_budgets(user: AbstractBaseUser | AnonymousUser, now: datetime) -> list[B
         .values("total")
     )
     keys = selectors.api_keys_with_period_spend(
-        selectors.visible_keys(user).filter(revoked_at__isnull=True), now
+        selectors.visible_keys(user).filter(revoked_at__isnull=True), now, covered_until
     ).annotate(held=Coalesce(Subquery(held, output_field=_MONEY), Value(ZERO), output_field=_MONEY))
     budgets = []
     for key in keys:

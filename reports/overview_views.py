@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from billing import rollups
 from reports import charts, overview
 from reports.forms import NamedRangeForm
 
@@ -50,7 +51,8 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
         return render(request, "reports/overview.html", {"form": form, "report": False}, status=400)
     now = timezone.now()
     window = overview.Window.ending(now.date(), form.day_count)
-    rows = overview.overview_rows(request.user, window)
+    covered = rollups.covered_until()
+    rows = overview.overview_rows(request.user, window, covered)
     keys = overview.spend_by_key(rows, window)
     context = {
         "form": form,
@@ -64,7 +66,7 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
             ("Top vendors by spend", "top-vendors", _with_trends(overview.spend_by_vendor(rows, window))),
         ],
         "key_chart": _key_chart(window, keys),
-        "budgets": overview.key_budgets(request.user, now),
+        "budgets": overview.key_budgets(request.user, now, covered),
         "trend_width": overview.TREND_WIDTH,
         "trend_height": overview.TREND_HEIGHT,
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,14 +21,13 @@ from django.db.models import (
     ExpressionWrapper,
     FloatField,
     OuterRef,
-    Q,
     QuerySet,
     Subquery,
     Sum,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, TruncDate, TruncDay
+from django.db.models.functions import Coalesce
 
 from billing import rollups
 from billing.models import (
@@ -37,7 +36,6 @@ from billing.models import (
     UsageDay,
     UsageHour,
     UsageRecord,
-    UsageRollupState,
     UsageStatus,
     latency_bucket_fields,
 )
@@ -61,33 +59,35 @@ def period_starts(now: datetime) -> dict[str, datetime]:
     }
 
 
-def api_keys_with_period_spend(queryset: QuerySet[ApiKey], now: datetime) -> QuerySet[ApiKey]:
+def api_keys_with_period_spend(
+    queryset: QuerySet[ApiKey], now: datetime, covered_until: datetime | None
+) -> QuerySet[ApiKey]:
     """Annotate ``period_spend``: USD of the key's usage since its limit period began (all time for "never").
 
     In the same query as the list itself: per row, the daily rollups of the whole days the rollups
-    cover, the hourly ones of the rest they cover, and the raw records after (periods start at midnight).
+    cover (``covered_until``, from ``billing.rollups.covered_until``), the hourly ones of the rest they
+    cover, and the raw records after. One set of subqueries per kind of period, each with its start
+    as a literal: PostgreSQL runs only the matching one, and plans it knowing how much it reads (a
+    start it cannot see made it scan every key's rollups by date).
     """
-    starts = period_starts(now)
-    epoch = datetime(1970, 1, 1, tzinfo=now.tzinfo)
-    period_start = Case(
-        *(When(limit_reset=reset, then=Value(start)) for reset, start in starts.items()), default=Value(epoch)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    spends = [
+        When(limit_reset=reset, then=_spend_since(start, covered_until)) for reset, start in period_starts(now).items()
+    ]
+    return queryset.annotate(
+        period_spend=Case(*spends, default=_spend_since(epoch, covered_until), output_field=_MONEY)
     )
-    period_day = Case(
-        *(When(limit_reset=reset, then=Value(start.date())) for reset, start in starts.items()),
-        default=Value(epoch.date()),
-    )
-    # Where the rollups stand (the epoch before their first run: then everything is read raw).
-    covered = Coalesce(Subquery(UsageRollupState.objects.filter(pk=1).values("covered_until")[:1]), Value(epoch))
-    whole_days = TruncDay(covered, tzinfo=UTC)
-    parts = (
-        UsageDay.objects.filter(day__gte=OuterRef("period_day"), day__lt=TruncDate(covered, tzinfo=UTC)),
-        UsageHour.objects.filter(Q(hour__gte=OuterRef("period_start")) & Q(hour__gte=whole_days), hour__lt=covered),
-        UsageRecord.objects.filter(Q(created_at__gte=OuterRef("period_start")) & Q(created_at__gte=covered)),
-    )
-    spends = [_key_spend(part) for part in parts]
-    return queryset.annotate(period_start=period_start, period_day=period_day).annotate(
-        period_spend=ExpressionWrapper(spends[0] + spends[1] + spends[2], output_field=_MONEY)
-    )
+
+
+def _spend_since(start: datetime, covered_until: datetime | None) -> Any:
+    """A key's spend from ``start`` (a midnight) on: rollups up to ``covered_until``, raw records after."""
+    if covered_until is None or covered_until <= start:
+        return _key_spend(UsageRecord.objects.filter(created_at__gte=start))
+    covered_day = max(start, datetime.combine(covered_until.astimezone(UTC).date(), time.min, tzinfo=UTC))
+    days = _key_spend(UsageDay.objects.filter(day__gte=start.date(), day__lt=covered_day.date()))
+    hours = _key_spend(UsageHour.objects.filter(hour__gte=covered_day, hour__lt=covered_until))
+    raw = _key_spend(UsageRecord.objects.filter(created_at__gte=covered_until))
+    return ExpressionWrapper(days + hours + raw, output_field=_MONEY)
 
 
 def _key_spend(part: QuerySet[Any]) -> Coalesce:
