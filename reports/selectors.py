@@ -21,6 +21,7 @@ from django.db.models import (
     ExpressionWrapper,
     FloatField,
     OuterRef,
+    Q,
     QuerySet,
     Subquery,
     Sum,
@@ -309,8 +310,26 @@ _CSV_FIELDS = tuple(field for _, field in _CSV)
 
 
 def csv_rows_query(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord, tuple[Any, ...]]:
-    """The rows of the CSV export, newest first, as tuples in ``CSV_COLUMNS`` order."""
-    return records.order_by("-created_at", "-pk").values_list(*_CSV_FIELDS)
+    """The rows of the CSV export, newest first, as tuples in ``CSV_COLUMNS`` order and then the record's pk."""
+    return records.order_by("-created_at", "-pk").values_list(*_CSV_FIELDS, "pk")
+
+
+# Where created_at sits in a CSV row (the export pages on it and the pk).
+CSV_CREATED_AT = _CSV_FIELDS.index("created_at")
+
+
+def csv_rows_after(
+    query: QuerySet[UsageRecord, tuple[Any, ...]], after: tuple[Any, ...] | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """The next ``limit`` rows of ``csv_rows_query`` after the row ``after`` (from the start when None).
+
+    Pages by (created_at, pk), each page one indexed query: a server-side cursor outside a
+    transaction is WITH HOLD on PostgreSQL, which computes the whole result before the first row.
+    """
+    if after is not None:
+        created_at, pk = after[CSV_CREATED_AT], after[-1]
+        query = query.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
+    return list(query[:limit])
 
 
 def generation_page(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
