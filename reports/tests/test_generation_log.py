@@ -13,7 +13,7 @@ from asgiref.sync import async_to_sync
 from django.urls import reverse
 
 from billing.models import UsageStatus
-from reports import views
+from reports import selectors, views
 from reports.tests.conftest import NOW, People, record
 from reports.tests.test_usage_reports import csv_rows
 from routing.models import RouterModel
@@ -196,13 +196,13 @@ def test_json_export_streams_in_bounded_pieces(client, people: People, monkeypat
     made = [record(people.owner_key, NOW - timedelta(minutes=i)) for i in range(60)]
     client.force_login(people.owner)
     fetched: list[int] = []
-    next_rows = views._next_rows
+    next_rows = selectors.csv_rows_after
 
-    def counted(rows: Any) -> list[tuple[Any, ...]]:
+    def counted(*args: Any) -> list[tuple[Any, ...]]:
         fetched.append(1)
-        return next_rows(rows)
+        return next_rows(*args)
 
-    monkeypatch.setattr(views, "_next_rows", counted)
+    monkeypatch.setattr(selectors, "csv_rows_after", counted)
 
     parts = pieces(client.get(reverse("reports:json"), {"range": "today"}))
 
