@@ -129,6 +129,8 @@ class UsageRecord(models.Model):
             models.Index(fields=["vendor_name", "created_at"], name="usage_vendor_created"),
             # The usage report's error code filter: few records per code, so the range is read from here.
             models.Index(fields=["error_code", "created_at"], name="usage_error_created"),
+            # The rollup job finds the hours to redo from the records settled since its last run.
+            models.Index(fields=["finished_at"], name="usage_finished"),
             # The holds admission sums: only in-progress records, so the index stays small.
             models.Index(
                 fields=["api_key", "reserved_until"],
@@ -175,3 +177,125 @@ class RouterInstance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid} ({self.id})"
+
+
+# Latency histogram of the rollups: bucket i holds values in [LATENCY_BOUNDS_MS[i], LATENCY_BOUNDS_MS[i + 1]),
+# the last one everything from its bound up. Each bucket is at most half as wide as its lower bound (10 ms
+# for the first), so a percentile read from the buckets is within half the exact value plus 10 ms of it
+# (reports.sources.percentile; README "Reports at scale").
+LATENCY_BOUNDS_MS = (
+    0, 10, 15, 20, 25, 30, 40, 50, 60, 80, 100, 125, 150, 200, 250, 300, 400, 500, 600, 800,
+    1_000, 1_250, 1_500, 2_000, 2_500, 3_000, 4_000, 5_000, 6_000, 8_000, 10_000, 12_500, 15_000,
+    20_000, 25_000, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000, 125_000, 150_000, 200_000,
+    300_000, 450_000,
+)  # fmt: skip
+LATENCY_METRICS = ("first_token_ms", "duration_ms")
+
+
+def latency_bucket_fields(metric: str) -> tuple[str, ...]:
+    """The rollup columns counting ``metric``'s values per bucket of LATENCY_BOUNDS_MS."""
+    return tuple(f"{metric}_b{i:02d}" for i in range(len(LATENCY_BOUNDS_MS)))
+
+
+# The rollups' grouping, the same names as UsageRecord's fields (api_key as its column).
+ROLLUP_DIMENSIONS = (
+    "api_key_id",
+    "model_name",
+    "vendor_name",
+    "deployment_id",
+    "upstream_model",
+    "status",
+    "error_code",
+)
+
+
+class UsageRollup(models.Model):
+    """Sums of the usage records of one period and one combination of ROLLUP_DIMENSIONS.
+
+    Written only by ``billing.rollups`` (recomputed whole from the records), read by the reports.
+    """
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+", db_index=False)
+    model_name = models.CharField(max_length=128)
+    vendor_name = models.CharField(max_length=64, blank=True)
+    # The records' deployment id as it was (no foreign key: a deleted deployment keeps its history).
+    deployment_id = models.IntegerField(null=True, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=12, choices=UsageStatus.choices)
+    error_code = models.CharField(max_length=64, blank=True)
+
+    requests = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cached_tokens = models.PositiveBigIntegerField(default=0)
+    reasoning_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=18, decimal_places=8, default=Decimal("0"))  # USD
+    # Requests whose attempts list holds more than one attempt.
+    fallbacks = models.PositiveIntegerField(default=0)
+    # Completed streamed requests with both timings: completion tokens and ms from first token to end.
+    stream_tokens = models.PositiveBigIntegerField(default=0)
+    stream_ms = models.BigIntegerField(default=0)
+    # Requests with each timing, and the timings' sums (ms), for averages.
+    first_token_count = models.PositiveIntegerField(default=0)
+    first_token_ms_sum = models.PositiveBigIntegerField(default=0)
+    duration_count = models.PositiveIntegerField(default=0)
+    duration_ms_sum = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+for _metric in LATENCY_METRICS:
+    for _name in latency_bucket_fields(_metric):
+        UsageRollup.add_to_class(_name, models.PositiveIntegerField(default=0))
+
+
+class UsageHour(UsageRollup):
+    """The usage records created in one UTC hour (``hour`` is its start)."""
+
+    hour = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "hour", *ROLLUP_DIMENSIONS[1:]], name="usage_hour_unique")
+        ]
+        indexes = [
+            models.Index(fields=["hour"], name="usage_hour_hour"),  # the reports' ranges
+            # A key's spend over a period (budgets, the admin's key list), read from the index alone.
+            models.Index(fields=["api_key", "hour", "cost"], name="usage_hour_key_cost"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.api_key_id} {self.model_name} {self.status}"
+
+
+class UsageDay(UsageRollup):
+    """The usage records created on one UTC day: the sum of that day's UsageHour rows."""
+
+    day = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "day", *ROLLUP_DIMENSIONS[1:]], name="usage_day_unique")
+        ]
+        indexes = [
+            models.Index(fields=["day"], name="usage_day_day"),  # the reports' ranges
+            # A key's spend over a period (budgets, the admin's key list), read from the index alone.
+            models.Index(fields=["api_key", "day", "cost"], name="usage_day_key_cost"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.api_key_id} {self.model_name} {self.status}"
+
+
+class UsageRollupState(models.Model):
+    """Where the rollups stand (one row): every UTC hour before ``covered_until`` is rolled up."""
+
+    covered_until = models.DateTimeField(null=True, blank=True)
+    # The last refresh's time: records settled after it (less a margin) have their hours redone.
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    # Raw records before this hour were pruned: those hours are never recomputed (their rollups stay).
+    pruned_before = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"rolled up until {self.covered_until}"

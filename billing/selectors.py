@@ -7,18 +7,19 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from datetime import time as day_time
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Case, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import Case, DecimalField, ExpressionWrapper, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing import credit, keys
 from billing.errors import KeyRefused
-from billing.models import ApiKey, KeyUsageDay, LimitReset, UsageRecord
+from billing.models import ApiKey, KeyUsageDay, LimitReset, UsageDay, UsageHour, UsageRecord
 from billing.periods import day_of, midnight, month_start, period_bounds, week_start
 
 
@@ -228,25 +229,43 @@ def key_overview(key_id: int, now: datetime) -> KeyOverview:
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
 
 
-def api_keys_with_period_spend(queryset: QuerySet[ApiKey], now: datetime) -> QuerySet[ApiKey]:
+def period_starts(now: datetime) -> dict[str, datetime]:
+    """Return where the current limit period began for each kind of ``limit_reset`` that has one."""
+    resets = (LimitReset.DAILY, LimitReset.WEEKLY, LimitReset.MONTHLY)
+    return {reset: midnight(start) for reset in resets if (start := period_bounds(reset, now)[0]) is not None}
+
+
+def api_keys_with_period_spend(
+    queryset: QuerySet[ApiKey], now: datetime, covered_until: datetime | None
+) -> QuerySet[ApiKey]:
     """Annotate ``period_spend``: USD of the key's usage since its limit period began (all time for "never").
 
-    One correlated subquery per row, in the same query as the list itself.
+    In the same query as the list itself: per row, the daily rollups of the whole days the rollups
+    cover (``covered_until``, from ``billing.rollups.covered_until``), the hourly ones of the rest they
+    cover, and the raw records after. One set of subqueries per kind of period, each with its start
+    as a literal: PostgreSQL runs only the matching one, and plans it knowing how much it reads (a
+    start it cannot see made it scan every key's rollups by date).
     """
-    starts = {
-        reset: period_bounds(reset, now)[0] for reset in (LimitReset.DAILY, LimitReset.WEEKLY, LimitReset.MONTHLY)
-    }
-    period_start = Case(
-        *(When(limit_reset=reset, then=Value(midnight(start))) for reset, start in starts.items() if start),
-        default=Value(datetime(1970, 1, 1, tzinfo=now.tzinfo)),
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    spends = [
+        When(limit_reset=reset, then=_spend_since(start, covered_until)) for reset, start in period_starts(now).items()
+    ]
+    return queryset.annotate(
+        period_spend=Case(*spends, default=_spend_since(epoch, covered_until), output_field=_MONEY)
     )
-    spend = (
-        UsageRecord.objects.filter(api_key=OuterRef("pk"), created_at__gte=OuterRef("period_start"))
-        .order_by()
-        .values("api_key")
-        .annotate(total=Sum("cost"))
-        .values("total")
-    )
-    return queryset.annotate(period_start=period_start).annotate(
-        period_spend=Coalesce(Subquery(spend, output_field=_MONEY), Value(Decimal(0)), output_field=_MONEY)
-    )
+
+
+def _spend_since(start: datetime, covered_until: datetime | None) -> Any:
+    """A key's spend from ``start`` (a midnight) on: rollups up to ``covered_until``, raw records after."""
+    if covered_until is None or covered_until <= start:
+        return _key_spend(UsageRecord.objects.filter(created_at__gte=start))
+    covered_day = max(start, datetime.combine(covered_until.astimezone(UTC).date(), day_time.min, tzinfo=UTC))
+    days = _key_spend(UsageDay.objects.filter(day__gte=start.date(), day__lt=covered_day.date()))
+    hours = _key_spend(UsageHour.objects.filter(hour__gte=covered_day, hour__lt=covered_until))
+    raw = _key_spend(UsageRecord.objects.filter(created_at__gte=covered_until))
+    return ExpressionWrapper(days + hours + raw, output_field=_MONEY)
+
+
+def _key_spend(part: QuerySet[Any]) -> Coalesce:
+    spend = part.filter(api_key=OuterRef("pk")).order_by().values("api_key").annotate(total=Sum("cost")).values("total")
+    return Coalesce(Subquery(spend, output_field=_MONEY), Value(Decimal(0)), output_field=_MONEY)

@@ -10,15 +10,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import DecimalField, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 
 from billing.models import UsageRecord, UsageStatus
 from billing.periods import midnight, period_bounds
 from billing.selectors import api_keys_with_period_spend
-from reports import selectors
+from reports import selectors, sources
 from reports.selectors import COST_PLACES, ZERO
 
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
@@ -87,28 +88,36 @@ class Comparison:
     tokens: Change
 
 
-def compare_periods(records: QuerySet[UsageRecord], window: Window) -> Comparison:
-    """Spend, requests and tokens in ``window`` and in the period before it. One query."""
-    now_q = Q(created_at__gte=window.start, created_at__lt=window.end)
-    before_q = Q(created_at__gte=window.previous_start, created_at__lt=window.start)
-    tokens = F("prompt_tokens") + F("completion_tokens")
-    row = (
-        records.filter(created_at__gte=window.previous_start, created_at__lt=window.end)
-        .order_by()
-        .aggregate(
-            spend=Coalesce(Sum("cost", filter=now_q), Value(ZERO), output_field=_MONEY),
-            spend_before=Coalesce(Sum("cost", filter=before_q), Value(ZERO), output_field=_MONEY),
-            requests=Count("pk", filter=now_q),
-            requests_before=Count("pk", filter=before_q),
-            tokens=Coalesce(Sum(tokens, filter=now_q), 0),
-            tokens_before=Coalesce(Sum(tokens, filter=before_q), 0),
-        )
-    )
-    empty = row["requests_before"] == 0
+# The overview's one grouping: every figure of the page is summed from these rows.
+_GROUP = ("day", "api_key_id", "api_key__name", "api_key__prefix", "model_name", "vendor_name")
+_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost")
+Rows = dict[tuple[Any, ...], dict[str, Any]]
+
+
+def overview_rows(user: AbstractBaseUser | AnonymousUser, window: Window, covered_until: datetime | None) -> Rows:
+    """Requests, tokens and cost per day, key, model and vendor over ``window`` and the period before it.
+
+    One grouped query per part (daily rollups, hourly rollups, raw records).
+    """
+    parts = sources.split(window.previous_start, window.end, sources.user_filters(user), covered_until)
+    return sources.grouped(parts, _GROUP, _SUMS)
+
+
+def compare_periods(rows: Rows, window: Window) -> Comparison:
+    """Spend, requests and tokens in ``window`` and in the period before it."""
+    cost = {True: ZERO, False: ZERO}  # keyed by "in the window" (False: the period before)
+    requests = {True: 0, False: 0}
+    tokens = {True: 0, False: 0}
+    for key, sums in rows.items():
+        current = key[0] >= window.first_day
+        cost[current] += sums["cost"]
+        requests[current] += sums["requests"]
+        tokens[current] += sums["prompt_tokens"] + sums["completion_tokens"]
+    empty = requests[False] == 0
     return Comparison(
-        spend=Change(row["spend"].quantize(COST_PLACES), row["spend_before"].quantize(COST_PLACES), empty),
-        requests=Change(row["requests"], row["requests_before"], empty),
-        tokens=Change(row["tokens"], row["tokens_before"], empty),
+        spend=Change(cost[True].quantize(COST_PLACES), cost[False].quantize(COST_PLACES), empty),
+        requests=Change(requests[True], requests[False], empty),
+        tokens=Change(tokens[True], tokens[False], empty),
     )
 
 
@@ -125,20 +134,15 @@ class Spender:
     daily: tuple[Decimal, ...]
 
 
-def _daily_spend(
-    records: QuerySet[UsageRecord], window: Window, fields: tuple[str, ...]
-) -> dict[tuple[str, ...], dict[date, Decimal]]:
-    """Spend per ``fields`` value and UTC day in ``window``. One query."""
-    rows = (
-        records.filter(created_at__gte=window.start, created_at__lt=window.end)
-        .order_by()
-        .annotate(day=TruncDate("created_at"))
-        .values("day", *fields)
-        .annotate(spent=Coalesce(Sum("cost"), Value(ZERO), output_field=_MONEY))
-    )
+def _daily_spend(rows: Rows, window: Window, fields: tuple[str, ...]) -> dict[tuple[str, ...], dict[date, Decimal]]:
+    """Spend per ``fields`` value and UTC day in ``window``."""
+    at = [_GROUP.index(f) for f in fields]
     spend: dict[tuple[str, ...], dict[date, Decimal]] = defaultdict(dict)
-    for row in rows:
-        spend[tuple(str(row[f]) for f in fields)][row["day"]] = row["spent"].quantize(COST_PLACES)
+    for key, sums in rows.items():
+        day = key[0]
+        if day >= window.first_day:
+            days = spend[tuple(str(key[i]) for i in at)]
+            days[day] = days.get(day, ZERO) + sums["cost"]
     return spend
 
 
@@ -155,17 +159,17 @@ def _ranked(spend: dict[tuple[str, ...], dict[date, Decimal]], window: Window) -
     return sorted(spenders, key=lambda s: (-s.spend, s.label, s.detail))
 
 
-def spend_by_key(records: QuerySet[UsageRecord], window: Window) -> list[Spender]:
-    """Every key with usage in ``window``, most spent first. One query."""
-    return _ranked(_daily_spend(records, window, ("api_key_id", "api_key__name", "api_key__prefix")), window)
+def spend_by_key(rows: Rows, window: Window) -> list[Spender]:
+    """Every key with usage in ``window``, most spent first."""
+    return _ranked(_daily_spend(rows, window, ("api_key_id", "api_key__name", "api_key__prefix")), window)
 
 
-def spend_by_model(records: QuerySet[UsageRecord], window: Window) -> list[Spender]:
-    return _ranked(_daily_spend(records, window, ("model_name",)), window)
+def spend_by_model(rows: Rows, window: Window) -> list[Spender]:
+    return _ranked(_daily_spend(rows, window, ("model_name",)), window)
 
 
-def spend_by_vendor(records: QuerySet[UsageRecord], window: Window) -> list[Spender]:
-    return _ranked(_daily_spend(records, window, ("vendor_name",)), window)
+def spend_by_vendor(rows: Rows, window: Window) -> list[Spender]:
+    return _ranked(_daily_spend(rows, window, ("vendor_name",)), window)
 
 
 def fold_keys(spenders: list[Spender], shown: int = CHART_KEYS) -> list[Spender]:
@@ -237,7 +241,7 @@ class Budget:
         return self.limit is not None and self.used >= self.limit
 
 
-def key_budgets(user: AbstractBaseUser | AnonymousUser, now: datetime) -> list[Budget]:
+def key_budgets(user: AbstractBaseUser | AnonymousUser, now: datetime, covered_until: datetime | None) -> list[Budget]:
     """Every unrevoked key ``user`` may see with its spend this limit period and what it holds now. One query."""
     held = (
         UsageRecord.objects.filter(api_key=OuterRef("pk"), status=UsageStatus.IN_PROGRESS, reserved_until__gt=now)
@@ -246,9 +250,9 @@ def key_budgets(user: AbstractBaseUser | AnonymousUser, now: datetime) -> list[B
         .annotate(total=Sum("reserved_cost"))
         .values("total")
     )
-    keys = api_keys_with_period_spend(selectors.visible_keys(user).filter(revoked_at__isnull=True), now).annotate(
-        held=Coalesce(Subquery(held, output_field=_MONEY), Value(ZERO), output_field=_MONEY)
-    )
+    keys = api_keys_with_period_spend(
+        selectors.visible_keys(user).filter(revoked_at__isnull=True), now, covered_until
+    ).annotate(held=Coalesce(Subquery(held, output_field=_MONEY), Value(ZERO), output_field=_MONEY))
     budgets = []
     for key in keys:
         _, next_start = period_bounds(key.limit_reset, now)

@@ -9,7 +9,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from reports import charts, overview, selectors
+from billing import rollups
+from reports import charts, overview
 from reports.forms import NamedRangeForm
 
 
@@ -50,21 +51,22 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
         return render(request, "reports/overview.html", {"form": form, "report": False}, status=400)
     now = timezone.now()
     window = overview.Window.ending(now.date(), form.day_count)
-    records = selectors.visible_records(request.user)
-    keys = overview.spend_by_key(records, window)
+    covered = rollups.covered_until()
+    rows = overview.overview_rows(request.user, window, covered)
+    keys = overview.spend_by_key(rows, window)
     context = {
         "form": form,
         "report": True,
         "window": window,
         "range_label": form.label,
-        "comparisons": _comparisons(overview.compare_periods(records, window)),
+        "comparisons": _comparisons(overview.compare_periods(rows, window)),
         "top_tables": [
             ("Top keys by spend", "top-keys", _with_trends(keys)),
-            ("Top models by spend", "top-models", _with_trends(overview.spend_by_model(records, window))),
-            ("Top vendors by spend", "top-vendors", _with_trends(overview.spend_by_vendor(records, window))),
+            ("Top models by spend", "top-models", _with_trends(overview.spend_by_model(rows, window))),
+            ("Top vendors by spend", "top-vendors", _with_trends(overview.spend_by_vendor(rows, window))),
         ],
         "key_chart": _key_chart(window, keys),
-        "budgets": overview.key_budgets(request.user, now),
+        "budgets": overview.key_budgets(request.user, now, covered),
         "trend_width": overview.TREND_WIDTH,
         "trend_height": overview.TREND_HEIGHT,
     }

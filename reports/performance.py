@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, ExpressionWrapper, F, Func, IntegerField, Q, QuerySet, Sum
+from django.db.models import Count, ExpressionWrapper, F, IntegerField, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
-from billing.models import UsageRecord, UsageStatus
+from billing.models import LATENCY_BOUNDS_MS, UsageRecord, UsageStatus, latency_bucket_fields
+from billing.rollups import THROUGHPUT, JSONArrayLength
+from reports import sources
 from reports.selectors import PercentileCont
+from reports.sources import Sources
 from routing.health import RedisCooldowns, cooldowns
 
 PERCENTILES = (("p50", 0.5), ("p95", 0.95))
@@ -40,21 +43,7 @@ MODEL_GROUP = ("model_name",)
 DEPLOYMENT_GROUP = ("deployment_id", "vendor_name", "upstream_model")
 
 
-class JSONArrayLength(Func):
-    """The number of elements of a JSON array column (``json_array_length`` / ``jsonb_array_length``)."""
-
-    function = "json_array_length"
-    output_field = IntegerField()
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # jsonb_array_length fails on a non-array; SQLite's json_array_length answers 0 there, and so does this.
-        template = (
-            "CASE WHEN jsonb_typeof(%(expressions)s) = 'array' THEN jsonb_array_length(%(expressions)s) ELSE 0 END"
-        )
-        return self.as_sql(compiler, connection, template=template, **extra)
-
-
-_THROUGHPUT = Q(status=UsageStatus.COMPLETED, streamed=True, first_token_ms__isnull=False, duration_ms__isnull=False)
+_THROUGHPUT = THROUGHPUT
 
 
 @dataclass
@@ -233,10 +222,73 @@ def _error_codes(records: QuerySet[UsageRecord]) -> list[dict[str, Any]]:
     )
 
 
+def performance_report_of(parts: Sources) -> PerformanceReport:
+    """Per model and per deployment figures; exact over raw records alone, from the rollups where they take part.
+
+    With rollups: one grouped query per part, the percentiles read from the latency histograms (within
+    the bucket of the exact value). Raw records alone: ``performance_report``.
+    """
+    if not parts.rolled:
+        return performance_report(parts.raw)
+    rows = sources.grouped(parts, _ROLLED_GROUP, _ROLLED_SUMS)
+    tables: dict[tuple[str, ...], dict[tuple[Any, ...], PerformanceRow]] = {MODEL_GROUP: {}, DEPLOYMENT_GROUP: {}}
+    histograms: dict[tuple[Any, ...], dict[str, list[int]]] = {}
+    for key, sums in rows.items():
+        found = dict(zip(_ROLLED_GROUP, key, strict=True))
+        for group, table in tables.items():
+            group_key = tuple(found[g] for g in group)
+            row = table.setdefault(group_key, PerformanceRow(key=group_key))
+            _add(row, found, sums)
+            into = histograms.setdefault((group, *group_key), {m: [0] * len(LATENCY_BOUNDS_MS) for m in METRICS})
+            for metric in METRICS:
+                for i, name in enumerate(latency_bucket_fields(metric)):
+                    into[metric][i] += sums[name]
+    for group, table in tables.items():
+        for group_key, row in table.items():
+            counts = histograms[(group, *group_key)]
+            row.percentiles = {
+                f"{m}_{name}": sources.percentile(counts[m], p) for m in METRICS for name, p in PERCENTILES
+            }
+    return _sorted_report(tables)
+
+
+_ROLLED_GROUP = (*MODEL_GROUP, *DEPLOYMENT_GROUP, "status", "error_code")
+_ROLLED_SUMS = (
+    "requests",
+    "fallbacks",
+    "stream_tokens",
+    "stream_ms",
+    *(name for metric in METRICS for name in latency_bucket_fields(metric)),
+)
+
+
+def _add(row: PerformanceRow, found: dict[str, Any], sums: dict[str, Any]) -> None:
+    """Add one (model, deployment, status, error code) row's sums to a model's or a deployment's row."""
+    row.requests += sums["requests"]
+    row.fallbacks += sums["fallbacks"]
+    row.stream_tokens += sums["stream_tokens"]
+    row.stream_ms += sums["stream_ms"]
+    if found["status"] == UsageStatus.ERROR:
+        row.errors += sums["requests"]
+        code = found["error_code"] or "(no code)"
+        row.error_codes[code] = row.error_codes.get(code, 0) + sums["requests"]
+
+
+def _sorted_report(tables: dict[tuple[str, ...], dict[tuple[Any, ...], PerformanceRow]]) -> PerformanceReport:
+    models = sorted(tables[MODEL_GROUP].values(), key=lambda r: (-r.requests, r.model_name))
+    deployments = sorted(
+        tables[DEPLOYMENT_GROUP].values(),
+        key=lambda r: (r.deployment_id is None, -r.requests, r.vendor_name, r.upstream_model),
+    )
+    return PerformanceReport(models=models, deployments=deployments)
+
+
 def performance_report(records: QuerySet[UsageRecord]) -> PerformanceReport:
     """Per model and per deployment figures of ``records``; 3 queries on PostgreSQL, 5 on SQLite."""
     postgres = connection.vendor == "postgresql"
-    tables = {group: _grouped(records, group, postgres) for group in (MODEL_GROUP, DEPLOYMENT_GROUP)}
+    tables: dict[tuple[str, ...], dict[tuple[Any, ...], PerformanceRow]] = {
+        group: _grouped(records, group, postgres) for group in (MODEL_GROUP, DEPLOYMENT_GROUP)
+    }
     if not postgres:
         for group, table in tables.items():
             for key, found in _window_percentiles(records, group).items():
@@ -246,12 +298,7 @@ def performance_report(records: QuerySet[UsageRecord]) -> PerformanceReport:
         for group, table in tables.items():
             entry = table[tuple(row[g] for g in group)]
             entry.error_codes[code] = entry.error_codes.get(code, 0) + row["n"]
-    models = sorted(tables[MODEL_GROUP].values(), key=lambda r: (-r.requests, r.model_name))
-    deployments = sorted(
-        tables[DEPLOYMENT_GROUP].values(),
-        key=lambda r: (r.deployment_id is None, -r.requests, r.vendor_name, r.upstream_model),
-    )
-    return PerformanceReport(models=models, deployments=deployments)
+    return _sorted_report(tables)
 
 
 async def cooling_now(deployment_ids: Collection[int]) -> set[int] | None:

@@ -14,8 +14,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from billing.models import UsageRecord
-from reports import performance
+from billing import rollups
+from reports import performance, sources
 from reports.forms import NamedRangeForm
 
 
@@ -31,10 +31,10 @@ def performance_report(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, "reports/performance.html", {"form": form, "report": False}, status=400)
     first, last = form.days(timezone.now().date())
-    records = UsageRecord.objects.filter(
-        created_at__gte=_midnight(first), created_at__lt=_midnight(last + timedelta(days=1))
+    parts = sources.split(
+        _midnight(first), _midnight(last + timedelta(days=1)), sources.Filters(), rollups.covered_until()
     )
-    report = performance.performance_report(records)
+    report = performance.performance_report_of(parts)
     ids = {row.deployment_id for row in report.deployments if row.deployment_id is not None}
     cooling = async_to_sync(performance.cooling_now)(ids) if ids else set()
     performance.mark_cooling(report.deployments, cooling)

@@ -1,4 +1,4 @@
-"""Reads behind the usage reports. Every figure is aggregated in the database.
+"""Reads behind the usage reports and the admin key list. Every figure is aggregated in the database.
 
 Each function is one query (the SQLite median is the one exception, documented below), so a
 report page costs a fixed number of queries whatever the number of records.
@@ -16,21 +16,23 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import (
     Aggregate,
-    Count,
     DecimalField,
     FloatField,
     Q,
     QuerySet,
-    Sum,
-    Value,
 )
-from django.db.models.functions import Coalesce, TruncDate, TruncHour
 
-from billing.models import ApiKey, UsageRecord, UsageStatus
+from billing import rollups
+from billing.models import (
+    ApiKey,
+    UsageRecord,
+    UsageStatus,
+    latency_bucket_fields,
+)
+from reports import sources
+from reports.sources import COST_PLACES, Sources
 
 ZERO = Decimal("0")
-# Costs are stored to 8 decimal places; SQLite sums come back with float noise digits.
-COST_PLACES = Decimal("0.00000001")
 _MONEY: DecimalField[Decimal, Decimal] = DecimalField(max_digits=18, decimal_places=8)
 
 
@@ -124,8 +126,6 @@ class Totals:
 
 def _median_ordered(records: QuerySet[UsageRecord], count: int) -> float | None:
     """Median by one ordered query with OFFSET: the middle one or two values of ``count`` non-null ones."""
-    if count == 0:
-        return None
     values = (
         records.filter(first_token_ms__isnull=False)
         .order_by("first_token_ms")
@@ -135,31 +135,13 @@ def _median_ordered(records: QuerySet[UsageRecord], count: int) -> float | None:
     return sum(middle) / len(middle)
 
 
-def usage_totals(records: QuerySet[UsageRecord]) -> Totals:
-    """Totals of ``records``; one query on PostgreSQL (median in the same aggregate), two elsewhere."""
-    postgres = connection.vendor == "postgresql"
-    aggregates: dict[str, Any] = {
-        "requests": Count("pk"),
-        "prompt_tokens": Coalesce(Sum("prompt_tokens"), 0),
-        "completion_tokens": Coalesce(Sum("completion_tokens"), 0),
-        "cost": Coalesce(Sum("cost"), Value(ZERO), output_field=_MONEY),
-        "cancelled": Count("pk", filter=Q(status=UsageStatus.CANCELLED)),
-        "errors": Count("pk", filter=Q(status=UsageStatus.ERROR)),
-        "ttft_count": Count("first_token_ms"),
-    }
-    if postgres:
-        aggregates["median_ttft"] = PercentileCont("first_token_ms", 0.5)
-    row = records.order_by().aggregate(**aggregates)
-    median = row["median_ttft"] if postgres else _median_ordered(records, row["ttft_count"])
-    return Totals(
-        requests=row["requests"],
-        prompt_tokens=row["prompt_tokens"],
-        completion_tokens=row["completion_tokens"],
-        cost=row["cost"].quantize(COST_PLACES),
-        cancelled=row["cancelled"],
-        errors=row["errors"],
-        median_first_token_ms=median,
-    )
+def _exact_median_first_token(records: QuerySet[UsageRecord], count: int) -> float | None:
+    """The median time to first token of ``records`` (``count`` of them have one). One query, none when 0."""
+    if count == 0:
+        return None
+    if connection.vendor == "postgresql":
+        return records.order_by().aggregate(m=PercentileCont("first_token_ms", 0.5))["m"]
+    return _median_ordered(records, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,35 +160,65 @@ class DailyModelUsage:
         return self.prompt_tokens + self.completion_tokens
 
 
-def usage_by_day_and_model(records: QuerySet[UsageRecord], *, hourly: bool = False) -> list[DailyModelUsage]:
-    """Requests, tokens and cost per UTC day (or UTC hour) and model, oldest first. One query."""
-    bucket = TruncHour("created_at", tzinfo=UTC) if hourly else TruncDate("created_at")
-    rows = (
-        records.order_by()
-        .annotate(day=bucket)
-        .values("day", "model_name")
-        .annotate(
-            requests=Count("pk"),
-            prompt=Coalesce(Sum("prompt_tokens"), 0),
-            completion=Coalesce(Sum("completion_tokens"), 0),
-            spent=Coalesce(Sum("cost"), Value(ZERO), output_field=_MONEY),
-        )
-        .order_by("day", "model_name")
+@dataclass(frozen=True, slots=True)
+class UsageSummary:
+    """What the usage page draws: totals, usage per day (or hour) and model, requests per status."""
+
+    totals: Totals
+    daily: list[DailyModelUsage]
+    status: dict[str, int]  # every status, zero when none
+
+
+_SUMMARY_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost", "first_token_count")
+
+
+def report_sources(user: AbstractBaseUser | AnonymousUser, spec: ReportFilter, *, hourly: bool = False) -> Sources:
+    """The parts ``spec``'s report reads (rollups, raw records) for ``user``. One query (where the rollups stand)."""
+    filters = sources.user_filters(
+        user,
+        api_key_id=spec.api_key_id,
+        model_name=spec.model_name,
+        vendor_name=spec.vendor_name,
+        status=spec.status,
+        error_code=spec.error_code,
+        generation_prefix=spec.generation_prefix,
     )
-    return [
-        DailyModelUsage(
-            r["day"], r["model_name"], r["requests"], r["prompt"], r["completion"], r["spent"].quantize(COST_PLACES)
-        )
-        for r in rows
-    ]
+    return sources.split(spec.start, spec.end, filters, rollups.covered_until(), by_hour=hourly)
 
 
-def requests_by_status(records: QuerySet[UsageRecord]) -> dict[str, int]:
-    """Number of requests per status, every status present (zero when none). One query."""
-    counts = dict.fromkeys(UsageStatus.values, 0)
-    for row in records.order_by().values("status").annotate(n=Count("pk")):
-        counts[row["status"]] = row["n"]
-    return counts
+def usage_summary(parts: Sources, *, hourly: bool = False) -> UsageSummary:
+    """Totals, usage per day (or UTC hour) and model, and requests per status: one grouped query per part.
+
+    The median time to first token is exact (one more query) over raw records alone, and read from the
+    latency histogram where rollups take part (within the bucket of the exact value).
+    """
+    histogram = latency_bucket_fields("first_token_ms") if parts.rolled else ()
+    rows = sources.grouped(parts, ("hour" if hourly else "day", "model_name", "status"), (*_SUMMARY_SUMS, *histogram))
+    status = dict.fromkeys(UsageStatus.values, 0)
+    by_model: dict[tuple[date, str], list[Any]] = {}
+    overall = dict.fromkeys((*_SUMMARY_SUMS, *histogram), 0)
+    for (bucket, model_name, state), sums in rows.items():
+        status[state] = status.get(state, 0) + sums["requests"]
+        seen = by_model.setdefault((bucket, model_name), [0, 0, 0, ZERO])
+        for i, name in enumerate(("requests", "prompt_tokens", "completion_tokens", "cost")):
+            seen[i] += sums[name]
+        for name in overall:
+            overall[name] += sums[name]
+    if parts.rolled:
+        median = sources.percentile([overall[name] for name in histogram], 0.5)
+    else:
+        median = _exact_median_first_token(parts.raw, overall["first_token_count"])
+    totals = Totals(
+        requests=overall["requests"],
+        prompt_tokens=overall["prompt_tokens"],
+        completion_tokens=overall["completion_tokens"],
+        cost=Decimal(overall["cost"]).quantize(COST_PLACES),
+        cancelled=status[UsageStatus.CANCELLED],
+        errors=status[UsageStatus.ERROR],
+        median_first_token_ms=median,
+    )
+    daily = [DailyModelUsage(day, model, *figures) for (day, model), figures in sorted(by_model.items())]
+    return UsageSummary(totals, daily, status)
 
 
 # CSV export: (column header, UsageRecord field path), in column order; one list so they cannot drift.
@@ -239,8 +251,26 @@ _CSV_FIELDS = tuple(field for _, field in _CSV)
 
 
 def csv_rows_query(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord, tuple[Any, ...]]:
-    """The rows of the CSV export, newest first, as tuples in ``CSV_COLUMNS`` order."""
-    return records.order_by("-created_at", "-pk").values_list(*_CSV_FIELDS)
+    """The rows of the CSV export, newest first, as tuples in ``CSV_COLUMNS`` order and then the record's pk."""
+    return records.order_by("-created_at", "-pk").values_list(*_CSV_FIELDS, "pk")
+
+
+# Where created_at sits in a CSV row (the export pages on it and the pk).
+CSV_CREATED_AT = _CSV_FIELDS.index("created_at")
+
+
+def csv_rows_after(
+    query: QuerySet[UsageRecord, tuple[Any, ...]], after: tuple[Any, ...] | None, limit: int
+) -> list[tuple[Any, ...]]:
+    """The next ``limit`` rows of ``csv_rows_query`` after the row ``after`` (from the start when None).
+
+    Pages by (created_at, pk), each page one indexed query: a server-side cursor outside a
+    transaction is WITH HOLD on PostgreSQL, which computes the whole result before the first row.
+    """
+    if after is not None:
+        created_at, pk = after[CSV_CREATED_AT], after[-1]
+        query = query.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
+    return list(query[:limit])
 
 
 def generation_page(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from functools import cached_property
-from itertools import islice
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
@@ -144,10 +143,11 @@ def _invalid_filter_page(request: HttpRequest, form: ReportFilterForm) -> HttpRe
 def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
     first, last = form.days()
     hourly = form.hourly()
-    records = selectors.filtered_records(request.user, form.report_filter())
-    totals = selectors.usage_totals(records)
-    daily = selectors.usage_by_day_and_model(records, hourly=hourly)
-    status = selectors.requests_by_status(records)
+    spec = form.report_filter()
+    summary = selectors.usage_summary(selectors.report_sources(request.user, spec, hourly=hourly), hourly=hourly)
+    totals, daily, status = summary.totals, summary.daily, summary.status
+    # The generation log lists raw records (pages past the retention period's records are empty).
+    records = selectors.filtered_records(request.user, spec)
     paginator = KnownCountPaginator(selectors.generation_page(records), PAGE_SIZE, totals.requests)
     page = paginator.get_page(request.GET.get("page"))
     context = {
@@ -202,25 +202,13 @@ def trace_url(trace_id: str) -> str:
     return template.replace("{trace_id}", trace_id) if template and trace_id else ""
 
 
-def _next_rows(rows: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    return list(islice(rows, CSV_FETCH_ROWS))
-
-
 async def _rows_in_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIterator[list[tuple[Any, ...]]]:
-    """Yield the query's rows CSV_FETCH_ROWS at a time, each batch read in Django's sync thread.
-
-    ``QuerySet.iterator`` reads through a server-side cursor on PostgreSQL (and SQLite steps
-    its cursor lazily), so memory holds one batch. (``aiterator`` cannot serve here: with
-    ``values_list`` it runs the query in the event loop and fails.)
-    """
-    rows = await sync_to_async(query.iterator)(chunk_size=CSV_FETCH_ROWS)
-    try:
-        while batch := await sync_to_async(_next_rows)(rows):
-            yield batch
-    finally:
-        await sync_to_async(
-            cast(Generator[Any, None, None], rows).close
-        )()  # a client that left mid-way: release the cursor
+    """Yield the query's rows (without their trailing pk) CSV_FETCH_ROWS at a time, each batch one query in
+    Django's sync thread, so memory holds one batch and the first bytes leave at once."""
+    after: tuple[Any, ...] | None = None
+    while batch := await sync_to_async(selectors.csv_rows_after)(query, after, CSV_FETCH_ROWS):
+        yield [row[:-1] for row in batch]
+        after = batch[-1]
 
 
 async def _csv_chunks(query: QuerySet[UsageRecord, tuple[Any, ...]]) -> AsyncIterator[bytes]:

@@ -224,6 +224,11 @@ SIRAYA_CHECKPOINT_TOKENS = env.int("SIRAYA_CHECKPOINT_TOKENS", default=256)
 # and its in-progress records are settled as interrupted by the next process that looks.
 SIRAYA_HEARTBEAT_SECONDS = env.float("SIRAYA_HEARTBEAT_SECONDS", default=5.0)
 SIRAYA_INSTANCE_STALE_SECONDS = env.float("SIRAYA_INSTANCE_STALE_SECONDS", default=30.0)
+# Usage rollups (README "Reports at scale"): the router recomputes the hourly rollups at most every
+# SIRAYA_ROLLUP_SECONDS (checked on each heartbeat); a late settlement reaches its hour within that lag.
+SIRAYA_ROLLUP_SECONDS = env.float("SIRAYA_ROLLUP_SECONDS", default=60.0)
+# `manage.py usage prune` deletes settled raw records older than this many days (the rollups stay).
+SIRAYA_USAGE_RETENTION_DAYS = env.int("SIRAYA_USAGE_RETENTION_DAYS", default=400)
 # Threads that count long prompts' tokens (billing.counting), apart from the database writer.
 SIRAYA_TOKEN_COUNT_WORKERS = env.int("SIRAYA_TOKEN_COUNT_WORKERS", default=2)
 # A client that takes no data for this long (its socket buffer full) is treated as gone.

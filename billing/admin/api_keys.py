@@ -17,6 +17,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing import rollups
 from billing.models import ApiKey
 from billing.selectors import api_key_cache_forget, api_keys_with_period_spend
 from billing.services import api_key_create, api_key_enable, api_key_revoke
@@ -98,7 +99,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ApiKey]:
-        return api_keys_with_period_spend(super().get_queryset(request), timezone.now())
+        return api_keys_with_period_spend(super().get_queryset(request), timezone.now(), rollups.covered_until())
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:

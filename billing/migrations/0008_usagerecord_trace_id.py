@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0006_usage_error_code_index'),
+        ('billing', '0007_usage_rollups'),
     ]
 
     operations = [

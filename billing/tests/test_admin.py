@@ -148,8 +148,9 @@ def test_key_list_costs_a_fixed_number_of_queries(admin_client, django_assert_nu
     for i in range(count):
         api_key, _ = api_key_create(f"k{i}", limit_reset="daily")
         spend(api_key, datetime.now(UTC), "0.5")
-    # session, user, owner filter choices, filtered and full count, keys with their spend
-    with django_assert_num_queries(6):
+    # session, user, owner filter choices, filtered and full count, keys with their spend, and where the
+    # usage rollups stand, read each time the admin builds the list's queryset (twice)
+    with django_assert_num_queries(8):
         page = admin_client.get(reverse("admin:billing_apikey_changelist"))
     assert len(page.context["cl"].result_list) == count
 

@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection
 
-from billing import recovery
+from billing import recovery, rollups
 from lib import tokens
 
 logger = logging.getLogger("siraya.lifecycle")
@@ -88,6 +88,7 @@ def _start_sync() -> None:
 def _recover_sync() -> None:
     for record in recovery.usage_records_reconcile():
         logger.warning("settled interrupted request %s (instance %s)", record.generation_id, record.instance_id)
+    rollups.usage_rollups_refresh_due()
 
 
 async def ensure_started() -> None:

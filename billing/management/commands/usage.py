@@ -2,14 +2,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import CommandParser
+from django.utils import timezone
 
-from billing import recovery
+from billing import recovery, rollups
 from lib.cli import SubcommandCommand
 
 
 class Command(SubcommandCommand):
-    help = "Usage records: settle those left in progress by router processes that died."
+    help = (
+        "Usage records: settle those left in progress by router processes that died, roll them up by hour,"
+        " prune old ones."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = self.subcommands(parser)
@@ -23,6 +28,30 @@ class Command(SubcommandCommand):
             default=None,
             help="heartbeat silence after which a process counts as dead (default SIRAYA_INSTANCE_STALE_SECONDS)",
         )
+
+        sub.add_parser("rollup", help="bring the hourly and daily usage rollups up to the current hour")
+        prune = sub.add_parser(
+            "prune",
+            help="delete settled usage records older than N days, after rolling them up (the rollups stay)",
+        )
+        prune.add_argument(
+            "--older-than-days",
+            type=int,
+            default=None,
+            help="age in days of the records to delete (default SIRAYA_USAGE_RETENTION_DAYS)",
+        )
+
+    def handle_rollup(self, **_: Any) -> None:
+        done = rollups.usage_rollups_refresh(timezone.now())
+        if done.skipped:
+            self.stdout.write("another process is refreshing the rollups; nothing done")
+            return
+        self.stdout.write(f"{done.hours} hour(s) and {done.days} day(s) rolled up; covered until {done.covered_until}")
+
+    def handle_prune(self, older_than_days: int | None, **_: Any) -> None:
+        days = settings.SIRAYA_USAGE_RETENTION_DAYS if older_than_days is None else older_than_days
+        pruned = rollups.usage_records_prune(timezone.now(), days)
+        self.stdout.write(f"{pruned.records} usage record(s) created before {pruned.before.isoformat()} deleted")
 
     def handle_reconcile(self, stale_seconds: float | None, **_: Any) -> None:
         if stale_seconds is not None and stale_seconds < 0:
