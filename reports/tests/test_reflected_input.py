@@ -303,6 +303,9 @@ def test_csv_export_answers_an_invalid_filter_with_the_escaped_form(client, peop
 
 
 @pytest.mark.slow
+# Hundreds of requests (every URL, every parameter, every admin action): over a minute on a
+# quiet machine, several on a loaded one. The suite's 120 s timeout is for a single scenario.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("who", ["staff", "owner"])
 def test_no_url_echoes_a_parameter_as_html(client, sweep_cast: Cast, who: str):
     user = sweep_cast.people.staff if who == "staff" else sweep_cast.people.owner
