@@ -10,6 +10,7 @@ module here and a line in ``routing.relay.entry``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,6 +68,11 @@ class Dialect(Protocol):
     name: str  # the API's name, as the router's logs and metrics say it
     keepalive: bytes  # sent when nothing else was for SIRAYA_KEEPALIVE_SECONDS
     stream_headers: Headers  # content type and caching of a stream
+
+    def authorization(self, header: Callable[[bytes], str]) -> str:
+        """The request's API key as an ``Authorization`` value (``Bearer sk-siraya-...``); "" for none.
+        ``header(name)`` reads one request header (lower-case name)."""
+        ...
 
     def parse(self, body: bytes) -> ChatRequest:
         """Return the canonical request, or raise ``RouterError`` (400) naming the bad field."""

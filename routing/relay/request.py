@@ -58,7 +58,7 @@ async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
 
 async def _serve_request(dialect: Dialect, channel: ClientChannel) -> None:
     try:
-        key = await ledger.authenticate(channel.header(b"authorization"))
+        key = await ledger.authenticate(dialect.authorization(channel.header))
         if tracing.ENABLED:
             traces.key_known(key)
         body = await channel.read_body()

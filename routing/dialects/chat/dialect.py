@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -83,6 +84,9 @@ class ChatCompletions:
     name = "chat.completions"
     keepalive = KEEPALIVE
     stream_headers = SSE_HEADERS
+
+    def authorization(self, header: Callable[[bytes], str]) -> str:
+        return header(b"authorization")
 
     def parse(self, body: bytes) -> ChatRequest:
         return parse_chat_request(body)
