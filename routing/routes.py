@@ -16,6 +16,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from billing import outage
 from routing.errors import NoDeployment, NoEligibleProvider, UnknownModel
 from routing.selectors import ModelRoute, model_route
 
@@ -60,7 +61,8 @@ async def request_routes(
     for name in dict.fromkeys([model_name, *fallback_models]):
         hit, route = model_route_peek(name)  # a cached route costs no hop to a worker thread
         if not hit:
-            route = await _model_route_async(name)
+            # Bounded: a database outage answers 503 database_unavailable, not a 500 or a hang.
+            route = await outage.within_bound(_model_route_async(name))
         if route is None:
             raise UnknownModel(name, "model" if name == model_name else "models")
         if route.targets:
