@@ -116,8 +116,10 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 's
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so
     # concurrent transactions queue on the busy timeout instead of failing to upgrade.
+    # The busy timeout: how long a write waits for a lock held by another connection (a long
+    # VACUUM or backup) before it fails as an outage (billing.outage: the write is kept).
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30,
+        "timeout": env.float("SIRAYA_SQLITE_BUSY_SECONDS", default=30.0),
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
