@@ -29,6 +29,10 @@ def _database_ok() -> str:
         # The class name only: driver messages can name hosts and users.
         logger.warning("readiness: database unreachable (%s)", type(exc).__name__)
         return f"unreachable ({type(exc).__name__})"
+    finally:
+        # Django runs each view's sync code in a thread of the request's own: a connection
+        # left open here would outlive the probe (one per probe, until the server's limit).
+        connection.close()
     return "ok"
 
 
