@@ -41,7 +41,7 @@ class Command(SubcommandCommand):
             self.stdout.write(f"{found.path}  ({owner})  {len(found.writes)} pending write(s)")
             for write in found.writes:
                 what = write.data.get("generation_id", "") if write.kind == "reject" else f"record {write.record_id}"
-                self.stdout.write(f"  {write.kind:<10}  {what}  kept {now - write.at:.1f} s ago")
+                self.stdout.write(f"  {write.kind:<10}  {what}  made {now - write.at:.1f} s ago")
         self.stdout.write(f"{sum(len(f.writes) for f in files)} pending write(s) in {len(files)} journal file(s)")
         if replay:
             self.stdout.write(f"{journal.orphans_replay()} write(s) replayed from dead processes' journals")
