@@ -26,9 +26,10 @@ database does not take is kept and retried until it does (``billing.pending``), 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
 
@@ -179,15 +180,10 @@ def _written(
     """Return a future of ``inner`` (a write) that resolves to ``fallback()`` if the database fails
     it or takes longer than the outage bound; ``kept()`` is then kept until it lands. ``inner``
     goes on regardless (a write that failed late is kept all the same). Both are called only
-    then: a healthy database costs neither.
-
-    Callbacks and one timer rather than ``asyncio.wait_for``: every request's settlement passes
-    here, and a task per settlement is not free."""
-    loop = asyncio.get_running_loop()
-    outer: asyncio.Future[T] = loop.create_future()
+    then: a healthy database costs neither."""
+    outer: asyncio.Future[T] = inner.get_loop().create_future()
 
     def landed(done: asyncio.Future[T]) -> None:
-        timer.cancel()
         exc = None if done.cancelled() else done.exception()
         if exc is not None and outage.is_outage(exc):
             outage.noted_failure()
@@ -207,14 +203,49 @@ def _written(
         else:
             outer.set_result(done.result())
 
-    def expired() -> None:
-        if not outer.done():
-            outage.noted_failure()  # still queued: kept by ``landed`` if it fails in the end
-            outer.set_result(fallback())
-
-    timer = loop.call_later(outage.bound_seconds(), expired)
     inner.add_done_callback(landed)
+    _watch(inner.get_loop()).add(outer, fallback)
     return outer
+
+
+class _Watch:
+    """The outage bound of every write awaited on one event loop, kept by one timer.
+
+    A timer per write (``asyncio.wait_for``, ``call_later``) measured ~30 us a settlement: the
+    loop's heap fills with cancelled timers. Here a write costs a deque append; writes wait the
+    same bound, so the oldest is always at the front."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: deque[tuple[float, asyncio.Future[Any], Callable[[], Any]]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.bound = outage.bound_seconds()  # read again at every check, not at every write
+
+    def add(self, outer: asyncio.Future[Any], fallback: Callable[[], Any]) -> None:
+        self.waiting.append((self.loop.time() + self.bound, outer, fallback))
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.bound, self.check)
+
+    def check(self) -> None:
+        self.bound = outage.bound_seconds()
+        now = self.loop.time()
+        waiting = self.waiting
+        while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
+            _, outer, fallback = waiting.popleft()
+            if not outer.done():
+                outage.noted_failure()  # still queued: kept by ``landed`` if it fails in the end
+                outer.set_result(fallback())
+        self.timer = self.loop.call_later(max(0.05, waiting[0][0] - now), self.check) if waiting else None
+
+
+_watched: list[_Watch] = []  # the watch of the event loop in use (one per process, but for tests)
+
+
+def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
+    if _watched and _watched[0].loop is loop:
+        return _watched[0]
+    _watched[:] = [_Watch(loop)]
+    return _watched[0]
 
 
 def _settled(record_id: int, outcome: Outcome) -> asyncio.Future[Settlement]:

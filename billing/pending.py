@@ -53,26 +53,37 @@ class Depth:
 @dataclass
 class PendingWrites:
     memory: deque[Write] = field(default_factory=deque)
+    # Past the memory bound: writes waiting for the journal thread's next append and fsync.
+    spill: list[Write] = field(default_factory=list)
     _journal: journal.Journal | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wake: threading.Event = field(default_factory=threading.Event)
+    _spilled: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _journal_thread: threading.Thread | None = None
+    _appending: int = 0  # writes taken from ``spill``, being appended (not yet in ``depth``)
     applied: int = 0
     dropped: int = 0
 
     def busy(self) -> bool:
         """True while any write is kept (a new one must then queue behind them)."""
-        return bool(self.memory) or (self._journal is not None and self._journal.depth > 0)
+        return bool(self.memory or self.spill or self._appending) or (
+            self._journal is not None and self._journal.depth > 0
+        )
 
     def keep(self, write: Write) -> None:
-        """Keep ``write`` until the database takes it; to the journal once memory is full."""
+        """Keep ``write`` until the database takes it; past the memory bound, in the journal.
+
+        Called on the event loop: the journal's fsync happens in a thread of its own."""
         with self._lock:
-            spilled = self._journal is not None and self._journal.depth > 0
-            if spilled or len(self.memory) >= settings.SIRAYA_PENDING_WRITES_MEMORY:
-                self._journal_open().append(write)
-            else:
-                self.memory.append(write)
-            self._ensure_thread()
+            on_disk = self.spill or self._appending or (self._journal is not None and self._journal.depth > 0)
+            if on_disk or len(self.memory) >= settings.SIRAYA_PENDING_WRITES_MEMORY:
+                self.spill.append(write)
+                self._ensure_threads()
+                self._spilled.set()
+                return
+            self.memory.append(write)
+            self._ensure_threads()
         self._wake.set()
 
     def wake(self) -> None:
@@ -83,10 +94,11 @@ class PendingWrites:
     def depth(self) -> Depth:
         with self._lock:
             oldest = self.memory[0].at if self.memory else None
-            in_journal = 0 if self._journal is None else self._journal.depth
-            if oldest is None and in_journal:
-                assert self._journal is not None
+            in_journal = len(self.spill) + self._appending + (0 if self._journal is None else self._journal.depth)
+            if oldest is None and self._journal is not None and self._journal.depth:
                 oldest = self._journal.oldest_at()
+            if oldest is None and self.spill:
+                oldest = self.spill[0].at
         return Depth(len(self.memory), in_journal, 0.0 if oldest is None else max(0.0, time.time() - oldest))
 
     def drain(self, timeout: float) -> bool:
@@ -98,17 +110,42 @@ class PendingWrites:
             time.sleep(0.01)
         return True
 
-    # -- the writing thread --------------------------------------------------------------
+    # -- the threads ---------------------------------------------------------------------
 
-    def _journal_open(self) -> journal.Journal:
-        if self._journal is None:
-            self._journal = journal.Journal.own()
-        return self._journal
-
-    def _ensure_thread(self) -> None:
+    def _ensure_threads(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="siraya-pending-writes", daemon=True)
             self._thread.start()
+        if self.spill and (self._journal_thread is None or not self._journal_thread.is_alive()):
+            self._journal_thread = threading.Thread(target=self._spill_run, name="siraya-journal", daemon=True)
+            self._journal_thread.start()
+
+    def _spill_run(self) -> None:
+        """Append what spilled past the memory bound to the journal: one write and fsync per round."""
+        own = journal.Journal.own()
+        while True:
+            self._spilled.wait()
+            with self._lock:
+                self._spilled.clear()
+                writes, self.spill = self.spill, []
+                self._appending = len(writes)
+            if not writes:
+                continue
+            try:
+                own.append(writes)
+            except OSError:
+                # A full or failing disk: the writes stay in memory, past the bound, and are kept.
+                logger.exception("could not append %d write(s) to the journal", len(writes))
+                with self._lock:
+                    self.memory.extend(writes)
+                    self._appending = 0
+                self._wake.set()
+                continue
+            with self._lock:
+                self._journal = own
+                own.registered(len(writes))
+                self._appending = 0
+            self._wake.set()
 
     def _oldest(self) -> Write | None:
         with self._lock:
