@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
+from django.db import IntegrityError
 
 from billing import journal, outage, records
 from billing.admission import Admission, Rejection, request_admit, request_reject
@@ -132,7 +133,10 @@ class Ledger:
         if _keep_now(kept):
             return
         written = _written(_reject(key, generation_id, model_name, rejection), lambda: kept, lambda: None)
-        await asyncio.shield(written)
+        try:
+            await asyncio.shield(written)
+        except IntegrityError:
+            pass  # its admission landed after the bound and was settled as this refusal: one record
 
     async def checkpoint(self, ticket: Ticket, checkpoint: Checkpoint) -> None:
         """Store what a running stream has delivered so far (recovery bills it if the process dies)."""

@@ -327,3 +327,31 @@ def test_journal_lines_round_trip_and_replay_once(journal_dir: Path) -> None:
     restored = journal._outcome(dict(back.data))
     assert restored.answered_by == outcome.answered_by and restored.prompt_tokens == 7
     assert journal.parse_line(journal._line(reject, 2)).data["code"] == "database_unavailable"
+
+
+@pytest.mark.slow
+def test_admission_landing_after_its_503_is_settled_as_refused_with_nothing_held(
+    sqlite_file: OwnDatabase, fake_vendor: Any, journal_dir: Path
+) -> None:
+    """The database takes the admission after the bound (a lock released late): the client
+    already has its 503, so the record it opened is settled at once, billed nothing."""
+    key = sqlite_file.prepare(fake_vendor.url + "/v1")
+    server = serve(sqlite_file, journal_dir, "late-admission", SIRAYA_SQLITE_BUSY_SECONDS="10")
+    try:
+        assert chat(server.url, key)[0].status_code == 200
+        with sqlite_file.locked():
+            response, seconds = chat(server.url, key)
+            time.sleep(0.5)  # the admission still waits in the writer for the lock
+        wait_drained(server)
+    finally:
+        server.stop()
+    assert_refused_in_time(response, seconds)
+    refused = response.headers["x-generation-id"]
+    rows = sqlite_file.rows(
+        "SELECT generation_id, status, error_code, cost, reserved_cost FROM billing_usagerecord ORDER BY id"
+    )
+    # One record for the refused request: the one its late admission opened, settled as refused
+    # (its refusal record, kept first, found the generation id taken and changed nothing).
+    assert len(rows) == 2, rows
+    assert rows[1][:3] == (refused, "error", "database_unavailable"), rows
+    assert float(rows[1][3]) == 0 and float(rows[1][4]) == 0, rows
