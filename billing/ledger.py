@@ -38,7 +38,7 @@ from billing import journal, outage, records
 from billing.admission import Admission, Rejection, request_admit, request_reject
 from billing.counting import ask_counted, counting_pool, outcome_counted, outcome_counted_here
 from billing.credit import Ask
-from billing.errors import LimiterUnavailable
+from billing.errors import DatabaseUnavailable, LimiterUnavailable
 from billing.models import UsageStatus
 from billing.pending import pending
 from billing.ratelimit import RateCharge, rate_limit_acquire
@@ -238,7 +238,10 @@ class _Watch:
             _, outer, fallback = waiting.popleft()
             if not outer.done():
                 outage.noted_failure()  # still queued: kept by ``landed`` if it fails in the end
-                outer.set_result(fallback())
+                try:
+                    outer.set_result(fallback())
+                except DatabaseUnavailable as refused:
+                    outer.set_exception(refused)
         self.timer = self.loop.call_later(max(0.05, waiting[0][0] - now), self.check) if waiting else None
 
 
@@ -274,12 +277,41 @@ async def _admitted(future: asyncio.Future[Admission]) -> Admission:
     """Await an admission for at most the outage bound (``DatabaseUnavailable`` after it). One
     that lands later, its client already refused, is settled at once as refused: nothing billed."""
     try:
-        admission = await outage.within_bound(future)
+        return await _bounded(future)
     except BaseException:
         future.add_done_callback(_refused_late)
         raise
-    pending.wake()
-    return admission
+
+
+def _bounded(inner: asyncio.Future[T]) -> asyncio.Future[T]:
+    """Return a future of ``inner`` that fails with ``DatabaseUnavailable`` on an outage or once
+    the bound has passed (``inner`` goes on); kept by the loop's one watch, like ``_written``."""
+    outer: asyncio.Future[T] = inner.get_loop().create_future()
+
+    def landed(done: asyncio.Future[T]) -> None:
+        if outer.done():
+            return
+        if done.cancelled():
+            outer.cancel()
+            return
+        exc = done.exception()
+        if exc is None:
+            outage.noted_answer()
+            pending.wake()
+            outer.set_result(done.result())
+        elif outage.is_outage(exc):
+            outage.noted_failure()
+            outer.set_exception(outage.refusal())
+        else:
+            outer.set_exception(exc)
+
+    inner.add_done_callback(landed)
+    _watch(inner.get_loop()).add(outer, _refuse)
+    return outer
+
+
+def _refuse() -> Any:
+    raise outage.refusal()
 
 
 _REFUSED_LATE = Outcome(
