@@ -35,13 +35,25 @@ class Rejection:
 def request_reject(key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection, trace_id: str = "") -> None:
     """Record an authenticated request refused before admission (invalid body, limits, unknown model);
     ``trace_id``: its trace's, when tracing is on."""
-    now = records.now()
+    key_request_reject(key.id, generation_id, model_name, rejection, trace_id=trace_id)
+
+
+def key_request_reject(
+    key_id: int,
+    generation_id: str,
+    model_name: str,
+    rejection: Rejection,
+    now: datetime | None = None,
+    trace_id: str = "",
+) -> None:
+    """``request_reject`` by the key's id, at ``now`` (a write kept through an outage: when it was refused)."""
+    now = now or records.now()
     with records.atomic():
-        credit.key_lock(key.id)  # same lock order as admission and settlement: key, then rows
+        credit.key_lock(key_id)  # same lock order as admission and settlement: key, then rows
         hotsql.record_insert(
             {
                 "generation_id": generation_id,
-                "api_key_id": key.id,
+                "api_key_id": key_id,
                 "model_name": model_name[:128],
                 "status": UsageStatus.ERROR,
                 "http_status": rejection.http_status,
@@ -53,7 +65,7 @@ def request_reject(key: KeyInfo, generation_id: str, model_name: str, rejection:
                 **({"trace_id": trace_id} if trace_id else {}),
             }
         )
-        credit.usage_day_add(key.id, now, 0, 0, credit.ZERO)
+        credit.usage_day_add(key_id, now, 0, 0, credit.ZERO)
 
 
 def request_admit(

@@ -115,3 +115,15 @@ class LimiterUnavailable(BillingRefusal):
         super().__init__(message)
         self.code = code
         self.feature = feature
+
+
+class DatabaseUnavailable(BillingRefusal):
+    """The database did not answer within ``SIRAYA_DB_UNAVAILABLE_SECONDS`` (down, restarting,
+    or an SQLite file locked past its busy timeout): the request cannot be admitted now.
+    Nothing was billed; the client may try again after ``retry_after`` seconds."""
+
+    code = "database_unavailable"
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("The router's database is unavailable; nothing was billed. Try again shortly.")
+        self.retry_after = retry_after

@@ -17,23 +17,43 @@ checked against the ORM by ``billing/tests/test_hotsql.py``).
 
 With tracing on (``lib.tracing``), ``admit`` and ``settle`` are spans of their own, and the
 request's trace id goes on its usage record.
+
+Through a database outage (``billing.outage``): ``authenticate`` and ``admit`` wait for the
+database at most ``SIRAYA_DB_UNAVAILABLE_SECONDS``, then raise ``DatabaseUnavailable`` (an
+admission that lands after that is settled at once as refused, billed nothing). ``checkpoint``,
+``settle`` and ``reject`` never fail nor wait longer than that for an outage: a write the
+database does not take is kept and retried until it does (``billing.pending``), and
+``settle`` returns what it will bill.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from channels.db import database_sync_to_async
+from django.db import IntegrityError
 
+from billing import journal, outage, records
 from billing.admission import Admission, Rejection, request_admit, request_reject
-from billing.counting import ask_counted, outcome_counted, outcome_counted_here, usage_record_checkpoint_counted
+from billing.counting import ask_counted, counting_pool, outcome_counted, outcome_counted_here
 from billing.credit import Ask
-from billing.errors import LimiterUnavailable
+from billing.errors import DatabaseUnavailable, LimiterUnavailable
+from billing.models import UsageStatus
+from billing.pending import pending
 from billing.ratelimit import RateCharge, rate_limit_acquire
 from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
-from billing.settlement import Checkpoint, Outcome, Settlement, usage_record_settle
+from billing.settlement import (
+    Checkpoint,
+    Outcome,
+    Settlement,
+    settlement_estimate,
+    usage_record_checkpoint,
+    usage_record_settle,
+)
 from billing.streams import StreamSlot, stream_slot_acquire
 from billing.terms import Answerer, ModelTerms
 from billing.writer import group_committed
@@ -44,7 +64,9 @@ __all__ = ["Admission", "Checkpoint", "Ledger", "Outcome", "Rejection", "Settlem
 _admit = group_committed(request_admit)
 _settle = group_committed(usage_record_settle)
 _reject = group_committed(request_reject)
+T = TypeVar("T")
 _load_key = database_sync_to_async(api_key_load)
+_checkpoint = database_sync_to_async(usage_record_checkpoint)
 
 
 @dataclass(slots=True)
@@ -78,7 +100,7 @@ class Ledger:
         key_hash = authorization_hash(authorization)
         hit, info = api_key_cached(key_hash)
         if not hit:
-            info = await _load_key(key_hash)
+            info = await outage.within_bound(_load_key(key_hash))
         return api_key_check(info)
 
     async def admit(
@@ -113,7 +135,7 @@ class Ledger:
         try:
             if streamed:
                 slot = await stream_slot_acquire(key.id, key.max_concurrent_streams)
-            admission = await _admit(key, generation_id, models, streamed, ask, answerer, trace_id)
+            admission = await _admitted(_admit(key, generation_id, models, streamed, ask, answerer, trace_id))
         except BaseException as refusal:
             if slot is not None:
                 await asyncio.shield(slot.release())
@@ -125,16 +147,30 @@ class Ledger:
         return Ticket(admission, rate, slot)
 
     async def reject(self, key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection) -> None:
-        """Record a request refused before admission, as its client was answered."""
+        """Record a request refused before admission, as its client was answered (kept through an outage)."""
         trace_id = tracing.trace_id() if tracing.ENABLED else ""
-        await _reject(key, generation_id, model_name, rejection, trace_id)
+        kept = journal.reject_write(key.id, generation_id, model_name, rejection, trace_id)
+        if _keep_now(kept):
+            return
+        written = _written(_reject(key, generation_id, model_name, rejection, trace_id), lambda: kept, lambda: None)
+        try:
+            await asyncio.shield(written)
+        except IntegrityError:
+            pass  # its admission landed after the bound and was settled as this refusal: one record
 
     async def checkpoint(self, ticket: Ticket, checkpoint: Checkpoint) -> None:
         """Store what a running stream has delivered so far (recovery bills it if the process dies)."""
-        await usage_record_checkpoint_counted(ticket.record_id, checkpoint)
+        if checkpoint.messages is not None and checkpoint.prompt_tokens is None:
+            counted = await counting_pool().messages(checkpoint.messages, checkpoint.encoding, checkpoint.tools)
+            checkpoint = replace(checkpoint, prompt_tokens=counted)
+        kept = journal.checkpoint_write(ticket.record_id, checkpoint)
+        if _keep_now(kept):
+            return
+        await _written(asyncio.ensure_future(_checkpoint(ticket.record_id, checkpoint)), lambda: kept, lambda: None)
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> Settlement:
-        """Bill ``outcome``, close the record, free what the ticket holds; exactly once, through a cancel."""
+        """Bill ``outcome``, close the record, free what the ticket holds; exactly once, through a
+        cancel, and through a database outage (the write is kept; the figures it will bill are returned)."""
         if not tracing.ENABLED:
             return await self._settle_once(ticket, outcome)
         with tracing.span("ledger.settle", {"siraya.generation_id": ticket.generation_id}) as span:
@@ -146,19 +182,180 @@ class Ledger:
         counted = outcome_counted_here(outcome)
         if counted is not None and ticket.rate is None and ticket.slot is None:
             # The usual request: the write is queued now, and its future is shielded (no task).
-            return await asyncio.shield(_settle(ticket.record_id, counted))
+            return await asyncio.shield(_settled(ticket.record_id, counted))
         return await asyncio.shield(self._settle(ticket, counted or outcome))
 
     async def _settle(self, ticket: Ticket, outcome: Outcome) -> Settlement:
         try:
             outcome = await outcome_counted(outcome)  # before the write is queued: never in the writer
-            settlement = await _settle(ticket.record_id, outcome)
+            settlement = await _settled(ticket.record_id, outcome)
             if ticket.rate is not None:
                 await ticket.rate.settle(settlement.billed_tokens)
             return settlement
         finally:
             if ticket.slot is not None:
                 await ticket.slot.release()
+
+
+def _keep_now(write: journal.Write) -> bool:
+    """Keep ``write`` without trying the database when writes are queued already (they land
+    in order) or the database's last word was a failure; return whether it was kept."""
+    if pending.busy() or outage.seems_down():
+        pending.keep(write)
+        return True
+    return False
+
+
+def _written(
+    inner: asyncio.Future[T], kept: Callable[[], journal.Write], fallback: Callable[[], T]
+) -> asyncio.Future[T]:
+    """Return a future of ``inner`` (a write) that resolves to ``fallback()`` if the database fails
+    it or takes longer than the outage bound; ``kept()`` is then kept until it lands. ``inner``
+    goes on regardless (a write that failed late is kept all the same). Both are called only
+    then: a healthy database costs neither."""
+    outer: asyncio.Future[T] = inner.get_loop().create_future()
+
+    def landed(done: asyncio.Future[T]) -> None:
+        exc = None if done.cancelled() else done.exception()
+        if exc is not None and outage.is_outage(exc):
+            outage.noted_failure()
+            pending.keep(kept())
+            if not outer.done():
+                outer.set_result(fallback())
+            return
+        if exc is None and not done.cancelled():
+            outage.noted_answer()
+            pending.wake()
+        if outer.done():
+            return
+        if done.cancelled():
+            outer.cancel()
+        elif exc is not None:
+            outer.set_exception(exc)
+        else:
+            outer.set_result(done.result())
+
+    inner.add_done_callback(landed)
+    _watch(inner.get_loop()).add(outer, fallback)
+    return outer
+
+
+class _Watch:
+    """The outage bound of every write awaited on one event loop, kept by one timer.
+
+    A timer per write (``asyncio.wait_for``, ``call_later``) measured ~30 us a settlement: the
+    loop's heap fills with cancelled timers. Here a write costs a deque append; writes wait the
+    same bound, so the oldest is always at the front."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: deque[tuple[float, asyncio.Future[Any], Callable[[], Any]]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.bound = outage.bound_seconds()  # read again at every check, not at every write
+
+    def add(self, outer: asyncio.Future[Any], fallback: Callable[[], Any]) -> None:
+        self.waiting.append((self.loop.time() + self.bound, outer, fallback))
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.bound, self.check)
+
+    def check(self) -> None:
+        self.bound = outage.bound_seconds()
+        now = self.loop.time()
+        waiting = self.waiting
+        while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
+            _, outer, fallback = waiting.popleft()
+            if not outer.done():
+                outage.noted_failure()  # still queued: kept by ``landed`` if it fails in the end
+                try:
+                    outer.set_result(fallback())
+                except DatabaseUnavailable as refused:
+                    outer.set_exception(refused)
+        self.timer = self.loop.call_later(max(0.05, waiting[0][0] - now), self.check) if waiting else None
+
+
+_watched: list[_Watch] = []  # the watch of the event loop in use (one per process, but for tests)
+
+
+def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
+    if _watched and _watched[0].loop is loop:
+        return _watched[0]
+    _watched[:] = [_Watch(loop)]
+    return _watched[0]
+
+
+def _settled(record_id: int, outcome: Outcome) -> asyncio.Future[Settlement]:
+    """Settle through the group commit; through an outage, keep the write and resolve to what it will bill."""
+    opened = records.opened.get(record_id)  # its prices, before the writer takes them
+
+    def estimate() -> Settlement:
+        return settlement_estimate(outcome, opened)
+
+    def kept() -> journal.Write:
+        return journal.settle_write(record_id, outcome)
+
+    if pending.busy() or outage.seems_down():
+        pending.keep(kept())
+        future: asyncio.Future[Settlement] = asyncio.get_running_loop().create_future()
+        future.set_result(estimate())
+        return future
+    return _written(_settle(record_id, outcome), kept, estimate)
+
+
+async def _admitted(future: asyncio.Future[Admission]) -> Admission:
+    """Await an admission for at most the outage bound (``DatabaseUnavailable`` after it). One
+    that lands later, its client already refused, is settled at once as refused: nothing billed."""
+    try:
+        return await _bounded(future)
+    except BaseException:
+        future.add_done_callback(_refused_late)
+        raise
+
+
+def _bounded(inner: asyncio.Future[T]) -> asyncio.Future[T]:
+    """Return a future of ``inner`` that fails with ``DatabaseUnavailable`` on an outage or once
+    the bound has passed (``inner`` goes on); kept by the loop's one watch, like ``_written``."""
+    outer: asyncio.Future[T] = inner.get_loop().create_future()
+
+    def landed(done: asyncio.Future[T]) -> None:
+        if outer.done():
+            return
+        if done.cancelled():
+            outer.cancel()
+            return
+        exc = done.exception()
+        if exc is None:
+            outage.noted_answer()
+            pending.wake()
+            outer.set_result(done.result())
+        elif outage.is_outage(exc):
+            outage.noted_failure()
+            outer.set_exception(outage.refusal())
+        else:
+            outer.set_exception(exc)
+
+    inner.add_done_callback(landed)
+    _watch(inner.get_loop()).add(outer, _refuse)
+    return outer
+
+
+def _refuse() -> Any:
+    raise outage.refusal()
+
+
+_REFUSED_LATE = Outcome(
+    status=UsageStatus.ERROR,
+    http_status=503,
+    error_code="database_unavailable",
+    error_message="The database took the admission after its client had been refused; nothing was billed.",
+    prompt_tokens=0,
+    delivered_tokens=0,
+)
+
+
+def _refused_late(future: asyncio.Future[Admission]) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return
+    pending.keep(journal.settle_write(future.result().record_id, _REFUSED_LATE))
 
 
 ledger = Ledger()

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from billing import journal
 from billing.models import RouterInstance, UsageRecord, UsageStatus
 from billing.settlement import Outcome, usage_record_settle
 from lib import process
@@ -82,7 +83,11 @@ def dead_instance_ids(now: datetime, stale: timedelta) -> tuple[set[str], set[st
 
 
 def usage_records_reconcile(now: datetime | None = None, stale_seconds: float | None = None) -> list[Reconciled]:
-    """Settle as ``interrupted`` every in-progress record whose process is dead (see the module doc)."""
+    """Settle as ``interrupted`` every in-progress record whose process is dead (see the module doc).
+
+    First, the writes a dead process kept in its journal through a database outage are
+    replayed (``billing.journal``): its records are settled as they ended, not as interrupted."""
+    journal.orphans_replay()
     now = now or timezone.now()
     stale = timedelta(seconds=settings.SIRAYA_INSTANCE_STALE_SECONDS if stale_seconds is None else stale_seconds)
     dead, unknown = dead_instance_ids(now, stale)

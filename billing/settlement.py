@@ -236,3 +236,19 @@ def _settlement(
         "attempts": outcome.attempts,
         **repriced,
     }
+
+
+def settlement_estimate(outcome: Outcome, opened: records.Opened | None) -> Settlement:
+    """Return what settling ``outcome`` will bill, without the database: for a settlement kept
+    through an outage (``billing.pending``), whose caller needs the figures now (the rate
+    limiter's tokens, the metrics). The cost needs the record's prices, known when this process
+    opened it (``opened``); otherwise it is reported as zero here and billed in full when the
+    write lands."""
+    counts, _, _ = _counts(outcome)
+    if opened is None:
+        return Settlement(Decimal("0"), counts.prompt, counts.completion)
+    prices = opened.prices
+    if outcome.answered_by is not None and outcome.answered_by.model_id != opened.model_id:
+        prices = outcome.answered_by.prices
+    cost = cost_compute(prices, counts, failed=outcome.status == UsageStatus.ERROR)
+    return Settlement(cost, counts.prompt, counts.completion)

@@ -139,6 +139,9 @@ class GroupWriter:
 
     def _commit(self, batch: list[Item]) -> None:
         conn = connections[DEFAULT_DB_ALIAS]
+        if conn.errors_occurred:
+            # The last batch failed (a database restart?): replace a broken connection before use.
+            conn.close_if_unusable_or_obsolete()
         with connection_pinned(conn):
             try:
                 with transaction.atomic():

@@ -9,6 +9,7 @@ write to per-process memory-mapped files that ``/metrics`` aggregates.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -49,6 +50,28 @@ DURATION = Histogram(
     ["vendor"],
     buckets=_LATENCY_BUCKETS,
 )
+
+PENDING_WRITES = Gauge(
+    "siraya_pending_writes",
+    "Writes kept through a database outage and not yet written, by where they wait (memory, journal).",
+    ["where"],
+    multiprocess_mode="livesum",
+)
+PENDING_WRITE_AGE = Gauge(
+    "siraya_pending_write_age_seconds",
+    "Age of the oldest write kept through a database outage (0: none).",
+    multiprocess_mode="livemax",
+)
+
+# Called before every scrape, to set gauges whose figures live elsewhere (lib knows no app).
+_before_scrape: list[Callable[[], None]] = []
+
+
+def before_scrape(refresh: Callable[[], None]) -> None:
+    """Run ``refresh`` before each scrape (once per function, however often it is registered)."""
+    if refresh not in _before_scrape:
+        _before_scrape.append(refresh)
+
 
 # Bounded label values: the path of every request is not a label, its endpoint is.
 _ENDPOINTS = {
@@ -122,6 +145,8 @@ def redis_failed(feature: str, policy: str) -> None:
 
 def exposition() -> tuple[bytes, str]:
     """Return the metrics text and its content type (aggregated across processes if configured)."""
+    for refresh in _before_scrape:
+        refresh()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -10,6 +11,8 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from billing import outage
+from billing.pending import pending
 from billing.shared_redis import READINESS, shared_redis
 from lib import metrics
 from lib.redisclient import RedisClient, RedisUnavailable
@@ -26,6 +29,10 @@ def _database_ok() -> str:
         # The class name only: driver messages can name hosts and users.
         logger.warning("readiness: database unreachable (%s)", type(exc).__name__)
         return f"unreachable ({type(exc).__name__})"
+    finally:
+        # Django runs each view's sync code in a thread of the request's own: a connection
+        # left open here would outlive the probe (one per probe, until the server's limit).
+        connection.close()
     return "ok"
 
 
@@ -40,12 +47,32 @@ async def _redis_ok(client: RedisClient) -> str:
 
 async def readyz(request: HttpRequest) -> JsonResponse:
     """``GET /readyz``: 200 when the database (and Redis, when configured) answer; 503 otherwise."""
-    checks = {"database": await sync_to_async(_database_ok)()}
+    checks = {"database": await _database_within_bound()}
     client = shared_redis()
     if client is not None:
         checks["redis"] = await _redis_ok(client)
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    depth = pending.depth()
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "checks": checks,
+        # Writes kept through a database outage, not yet written (billing.pending).
+        "pending_writes": {
+            "memory": depth.memory,
+            "journal": depth.journal,
+            "oldest_seconds": round(depth.oldest_seconds, 3),
+        },
+    }
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+async def _database_within_bound() -> str:
+    """The database check, answered within the outage bound (a database that hangs is down)."""
+    try:
+        async with asyncio.timeout(outage.bound_seconds()):
+            return await sync_to_async(_database_ok)()
+    except TimeoutError:
+        return "unreachable (timeout)"
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:

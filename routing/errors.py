@@ -17,6 +17,7 @@ import orjson
 from billing.errors import (
     BillingRefusal,
     CreditExceeded,
+    DatabaseUnavailable,
     KeyRefused,
     LimiterUnavailable,
     RateLimited,
@@ -218,6 +219,7 @@ _REFUSAL_STATUS: dict[type[Exception], int] = {
     RateLimited: 429,
     StreamCapReached: 429,
     LimiterUnavailable: 503,
+    DatabaseUnavailable: 503,
     UnknownModel: 404,
     NoDeployment: 503,
     NoEligibleProvider: 400,
@@ -234,6 +236,8 @@ def refusal_error(refusal: Refusal) -> RouterError:
             headers["Retry-After"] = str(refusal.retry_after)
     elif isinstance(refusal, LimiterUnavailable):
         headers["Retry-After"] = "1"
+    elif isinstance(refusal, DatabaseUnavailable):
+        headers["Retry-After"] = str(refusal.retry_after)
     param = refusal.param if isinstance(refusal, RoutingRefusal) else None
     return RouterError(status, refusal.message, code=refusal.code, param=param, headers=headers)
 

@@ -17,6 +17,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from billing import outage
 from routing.errors import NoDeployment, NoEligibleProvider, UnknownModel
 from routing.selectors import ModelRoute, model_route
 
@@ -61,7 +62,8 @@ async def model_route_shared(name: str) -> ModelRoute | None:
         return route
     pending = _pending.get(name)
     if pending is None or pending.get_loop() is not asyncio.get_running_loop():
-        pending = _pending[name] = asyncio.ensure_future(_model_route_async(name))
+        # Bounded: a database outage answers 503 database_unavailable, not a 500 or a hang.
+        pending = _pending[name] = asyncio.ensure_future(outage.within_bound(_model_route_async(name)))
         pending.add_done_callback(lambda done: _pending.pop(name, None) if _pending.get(name) is done else None)
     return await asyncio.shield(pending)
 

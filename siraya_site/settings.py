@@ -116,8 +116,10 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 's
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so
     # concurrent transactions queue on the busy timeout instead of failing to upgrade.
+    # The busy timeout: how long a write waits for a lock held by another connection (a long
+    # VACUUM or backup) before it fails as an outage (billing.outage: the write is kept).
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30,
+        "timeout": env.float("SIRAYA_SQLITE_BUSY_SECONDS", default=30.0),
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
@@ -126,7 +128,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         DATABASES["default"]["TEST"] = {"NAME": test_db}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    # A connection broken by a database restart is found and replaced before its next use.
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    # A database that does not answer (a failover, a dropped route) costs a bounded wait, not a
+    # hang of the thread every request's database work goes through (libpq: whole seconds, >= 2).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -229,6 +235,16 @@ SIRAYA_INSTANCE_STALE_SECONDS = env.float("SIRAYA_INSTANCE_STALE_SECONDS", defau
 SIRAYA_ROLLUP_SECONDS = env.float("SIRAYA_ROLLUP_SECONDS", default=60.0)
 # `manage.py usage prune` deletes settled raw records older than this many days (the rollups stay).
 SIRAYA_USAGE_RETENTION_DAYS = env.int("SIRAYA_USAGE_RETENTION_DAYS", default=400)
+
+# A request that needs the database to be admitted waits for it at most this long, then gets a
+# 503 database_unavailable (Retry-After); admitted requests' writes are kept and retried until
+# the database is back (billing.pending): in memory up to SIRAYA_PENDING_WRITES_MEMORY writes,
+# then in an fsync'd journal file per process in SIRAYA_JOURNAL_DIR; retried every
+# SIRAYA_PENDING_RETRY_SECONDS at most while the database is down.
+SIRAYA_DB_UNAVAILABLE_SECONDS = env.float("SIRAYA_DB_UNAVAILABLE_SECONDS", default=2.0)
+SIRAYA_PENDING_WRITES_MEMORY = env.int("SIRAYA_PENDING_WRITES_MEMORY", default=1000)
+SIRAYA_PENDING_RETRY_SECONDS = env.float("SIRAYA_PENDING_RETRY_SECONDS", default=1.0)
+SIRAYA_JOURNAL_DIR = env.str("SIRAYA_JOURNAL_DIR", default=str(VAR_DIR / "journal"))
 # Threads that count long prompts' tokens (billing.counting), apart from the database writer.
 SIRAYA_TOKEN_COUNT_WORKERS = env.int("SIRAYA_TOKEN_COUNT_WORKERS", default=2)
 # A client that takes no data for this long (its socket buffer full) is treated as gone.

@@ -1,19 +1,20 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandParser
 from django.utils import timezone
 
-from billing import recovery, rollups
+from billing import journal, recovery, rollups
 from lib.cli import SubcommandCommand
 
 
 class Command(SubcommandCommand):
     help = (
         "Usage records: settle those left in progress by router processes that died, roll them up by hour,"
-        " prune old ones."
+        " prune old ones; show the writes kept in journals through a database outage."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -28,7 +29,11 @@ class Command(SubcommandCommand):
             default=None,
             help="heartbeat silence after which a process counts as dead (default SIRAYA_INSTANCE_STALE_SECONDS)",
         )
-
+        kept = sub.add_parser(
+            "journal",
+            help="list the writes kept in journal files (SIRAYA_JOURNAL_DIR) through a database outage",
+        )
+        kept.add_argument("--replay", action="store_true", help="write dead processes' journals to the database now")
         sub.add_parser("rollup", help="bring the hourly and daily usage rollups up to the current hour")
         prune = sub.add_parser(
             "prune",
@@ -40,6 +45,19 @@ class Command(SubcommandCommand):
             default=None,
             help="age in days of the records to delete (default SIRAYA_USAGE_RETENTION_DAYS)",
         )
+
+    def handle_journal(self, replay: bool, **_: Any) -> None:
+        files = journal.journal_files()
+        now = time.time()
+        for found in files:
+            owner = "live process" if found.live else "dead process"
+            self.stdout.write(f"{found.path}  ({owner})  {len(found.writes)} pending write(s)")
+            for write in found.writes:
+                what = write.data.get("generation_id", "") if write.kind == "reject" else f"record {write.record_id}"
+                self.stdout.write(f"  {write.kind:<10}  {what}  made {now - write.at:.1f} s ago")
+        self.stdout.write(f"{sum(len(f.writes) for f in files)} pending write(s) in {len(files)} journal file(s)")
+        if replay:
+            self.stdout.write(f"{journal.orphans_replay()} write(s) replayed from dead processes' journals")
 
     def handle_rollup(self, **_: Any) -> None:
         done = rollups.usage_rollups_refresh(timezone.now())
