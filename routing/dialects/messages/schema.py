@@ -21,6 +21,7 @@ _TEXT_REQUIRED = ("'{path}' is required and must be a string.", "missing")
 
 TEXT_BLOCK = Object(
     {
+        "type": String(),
         "text": Field(String(errors={"missing": _TEXT_REQUIRED}), required=True),
         "cache_control": AnyJson(description="Accepted; the router does not cache prompts."),
         "citations": AnyJson(description="Accepted and not forwarded."),
