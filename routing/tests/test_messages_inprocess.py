@@ -6,11 +6,13 @@ test says exactly what the vendor streamed and checks what an Anthropic client r
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
+from billing.services import api_key_create
 from routing.tests.inprocess import (
     Exchange,
     InProcessRelay,
@@ -260,3 +262,25 @@ def test_usage_in_the_stream_sends_cached_tokens_apart(relay):
     relay.deploy("m", Script("v", batches))
     usage = events(send(relay, {"stream": True}))[-2][1]["usage"]
     assert (usage["input_tokens"], usage["cache_read_input_tokens"], usage["output_tokens"]) == (12, 8, 3)
+
+
+def test_credit_exhaustion_keeps_402_as_a_billing_error(relay):
+    script = Script("v", answer(2))
+    relay.deploy("m", script)
+    _, plaintext = api_key_create("poor", credit_limit=Decimal("0.000001"))
+    seen = send(relay, {}, headers=[(b"x-api-key", plaintext.encode())])
+    assert seen.status == 402
+    error = seen.json()["error"]
+    assert error["type"] == "billing_error" and "credit" in error["message"].lower()
+    assert script.calls == []
+    assert relay.record(seen.generation_id).http_status == 402
+
+
+def test_rate_limit_is_a_rate_limit_error(relay):
+    relay.deploy("m", Script("v", answer(2)))
+    _, plaintext = api_key_create("hasty", requests_per_minute=1)
+    headers = [(b"x-api-key", plaintext.encode())]
+    assert send(relay, {}, headers=headers).status == 200
+    seen = send(relay, {}, headers=headers)
+    assert (seen.status, seen.json()["error"]["type"]) == (429, "rate_limit_error")
+    assert "retry-after" in seen.headers
