@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from billing.models import UsageRecord
 from billing.services import api_key_create
+from lib import tokens
 from routing.tests.inprocess import (
     Exchange,
     InProcessRelay,
@@ -41,7 +43,8 @@ def send(
     payload = (
         body if isinstance(body, bytes) else orjson.dumps({"model": "m", "max_tokens": 100, "messages": USER, **body})
     )
-    exchange = Exchange(payload, headers, path="/v1/messages", **options)
+    options.setdefault("path", "/v1/messages")
+    exchange = Exchange(payload, headers, **options)
     relay.loop.run_until_complete(exchange.run())
     return exchange
 
@@ -284,3 +287,29 @@ def test_rate_limit_is_a_rate_limit_error(relay):
     seen = send(relay, {}, headers=headers)
     assert (seen.status, seen.json()["error"]["type"]) == (429, "rate_limit_error")
     assert "retry-after" in seen.headers
+
+
+def test_count_tokens_answers_the_routers_count_for_the_model(relay):
+    relay.deploy("m", Script("v", answer(2)))
+    tools = [{"name": "f", "input_schema": {"type": "object"}}]
+    body = {"model": "m", "system": "Be brief.", "messages": USER, "tools": tools}
+    seen = send(relay, orjson.dumps(body), path="/v1/messages/count_tokens")
+    assert seen.status == 200
+    canonical = [{"role": "system", "content": "Be brief."}, *USER]
+    tool = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    assert seen.json() == {"input_tokens": tokens.count_messages(canonical, "cl100k_base", tool)}
+    assert not UsageRecord.objects.exists()  # counting is free
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "kind"),
+    [
+        ({"model": "m", "messages": USER}, [], 401, "authentication_error"),
+        ({"model": "nope", "messages": USER}, None, 404, "not_found_error"),
+        ({"model": "m", "messages": USER, "max_tokens": 5}, None, 400, "invalid_request_error"),
+    ],
+)
+def test_count_tokens_errors_are_anthropic_shaped(relay, body, headers, status, kind):
+    relay.deploy("m", Script("v", answer(2)))
+    seen = send(relay, orjson.dumps(body), headers=headers, path="/v1/messages/count_tokens")
+    assert (seen.status, seen.json()["type"], seen.json()["error"]["type"]) == (status, "error", kind)

@@ -13,7 +13,7 @@ import orjson
 from routing.canonical import ChatRequest
 from routing.dialects.body import parse_json_object
 from routing.dialects.faults import Invalid
-from routing.dialects.messages.schema import MAX_DEPTH, REQUEST
+from routing.dialects.messages.schema import COUNT_REQUEST, MAX_DEPTH, REQUEST
 from routing.errors import invalid
 
 # Blocks of earlier turns that other vendors cannot take: Claude's reasoning (its signature).
@@ -37,6 +37,17 @@ def parse_messages_request(body: bytes) -> ChatRequest:
         max_tokens=clean["max_tokens"],
         params=parameters(clean),
     )
+
+
+def parse_count_request(body: bytes) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """Return the model, canonical messages and tools of a ``count_tokens`` body, or raise a 400."""
+    try:
+        clean = COUNT_REQUEST.validate(parse_json_object(body, MAX_DEPTH))
+        messages = [*system_messages(clean.get("system")), *chat_messages(clean["messages"])]
+    except Invalid as error:
+        raise invalid(error.message, error.param, error.code) from None
+    tools = [tool(t) for t in clean["tools"]] if clean.get("tools") else None
+    return clean["model"], messages, tools
 
 
 def parameters(clean: dict[str, Any]) -> dict[str, Any]:

@@ -132,3 +132,10 @@ REQUEST = Object(
     additional=False,
     errors={"unknown": UNKNOWN},
 )
+
+# ``POST /v1/messages/count_tokens``: what shapes the prompt, without the answer's parameters.
+COUNT_REQUEST = Object(
+    {name: REQUEST.fields[name] for name in ("model", "messages", "system", "tools", "tool_choice", "thinking")},
+    additional=False,
+    errors={"unknown": UNKNOWN},
+)
