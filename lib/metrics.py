@@ -54,6 +54,9 @@ DURATION = Histogram(
 _ENDPOINTS = {
     "/v1/chat/completions": "chat_completions",
     "/v1/chat/completions/": "chat_completions",
+    "/v1/messages": "messages",
+    "/v1/messages/": "messages",
+    "/v1/messages/count_tokens": "messages_count_tokens",
     "/v1/models": "models",
     "/v1/generation": "generation",
     "/v1/key": "key",

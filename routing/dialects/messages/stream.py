@@ -112,7 +112,7 @@ class MessagesStream:
 
     def message_start(self) -> bytes:
         self.started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self.generation_id, "type": "message", "role": "assistant", "content": [], "model": self.model,
             "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},  # the figures come with message_delta
@@ -139,7 +139,7 @@ class MessagesStream:
         if self.block != "tool_use" or index != self.tool or (given and given != self.tool_id):
             self.tool = index
             tool_id = self.tool_id = given or f"toolu_{self.generation_id}_{self.index + 1}"
-            start = {"type": "tool_use", "id": tool_id, "name": function.get("name") or "", "input": {}}
+            start: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": function.get("name") or "", "input": {}}
             opened = self.open("tool_use", start)
         arguments = function.get("arguments")
         if not arguments:
