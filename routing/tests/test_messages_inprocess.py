@@ -313,3 +313,18 @@ def test_count_tokens_errors_are_anthropic_shaped(relay, body, headers, status, 
     relay.deploy("m", Script("v", answer(2)))
     seen = send(relay, orjson.dumps(body), headers=headers, path="/v1/messages/count_tokens")
     assert (seen.status, seen.json()["type"], seen.json()["error"]["type"]) == (status, "error", kind)
+
+
+def test_oversized_body_is_request_too_large(relay, settings):
+    settings.SIRAYA_MAX_BODY_BYTES = 100
+    relay.deploy("m", Script("v", answer(2)))
+    seen = send(relay, {"system": "x" * 200})
+    assert (seen.status, seen.json()["error"]["type"]) == (413, "request_too_large")
+
+
+def test_other_methods_get_405_in_anthropics_shape(relay):
+    seen = send(relay, b"", method="GET")
+    assert seen.status == 405 and seen.headers["allow"] == "POST"
+    payload = seen.json()
+    assert (payload["type"], payload["error"]["type"]) == ("error", "invalid_request_error")
+    assert "Use POST for /v1/messages" in payload["error"]["message"]
