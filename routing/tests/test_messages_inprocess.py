@@ -15,6 +15,7 @@ import pytest
 from billing.models import UsageRecord
 from billing.services import api_key_create
 from lib import tokens
+from routing.relay.limits import cut_threshold
 from routing.tests.inprocess import (
     Exchange,
     InProcessRelay,
@@ -328,3 +329,27 @@ def test_other_methods_get_405_in_anthropics_shape(relay):
     payload = seen.json()
     assert (payload["type"], payload["error"]["type"]) == ("error", "invalid_request_error")
     assert "Use POST for /v1/messages" in payload["error"]["message"]
+
+
+def test_fallback_before_the_first_token_starts_the_message_once(relay):
+    relay.deploy("m", Script("broken", [role_batch()], error=failure(500)), Script("good", answer(3)))
+    seen = send(relay, {"stream": True})
+    names = [name for name, _ in events(seen)]
+    assert names.count("message_start") == 1 and names.count("content_block_start") == 1
+    text = "".join(d["delta"]["text"] for n, d in events(seen) if n == "content_block_delta")
+    assert text == answer_text(3)
+    assert relay.record(seen.generation_id).status == "completed"
+
+
+def test_vendor_ignoring_max_tokens_is_cut_with_stop_reason_max_tokens(relay):
+    relay.deploy("m", Script("v", answer(60)))
+    seen = send(relay, {"stream": True, "max_tokens": 10})
+    cut = cut_threshold(10)  # the safety net's margin for tokenizer differences
+    received = events(seen)
+    text = "".join(d["delta"]["text"] for n, d in received if n == "content_block_delta")
+    assert text == answer_text(cut)
+    assert [name for name, _ in received][-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    delta = received[-2][1]
+    assert (delta["delta"]["stop_reason"], delta["usage"]["output_tokens"]) == ("max_tokens", cut)
+    record = relay.record(seen.generation_id)
+    assert (record.completion_tokens, record.finish_reason) == (cut, "length")
