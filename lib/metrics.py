@@ -77,6 +77,9 @@ def before_scrape(refresh: Callable[[], None]) -> None:
 _ENDPOINTS = {
     "/v1/chat/completions": "chat_completions",
     "/v1/chat/completions/": "chat_completions",
+    "/v1/messages": "messages",
+    "/v1/messages/": "messages",
+    "/v1/messages/count_tokens": "messages_count_tokens",
     "/v1/models": "models",
     "/v1/generation": "generation",
     "/v1/key": "key",

@@ -1,0 +1,164 @@
+"""Canonical chunks -> Anthropic's stream events, in their exact order.
+
+    message_start
+    (content_block_start, content_block_delta*, content_block_stop)*   one per text, thinking, tool call
+    message_delta                                                       stop_reason and cumulative usage
+    message_stop
+
+A block stays open while the vendor's deltas continue it; a delta of another kind (or another
+tool call) closes it and opens the next. ``event: error`` ends a stream that failed after it began.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from routing.dialects.base import Choices, ClientUsage
+from routing.errors import RouterError
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+                "content_filter": "refusal"}  # fmt: skip
+
+# Anthropic's error types (docs.claude.com/en/api/errors); 402 is Anthropic's billing_error.
+ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
+    404: "not_found_error", 408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error",
+}  # fmt: skip
+
+
+def event(kind: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def stop_reason(finish_reason: str | None) -> str | None:
+    return STOP_REASONS.get(finish_reason, "end_turn") if finish_reason else None
+
+
+def message_usage(usage: ClientUsage) -> dict[str, int]:
+    """Anthropic's usage: ``input_tokens`` excludes the prompt tokens read from the vendor's cache."""
+    return {
+        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
+        "output_tokens": usage.completion_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached_tokens,
+    }
+
+
+def error_type(status: int) -> str:
+    """Return Anthropic's error type for an HTTP status (another 4xx is an invalid request, another 5xx an API error)."""
+    return ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_payload(error: RouterError) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
+
+
+def error_event(error: RouterError) -> bytes:
+    return event("error", error_payload(error))
+
+
+class MessagesStream:
+    """One streamed answer as Anthropic's events (one per vendor attempt)."""
+
+    __slots__ = ("block", "generation_id", "index", "model", "started", "stop", "tool", "tool_id")
+
+    def __init__(self, generation_id: str, model: str) -> None:
+        self.generation_id = generation_id
+        self.model = model
+        self.started = False
+        self.index = -1  # the open block's index; blocks are numbered from 0
+        self.block = ""  # the open block's kind: "text", "thinking", "tool_use" or "" (none open)
+        self.tool: Any = None  # the open tool call's canonical index
+        self.tool_id = ""
+        self.stop: str | None = None
+
+    def chunk(self, choices: Choices, extra: dict[str, Any] | None) -> bytes:
+        out = [] if self.started else [self.message_start()]
+        for choice in choices:
+            if choice.get("index", 0) != 0:
+                continue  # n is 1: there is no other choice
+            delta = choice.get("delta") or {}
+            for name in ("reasoning_content", "reasoning"):
+                if isinstance(text := delta.get(name), str) and text:
+                    out.append(self.delta("thinking", {"type": "thinking_delta", "thinking": text}))
+            for name in ("content", "refusal"):
+                if isinstance(text := delta.get(name), str) and text:
+                    out.append(self.delta("text", {"type": "text_delta", "text": text}))
+            for call in delta.get("tool_calls") or ():
+                out.append(self.tool_delta(call))
+            if choice.get("finish_reason"):
+                self.stop = stop_reason(choice["finish_reason"])
+        return b"".join(out)
+
+    def cut(self, choices: Choices) -> bytes:
+        return self.chunk(choices, None)
+
+    def finish(self, usage: ClientUsage | None) -> bytes:
+        out = [] if self.started else [self.message_start()]
+        out.append(self.close())
+        counts = message_usage(usage) if usage is not None else {"output_tokens": 0}
+        delta = {"stop_reason": self.stop or "end_turn", "stop_sequence": None}
+        out.append(event("message_delta", {"type": "message_delta", "delta": delta, "usage": counts}))
+        out.append(event("message_stop", {"type": "message_stop"}))
+        return b"".join(out)
+
+    def error(self, error: RouterError) -> bytes:
+        return error_event(error)
+
+    # -- blocks ------------------------------------------------------------------------------
+
+    def message_start(self) -> bytes:
+        self.started = True
+        message: dict[str, Any] = {
+            "id": self.generation_id, "type": "message", "role": "assistant", "content": [], "model": self.model,
+            "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},  # the figures come with message_delta
+        }  # fmt: skip
+        return event("message_start", {"type": "message_start", "message": message})
+
+    def delta(self, kind: str, delta: dict[str, Any]) -> bytes:
+        opened = b""
+        if self.block != kind:
+            start = (
+                {"type": "text", "text": ""}
+                if kind == "text"
+                else {"type": "thinking", "thinking": "", "signature": ""}
+            )
+            opened = self.open(kind, start)
+        return opened + event(
+            "content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}
+        )
+
+    def tool_delta(self, call: dict[str, Any]) -> bytes:
+        function = call.get("function") or {}
+        opened = b""
+        index, given = call.get("index", self.tool), call.get("id")
+        if self.block != "tool_use" or index != self.tool or (given and given != self.tool_id):
+            self.tool = index
+            tool_id = self.tool_id = given or f"toolu_{self.generation_id}_{self.index + 1}"
+            start: dict[str, Any] = {"type": "tool_use", "id": tool_id, "name": function.get("name") or "", "input": {}}
+            opened = self.open("tool_use", start)
+        arguments = function.get("arguments")
+        if not arguments:
+            return opened
+        delta = {"type": "input_json_delta", "partial_json": arguments}
+        return opened + event(
+            "content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}
+        )
+
+    def open(self, kind: str, block: dict[str, Any]) -> bytes:
+        closed = self.close()
+        self.index += 1
+        self.block = kind
+        return closed + event(
+            "content_block_start", {"type": "content_block_start", "index": self.index, "content_block": block}
+        )
+
+    def close(self) -> bytes:
+        if not self.block:
+            return b""
+        self.block = ""
+        return event("content_block_stop", {"type": "content_block_stop", "index": self.index})
