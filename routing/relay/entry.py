@@ -13,6 +13,7 @@ from django.conf import settings
 from lib import logs, metrics, tracing
 from routing.dialects.base import Dialect
 from routing.dialects.chat.dialect import ChatCompletions
+from routing.dialects.responses.dialect import Responses
 from routing.errors import RouterError
 from routing.relay import edge, lifecycle
 from routing.relay.channel import JSON_HEADERS, ClientChannel, Receive, Scope, Send, error_headers
@@ -23,7 +24,7 @@ from routing.vendors import http
 # Each client API's path, with and without a trailing slash, and the dialect that speaks it.
 DIALECTS: dict[str, Dialect] = {
     path: dialect
-    for route, dialect in {"/v1/chat/completions": ChatCompletions()}.items()
+    for route, dialect in {"/v1/chat/completions": ChatCompletions(), "/v1/responses": Responses()}.items()
     for path in (route, route + "/")
 }
 access_logger = logging.getLogger("siraya.access")
