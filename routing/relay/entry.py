@@ -22,11 +22,11 @@ from routing.relay.request import serve_request
 from routing.vendors import http
 
 # Each client API's path, with and without a trailing slash, and the dialect that speaks it.
-DIALECTS: dict[str, Dialect] = {
-    path: dialect
-    for route, dialect in {"/v1/chat/completions": ChatCompletions(), "/v1/responses": Responses()}.items()
-    for path in (route, route + "/")
+APIS: dict[str, Dialect] = {
+    "/v1/chat/completions": ChatCompletions(),
+    "/v1/responses": Responses(),
 }
+DIALECTS: dict[str, Dialect] = {path: dialect for route, dialect in APIS.items() for path in (route, route + "/")}
 access_logger = logging.getLogger("siraya.access")
 
 
