@@ -233,6 +233,24 @@ def test_client_leaving_mid_stream_closes_the_vendor_and_bills_what_was_delivere
         ({"frequency_penalty": 1}, "frequency_penalty", "Unrecognized request argument"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type", "not supported"),
         ({"input": []}, "input", "non-empty"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_text"}]}]},
+            "input[0].content[0].text",
+            "'input[0].content[0].text' must be a string",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
+            "input[0].content[0].type",
+            "'input_file' are not supported",
+        ),
+        (
+            {"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
+            "input[0].call_id",
+            "'input[0].call_id' is required",
+        ),
+        ({"input": ["hi"]}, "input[0]", "'input[0]' must be an object"),
+        ({"tools": [{"type": "function"}]}, "tools[0].name", "'tools[0].name' is required"),
+        ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema", "is required"),
         ({"max_output_tokens": 0}, "max_output_tokens", "between"),
     ],
 )

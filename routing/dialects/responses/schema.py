@@ -188,9 +188,14 @@ def input_messages(clean: dict[str, Any]) -> list[dict[str, Any]]:
         try:
             add_item(messages, _item(item))
         except Invalid as error:
-            where = f"input[{index}]" + (f".{error.param}" if error.param else "")
-            raise Invalid(error.message.replace("'input'", f"'{where}'"), where, error.code) from None
+            raise _within(error, f"input[{index}]") from None
     return messages
+
+
+def _within(error: Invalid, prefix: str) -> Invalid:
+    """Return ``error`` of a value checked on its own as the error of the request member at ``prefix``."""
+    where = prefix + (f".{error.param}" if error.param else "")
+    return Invalid(error.message.replace(f"'{error.param or ''}'", f"'{where}'", 1), where, error.code)
 
 
 def _item(item: Any) -> dict[str, Any]:
@@ -229,7 +234,10 @@ def _content(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     parts: list[dict[str, Any]] = []
-    for part in content:
+    for index, part in enumerate(content):
+        if part["type"] not in _PART.variants:
+            message = f"Content parts of type '{part['type']}' are not supported."
+            raise Invalid(message, f"content[{index}].type", "unsupported_value")
         if part["type"] == "input_image":
             if not part.get("image_url"):
                 raise Invalid(
@@ -279,8 +287,7 @@ def _tool(index: int, tool: Any) -> dict[str, Any]:
     try:
         clean = _FUNCTION_TOOL.validate(tool)
     except Invalid as error:
-        where = f"tools[{index}]" + (f".{error.param}" if error.param else "")
-        raise Invalid(error.message.replace("'type'", f"'{where}'"), where, error.code) from None
+        raise _within(error, f"tools[{index}]") from None
     function = {k: clean[k] for k in ("name", "description", "parameters", "strict") if clean.get(k) is not None}
     return {"type": "function", "function": function}
 
@@ -323,4 +330,3 @@ def echo(clean: dict[str, Any]) -> dict[str, Any]:
         "top_p": clean.get("top_p"),
         "truncation": "disabled",
     }
-
