@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import openai
 import pytest
@@ -136,3 +141,24 @@ def test_closing_a_stream_closes_the_vendor_and_bills_what_was_delivered(cast, f
     record = cast.record(generation_id)
     assert record.status == "cancelled"
     assert record.completion_tokens == record.tokens_delivered == tokens.count_text(received, "cl100k_base")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readme_responses_example_runs_verbatim(live_router):
+    """The README's Responses example, as written, against the demo vendor."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("demo_setup", stdout=out)
+    key = out.getvalue().strip().splitlines()[-1]
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "client.responses.create" in b]
+    code = block.replace("http://127.0.0.1:8000", live_router.url)
+    env = {**os.environ, "SIRAYA_API_KEY": key}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("gen-") and " completed You said: Hello!" in lines[0]
+    assert lines[1] == "You said: Hello!" and lines[2].endswith("out tokens]")
