@@ -269,3 +269,30 @@ def test_refused_requests_are_openai_shaped_400s_naming_the_field(relay, body, p
 def test_unknown_model_is_a_404_in_openai_shape(relay):
     seen = post(relay, model="no/such")
     assert seen.status == 404 and seen.error()["code"] == "model_not_found"
+
+
+def test_failure_after_only_keepalives_is_a_whole_failed_sequence(relay, settings):
+    settings.SIRAYA_KEEPALIVE_SECONDS = 0.03
+    relay.deploy("m", Script("slow", [], first_delay=0.2, error=failure(500)))
+    seen = post(relay, stream=True)
+    assert seen.status == 200 and seen.comments()  # the keepalives started the stream
+    got = events(seen)
+    assert [e["type"] for e in got] == ["response.created", "response.in_progress", "error", "response.failed"]
+    assert [e["sequence_number"] for e in got] == [0, 1, 2, 3]
+    assert got[-1]["response"]["output"] == []
+
+
+def test_whole_answer_with_a_tool_call_is_a_function_call_item(relay_openai, fake_openai):
+    fake_openai.scenario.tool_call = True
+    fake_openai.scenario.tokens = 2
+    seen = post(relay_openai, model="test/fake", tools=[{"type": "function", "name": "get_weather"}])
+    body = seen.json()
+    (call,) = body["output"]
+    assert (call["type"], call["call_id"], call["name"], call["status"]) == (
+        "function_call",
+        "call_fake1",
+        "get_weather",
+        "completed",
+    )
+    assert orjson.loads(call["arguments"]) == {"city": answer_text(2).strip()}
+    assert body["status"] == "completed" and body["tools"] == [{"type": "function", "name": "get_weather"}]
