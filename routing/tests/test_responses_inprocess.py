@@ -296,3 +296,17 @@ def test_whole_answer_with_a_tool_call_is_a_function_call_item(relay_openai, fak
     )
     assert orjson.loads(call["arguments"]) == {"city": answer_text(2).strip()}
     assert body["status"] == "completed" and body["tools"] == [{"type": "function", "name": "get_weather"}]
+
+
+def test_streamed_refusal_is_a_message_with_a_refusal_part(relay):
+    refusal = [[ChunkEvent([{"index": 0, "delta": {"refusal": t}, "finish_reason": None}])] for t in ("I can", "not.")]
+    end = [ChunkEvent([{"index": 0, "delta": {}, "finish_reason": "stop"}])]
+    relay.deploy("m", Script("v", [role_batch(), *refusal, end]))
+    got = events(post(relay, stream=True))
+    assert [e["type"] for e in got] == [
+        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+        "response.refusal.delta", "response.refusal.delta", "response.refusal.done", "response.content_part.done",
+        "response.output_item.done", "response.completed",
+    ]  # fmt: skip
+    (item,) = got[-1]["response"]["output"]
+    assert item["content"] == [{"type": "refusal", "refusal": "I cannot."}]

@@ -61,14 +61,21 @@ def final_status(finish: str) -> str:
     return "incomplete" if finish in INCOMPLETE else "completed"
 
 
-def message_item(generation_id: str, index: int, text: str, status: str = "completed") -> dict[str, Any]:
+def message_item(
+    generation_id: str, index: int, text: str, status: str = "completed", part: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return an assistant message item holding one content part (``output_text`` of ``text`` unless given)."""
     return {
         "type": "message",
         "id": item_id("msg", generation_id, index),
         "status": status,
         "role": "assistant",
-        "content": [] if status == "in_progress" else [output_text(text)],
+        "content": [] if status == "in_progress" else [part or output_text(text)],
     }
+
+
+def refusal_part(text: str) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": text}
 
 
 def output_text(text: str) -> dict[str, Any]:
@@ -102,6 +109,9 @@ def answer_output(generation_id: str, message: dict[str, Any]) -> list[dict[str,
     content = message.get("content")
     if isinstance(content, str) and content:
         output.append(message_item(generation_id, len(output), content))
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        output.append(message_item(generation_id, len(output), refusal, part=refusal_part(refusal)))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         output.append(

@@ -19,13 +19,14 @@ from routing.dialects.responses.objects import (
     message_item,
     output_text,
     reasoning_item,
+    refusal_part,
     response_object,
 )
 from routing.errors import RouterError
 
 # Canonical delta members holding reasoning text (vendors use either name).
 _REASONING = ("reasoning_content", "reasoning")
-_PREFIX = {"message": "msg", "reasoning": "rs", "function_call": "fc"}
+_PREFIX = {"message": "msg", "refusal": "msg", "reasoning": "rs", "function_call": "fc"}
 
 
 class OpenItem:
@@ -84,6 +85,8 @@ class ResponsesStream:
                     self.reasoning(out, text)
             if isinstance(text := delta.get("content"), str) and text:
                 self.text(out, text)
+            if isinstance(text := delta.get("refusal"), str) and text:
+                self.refusal(out, text)
             for call in delta.get("tool_calls") or ():
                 self.call(out, call)
             if choice.get("finish_reason"):
@@ -143,6 +146,10 @@ class ResponsesStream:
             added = message_item(self.generation_id, item.index, "", status="in_progress")
             self.event(out, "response.output_item.added", output_index=item.index, item=added)
             self.part(out, "response.content_part.added", item, output_text(""))
+        elif kind == "refusal":
+            added = message_item(self.generation_id, item.index, "", status="in_progress")
+            self.event(out, "response.output_item.added", output_index=item.index, item=added)
+            self.part(out, "response.content_part.added", item, refusal_part(""))
         elif kind == "reasoning":
             added = reasoning_item(self.generation_id, item.index, None)
             self.event(out, "response.output_item.added", output_index=item.index, item=added)
@@ -162,6 +169,11 @@ class ResponsesStream:
             out, "response.output_text.delta",
             item_id=item.id, output_index=item.index, content_index=0, delta=text, logprobs=[],
         )  # fmt: skip
+
+    def refusal(self, out: list[bytes], text: str) -> None:
+        item = self.item if self.item is not None and self.item.kind == "refusal" else self.opened(out, "refusal")
+        item.text += text
+        self.event(out, "response.refusal.delta", item_id=item.id, output_index=item.index, content_index=0, delta=text)
 
     def reasoning(self, out: list[bytes], text: str) -> None:
         item = self.item if self.item is not None and self.item.kind == "reasoning" else self.opened(out, "reasoning")
@@ -194,6 +206,10 @@ class ResponsesStream:
             self.event(out, "response.output_text.done", **where, content_index=0, text=item.text, logprobs=[])
             self.part(out, "response.content_part.done", item, output_text(item.text))
             done = message_item(generation_id, item.index, item.text)
+        elif item.kind == "refusal":
+            self.event(out, "response.refusal.done", **where, content_index=0, refusal=item.text)
+            self.part(out, "response.content_part.done", item, refusal_part(item.text))
+            done = message_item(generation_id, item.index, item.text, part=refusal_part(item.text))
         elif item.kind == "reasoning":
             self.event(out, "response.reasoning_text.done", **where, content_index=0, text=item.text)
             self.part(out, "response.content_part.done", item, {"type": "reasoning_text", "text": item.text})
