@@ -9,6 +9,8 @@ import orjson
 import pytest
 
 from lib import tokens
+from routing.canonical import PARAMETERS
+from routing.dialects.responses.schema import parse_responses_request
 from routing.relay.limits import cut_threshold
 from routing.tests.inprocess import Script, answer, answer_text, attempts, cost, failure, role_batch, word_batches
 from routing.vendors.base import ChunkEvent, Usage
@@ -310,3 +312,16 @@ def test_streamed_refusal_is_a_message_with_a_refusal_part(relay):
     ]  # fmt: skip
     (item,) = got[-1]["response"]["output"]
     assert item["content"] == [{"type": "refusal", "refusal": "I cannot."}]
+
+
+def test_every_parameter_maps_onto_a_canonical_name():
+    """Vendor adapters know the canonical (chat) names only: the dialect sends no other."""
+    body = {
+        "model": "m", "input": "hi", "max_output_tokens": 9, "temperature": 1, "top_p": 1, "parallel_tool_calls": True,
+        "user": "u", "service_tier": "auto", "top_logprobs": 2, "tools": [{"type": "function", "name": "f"}],
+        "tool_choice": "required", "reasoning": {"effort": "high"}, "text": {"format": {"type": "json_object"}, "verbosity": "low"},
+        "metadata": {"a": "b"}, "store": True, "include": [], "truncation": "disabled", "instructions": "x",
+    }  # fmt: skip
+    request = parse_responses_request(orjson.dumps(body))
+    assert set(request.params) <= PARAMETERS
+    assert len(request.params) == 12  # every forwarded parameter arrived (metadata and store stay here)

@@ -44,6 +44,8 @@ class OpenItem:
 
 
 class ResponsesStream:
+    """The Responses events of one streamed answer, and the Response object they build up."""
+
     __slots__ = (
         "answered",
         "calls",
