@@ -32,15 +32,21 @@ _PREFIX = {"message": "msg", "refusal": "msg", "reasoning": "rs", "function_call
 class OpenItem:
     """An output item whose deltas are still arriving."""
 
-    __slots__ = ("call_id", "id", "index", "kind", "name", "text")
+    __slots__ = ("call_id", "id", "index", "kind", "name", "pieces")
 
     def __init__(self, kind: str, generation_id: str, index: int, call_id: str = "", name: str = "") -> None:
         self.kind = kind
         self.index = index  # its output_index
         self.id = item_id(_PREFIX[kind], generation_id, index)
-        self.text = ""  # the text, reasoning text or arguments so far
+        # The text, reasoning text or arguments so far: joined once at the end (``+=`` on an
+        # attribute copies the whole text for every delta).
+        self.pieces: list[str] = []
         self.call_id = call_id
         self.name = name
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
 
 class ResponsesStream:
@@ -166,7 +172,7 @@ class ResponsesStream:
 
     def text(self, out: list[bytes], text: str) -> None:
         item = self.item if self.item is not None and self.item.kind == "message" else self.opened(out, "message")
-        item.text += text
+        item.pieces.append(text)
         self.event(
             out, "response.output_text.delta",
             item_id=item.id, output_index=item.index, content_index=0, delta=text, logprobs=[],
@@ -174,12 +180,12 @@ class ResponsesStream:
 
     def refusal(self, out: list[bytes], text: str) -> None:
         item = self.item if self.item is not None and self.item.kind == "refusal" else self.opened(out, "refusal")
-        item.text += text
+        item.pieces.append(text)
         self.event(out, "response.refusal.delta", item_id=item.id, output_index=item.index, content_index=0, delta=text)
 
     def reasoning(self, out: list[bytes], text: str) -> None:
         item = self.item if self.item is not None and self.item.kind == "reasoning" else self.opened(out, "reasoning")
-        item.text += text
+        item.pieces.append(text)
         self.event(
             out, "response.reasoning_text.delta", item_id=item.id, output_index=item.index, content_index=0, delta=text
         )
@@ -193,7 +199,7 @@ class ResponsesStream:
             self.calls[index] = item
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            item.text += arguments
+            item.pieces.append(arguments)
             self.event(
                 out, "response.function_call_arguments.delta", item_id=item.id, output_index=item.index, delta=arguments
             )
@@ -204,20 +210,21 @@ class ResponsesStream:
         if item is None:
             return
         generation_id, where = self.generation_id, {"item_id": item.id, "output_index": item.index}
+        text = item.text
         if item.kind == "message":
-            self.event(out, "response.output_text.done", **where, content_index=0, text=item.text, logprobs=[])
-            self.part(out, "response.content_part.done", item, output_text(item.text))
-            done = message_item(generation_id, item.index, item.text)
+            self.event(out, "response.output_text.done", **where, content_index=0, text=text, logprobs=[])
+            self.part(out, "response.content_part.done", item, output_text(text))
+            done = message_item(generation_id, item.index, text)
         elif item.kind == "refusal":
-            self.event(out, "response.refusal.done", **where, content_index=0, refusal=item.text)
-            self.part(out, "response.content_part.done", item, refusal_part(item.text))
-            done = message_item(generation_id, item.index, item.text, part=refusal_part(item.text))
+            self.event(out, "response.refusal.done", **where, content_index=0, refusal=text)
+            self.part(out, "response.content_part.done", item, refusal_part(text))
+            done = message_item(generation_id, item.index, text, part=refusal_part(text))
         elif item.kind == "reasoning":
-            self.event(out, "response.reasoning_text.done", **where, content_index=0, text=item.text)
-            self.part(out, "response.content_part.done", item, {"type": "reasoning_text", "text": item.text})
-            done = reasoning_item(generation_id, item.index, item.text)
+            self.event(out, "response.reasoning_text.done", **where, content_index=0, text=text)
+            self.part(out, "response.content_part.done", item, {"type": "reasoning_text", "text": text})
+            done = reasoning_item(generation_id, item.index, text)
         else:
-            self.event(out, "response.function_call_arguments.done", **where, name=item.name, arguments=item.text)
-            done = call_item(generation_id, item.index, item.call_id, item.name, item.text)
+            self.event(out, "response.function_call_arguments.done", **where, name=item.name, arguments=text)
+            done = call_item(generation_id, item.index, item.call_id, item.name, text)
         self.output.append(done)
         self.event(out, "response.output_item.done", output_index=item.index, item=done)
