@@ -325,3 +325,24 @@ def test_every_parameter_maps_onto_a_canonical_name():
     request = parse_responses_request(orjson.dumps(body))
     assert set(request.params) <= PARAMETERS
     assert len(request.params) == 12  # every forwarded parameter arrived (metadata and store stay here)
+
+
+def test_a_previous_answers_output_items_are_accepted_as_input(relay):
+    """The SDK pattern ``input += response.output``: items with ids, statuses and reasoning."""
+    script = Script("v", answer(1))
+    relay.deploy("m", script)
+    previous = [
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "Hm."}]},
+        {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+         "content": [{"type": "output_text", "text": "Let me look.", "annotations": [], "logprobs": []},
+                     {"type": "refusal", "refusal": "Not that."}]},
+        {"type": "function_call", "id": "fc_1", "status": "completed", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "42"}]},
+    ]  # fmt: skip
+    seen = post(relay, input=[{"role": "user", "content": "Go."}, *previous])
+    assert seen.status == 200, seen.raw
+    messages = script.calls[0].request.messages
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[1]["content"] == [{"type": "text", "text": "Let me look."}, {"type": "text", "text": "Not that."}]
+    assert [call["id"] for call in messages[1]["tool_calls"]] == ["c1"]  # the same assistant turn
+    assert messages[2] == {"role": "tool", "tool_call_id": "c1", "content": "42"}

@@ -42,6 +42,7 @@ _PART = Tagged(
     {
         "input_text": Object({"text": Field(_TEXT, required=True)}),
         "output_text": Object({"text": Field(_TEXT, required=True)}),
+        "refusal": Object({"refusal": Field(_TEXT, required=True)}),
         "input_image": Object({"image_url": String(), "file_id": String(), "detail": Enum({"low", "high", "auto"})}),
     },
 )
@@ -62,6 +63,9 @@ _ITEM = Tagged(
                 "arguments": Field(String(), required=True),
             }
         ),
+        # A previous answer's reasoning, sent back with its output: vendors behind the canonical
+        # request take no reasoning items, so it is dropped.
+        "reasoning": Object(),
         "function_call_output": Object(
             {
                 "call_id": Field(String(min_length=1), required=True),
@@ -219,12 +223,12 @@ def add_item(messages: list[dict[str, Any]], item: dict[str, Any]) -> None:
             "function": {"name": item["name"], "arguments": item["arguments"]},
         }
         last = messages[-1] if messages else None
-        # Consecutive calls are one assistant turn's parallel tool calls.
-        if last is not None and last["role"] == "assistant" and last.get("tool_calls"):
-            last["tool_calls"].append(call)
+        # Calls after an assistant message, or after each other, belong to that one assistant turn.
+        if last is not None and last["role"] == "assistant":
+            last.setdefault("tool_calls", []).append(call)
         else:
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-    else:
+    elif kind == "function_call_output":
         output = item["output"]
         text = output if isinstance(output, str) else "".join(p.get("text", "") for p in output)
         messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
@@ -246,7 +250,7 @@ def _content(content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
             image = {"url": part["image_url"], **({"detail": part["detail"]} if part.get("detail") else {})}
             parts.append({"type": "image_url", "image_url": image})
         else:
-            parts.append({"type": "text", "text": part["text"]})
+            parts.append({"type": "text", "text": part["refusal"] if part["type"] == "refusal" else part["text"]})
     return parts
 
 
