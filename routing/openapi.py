@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from routing.dialects.chat.schema import MESSAGE, REQUEST
+from routing.dialects.responses.schema import REQUEST as RESPONSES_REQUEST
 
 Schema = dict[str, Any]
 
@@ -73,6 +74,30 @@ _COMPLETION: Schema = {
             },
         },
         "usage": _USAGE,
+    },
+}
+
+_RESPONSE: Schema = {
+    "type": "object",
+    "required": ["id", "object", "created_at", "status", "model", "output"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^gen-"},
+        "object": {"const": "response"},
+        "created_at": {"type": "integer"},
+        "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+        "incomplete_details": {"type": ["object", "null"]},
+        "error": {"type": ["object", "null"]},
+        "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object", "required": ["type", "id"]}},
+        "usage": {
+            "type": ["object", "null"],
+            "required": ["input_tokens", "output_tokens", "total_tokens"],
+            "properties": {
+                "input_tokens": {"type": "integer", "minimum": 0},
+                "output_tokens": {"type": "integer", "minimum": 0},
+                "total_tokens": {"type": "integer", "minimum": 0},
+            },
+        },
     },
 }
 
@@ -243,7 +268,7 @@ def openapi_document(server_url: str = "/") -> Schema:
         "info": {
             "title": "Siraya Model Router",
             "version": "1",
-            "description": "OpenAI-compatible chat completions in front of many vendors, with usage and cost per request.",
+            "description": "OpenAI-compatible chat completions and Responses in front of many vendors, with usage and cost per request.",
         },
         "servers": [{"url": server_url}],
         "security": bearer,
@@ -259,6 +284,28 @@ def openapi_document(server_url: str = "/") -> Schema:
                             "headers": {"X-Generation-Id": {"schema": {"type": "string"}}},
                             "content": {
                                 "application/json": {"schema": _ref("ChatCompletion")},
+                                "text/event-stream": {"schema": _ref("StreamEvent")},
+                            },
+                        },
+                        **_ERRORS,
+                    },
+                }
+            },
+            "/v1/responses": {
+                "post": {
+                    "operationId": "createResponse",
+                    "summary": "OpenAI Responses API: the Response object, or its events (`stream: true`).",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ResponsesRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The Response object. With `stream: true`, `event:`/`data:` pairs from "
+                            "`response.created` to `response.completed`, `response.incomplete` or `response.failed`.",
+                            "headers": {"X-Generation-Id": {"schema": {"type": "string"}}},
+                            "content": {
+                                "application/json": {"schema": _ref("Response")},
                                 "text/event-stream": {"schema": _ref("StreamEvent")},
                             },
                         },
@@ -315,6 +362,9 @@ def openapi_document(server_url: str = "/") -> Schema:
                 "ChatMessage": MESSAGE.schema(),
                 "ChatCompletion": _COMPLETION,
                 "Usage": _USAGE,
+                # The Responses request, documented from the declaration that validates it.
+                "ResponsesRequest": RESPONSES_REQUEST.schema(),
+                "Response": _RESPONSE,
                 # One Server-Sent Event: `data` is a chat.completion.chunk as JSON, or `[DONE]`.
                 "StreamEvent": {
                     "type": "object",

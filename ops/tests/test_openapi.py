@@ -34,7 +34,13 @@ def test_document_is_openapi_31_for_the_public_api(live_router):
     assert response.status_code == 200
     document = response.json()
     assert document["openapi"] == "3.1.0"
-    assert set(document["paths"]) == {"/v1/chat/completions", "/v1/models", "/v1/generation", "/v1/key"}
+    assert set(document["paths"]) == {
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/models",
+        "/v1/generation",
+        "/v1/key",
+    }
     assert document["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
 
@@ -46,6 +52,8 @@ def focused(document: dict) -> dict:
     request["properties"].pop("models")
     message = document["components"]["schemas"]["ChatRequest"]["properties"]["messages"]
     message["maxItems"] = 3
+    responses = document["components"]["schemas"]["ResponsesRequest"]["properties"]
+    responses["model"] = {"const": DEMO_MODEL}
     return document
 
 

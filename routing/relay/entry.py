@@ -14,6 +14,7 @@ from lib import logs, metrics, tracing
 from routing.dialects.base import Dialect
 from routing.dialects.chat.dialect import ChatCompletions
 from routing.dialects.messages.dialect import Messages
+from routing.dialects.responses.dialect import Responses
 from routing.errors import RouterError
 from routing.relay import edge, lifecycle
 from routing.relay.channel import JSON_HEADERS, ClientChannel, Receive, Scope, Send, error_headers
@@ -22,11 +23,13 @@ from routing.relay.request import serve_request
 from routing.vendors import http
 
 # Each client API's path and the dialect that speaks it.
-CLIENT_APIS: dict[str, Dialect] = {"/v1/chat/completions": ChatCompletions(), "/v1/messages": Messages()}
-# The same, with and without a trailing slash.
-DIALECTS: dict[str, Dialect] = {
-    path: dialect for route, dialect in CLIENT_APIS.items() for path in (route, route + "/")
+APIS: dict[str, Dialect] = {
+    "/v1/chat/completions": ChatCompletions(),
+    "/v1/messages": Messages(),
+    "/v1/responses": Responses(),
 }
+# The same, with and without a trailing slash.
+DIALECTS: dict[str, Dialect] = {path: dialect for route, dialect in APIS.items() for path in (route, route + "/")}
 access_logger = logging.getLogger("siraya.access")
 
 

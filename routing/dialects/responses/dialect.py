@@ -1,0 +1,67 @@
+"""The Responses API on the wire: its events, the Response object, OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+import orjson
+
+from routing.canonical import ChatRequest
+from routing.dialects.base import Answer, Headers
+from routing.dialects.responses.objects import answer_output, final_status, response_object
+from routing.dialects.responses.schema import ResponsesRequest, echo, parse_responses_request
+from routing.dialects.responses.stream import ResponsesStream
+from routing.errors import RouterError
+
+KEEPALIVE = b": Siraya Model Router PROCESSING\n\n"  # an SSE comment: the SDKs skip it
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+# The request's settings as the Response object repeats them: a whole answer is rendered in
+# the task that parsed its request, and ``Answer`` does not carry the request.
+_ECHO: ContextVar[dict[str, Any] | None] = ContextVar("responses_echo", default=None)
+_DEFAULT_ECHO = echo({})
+
+
+class Responses:
+    name = "responses"
+    keepalive = KEEPALIVE
+    stream_headers = SSE_HEADERS
+
+    def authorization(self, header: Callable[[bytes], str]) -> str:
+        return header(b"authorization")
+
+    def parse(self, body: bytes) -> ChatRequest:
+        request = parse_responses_request(body)
+        _ECHO.set(request.echo)
+        return request
+
+    def wants_usage(self, request: ChatRequest) -> bool:
+        return True  # response.completed always carries the usage
+
+    def stream(self, request: ChatRequest, generation_id: str, created: int, model: str) -> ResponsesStream:
+        """The renderer of an attempt's stream; once one attempt's events reached the client, that
+        same renderer (an error after the stream began continues its sequence)."""
+        assert isinstance(request, ResponsesRequest)
+        live = request.live
+        if live is not None and live.answered:
+            return live
+        live = request.live = ResponsesStream(generation_id, created, model, request.echo)
+        return live
+
+    def answer(self, answer: Answer) -> bytes:
+        choice = answer.choices[0] if answer.choices else {}
+        finish = choice.get("finish_reason") or ""
+        output = answer_output(answer.generation_id, choice.get("message") or {})
+        payload = response_object(
+            answer.generation_id, answer.created, answer.model, _ECHO.get() or _DEFAULT_ECHO,
+            status=final_status(finish), output=output, usage=answer.usage, finish=finish,
+        )  # fmt: skip
+        return orjson.dumps(payload)
+
+    def error_body(self, error: RouterError) -> bytes:
+        return error.json()
