@@ -41,10 +41,12 @@ class Answer:
     choices: Choices  # canonical, cut at the client's limit if need be
     extra: dict[str, Any] | None
     usage: ClientUsage
+    request: ChatRequest  # as the dialect parsed it (what the answer echoes back)
 
 
 class StreamRenderer(Protocol):
-    """One streamed answer's canonical events in a client API's format (one per vendor attempt)."""
+    """One streamed answer's canonical events in a client API's format: one per vendor attempt;
+    an error after the stream began is rendered by the renderer of the attempt that began it."""
 
     def chunk(self, choices: Choices, extra: dict[str, Any] | None) -> bytes:
         """The bytes of one canonical chunk."""

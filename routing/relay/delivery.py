@@ -30,7 +30,7 @@ class Delivery:
     # One per open stream: slots keep each a few hundred bytes smaller than a __dict__ would.
     __slots__ = (
         "answer_started", "channel", "cut", "delivered", "dialect", "finish_reason", "first_token_at", "meter",
-        "request", "ticket", "usage",
+        "renderer", "request", "ticket", "usage",
     )  # fmt: skip
 
     def __init__(self, channel: ClientChannel, dialect: Dialect, request: ChatRequest, ticket: Ticket) -> None:
@@ -39,6 +39,7 @@ class Delivery:
         self.request = request
         self.ticket = ticket
         self.meter: DeliveryMeter | None = None  # streams only: a JSON answer is delivered whole
+        self.renderer: StreamRenderer | None = None  # the current attempt's (streams)
         self.delivered: list[str] = []  # the billable text handed to the client
         self.usage = Usage()  # what the vendor reported
         self.cut = False  # the router cut the answer at max_tokens: billed for what was delivered
@@ -59,7 +60,9 @@ class Delivery:
         vendor = target.vendor
         call = UpstreamCall(self.request, target.upstream_model, self.ticket.generation_id, route.max_output_tokens)
         batches = adapter_for(vendor).stream(call)
-        renderer = self.dialect.stream(self.request, self.ticket.generation_id, self.ticket.created, route.name)
+        renderer = self.renderer = self.dialect.stream(
+            self.request, self.ticket.generation_id, self.ticket.created, route.name
+        )
         meter = self.meter
         assert meter is not None
         meter.target = target  # checkpoints name the deployment now answering
@@ -189,8 +192,9 @@ class Delivery:
         choices = self.within_max_tokens(route, target, completion.choices)
         text = delivered_text(choices)
         ticket = self.ticket
+        usage = self.client_usage(route, text)
         answer = Answer(
-            ticket.generation_id, ticket.created, route.name, choices, completion.extra, self.client_usage(route, text)
+            ticket.generation_id, ticket.created, route.name, choices, completion.extra, usage, self.request
         )
         headers = [*JSON_HEADERS, (b"x-generation-id", ticket.generation_id.encode()), *ticket.rate_headers()]
         self.answer_started = True

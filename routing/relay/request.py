@@ -243,8 +243,10 @@ async def fail(delivery: Delivery, attempts: Attempts, error: RouterError) -> No
     if not channel.started:
         await send_error(delivery.dialect, channel, error, ticket.generation_id)
         return
-    name = (attempts.current or (attempts.routes[0],))[0].name
-    renderer = delivery.dialect.stream(delivery.request, ticket.generation_id, ticket.created, name)
+    renderer = delivery.renderer
+    if renderer is None:  # the stream began with a keepalive, before any attempt
+        name = (attempts.current or (attempts.routes[0],))[0].name
+        renderer = delivery.dialect.stream(delivery.request, ticket.generation_id, ticket.created, name)
     await channel.send(renderer.error(error), more=False)
 
 

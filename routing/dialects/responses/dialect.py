@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -21,10 +20,6 @@ SSE_HEADERS: Headers = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-# The request's settings as the Response object repeats them: a whole answer is rendered in
-# the task that parsed its request, and ``Answer`` does not carry the request.
-_ECHO: ContextVar[dict[str, Any] | None] = ContextVar("responses_echo", default=None)
-_DEFAULT_ECHO = echo({})
 
 
 class Responses:
@@ -36,32 +31,29 @@ class Responses:
         return header(b"authorization")
 
     def parse(self, body: bytes) -> ChatRequest:
-        request = parse_responses_request(body)
-        _ECHO.set(request.echo)
-        return request
+        return parse_responses_request(body)
 
     def wants_usage(self, request: ChatRequest) -> bool:
         return True  # response.completed always carries the usage
 
     def stream(self, request: ChatRequest, generation_id: str, created: int, model: str) -> ResponsesStream:
-        """The renderer of an attempt's stream; once one attempt's events reached the client, that
-        same renderer (an error after the stream began continues its sequence)."""
         assert isinstance(request, ResponsesRequest)
-        live = request.live
-        if live is not None and live.answered:
-            return live
-        live = request.live = ResponsesStream(generation_id, created, model, request.echo)
-        return live
+        return ResponsesStream(generation_id, created, model, request.echo)
 
     def answer(self, answer: Answer) -> bytes:
         choice = answer.choices[0] if answer.choices else {}
         finish = choice.get("finish_reason") or ""
         output = answer_output(answer.generation_id, choice.get("message") or {})
         payload = response_object(
-            answer.generation_id, answer.created, answer.model, _ECHO.get() or _DEFAULT_ECHO,
+            answer.generation_id, answer.created, answer.model, _echo(answer.request),
             status=final_status(finish), output=output, usage=answer.usage, finish=finish,
         )  # fmt: skip
         return orjson.dumps(payload)
 
     def error_body(self, error: RouterError) -> bytes:
         return error.json()
+
+
+def _echo(request: ChatRequest) -> dict[str, Any]:
+    """The request's settings as the Response object repeats them."""
+    return request.echo if isinstance(request, ResponsesRequest) else echo({})

@@ -20,7 +20,7 @@ from routing.dialects.spec import AnyJson, Array, Boolean, Enum, Integer, Number
 from routing.errors import invalid
 
 if TYPE_CHECKING:
-    from routing.dialects.responses.stream import ResponsesStream
+    pass
 
 MAX_ITEMS = 100_000
 _NO_MODEL: Message = ("'{path}' is required and must be a string.", "missing")
@@ -141,12 +141,9 @@ REQUEST = Object(
 
 @dataclass(eq=False)
 class ResponsesRequest(ChatRequest):
-    """The canonical request, with what the Responses object echoes back and the stream being rendered."""
+    """The canonical request, with what the Responses object echoes back."""
 
     echo: dict[str, Any] = field(default_factory=dict)
-    # The renderer whose events reached the client: an error after the stream began continues
-    # its sequence numbers (the relay asks the dialect for a new renderer to render that error).
-    live: ResponsesStream | None = None
 
 
 def parse_responses_request(body: bytes) -> ResponsesRequest:

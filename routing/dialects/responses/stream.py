@@ -58,7 +58,6 @@ class ResponsesStream:
     """The Responses events of one streamed answer, and the Response object they build up."""
 
     __slots__ = (
-        "answered",
         "calls",
         "created",
         "echo",
@@ -78,7 +77,6 @@ class ResponsesStream:
         self.echo = echo
         self.sequence = 0
         self.started = False  # response.created was rendered
-        self.answered = False  # an event carrying the answer was rendered (it reaches the client)
         self.output: list[dict[str, Any]] = []  # the items closed so far
         self.item: OpenItem | None = None
         self.calls: dict[int, OpenItem] = {}  # by the vendor's tool-call index
@@ -113,7 +111,6 @@ class ResponsesStream:
                 self.call(out, call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
-                self.answered = True
         return b"".join(out)
 
     def cut(self, choices: Choices) -> bytes:
@@ -162,7 +159,6 @@ class ResponsesStream:
     def opened(self, out: list[bytes], kind: str, call_id: str = "", name: str = "") -> OpenItem:
         """Close the open item and open one of ``kind`` after it."""
         self.close(out)
-        self.answered = True
         item = self.item = OpenItem(kind, self.generation_id, len(self.output), call_id, name)
         if kind == "message":
             added = message_item(self.generation_id, item.index, "", status="in_progress")
