@@ -89,7 +89,11 @@ class Exchange:
 
 
 def exchange(
-    key: str, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = (), leave_after: int | None = None
+    key: str,
+    body: dict[str, Any],
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+    leave_after: int | None = None,
+    path: str = "/v1/chat/completions",
 ) -> Exchange:
     """Serve one request through the ASGI entry; the client leaves after ``leave_after`` body chunks."""
     seen = Exchange()
@@ -121,8 +125,8 @@ def exchange(
             "http_version": "1.1",
             "method": "POST",
             "scheme": "http",
-            "path": "/v1/chat/completions",
-            "raw_path": b"/v1/chat/completions",
+            "path": path,
+            "raw_path": path.encode(),
             "root_path": "",
             "query_string": b"",
             "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {key}".encode()), *headers],
@@ -233,6 +237,28 @@ def test_streamed_request_is_a_server_span_with_ledger_and_attempt_children(rece
     # The usage record leads to the trace.
     assert record.trace_id == CLIENT_TRACE
     assert_no_content(spans, setup.key)
+
+
+@pytest.mark.parametrize(
+    ("path", "api", "body"),
+    [
+        ("/v1/messages", "messages", {"max_tokens": 50, "messages": [{"role": "user", "content": "one two three"}]}),
+        ("/v1/responses", "responses", {"input": "one two three"}),
+    ],
+)
+def test_every_client_api_is_traced_the_same_way(receiver, path, api, body):
+    setup = served_by(DEMO)
+    seen = exchange(setup.key, {"model": setup.model, "stream": True, **body}, path=path)
+    assert seen.status == 200
+
+    spans = request_trace(receiver, seen.generation_id, 4)
+    server = only(spans, f"chat {setup.model}")
+    admit, settle, attempt = only(spans, "ledger.admit"), only(spans, "ledger.settle"), only(spans, "chat upstream-0")
+    assert {s.parent_span_id for s in (admit, settle, attempt)} == {server.span_id}
+    record = UsageRecord.objects.get(generation_id=seen.generation_id)
+    assert server.attributes["siraya.api"] == api
+    assert server.attributes["gen_ai.usage.output_tokens"] == record.completion_tokens > 0
+    assert record.trace_id == server.trace_id
 
 
 def test_cancelled_stream_carries_reason_and_tokens_delivered(receiver):
