@@ -20,6 +20,15 @@ from routing.errors import RouterError
 Headers = list[tuple[bytes, bytes]]
 Choices = list[dict[str, Any]]
 
+# What every streaming dialect sends: the stream's headers, and the router's keepalive, an SSE
+# comment every SSE client skips (a dialect may send its API's own keepalive event instead).
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+KEEPALIVE_COMMENT = b": Siraya Model Router PROCESSING\n\n"
+
 
 @dataclass(frozen=True, slots=True)
 class ClientUsage:

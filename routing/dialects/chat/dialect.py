@@ -8,17 +8,11 @@ from typing import Any
 import orjson
 
 from routing.canonical import ChatRequest
-from routing.dialects.base import Answer, Choices, ClientUsage, Headers
+from routing.dialects.base import KEEPALIVE_COMMENT, SSE_HEADERS, Answer, Choices, ClientUsage
 from routing.dialects.chat.schema import parse_chat_request
 from routing.errors import RouterError
 
-KEEPALIVE = b": Siraya Model Router PROCESSING\n\n"
 DONE = b"data: [DONE]\n\n"
-SSE_HEADERS: Headers = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 def sse(payload: dict[str, Any]) -> bytes:
@@ -82,7 +76,7 @@ class ChatStream:
 
 class ChatCompletions:
     name = "chat.completions"
-    keepalive = KEEPALIVE
+    keepalive = KEEPALIVE_COMMENT
     stream_headers = SSE_HEADERS
 
     def authorization(self, header: Callable[[bytes], str]) -> str:

@@ -8,18 +8,13 @@ from typing import Any
 import orjson
 
 from routing.canonical import ChatRequest
-from routing.dialects.base import Answer, Headers
+from routing.dialects.base import SSE_HEADERS, Answer
 from routing.dialects.messages.request import parse_messages_request
 from routing.dialects.messages.stream import MessagesStream, error_payload, event, message_usage, stop_reason
 from routing.errors import RouterError
 
 # Anthropic's own keepalive event: its SDKs skip it wherever it comes.
 KEEPALIVE = event("ping", {"type": "ping"})
-SSE_HEADERS: Headers = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 class Messages:

@@ -8,23 +8,16 @@ from typing import Any
 import orjson
 
 from routing.canonical import ChatRequest
-from routing.dialects.base import Answer, Headers
+from routing.dialects.base import KEEPALIVE_COMMENT, SSE_HEADERS, Answer
 from routing.dialects.responses.objects import answer_output, final_status, response_object
 from routing.dialects.responses.schema import ResponsesRequest, echo, parse_responses_request
 from routing.dialects.responses.stream import ResponsesStream
 from routing.errors import RouterError
 
-KEEPALIVE = b": Siraya Model Router PROCESSING\n\n"  # an SSE comment: the SDKs skip it
-SSE_HEADERS: Headers = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
-
 
 class Responses:
     name = "responses"
-    keepalive = KEEPALIVE
+    keepalive = KEEPALIVE_COMMENT
     stream_headers = SSE_HEADERS
 
     def authorization(self, header: Callable[[bytes], str]) -> str:
