@@ -30,8 +30,8 @@ def _database_ok() -> str:
         logger.warning("readiness: database unreachable (%s)", type(exc).__name__)
         return f"unreachable ({type(exc).__name__})"
     finally:
-        # Django runs each view's sync code in a thread of the request's own: a connection
-        # left open here would outlive the probe (one per probe, until the server's limit).
+        # This runs in a worker thread of its own (``_database_within_bound``): its connection
+        # would outlive the probe (one per probe, until the server's limit).
         connection.close()
     return "ok"
 
@@ -70,7 +70,8 @@ async def _database_within_bound() -> str:
     """The database check, answered within the outage bound (a database that hangs is down)."""
     try:
         async with asyncio.timeout(outage.bound_seconds()):
-            return await sync_to_async(_database_ok)()
+            # Not in the thread the request's other sync code shares: the probe closes what it opened.
+            return await sync_to_async(_database_ok, thread_sensitive=False)()
     except TimeoutError:
         return "unreachable (timeout)"
 
