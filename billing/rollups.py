@@ -306,7 +306,10 @@ def usage_rollups_refresh_due(now: datetime | None = None) -> RollupRefresh | No
     Each call rolls up at most ROUTER_BATCH_HOURS new hours: it runs in the router's database thread, so a
     long history is caught up a few hours per heartbeat (``manage.py usage rollup`` does it in one go).
     A failure is logged and left for the next call: the reports read raw records past the rollups meanwhile.
+    SIRAYA_ROLLUP_SECONDS = 0 turns this off: the rollups are then ``manage.py usage rollup``'s alone.
     """
+    if settings.SIRAYA_ROLLUP_SECONDS <= 0:
+        return None
     now = now or timezone.now()
     state = UsageRollupState.objects.filter(pk=1).values("refreshed_at", "covered_until").first()
     if (

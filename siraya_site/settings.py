@@ -232,6 +232,7 @@ SIRAYA_HEARTBEAT_SECONDS = env.float("SIRAYA_HEARTBEAT_SECONDS", default=5.0)
 SIRAYA_INSTANCE_STALE_SECONDS = env.float("SIRAYA_INSTANCE_STALE_SECONDS", default=30.0)
 # Usage rollups (README "Reports at scale"): the router recomputes the hourly rollups at most every
 # SIRAYA_ROLLUP_SECONDS (checked on each heartbeat); a late settlement reaches its hour within that lag.
+# 0 turns the router's refresh off (run `manage.py usage rollup` from cron instead).
 SIRAYA_ROLLUP_SECONDS = env.float("SIRAYA_ROLLUP_SECONDS", default=60.0)
 # `manage.py usage prune` deletes settled raw records older than this many days (the rollups stay).
 SIRAYA_USAGE_RETENTION_DAYS = env.int("SIRAYA_USAGE_RETENTION_DAYS", default=400)

@@ -223,3 +223,12 @@ def test_router_catches_up_a_few_hours_per_heartbeat(keys: list[ApiKey], setting
     _assert_rollups_equal_records()
     assert usage_rollups_refresh_due(now + timedelta(seconds=30)) is None  # caught up, and not yet due
     assert usage_rollups_refresh_due(now + timedelta(seconds=61)) is not None
+
+
+def test_router_leaves_the_rollups_alone_when_told(keys: list[ApiKey], settings: Any) -> None:
+    """SIRAYA_ROLLUP_SECONDS=0: an operator who runs ``manage.py usage rollup`` from cron (and the
+    test suite's shared router, whose database every test empties) turns the router's refresh off."""
+    settings.SIRAYA_ROLLUP_SECONDS = 0
+    _random_record(random.Random(3), keys, 0, START)
+    assert usage_rollups_refresh_due(START + timedelta(days=1)) is None
+    assert not UsageHour.objects.exists()
