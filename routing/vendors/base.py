@@ -127,6 +127,30 @@ class UpstreamCall:
         return self.request.max_tokens or self.max_output_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddingCall:
+    """One ``/v1/embeddings`` request as one deployment is asked it.
+
+    ``inputs`` are strings or token arrays (never both); the answer has one vector per input,
+    in order. An adapter batches them as its vendor allows (one call, several, or one per input).
+    """
+
+    inputs: tuple[str, ...] | tuple[tuple[int, ...], ...]
+    upstream_model: str
+    generation_id: str
+    dimensions: int | None = None
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """A vendor's answer to an ``EmbeddingCall``: one float vector per input, in input order."""
+
+    vectors: list[list[float]]
+    # The input tokens the vendor reported (summed over its calls), None when it reports none.
+    prompt_tokens: int | None = None
+
+
 # Words that setting names spell in capitals when shown to people.
 _ACRONYMS = {"api": "API", "url": "URL", "id": "ID", "aws": "AWS", "json": "JSON"}
 # Command-line flags whose name is not the setting's (the JSON key is read from a file).
@@ -266,3 +290,13 @@ class VendorAdapter(ABC):
     @abstractmethod
     async def complete(self, call: UpstreamCall) -> Completion:
         """Return the whole answer; raise ``UpstreamError`` on failure."""
+
+    # Whether ``embed`` is implemented: the router refuses an embedding model on a kind without it.
+    serves_embeddings: ClassVar[bool] = False
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        """Return one vector per input of ``call``; raise ``UpstreamError`` on failure.
+
+        Only kinds with ``serves_embeddings`` implement it; the router never calls it on the others.
+        """
+        raise NotImplementedError(f"{self.kind} adapters serve no embeddings")
