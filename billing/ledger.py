@@ -235,9 +235,25 @@ def _written(
         else:
             outer.set_result(done.result())
 
+    waiting = _watch(inner.get_loop()).add(outer, fallback)
     inner.add_done_callback(landed)
-    _watch(inner.get_loop()).add(outer, fallback)
+    inner.add_done_callback(waiting.forget)
     return outer
+
+
+class _Waiting:
+    """A write awaited within the outage bound: its answer (``outer``) and what it falls back to."""
+
+    __slots__ = ("due", "fallback", "outer")
+
+    def __init__(self, due: float, outer: asyncio.Future[Any], fallback: Callable[[], Any]) -> None:
+        self.due = due
+        self.outer: asyncio.Future[Any] | None = outer
+        self.fallback: Callable[[], Any] | None = fallback
+
+    def forget(self, _: object = None) -> None:
+        """The write landed: what it answered need not live until the watch reaches it."""
+        self.outer = self.fallback = None
 
 
 class _Watch:
@@ -245,32 +261,36 @@ class _Watch:
 
     A timer per write (``asyncio.wait_for``, ``call_later``) measured ~30 us a settlement: the
     loop's heap fills with cancelled timers. Here a write costs a deque append; writes wait the
-    same bound, so the oldest is always at the front."""
+    same bound, so the oldest is always at the front. A write that lands drops its answer from
+    its entry at once (an admission's answer is the request's ticket)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.waiting: deque[tuple[float, asyncio.Future[Any], Callable[[], Any]]] = deque()
+        self.waiting: deque[_Waiting] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.bound = outage.bound_seconds()  # read again at every check, not at every write
 
-    def add(self, outer: asyncio.Future[Any], fallback: Callable[[], Any]) -> None:
-        self.waiting.append((self.loop.time() + self.bound, outer, fallback))
+    def add(self, outer: asyncio.Future[Any], fallback: Callable[[], Any]) -> _Waiting:
+        waiting = _Waiting(self.loop.time() + self.bound, outer, fallback)
+        self.waiting.append(waiting)
         if self.timer is None:
             self.timer = self.loop.call_later(self.bound, self.check)
+        return waiting
 
     def check(self) -> None:
         self.bound = outage.bound_seconds()
         now = self.loop.time()
         waiting = self.waiting
-        while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
-            _, outer, fallback = waiting.popleft()
-            if not outer.done():
+        while waiting and (waiting[0].outer is None or waiting[0].outer.done() or waiting[0].due <= now):
+            entry = waiting.popleft()
+            outer, fallback = entry.outer, entry.fallback
+            if outer is not None and fallback is not None and not outer.done():
                 outage.noted_failure()  # still queued: kept by ``landed`` if it fails in the end
                 try:
                     outer.set_result(fallback())
                 except DatabaseUnavailable as refused:
                     outer.set_exception(refused)
-        self.timer = self.loop.call_later(max(0.05, waiting[0][0] - now), self.check) if waiting else None
+        self.timer = self.loop.call_later(max(0.05, waiting[0].due - now), self.check) if waiting else None
 
 
 _watched: list[_Watch] = []  # the watch of the event loop in use (one per process, but for tests)
@@ -333,8 +353,9 @@ def _bounded(inner: asyncio.Future[T]) -> asyncio.Future[T]:
         else:
             outer.set_exception(exc)
 
+    waiting = _watch(inner.get_loop()).add(outer, _refuse)
     inner.add_done_callback(landed)
-    _watch(inner.get_loop()).add(outer, _refuse)
+    inner.add_done_callback(waiting.forget)
     return outer
 
 

@@ -61,7 +61,7 @@ class ClientChannel:
         self.started_at = self.last_send = self.loop.time()
         self.started = False  # response headers sent: errors now go in-band
         self.disconnected = False  # nothing more reaches the client
-        self._stream_headers: Headers = []
+        self._stream_headers: Headers | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -158,7 +158,10 @@ class ClientChannel:
 
     async def send_chunk(self, data: bytes, more: bool = True) -> None:
         if not self.started:
-            await self.start(200, self._stream_headers)
+            # Dropped once sent: a held-open stream keeps no copy of its headers.
+            headers, self._stream_headers = self._stream_headers, None
+            assert headers is not None, "prepare_stream comes first"
+            await self.start(200, headers)
         await self.send(data, more)
 
     async def answer(self, status: int, headers: Headers, body: bytes) -> None:

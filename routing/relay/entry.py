@@ -19,7 +19,7 @@ from routing.errors import RouterError
 from routing.relay import edge, lifecycle
 from routing.relay.channel import JSON_HEADERS, ClientChannel, Receive, Scope, Send, error_headers
 from routing.relay.flow import StatusSend
-from routing.relay.request import serve_request
+from routing.relay.request import serve_request, serve_traced_request
 from routing.vendors import http
 
 # Each client API's path and the dialect that speaks it.
@@ -75,7 +75,8 @@ async def serve_http(django_app: Any, scope: Scope, receive: Receive, send: Send
         else:
             # The channel gets the server's own send (no wrapper per chunk) and keeps its status.
             answering = ClientChannel(scope, receive, send, edge.hsts_headers(scope))
-            await serve_request(dialect, answering)
+            # Chosen here, not in a wrapper: a coroutine frame less for every open stream.
+            await (serve_traced_request if tracing.ENABLED else serve_request)(dialect, answering)
     finally:
         status = 0 if answering is None else answering.status
         metrics.request_answered(scope["path"], status or 499)

@@ -5,10 +5,10 @@ every batch of the answer.
 Cancellation: the request's work runs inside a ``CancelScope`` (``ClientChannel.cancellable``;
 a vendor attempt inside a ``Deadline``). Whoever decides the work must stop (the client left
 or stalled, the server shuts down, the vendor took too long) calls the scope's ``cancel``
-with a reason; the block then raises ``Interrupted(reason)``. The scope is the standard
-library's ``asyncio.timeout``, whose bookkeeping tells the scope's own cancellation from any
-other (a cancellation from outside still propagates as ``CancelledError``), so nothing here
-counts ``uncancel()`` by hand.
+with a reason; the block then raises ``Interrupted(reason)``. The scope keeps the standard
+library's ``asyncio.timeout`` bookkeeping (``Task.cancelling``/``uncancel``), which tells the
+scope's own cancellation from any other: a cancellation from outside still propagates as
+``CancelledError``.
 
 Under uvicorn (``siraya_site.serve``) ``send`` waits while the connection's write buffer is
 above its high-water mark (64 KiB), so a slow client holds the relay, the relay stops
@@ -46,39 +46,49 @@ class Interrupted(Exception):
 
 class CancelScope:
     """``async with CancelScope() as scope``: ``scope.cancel(reason)`` from anywhere stops the block,
-    which raises ``Interrupted(reason)``. The first reason wins; cancelling after the block is a no-op."""
+    which raises ``Interrupted(reason)``. The first reason wins; cancelling after the block is a no-op.
 
-    __slots__ = ("_timeout", "reason")
+    The bookkeeping is ``asyncio.timeout``'s, without its object (one fewer per open stream):
+    ``cancel`` cancels the task from the loop (never in the middle of the caller's own code);
+    on the way out the scope takes back its own cancellation with ``uncancel()`` and turns the
+    ``CancelledError`` into ``Interrupted`` only if no other cancellation is pending, so one from
+    outside (the server's) still propagates as ``CancelledError``.
+    """
+
+    __slots__ = ("_cancelling", "_handle", "_task", "reason")
 
     def __init__(self) -> None:
-        self._timeout: asyncio.Timeout | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0  # the task's pending cancellations when the block began
+        self._handle: asyncio.Handle | None = None  # the scheduled cancellation, until it runs
         self.reason = ""
 
     async def __aenter__(self) -> CancelScope:
-        self._timeout = asyncio.timeout(None)
-        await self._timeout.__aenter__()
+        task = asyncio.current_task()
+        assert task is not None, "a CancelScope runs in a task"
+        self._task, self._cancelling = task, task.cancelling()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        timeout, self._timeout = self._timeout, None
-        assert timeout is not None
-        try:
-            await timeout.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            if timeout.expired() and self.reason:
-                raise Interrupted(self.reason) from None
-            raise
+        task, self._task = self._task, None
+        assert task is not None
+        if self._handle is not None:  # cancelled, but the block ended first: nothing was delivered
+            self._handle.cancel()
+            self._handle = None
+        elif self.reason and task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
+            raise Interrupted(self.reason) from None
 
     def cancel(self, reason: str) -> None:
-        if self._timeout is not None and not self.reason:
+        if self._task is not None and not self.reason:
             self.reason = reason
-            self._timeout.reschedule(asyncio.get_running_loop().time())
+            self._handle = asyncio.get_running_loop().call_soon(self._deliver)
 
-    @property
-    def active(self) -> bool:
-        return self._timeout is not None
+    def _deliver(self) -> None:
+        self._handle = None
+        assert self._task is not None
+        self._task.cancel()
 
 
 class StatusSend:

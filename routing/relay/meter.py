@@ -70,7 +70,8 @@ class DeliveryMeter:
     threshold: int | None = None  # ``cut_threshold(limit)``
     tokens: int = 0  # delivered to the client so far (counted)
     measured: int = 0  # limited tokens passed through ``measure`` so far (measured before sent)
-    indexes: set[int] = field(default_factory=set)
+    # The answer's choice indexes (made at the first: an empty set is 216 bytes per held stream).
+    indexes: set[int] | None = None
     # Delivered pieces not counted yet (no token limit: counted when a checkpoint may be due).
     _uncounted: list[str] = field(default_factory=list)
     _uncounted_chars: int = 0
@@ -91,11 +92,13 @@ class DeliveryMeter:
 
     async def measure(self, choices: list[dict[str, Any]]) -> Piece:
         """Count a chunk's billable text; cut it where the limited text passes the cut threshold."""
-        for choice in choices:
-            if isinstance(choice.get("index"), int):
-                self.indexes.add(choice["index"])
         if self.threshold is None:
             return self.piece(choices)
+        for choice in choices:  # for ``length_choices``, which only a cut needs
+            if isinstance(choice.get("index"), int):
+                if self.indexes is None:
+                    self.indexes = set()
+                self.indexes.add(choice["index"])
         text = delivered_text(choices)
         counts_reasoning = limit_counts_reasoning(self.request, self.target)
         fields = limited_fields(counts_reasoning)

@@ -46,17 +46,15 @@ logger = logging.getLogger("siraya.relay")
 SHUTDOWN = RouterError(503, "The router is shutting down.", code="server_shutdown")
 
 
-async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
-    if not tracing.ENABLED:
-        await _serve_request(dialect, channel)
-        return
+async def serve_traced_request(dialect: Dialect, channel: ClientChannel) -> None:
+    """``serve_request`` in the request's server span (tracing on: ``routing.relay.traces``)."""
     span = traces.request_span(dialect, channel)
     traces.request_started(span)
     with tracing.current(span):
-        await _serve_request(dialect, channel)
+        await serve_request(dialect, channel)
 
 
-async def _serve_request(dialect: Dialect, channel: ClientChannel) -> None:
+async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
     try:
         key = await ledger.authenticate(dialect.authorization(channel.header))
         if tracing.ENABLED:
