@@ -17,7 +17,7 @@ from typing import Any
 
 from lib import tracing
 from routing.errors import UpstreamError
-from routing.health import cooldowns
+from routing.health import CooldownStore, cooldowns
 from routing.relay import traces
 from routing.relay.delivery import Delivery
 from routing.selection import attempt_plan, fallback_allowed
@@ -42,10 +42,7 @@ class Attempts:
         """Relay the answer of the first deployment that gives one; raise the last failure."""
         delivery = self.delivery
         store = cooldowns()
-        ids = [t.deployment_id for r in self.routes for t in r.targets]
-        # One deployment is tried whether it is cooling or not: no cooldown lookup for it.
-        cooling = await store.cooling(ids) if len(ids) > 1 else set()
-        plan = attempt_plan(self.routes, delivery.request.provider, cooling, _rng)
+        plan = await self.plan(store)
         loop = delivery.channel.loop
         for number, (route, target) in enumerate(plan, 1):
             self.current = (route, target)
@@ -71,6 +68,14 @@ class Attempts:
                 raise
             self.records.append(self.record(target, loop.time() - began, None, "ok"))
             return
+
+    async def plan(self, store: CooldownStore) -> list[tuple[ModelRoute, Target]]:
+        """The deployments to try, in order (a function of its own: what it looks up is not kept
+        alive by the frame that runs the attempts for the whole stream)."""
+        ids = [t.deployment_id for r in self.routes for t in r.targets]
+        # One deployment is tried whether it is cooling or not: no cooldown lookup for it.
+        cooling = await store.cooling(ids) if len(ids) > 1 else set()
+        return attempt_plan(self.routes, self.delivery.request.provider, cooling, _rng)
 
     async def attempt(self, route: ModelRoute, target: Target) -> None:
         if self.delivery.request.stream:
