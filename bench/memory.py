@@ -7,10 +7,11 @@ all are open (a signal each). Prints, per variant, RSS per stream (tracemalloc's
 included, so larger than ``make bench``'s figure) and the Python allocations per stream,
 grouped by file and by line, largest first; with two variants, the lines that differ.
 
-    python -m bench.memory                                 # the router on the production command
-    python -m bench.memory --before /tmp/siraya-prev       # and a tree before a change
-                                                           # (git archive <commit> | tar -x -C ...)
-    python -m bench.memory --server uvicorn                # plain uvicorn (a tree whose serve differs)
+    python -m bench.memory                                 # this tree on the production command
+    python -m bench.memory --variant before=/tmp/siraya-prev:uvicorn --variant now=.:uvicorn
+                                                           # an older tree (git archive <commit> | tar -x -C ...)
+                                                           # against this one, both on plain uvicorn
+    python -m bench.memory --frames 0 --rounds 3 --variant ...   # RSS alone, no tracemalloc, in turn
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import argparse
 import asyncio
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench import processes, workloads
 from bench.limits import raise_open_files
@@ -74,8 +77,10 @@ def start(variant: Variant, server: str, frames: int, workdir: Path) -> processe
     raise RuntimeError(f"router {variant.name} did not start:\n{proc.log()}")
 
 
-def snapshotter(proc: processes.Process, folder: Path) -> Callable[[], int]:
-    """The ``rss`` callback of ``open_streams``: signal a snapshot, wait for it, return RSS."""
+def snapshotter(proc: processes.Process, folder: Path, traced: bool) -> Callable[[], int]:
+    """The ``rss`` callback of ``open_streams``: signal a snapshot (``traced``), wait for it, return RSS."""
+    if not traced:
+        return proc.rss_bytes
     signals = iter((signal.SIGUSR1, signal.SIGUSR2))
 
     def take() -> int:
@@ -135,14 +140,55 @@ def difference(a: str, b: str, rows: dict[str, dict[str, dict[str, float]]], top
     return "\n".join(lines)
 
 
+def variant_spec(text: str) -> tuple[str, Path, str]:
+    """``NAME=TREE:SERVER`` (TREE a source tree of the router, SERVER serve or uvicorn)."""
+    name, _, rest = text.partition("=")
+    tree, _, server = rest.rpartition(":")
+    if not name or not tree or server not in ("serve", "uvicorn"):
+        raise argparse.ArgumentTypeError("a variant is NAME=TREE:SERVER, SERVER serve or uvicorn")
+    return name, Path(tree).resolve(), server
+
+
+def measure(
+    variant: Variant, server: str, args: argparse.Namespace, workdir: Path, vendor_url: str, accounts: dict[str, Any]
+) -> float:
+    """Open the streams on a fresh router of ``variant``; print its account, return RSS per stream (KB)."""
+    folder = Path(tempfile.mkdtemp(prefix=variant.name + "-", dir=workdir))
+    database = f"sqlite:///{folder / 'router.sqlite3'}"
+    variant.env = {**variant.env, "DATABASE_URL": database, "MEMTRACE_DIR": str(folder)}
+    variant.key = prepare(variant, vendor_url)
+    proc = variant.process = start(variant, server, args.frames, folder)
+    try:
+        target = variant.target()
+        asyncio.run(workloads.latency_interleaved([target], "stream", 5, stream=True))
+        rss = snapshotter(proc, folder, args.frames > 0)
+        result = asyncio.run(workloads.open_streams(target, args.streams, 1.0, rss))
+    finally:
+        proc.stop()
+    if not result["all_keepalive"]:
+        raise RuntimeError(f"{variant.name}: not every stream stayed open with keepalives: {result}")
+    if args.frames:
+        rows = account(folder, args.streams, variant.root)
+        print(report(variant.name, result["rss_per_stream_kb"], rows, args.top), flush=True)
+        accounts[variant.name] = rows
+    return float(result["rss_per_stream_kb"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, help="a source tree of the router before a change")
-    parser.add_argument("--server", default="serve", choices=("serve", "uvicorn"))
+    parser.add_argument(
+        "--variant",
+        type=variant_spec,
+        action="append",
+        help="NAME=TREE:SERVER, repeatable (default: now=<this tree>:serve)",
+    )
     parser.add_argument("--streams", type=int, default=1000)
-    parser.add_argument("--frames", type=int, default=1, help="traceback depth tracemalloc keeps")
+    parser.add_argument("--frames", type=int, default=1, help="traceback depth tracemalloc keeps; 0: RSS only")
+    parser.add_argument("--rounds", type=int, default=1, help="each variant this many times, in turn")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
+    accounts: dict[str, Any] = {}
+    specs = args.variant or [("now", processes.ROOT, "serve")]
     raise_open_files()
     workdir = Path(tempfile.mkdtemp(prefix="siraya-memory-bench-"))
     base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -151,33 +197,21 @@ def main() -> None:
     # Under tracemalloc a burst of admissions can take longer than the outage bound (2 s), which
     # then answers 503 database_unavailable: this tool is about memory, so the bound is wider.
     base.update(SIRAYA_DB_UNAVAILABLE_SECONDS="10")
-    variants = [Variant("now", processes.ROOT, {})]
-    if args.before is not None:
-        variants.insert(0, Variant("before", args.before.resolve(), {}))
-    rows: dict[str, dict[str, dict[str, float]]] = {}
+    rss: dict[str, list[float]] = {name: [] for name, _, _ in specs}
     vendor = processes.start_vendor(base, workdir)
     try:
-        for variant in variants:
-            folder = workdir / variant.name
-            folder.mkdir()
-            database = f"sqlite:///{workdir / variant.name}.sqlite3"
-            variant.env = {**base, "DATABASE_URL": database, "MEMTRACE_DIR": str(folder)}
-            variant.key = prepare(variant, vendor.url)
-            proc = variant.process = start(variant, args.server, args.frames, workdir)
-            try:
-                target = variant.target()
-                asyncio.run(workloads.latency_interleaved([target], "stream", 5, stream=True))
-                result = asyncio.run(workloads.open_streams(target, args.streams, 1.0, snapshotter(proc, folder)))
-            finally:
-                proc.stop()
-            if not result["all_keepalive"]:
-                raise RuntimeError(f"{variant.name}: not every stream stayed open with keepalives: {result}")
-            rows[variant.name] = account(folder, args.streams, variant.root)
-            print(report(variant.name, result["rss_per_stream_kb"], rows[variant.name], args.top), flush=True)
+        for i in range(args.rounds):
+            for name, root, server in specs[i % len(specs) :] + specs[: i % len(specs)]:
+                variant = Variant(name, root, dict(base))
+                rss[name].append(measure(variant, server, args, workdir, vendor.url, accounts))
+                print(f"{name}: RSS {rss[name][-1]:.2f} KB per stream", flush=True)
     finally:
         vendor.stop()
-    if len(variants) == 2:
-        print(difference(variants[0].name, variants[1].name, rows, args.top))
+    print("\n| variant | RSS per stream (KB), median (min-max) |\n|---|---:|")
+    for name, runs in rss.items():
+        print(f"| {name} | {statistics.median(runs):.2f} ({min(runs):.2f}-{max(runs):.2f}) |")
+    if len(specs) == 2 and args.frames:
+        print(difference(specs[0][0], specs[1][0], accounts, args.top))
 
 
 if __name__ == "__main__":

@@ -134,27 +134,40 @@ def _install_body_limits(http: Any) -> None:
 # twisted refuses it. Every other 400 of the parser gets the same JSON body.
 
 
-class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the request head bounded, and JSON 400s."""
+class _Head:
+    """The request head being read on one connection: whether one is, its bytes so far, the last
+    bytes of the previous read (the blank line may straddle two reads), and its headers so far."""
 
-    # Per connection: whether a request head is being read, its bytes so far, the last bytes
-    # of the previous read (the blank line may straddle two reads), and its headers so far.
-    _in_head = True
-    _head_bytes = 0
-    _tail = b""
-    _header_count = 0
+    __slots__ = ("bytes", "headers", "reading", "tail")
+
+    def __init__(self) -> None:
+        self.reading, self.bytes, self.tail, self.headers = True, 0, b"", 0
+
+
+class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the request head bounded, and JSON 400s.
+
+    Its state is one attribute: uvicorn's protocol has 28, and past 30 an instance's attributes
+    no longer share their keys with the class's other instances (a dict of ~1.6 KB instead of
+    ~0.3 KB per connection: 0.7 KB of RSS per open stream in ``bench.memory``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head = _Head()
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._head_bytes += self._head_part(data)
-            if self._head_bytes > HEAD_LIMIT_BYTES:
+        head = self._head
+        if head.reading:
+            head.bytes += self._head_part(head, data)
+            if head.bytes > HEAD_LIMIT_BYTES:
                 self.send_400_response("")
                 return
         super().data_received(data)
 
-    def _head_part(self, data: bytes) -> int:
+    @staticmethod
+    def _head_part(head: _Head, data: bytes) -> int:
         """Return how many bytes of ``data`` belong to the head being read (up to its blank line)."""
-        tail = self._tail
+        tail = head.tail
         if tail:  # the blank line may have begun in the previous reads
             end = (tail + data[:3]).find(b"\r\n\r\n")
             if end >= 0:
@@ -162,22 +175,22 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         end = data.find(b"\r\n\r\n")
         if end >= 0:
             return end + 4
-        self._tail = (tail + data[-3:])[-3:]
+        head.tail = (tail + data[-3:])[-3:]
         return len(data)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > HEADER_LIMIT:
+        self._head.headers += 1
+        if self._head.headers > HEADER_LIMIT:
             raise ValueError("too many headers")  # httptools turns it into a parser error: a 400
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._head.reading = False
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         # The next request on this connection starts a new head.
-        self._in_head, self._head_bytes, self._tail, self._header_count = True, 0, b"", 0
+        self._head = _Head()
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
