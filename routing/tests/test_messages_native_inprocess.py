@@ -13,7 +13,7 @@ from typing import Any
 from fakevendors import claude as native
 from fakevendors.openai import words
 from routing.relay.limits import cut_threshold
-from routing.tests.inprocess import Script
+from routing.tests.inprocess import Script, answer, answer_text, failure
 from routing.tests.test_messages_inprocess import events, send
 from routing.vendors.base import StreamEvent
 from routing.vendors.claude_messages import StreamState
@@ -78,3 +78,27 @@ def test_claude_ignoring_max_tokens_is_cut_and_its_block_closed_once(relay):
     assert received[-2][1]["delta"]["stop_reason"] == "max_tokens"
     record = relay.record(seen.generation_id)
     assert (record.completion_tokens, record.finish_reason) == (cut, "length")
+
+
+def test_claude_failing_before_its_first_block_falls_back_to_a_translated_answer(relay):
+    opening = claude_answer(0)[:2]  # message_start and an empty text block's start, then a failure
+    relay.deploy("m", Script("claude", claude_batches(opening), error=failure(529)), Script("other", answer(3)))
+    seen = send(relay, {"stream": True})
+    received = events(seen)
+    names = [name for name, _ in received]
+    assert names.count("message_start") == 1 and names.count("content_block_start") == 1
+    assert received[0][1]["message"]["usage"] == {"input_tokens": 0, "output_tokens": 0}  # the router's own
+    text = "".join(d["delta"]["text"] for n, d in received if n == "content_block_delta")
+    assert text == answer_text(3)
+    record = relay.record(seen.generation_id)
+    assert [attempt["outcome"] for attempt in record.attempts] == ["error", "ok"]
+
+
+def test_keepalive_pings_come_before_claudes_events(relay, settings):
+    settings.SIRAYA_KEEPALIVE_SECONDS = 0.05
+    relay.deploy("m", Script("v", claude_batches(claude_answer(2)), first_delay=0.3))
+    received = events(send(relay, {"stream": True}))
+    assert received[0] == ("ping", {"type": "ping"})
+    assert [name for name, _ in received if name != "ping"][:3] == [
+        "message_start", "content_block_start", "content_block_delta",
+    ]  # fmt: skip
