@@ -27,9 +27,11 @@ class ClaudeInvoke:
     def _claude_problem(self, body: dict[str, Any]) -> str | None:
         if body.get("anthropic_version") != CLAUDE_VERSION:
             return f"anthropic_version: must be {CLAUDE_VERSION}"
-        for extraneous in ("model", "stream", "metadata"):
+        for extraneous in ("model", "stream"):
             if extraneous in body:
                 return f"extraneous key [{extraneous}] is not permitted"
+        if set(body.get("metadata") or {}) - {"user_id"}:
+            return "metadata: Extra inputs are not permitted"
         if not isinstance(body.get("max_tokens"), int):
             return "max_tokens: required key [max_tokens] not found"
         return self.claude_signatures.problem(body)

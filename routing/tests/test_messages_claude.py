@@ -100,8 +100,6 @@ def test_claude_only_blocks_reach_the_vendor_as_sent(claude, stream):
     with claude.sdk() as client:
         message, _ = ask(client, claude.cast.model, stream, **extra)
     expected: dict[str, Any] = {"max_tokens": 100, "messages": ASK, **extra, "anthropic_version": claude.version}
-    if claude.version.startswith("bedrock"):
-        del expected["metadata"]  # Bedrock's Claude body has no metadata
     if stream and claude.stream_flag:
         expected["stream"] = True
     assert claude.sent() == expected

@@ -46,10 +46,11 @@ def test_messages_requests_to_claude_models_take_invoke_model(upstream, expected
     assert not uses_invoke(UpstreamCall(chat(), upstream, "gen-1"))  # chat requests: Converse
 
 
-def test_the_claude_body_is_sent_as_it_came_without_what_bedrock_does_not_take():
+def test_the_claude_body_is_sent_as_it_came_with_bedrocks_version():
     body = invoke_body(messages_call())
     assert body == {
-        "max_tokens": 50, "messages": CLAUDE_BODY["messages"], "top_k": 4, "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 50, "messages": CLAUDE_BODY["messages"], "top_k": 4, "metadata": {"user_id": "u"},
+        "anthropic_version": "bedrock-2023-05-31",
     }  # fmt: skip
     adapter = BedrockAdapter(config())
     request = adapter.request(messages_call(), stream=True)

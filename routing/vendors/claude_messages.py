@@ -49,13 +49,10 @@ def is_native(call: UpstreamCall) -> bool:
     return call.request.claude is not None
 
 
-def native_body(call: UpstreamCall, anthropic_version: str, leave_out: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The client's Claude body as it came, with the cloud's ``anthropic_version``, less the
-    fields ``leave_out`` names (those the cloud does not take)."""
+def native_body(call: UpstreamCall, anthropic_version: str) -> dict[str, Any]:
+    """The client's Claude body as it came (``model`` and ``stream`` are not in it), with the cloud's ``anthropic_version``."""
     assert call.request.claude is not None
-    body = {name: value for name, value in call.request.claude.items() if name not in leave_out}
-    body["anthropic_version"] = anthropic_version
-    return body
+    return {**call.request.claude, "anthropic_version": anthropic_version}
 
 
 def usage(data: Any, vendor_name: str, *, with_output: bool) -> Usage:

@@ -23,8 +23,6 @@ from routing.vendors.bedrock.events import _message, exception_error, malformed
 from routing.vendors.claude_messages import StreamState, is_native, native_body
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
-# Fields of Anthropic's API that Bedrock's Claude body does not take (it refuses extra keys).
-LEFT_OUT = frozenset({"metadata"})
 
 
 def is_claude(model_id: str) -> bool:
@@ -37,7 +35,7 @@ def uses_invoke(call: UpstreamCall) -> bool:
 
 
 def invoke_body(call: UpstreamCall) -> dict[str, Any]:
-    return native_body(call, ANTHROPIC_VERSION, LEFT_OUT)
+    return native_body(call, ANTHROPIC_VERSION)
 
 
 class InvokeStreamDecoder:
