@@ -1,4 +1,6 @@
-"""A fake AWS Bedrock Runtime: ``Converse`` JSON and ``ConverseStream`` event-stream frames.
+"""A fake AWS Bedrock Runtime: ``Converse`` JSON and ``ConverseStream`` event-stream frames, and
+Claude's own format through ``InvokeModel`` (the message JSON) and ``InvokeModelWithResponseStream``
+(each of Claude's stream events, base64, in the ``bytes`` of a ``chunk`` frame).
 
 Frames are real ``application/vnd.amazon.eventstream`` messages with CRC32 checksums, built
 here from the format (prelude, headers, payload, message CRC). Every request must carry a
@@ -14,20 +16,22 @@ from __future__ import annotations
 
 import hmac
 import re
-import struct
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from fakevendors import claude as native
+from fakevendors.bedrock_invoke import ClaudeInvoke
+from fakevendors.eventstream import chunk, corrupt, event, exception, frame
 from fakevendors.openai import honoured, own_count, words
-from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
+from fakevendors.server import Connection, FakeServer, RecordedRequest
+
+__all__ = ["FakeBedrock", "Scenario", "chunk", "corrupt", "event", "exception", "frame", "sigv4_problem"]
 
 PROMPT_TOKENS = 23  # what this fake reports as input tokens, whatever the prompt
 ACCESS_KEY_ID = "AKIAFAKEBEDROCK00001"
@@ -38,37 +42,7 @@ AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
     r"SignedHeaders=(?P<headers>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})"
 )
-PATH = re.compile(r"/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream)")
-
-
-# -- the event-stream wire format ------------------------------------------------------------
-
-
-def frame(headers: dict[str, str], payload: bytes) -> bytes:
-    """One event-stream message: prelude (lengths + CRC), string headers, payload, message CRC."""
-    encoded = b""
-    for name, value in headers.items():
-        raw_name, raw_value = name.encode(), value.encode()
-        encoded += struct.pack("!B", len(raw_name)) + raw_name + b"\x07" + struct.pack("!H", len(raw_value)) + raw_value
-    prelude = struct.pack("!II", 12 + len(encoded) + len(payload) + 4, len(encoded))
-    message = prelude + struct.pack("!I", zlib.crc32(prelude)) + encoded + payload
-    return message + struct.pack("!I", zlib.crc32(message))
-
-
-def event(event_type: str, payload: dict[str, Any]) -> bytes:
-    headers = {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}
-    # Bedrock pads payloads with a "p" field of varying length so sizes leak nothing.
-    return frame(headers, dumps({**payload, "p": "abcdefghij"[: 1 + len(event_type) % 9]}))
-
-
-def exception(exception_type: str, message: str) -> bytes:
-    headers = {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"}
-    return frame(headers, orjson.dumps({"message": message}))
-
-
-def corrupt(data: bytes) -> bytes:
-    """Flip a payload bit; the message CRC no longer matches."""
-    return data[:-5] + bytes([data[-5] ^ 0x01]) + data[-4:]
+PATH = re.compile(r"/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream|invoke|invoke-with-response-stream)")
 
 
 # -- SigV4 verification ------------------------------------------------------------------------
@@ -137,6 +111,7 @@ class Scenario:
     # Reasoning words streamed before the text.
     reasoning_tokens: int = 0
     cache_read_tokens: int = 0
+    cache_write_tokens: int = 0  # Claude's own format only (InvokeModel)
     # Split every write into pieces of this many bytes (frames cut anywhere).
     split_bytes: int | None = None
     # Respect inferenceConfig.maxTokens (a bad vendor ignores it), counting with a tokenizer of
@@ -148,7 +123,7 @@ class Scenario:
     usage_override: dict[str, Any] | None = None
 
 
-class FakeBedrock(FakeServer):
+class FakeBedrock(ClaudeInvoke, FakeServer):
     def __init__(
         self,
         *,
@@ -166,6 +141,8 @@ class FakeBedrock(FakeServer):
         self.scenario = Scenario(**scenario)
         self.auth_failures: list[str] = []
         self.model_ids: list[str] = []
+        self.prompt_tokens = PROMPT_TOKENS
+        self.claude_signatures = native.Signatures()  # issued with Claude's thinking (InvokeModel)
 
     def auth_problem(self, request: RecordedRequest) -> str | None:
         if self.api_key is not None:
@@ -195,6 +172,9 @@ class FakeBedrock(FakeServer):
             if await conn.pause(s.first_token_delay):
                 headers = {"Retry-After": s.retry_after} if s.retry_after else {}
                 self._error(conn, s.status, s.error_type, s.error_message, headers)
+            return
+        if match["operation"].startswith("invoke"):
+            await self._invoke(request, conn, body, unquote(match["model"]), match["operation"] != "invoke")
             return
         limit = (body.get("inferenceConfig") or {}).get("maxTokens")
         count = honoured(s.tokens, limit, s.tokenizer_ratio, s.honour_max_tokens)

@@ -30,6 +30,14 @@ class ChatRequest:
     # Request-level fallbacks: `models` and `provider` (see routing.selection).
     models: list[str] = field(default_factory=list)
     provider: dict[str, Any] = field(default_factory=dict)
+    # Sample from the k likeliest tokens: no OpenAI parameter means it, so it is a field of its
+    # own that the adapters of vendors which take it send (Claude, Gemini); the others leave it.
+    top_k: int | None = None
+    # The request as a body of Claude's own Messages API (without ``model`` and ``stream``), when
+    # it came in that format. An adapter that speaks Claude's wire format to a Claude model sends
+    # it as is, so that what the fields above cannot carry (thinking signatures, cache_control,
+    # documents) reaches Claude untouched; every other adapter reads the fields above.
+    claude: dict[str, Any] | None = None
 
     @property
     def max_tokens_only(self) -> bool:

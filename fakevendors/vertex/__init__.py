@@ -30,6 +30,7 @@ from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives import serialization
 
+from fakevendors.claude import Signatures
 from fakevendors.server import Connection, FakeServer, RecordedRequest
 from fakevendors.vertex.claude import ClaudeAnswers
 from fakevendors.vertex.gemini import GeminiAnswers
@@ -56,6 +57,7 @@ class FakeVertex(GeminiAnswers, ClaudeAnswers, FakeServer):
         self.issued: dict[str, float] = {}  # access token -> monotonic expiry
         self.api_requests: list[RecordedRequest] = []
         self.thought_signatures: set[str] = set()  # issued with Gemini 3 function calls
+        self.claude_signatures = Signatures()  # issued with Claude's thinking
 
     def trust(self, service_account: dict[str, Any]) -> None:
         """Accept assertions signed by this service account's key."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from fakevendors import claude as native
 from fakevendors.openai import honoured, own_count, words
 from fakevendors.server import Connection, RecordedRequest, dumps
 from fakevendors.vertex.scenario import Scenario, fail_first
 
-CLAUDE_INPUT_TOKENS = 31  # what the fake reports as Claude's message_start input_tokens
+CLAUDE_INPUT_TOKENS = native.INPUT_TOKENS  # what the fake reports as Claude's message_start input_tokens
 TOOL_ARGUMENTS = ['{"city": ', '"Paris"}']  # Claude streams tool input in these pieces
 
 
@@ -16,6 +17,11 @@ class ClaudeAnswers:
     """Claude's side of the fake Vertex (a mixin of ``FakeVertex``)."""
 
     scenario: Scenario
+    claude_signatures: native.Signatures
+
+    def _claude_usage(self, s: Scenario, output_tokens: int) -> dict[str, Any]:
+        counts = native.usage(CLAUDE_INPUT_TOKENS, s.cache_read_tokens, s.cache_write_tokens, output_tokens)
+        return {**counts, **(s.usage_override or {})}
 
     def _claude_problem(self, body: dict[str, Any], method: str) -> str | None:
         if body.get("anthropic_version") != "vertex-2023-10-16":
@@ -44,7 +50,7 @@ class ClaudeAnswers:
         s = self.scenario
         if await fail_first(conn, s, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}):
             return
-        problem = self._claude_problem(body, method)
+        problem = self._claude_problem(body, method) or self.claude_signatures.problem(body)
         if problem:
             conn.send_json(400, {"type": "error", "error": {"type": "invalid_request_error", "message": problem}})
             return
@@ -65,7 +71,7 @@ class ClaudeAnswers:
             return
         content: list[dict[str, Any]] = []
         if s.thoughts:
-            content.append({"type": "thinking", "thinking": "".join(words(s.thoughts)), "signature": "sig"})
+            content.append(native.thinking_block(s.thoughts, self.claude_signatures))
         if tool:
             count = 2
             content.append({"type": "tool_use", "id": "toolu_vrtx_fake1", "name": tool, "input": {"city": "Paris"}})
@@ -73,28 +79,20 @@ class ClaudeAnswers:
             content.append({"type": "text", "text": "".join(words(count))})
         stop = "tool_use" if tool else ("max_tokens" if count < s.tokens else "end_turn")
         request.tokens_written = count
-        conn.send_json(200, {"id": "msg_vrtx_fake", "type": "message", "role": "assistant", "model": model,
-                             "content": content, "stop_reason": stop, "stop_sequence": None,
-                             "usage": {"input_tokens": CLAUDE_INPUT_TOKENS, "output_tokens": own_count(count, s.tokenizer_ratio) + s.thoughts,
-                                       **(s.usage_override or {})}})  # fmt: skip
+        counts = self._claude_usage(s, own_count(count, s.tokenizer_ratio) + s.thoughts)
+        conn.send_json(200, native.message(model, content, stop, counts))
 
     async def _claude_stream(self, request: RecordedRequest, conn: Connection, s: Scenario, count: int, model: str,
                              tool: str | None) -> None:  # fmt: skip
         if not await conn.pause(s.first_token_delay):
             return
         conn.send_head(200, {"Content-Type": "text/event-stream; charset=utf-8"})
-        message: dict[str, Any] = {"id": "msg_vrtx_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-                   "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": CLAUDE_INPUT_TOKENS, "output_tokens": 1, **(s.usage_override or {})}}  # fmt: skip
-        conn.write(self._event({"type": "message_start", "message": message}) + self._event({"type": "ping"}))
+        start = native.message_start(model, self._claude_usage(s, 1))
+        start["message"]["usage"].update(s.usage_override or {})
+        conn.write(self._event(start) + self._event({"type": "ping"}))
         index = 0
         if s.thoughts:
-            conn.write(self._event({"type": "content_block_start", "index": 0,
-                                    "content_block": {"type": "thinking", "thinking": ""}}))  # fmt: skip
-            for word in words(s.thoughts):
-                conn.write(self._event({"type": "content_block_delta", "index": 0,
-                                        "delta": {"type": "thinking_delta", "thinking": word}}))  # fmt: skip
-            conn.write(self._event({"type": "content_block_stop", "index": 0}))
+            conn.write(b"".join(self._event(e) for e in native.thinking_events(0, s.thoughts, self.claude_signatures)))
             index = 1
         if tool:
             await self._claude_tool(request, conn, index, tool, s)
@@ -116,8 +114,7 @@ class ClaudeAnswers:
                     )
                 )
                 return
-            delta = {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": word}}
-            if not conn.write(self._event(delta)):
+            if not conn.write(self._event(native.text_delta(index, word))):
                 return
             request.tokens_written += 1
         conn.write(self._event({"type": "content_block_stop", "index": index}))

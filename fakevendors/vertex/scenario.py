@@ -38,6 +38,9 @@ class Scenario:
     usage_override: dict[str, Any] | None = None
     # The message of the in-stream error event (error_after), instead of the fake's own.
     error_text: str | None = None
+    # Claude: prompt tokens read from and written to its prompt cache, as it reports them.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 async def fail_first(conn: Connection, s: Scenario, default: dict[str, Any]) -> bool:

@@ -36,8 +36,9 @@ class ClientUsage:
 
     prompt_tokens: int
     completion_tokens: int
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, read from the vendor's cache
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # of the prompt, written to the vendor's cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +52,16 @@ class Answer:
     extra: dict[str, Any] | None
     usage: ClientUsage
     request: ChatRequest  # as the dialect parsed it (what the answer echoes back)
+    native: dict[str, Any] | None = None  # the vendor's own answer object (``Completion.native``)
 
 
 class StreamRenderer(Protocol):
     """One streamed answer's canonical events in a client API's format: one per vendor attempt;
     an error after the stream began is rendered by the renderer of the attempt that began it."""
 
-    def chunk(self, choices: Choices, extra: dict[str, Any] | None) -> bytes:
-        """The bytes of one canonical chunk."""
+    def chunk(self, choices: Choices, extra: dict[str, Any] | None, native: dict[str, Any] | None = None) -> bytes:
+        """The bytes of one canonical chunk; ``native``: the vendor's own event it was read from, if any
+        (``ChunkEvent.native``), for the dialect whose wire format it is to relay as it came."""
         ...
 
     def cut(self, choices: Choices) -> bytes:

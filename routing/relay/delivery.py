@@ -121,11 +121,13 @@ class Delivery:
                 if text:
                     texts.append(text)
                 finish = finish_reason(choices) or finish
-                out.append(renderer.chunk(choices, event.extra))
+                out.append(renderer.chunk(choices, event.extra, event.native))
                 continue
             piece = meter.piece(choices) if plain else await meter.measure(choices)
             exhausted = piece.exhausted
-            data = b"" if not piece.text and exhausted else renderer.chunk(piece.choices, event.extra)
+            # A chunk the limit cut is rendered from its cut choices, no longer the vendor's event.
+            native = event.native if piece.choices is choices else None
+            data = b"" if not piece.text and exhausted else renderer.chunk(piece.choices, event.extra, native)
             if not self.answer_started and not exhausted and not carries_answer(piece.choices, piece.text):
                 held.append(data)
                 continue
@@ -173,7 +175,8 @@ class Delivery:
         if completion is None:
             text = "".join(self.delivered) if delivered is None else delivered
             completion = tokens.count_text(text, encoding)
-        return ClientUsage(prompt, completion, self.usage.cached_tokens, self.usage.reasoning_tokens)
+        usage = self.usage
+        return ClientUsage(prompt, completion, usage.cached_tokens, usage.reasoning_tokens, usage.cache_write_tokens)
 
     # -- one JSON body --------------------------------------------------------------------
 
@@ -193,8 +196,9 @@ class Delivery:
         text = delivered_text(choices)
         ticket = self.ticket
         usage = self.client_usage(route, text)
+        native = None if self.cut else completion.native  # a cut answer is the cut choices
         answer = Answer(
-            ticket.generation_id, ticket.created, route.name, choices, completion.extra, usage, self.request
+            ticket.generation_id, ticket.created, route.name, choices, completion.extra, usage, self.request, native
         )
         headers = [*JSON_HEADERS, (b"x-generation-id", ticket.generation_id.encode()), *ticket.rate_headers()]
         self.answer_started = True

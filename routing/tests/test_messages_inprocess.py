@@ -211,11 +211,13 @@ def test_authorization_bearer_is_accepted_too(relay):
     [
         ({}, [], 401, "authentication_error", ""),
         ({"model": "nope"}, None, 404, "not_found_error", "nope"),
-        ({"top_k": 5}, None, 400, "invalid_request_error", "top_k"),
+        ({"top_k": -1}, None, 400, "invalid_request_error", "top_k"),
         ({"n": 2}, None, 400, "invalid_request_error", "n: Extra inputs are not permitted"),
         ({"max_tokens": None}, None, 400, "invalid_request_error", "max_tokens"),
-        ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}, None, 400,
+        ({"messages": [{"role": "user", "content": [{"type": "search_result", "source": "s"}]}]}, None, 400,
          "invalid_request_error", "messages[0].content[0].type"),
+        ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}, None, 400,
+         "invalid_request_error", "messages[0].content[0].source"),
     ],
 )  # fmt: skip
 def test_errors_before_the_stream_are_anthropic_shaped(relay, body, headers, status, kind, words):

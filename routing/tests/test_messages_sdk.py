@@ -76,7 +76,7 @@ def test_errors_reach_the_sdk_as_its_own_exceptions(client, cast):
         client.messages.create(model="no/such-model", max_tokens=5, messages=ASK)
     assert missing.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(anthropic.BadRequestError) as refused:
-        client.messages.create(model=cast.model, max_tokens=5, messages=ASK, extra_body={"top_k": 3})
+        client.messages.create(model=cast.model, max_tokens=5, messages=ASK, extra_body={"top_k": -3})
     assert "top_k" in refused.value.body["error"]["message"]
     with anthropic.Anthropic(api_key="sk-siraya-wrong", base_url=cast.url, max_retries=0) as stranger:
         with pytest.raises(anthropic.AuthenticationError):
@@ -112,3 +112,10 @@ def test_cancelled_stream_closes_the_vendor_and_bills_what_was_delivered(client,
     assert seen is not None and seen - closed < CLOSE_BOUND
     record = cast.record(generation_id)
     assert (record.status, record.completion_tokens, record.tokens_delivered) == ("cancelled", 7, 7)
+
+
+def test_top_k_is_left_out_for_a_vendor_without_it(client, cast, fake_openai):
+    fake_openai.scenario.tokens = 3
+    message = client.messages.create(model=cast.model, max_tokens=50, messages=ASK, extra_body={"top_k": 3})
+    assert message.content[0].text == "".join(words(3))
+    assert "top_k" not in fake_openai.last().json()

@@ -193,4 +193,4 @@ def test_usage_counts_cache_reads_and_writes_as_prompt():
     usage = usage_from_converse(
         {"inputTokens": 10, "outputTokens": 3, "cacheReadInputTokens": 100, "cacheWriteInputTokens": 7}, "aws"
     )
-    assert usage == Usage(prompt_tokens=117, completion_tokens=3, cached_tokens=100)
+    assert usage == Usage(prompt_tokens=117, completion_tokens=3, cached_tokens=100, cache_write_tokens=7)

@@ -72,8 +72,9 @@ def vendor_token_count(value: Any, vendor_name: str, field: str) -> int | None:
 class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt, read from the vendor's prompt cache
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0  # of the prompt, written to the vendor's prompt cache
 
     def merge(self, other: Usage) -> Usage:
         """Return this usage updated with the figures ``other`` reports (later figures win)."""
@@ -84,6 +85,7 @@ class Usage:
             ),
             cached_tokens=other.cached_tokens or self.cached_tokens,
             reasoning_tokens=other.reasoning_tokens or self.reasoning_tokens,
+            cache_write_tokens=other.cache_write_tokens or self.cache_write_tokens,
         )
 
 
@@ -93,6 +95,10 @@ class ChunkEvent:
     choices: list[dict[str, Any]]
     # Extra top-level chunk fields to relay (system_fingerprint, service_tier, ...).
     extra: dict[str, Any] | None = None
+    # The vendor's own stream event this chunk was read from, when the request came in the
+    # vendor's wire format (``ChatRequest.claude``): a client dialect of that format relays it
+    # as it came, what ``choices`` cannot say (signatures, redacted thinking) included.
+    native: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -110,6 +116,8 @@ class Completion:
     choices: list[dict[str, Any]]
     usage: Usage | None
     extra: dict[str, Any] | None = None
+    # The vendor's own answer object, on the same terms as ``ChunkEvent.native``.
+    native: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ class ChatStream:
         self.created = created
         self.model = model
 
-    def chunk(self, choices: Choices, extra: dict[str, Any] | None) -> bytes:
+    def chunk(self, choices: Choices, extra: dict[str, Any] | None, native: dict[str, Any] | None = None) -> bytes:
         return sse(chunk(self.generation_id, self.created, self.model, choices, extra))
 
     def cut(self, choices: Choices) -> bytes:

@@ -37,16 +37,27 @@ class Messages:
         return MessagesStream(generation_id, model)
 
     def answer(self, answer: Answer) -> bytes:
-        choice = answer.choices[0] if answer.choices else {}
-        message = choice.get("message") or {}
+        native = answer.native
+        if native is not None:
+            # Claude's own message (a request sent in its format): its content, thinking
+            # signatures and stop as they came; the id, model and usage are the router's.
+            content, stop, sequence = (
+                native.get("content") or [],
+                native.get("stop_reason"),
+                native.get("stop_sequence"),
+            )
+        else:
+            choice = answer.choices[0] if answer.choices else {}
+            content = content_blocks(choice.get("message") or {}, answer.generation_id)
+            stop, sequence = stop_reason(choice.get("finish_reason")), None
         payload = {
             "id": answer.generation_id,
             "type": "message",
             "role": "assistant",
-            "content": content_blocks(message, answer.generation_id),
+            "content": content,
             "model": answer.model,
-            "stop_reason": stop_reason(choice.get("finish_reason")) or "end_turn",
-            "stop_sequence": None,
+            "stop_reason": stop or "end_turn",
+            "stop_sequence": sequence,
             "usage": message_usage(answer.usage),
         }
         return orjson.dumps(payload)

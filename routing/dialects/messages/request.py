@@ -1,7 +1,10 @@
 """A Messages request body -> the canonical request (OpenAI chat vocabulary).
 
 ``system`` becomes a system message, ``tool_use`` blocks an assistant's ``tool_calls``,
-``tool_result`` blocks ``tool`` messages, images ``image_url`` parts (base64 sources as data URLs).
+``tool_result`` blocks ``tool`` messages, images ``image_url`` parts (base64 sources as data URLs),
+documents ``file`` parts (text ones text parts). The validated body itself rides along as
+``ChatRequest.claude``: a Claude deployment is sent it as it came, with what the canonical
+request cannot carry (thinking signatures, ``cache_control``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from routing.errors import invalid
 
 # Blocks of earlier turns that other vendors cannot take: Claude's reasoning (its signature).
 _DROPPED = frozenset({"thinking", "redacted_thinking"})
+# Members of the body that are the request's envelope, not Claude's body (the adapter sets them).
+_ENVELOPE = frozenset({"model", "stream"})
 # thinking.budget_tokens -> the canonical reasoning_effort (the first bound it stays under).
 _EFFORTS = ((4096, "low"), (16384, "medium"))
 
@@ -36,6 +41,8 @@ def parse_messages_request(body: bytes) -> ChatRequest:
         include_usage=True,  # message_delta always carries the usage
         max_tokens=clean["max_tokens"],
         params=parameters(clean),
+        top_k=clean.get("top_k"),
+        claude={name: value for name, value in clean.items() if name not in _ENVELOPE},
     )
 
 
@@ -142,6 +149,8 @@ def user_messages(blocks: list[dict[str, Any]], i: int) -> list[dict[str, Any]]:
             parts += images  # a tool message carries text only: its images follow in the user turn
         elif kind in ("text", "image"):
             parts.append(content_part(block, f"messages[{i}].content[{j}]"))
+        elif kind == "document":
+            parts += document_parts(block, f"messages[{i}].content[{j}]")
         elif kind not in _DROPPED:
             raise unsupported_block(kind, i, j, "user")
     if parts:
@@ -169,6 +178,26 @@ def content_part(block: dict[str, Any], path: str) -> dict[str, Any]:
         where = f"{path}.source.type"
         raise Invalid(f"'{where}' must be 'base64' or 'url'; got {source['type']!r}.", where, "unsupported_value")
     return {"type": "image_url", "image_url": {"url": url}}
+
+
+def document_parts(block: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """A document as canonical parts: text as text, a file as a ``file`` part (vendors without
+    file parts refuse it), a content document as its text and images."""
+    source = block["source"]
+    kind = source["type"]
+    if kind == "text":
+        return [{"type": "text", "text": source["data"]}]
+    if kind == "content":
+        content = source["content"]
+        if isinstance(content, str):
+            return [{"type": "text", "text": content}]
+        return [content_part(part, f"{path}.source.content[{k}]") for k, part in enumerate(content)]
+    file: dict[str, Any] = {"filename": block.get("title") or "document"}
+    if kind == "base64":
+        file["file_data"] = f"data:{source['media_type']};base64,{source['data']}"
+    else:
+        file["file_url"] = source["url"]
+    return [{"type": "file", "file": file}]
 
 
 def unsupported_block(kind: str, i: int, j: int, role: str) -> Invalid:

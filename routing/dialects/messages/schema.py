@@ -1,8 +1,9 @@
 """The Messages request: one declaration that validates bodies (and can document them), in Anthropic's words.
 
-What the canonical request cannot carry is refused by name rather than dropped: ``top_k`` (no
-OpenAI parameter means it), server tools, and block kinds only Claude reads (documents,
-search results): passing those through to Claude on Vertex or Bedrock is not built yet.
+Blocks only Claude reads (thinking signatures, ``cache_control``, documents) are accepted: a Claude
+deployment (Vertex, Bedrock) is sent the body as it came; other vendors get the canonical
+translation, which carries what it can (``routing.dialects.messages.request``). What no vendor
+behind the router would take is refused by name: server tools, and block kinds not declared here.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ TEXT_BLOCK = Object(
     {
         "type": String(),
         "text": Field(String(errors={"missing": _TEXT_REQUIRED}), required=True),
-        "cache_control": AnyJson(description="Accepted; the router does not cache prompts."),
-        "citations": AnyJson(description="Accepted and not forwarded."),
+        "cache_control": AnyJson(description="Sent on to Claude (Vertex, Bedrock); other vendors cache on their own."),
+        "citations": AnyJson(description="Sent on to Claude; not to other vendors."),
     },
     additional=False,
     errors={"unknown": UNKNOWN},
@@ -53,15 +54,41 @@ TOOL_USE_BLOCK = Object(
         "cache_control": AnyJson(),
     }
 )
-# Earlier turns' reasoning: accepted, and not sent on (other vendors cannot verify a signature).
-THINKING_BLOCK = Object({"thinking": String(), "signature": String()})
+# Earlier turns' reasoning: sent on to Claude with its signature, which Claude checks; other
+# vendors cannot verify a signature, so the canonical translation leaves these blocks out.
+THINKING_BLOCK = Object({"thinking": String(), "signature": String(), "cache_control": AnyJson()})
+DOCUMENT_SOURCE = Tagged(
+    "type",
+    {
+        "base64": Object({"media_type": Field(String(), required=True), "data": Field(String(), required=True)}),
+        "text": Object({"media_type": String(), "data": Field(String(), required=True)}),
+        "url": Object({"url": Field(String(min_length=1), required=True)}),
+        "content": Object(
+            {
+                "content": Field(
+                    OneOf(String(), Array(Tagged("type", {"text": TEXT_BLOCK, "image": IMAGE_BLOCK}))), required=True
+                )
+            }
+        ),
+    },
+)
+DOCUMENT_BLOCK = Object(
+    {
+        "source": Field(DOCUMENT_SOURCE, required=True),
+        "title": String(),
+        "context": String(),
+        "citations": AnyJson(),
+        "cache_control": AnyJson(),
+    }
+)
 BLOCK_KINDS = {
     "text": TEXT_BLOCK,
     "image": IMAGE_BLOCK,
+    "document": DOCUMENT_BLOCK,
     "tool_use": TOOL_USE_BLOCK,
     "tool_result": TOOL_RESULT_BLOCK,
     "thinking": THINKING_BLOCK,
-    "redacted_thinking": Object({"data": String()}),
+    "redacted_thinking": Object({"data": String(), "cache_control": AnyJson()}),
 }
 MESSAGE = Object(
     {
@@ -115,13 +142,7 @@ REQUEST = Object(
         "top_k": Integer(
             0,
             MAX_TOKENS,
-            choices=(),
-            errors={
-                "choice": (
-                    "'{path}' is not supported: no vendor parameter carries it across vendors.",
-                    "unsupported_parameter",
-                )
-            },
+            description="Sent to Claude (Vertex, Bedrock) and Gemini; vendors without it answer without it.",
         ),
         "tools": Array(TOOL),
         "tool_choice": TOOL_CHOICE,

@@ -7,6 +7,11 @@
 
 A block stays open while the vendor's deltas continue it; a delta of another kind (or another
 tool call) closes it and opens the next. ``event: error`` ends a stream that failed after it began.
+
+Claude answering a request sent in its own format (``ChatRequest.claude``) hands over its own
+events (``native``): their content blocks are relayed as they came (thinking with its
+``signature_delta``, redacted thinking, citations), and its stop reason and sequence end the
+message; the message's id and model, and the final usage, stay the router's.
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ def stop_reason(finish_reason: str | None) -> str | None:
 
 
 def message_usage(usage: ClientUsage) -> dict[str, int]:
-    """Anthropic's usage: ``input_tokens`` excludes the prompt tokens read from the vendor's cache."""
+    """Anthropic's usage: ``input_tokens`` excludes the prompt tokens read from or written to the vendor's cache."""
     return {
-        "input_tokens": usage.prompt_tokens - usage.cached_tokens,
+        "input_tokens": max(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, 0),
         "output_tokens": usage.completion_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cached_tokens,
     }
 
@@ -63,7 +68,7 @@ def error_event(error: RouterError) -> bytes:
 class MessagesStream:
     """One streamed answer as Anthropic's events (one per vendor attempt)."""
 
-    __slots__ = ("block", "generation_id", "index", "model", "started", "stop", "tool", "tool_id")
+    __slots__ = ("block", "generation_id", "index", "model", "started", "stop", "stop_sequence", "tool", "tool_id")
 
     def __init__(self, generation_id: str, model: str) -> None:
         self.generation_id = generation_id
@@ -74,8 +79,11 @@ class MessagesStream:
         self.tool: Any = None  # the open tool call's canonical index
         self.tool_id = ""
         self.stop: str | None = None
+        self.stop_sequence: str | None = None
 
-    def chunk(self, choices: Choices, extra: dict[str, Any] | None) -> bytes:
+    def chunk(self, choices: Choices, extra: dict[str, Any] | None, native: dict[str, Any] | None = None) -> bytes:
+        if native is not None:
+            return self.native(native)
         out = [] if self.started else [self.message_start()]
         for choice in choices:
             if choice.get("index", 0) != 0:
@@ -100,7 +108,7 @@ class MessagesStream:
         out = [] if self.started else [self.message_start()]
         out.append(self.close())
         counts = message_usage(usage) if usage is not None else {"output_tokens": 0}
-        delta = {"stop_reason": self.stop or "end_turn", "stop_sequence": None}
+        delta = {"stop_reason": self.stop or "end_turn", "stop_sequence": self.stop_sequence}
         out.append(event("message_delta", {"type": "message_delta", "delta": delta, "usage": counts}))
         out.append(event("message_stop", {"type": "message_stop"}))
         return b"".join(out)
@@ -108,14 +116,43 @@ class MessagesStream:
     def error(self, error: RouterError) -> bytes:
         return error_event(error)
 
+    # -- Claude's own events ---------------------------------------------------------------
+
+    def native(self, payload: dict[str, Any]) -> bytes:
+        """One of Claude's own events: its content blocks as they came; the message's ends noted for ``finish``."""
+        kind = payload.get("type")
+        if kind == "message_start":
+            if self.started:
+                return b""
+            usage = (payload.get("message") or {}).get("usage")
+            return self.message_start(usage if isinstance(usage, dict) else None)
+        out = b"" if self.started else self.message_start()
+        if kind == "message_delta":
+            delta = payload.get("delta") or {}
+            self.stop = delta.get("stop_reason") or self.stop
+            self.stop_sequence = delta.get("stop_sequence") or self.stop_sequence
+            return out
+        if kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            out += self.close()  # a block the router opened (none, unless a cut came before)
+            self.index = payload.get("index", self.index + 1)
+            # Text and thinking the router may yet continue (after a cut); any other kind it closes.
+            opened = block.get("type")
+            self.block = opened if opened in ("text", "thinking") else "native"
+        elif kind == "content_block_stop":
+            self.block = ""
+        return out + event(str(kind), payload)
+
     # -- blocks ------------------------------------------------------------------------------
 
-    def message_start(self) -> bytes:
+    def message_start(self, usage: dict[str, Any] | None = None) -> bytes:
+        """``usage``: the vendor's prompt figures, as Claude's own ``message_start`` gave them."""
         self.started = True
         message: dict[str, Any] = {
             "id": self.generation_id, "type": "message", "role": "assistant", "content": [], "model": self.model,
             "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},  # the figures come with message_delta
+            # Otherwise the figures come with message_delta.
+            "usage": usage if usage is not None else {"input_tokens": 0, "output_tokens": 0},
         }  # fmt: skip
         return event("message_start", {"type": "message_start", "message": message})
 

@@ -84,7 +84,7 @@ class ResponsesStream:
 
     # -- the renderer's interface ---------------------------------------------------------
 
-    def chunk(self, choices: Choices, extra: dict[str, Any] | None) -> bytes:
+    def chunk(self, choices: Choices, extra: dict[str, Any] | None, native: dict[str, Any] | None = None) -> bytes:
         out: list[bytes] = []
         if len(choices) == 1 and self.item is not None and self.item.kind == "message":
             # Most chunks of most streams: more text of the open message, and nothing else.

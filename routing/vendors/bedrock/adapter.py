@@ -1,4 +1,8 @@
-"""AWS Bedrock Runtime: ``ConverseStream`` and ``Converse``, signed with SigV4 or a Bedrock API key."""
+"""AWS Bedrock Runtime: ``ConverseStream`` and ``Converse``, signed with SigV4 or a Bedrock API key.
+
+A request that came in Claude's own format, answered by a Claude model, goes through
+``InvokeModelWithResponseStream`` / ``InvokeModel`` in that format instead (``bedrock.invoke``).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from routing.vendors.base import (
 )
 from routing.vendors.bedrock.converse import converse_choices, converse_request, usage_from_converse
 from routing.vendors.bedrock.events import ConverseStreamDecoder, exception_error, malformed
+from routing.vendors.bedrock.invoke import InvokeStreamDecoder, invoke_body, uses_invoke
+from routing.vendors.claude_messages import completion as claude_completion
 
 # botocore logs each canonical request at DEBUG, session token included: keep that out of any log.
 logging.getLogger("botocore.auth").setLevel(logging.INFO)
@@ -96,14 +102,19 @@ class BedrockAdapter(VendorAdapter):
             )
             self.signer = SigV4Auth(credentials, SERVICE, region)
 
-    def url(self, model_id: str, stream: bool) -> str:
+    def url(self, model_id: str, stream: bool, invoke: bool = False) -> str:
         # One path segment, whatever the id holds: ARNs carry ':' and '/'.
-        operation = "converse-stream" if stream else "converse"
+        if invoke:
+            operation = "invoke-with-response-stream" if stream else "invoke"
+        else:
+            operation = "converse-stream" if stream else "converse"
         return f"{self.base_url}/model/{quote(model_id, safe='')}/{operation}"
 
     def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
-        url = self.url(call.upstream_model, stream)
-        body = http.json_bytes(converse_request(call.request, call.max_output_tokens))
+        invoke = uses_invoke(call)
+        url = self.url(call.upstream_model, stream, invoke)
+        payload = invoke_body(call) if invoke else converse_request(call.request, call.max_output_tokens)
+        body = http.json_bytes(payload)
         accept = "application/vnd.amazon.eventstream" if stream else "application/json"
         headers = {"content-type": "application/json", "accept": accept}
         if self.signer is None:
@@ -159,7 +170,9 @@ class BedrockAdapter(VendorAdapter):
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         request = self.request(call, stream=True)
-        decoder = ConverseStreamDecoder(self.vendor.name)
+        decoder: ConverseStreamDecoder | InvokeStreamDecoder = (
+            InvokeStreamDecoder(self.vendor.name) if uses_invoke(call) else ConverseStreamDecoder(self.vendor.name)
+        )
         async with http.open_response(self.vendor, request, self.on_error) as response:
             async for data in response.aiter_raw():
                 batch: list[StreamEvent] = []
@@ -177,6 +190,8 @@ class BedrockAdapter(VendorAdapter):
         request = self.request(call, stream=False)
         async with http.open_response(self.vendor, request, self.on_error) as response:
             payload = await http.read_json(self.vendor, response)
+        if uses_invoke(call):
+            return claude_completion(self.vendor.name, payload, native=True)
         if not isinstance(payload, dict) or not isinstance(payload.get("output"), dict):
             raise malformed(self.vendor.name, "an answer without output")
         return Completion(converse_choices(payload), usage_from_converse(payload.get("usage"), self.vendor.name))

@@ -252,6 +252,7 @@ def usage_from_converse(usage: Any, vendor_name: str) -> Usage | None:
         prompt_tokens=input_tokens + cache_read + cache_write if input_tokens is not None else None,
         completion_tokens=vendor_token_count(usage.get("outputTokens"), vendor_name, "outputTokens"),
         cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 

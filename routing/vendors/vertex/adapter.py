@@ -156,7 +156,7 @@ class VertexAdapter(VendorAdapter):
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         dialect, request = await self.request(call, stream=True)
-        state = dialect.StreamState(self.vendor.name)
+        state = dialect.stream_state(self.vendor.name, call)
         decode = functools.partial(self._decode, state)
         async with http.open_response(self.vendor, request, self.on_error) as response:
             async with aclosing(sse_batches(self.vendor.name, response.aiter_raw(), decode)) as batches:
@@ -193,5 +193,5 @@ class VertexAdapter(VendorAdapter):
         dialect, request = await self.request(call, stream=False)
         async with http.open_response(self.vendor, request, self.on_error) as response:
             payload = await http.read_json(self.vendor, response)
-        result: Completion = dialect.completion(self.vendor.name, payload)
+        result: Completion = dialect.completion(self.vendor.name, payload, call)
         return result

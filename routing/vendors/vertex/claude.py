@@ -2,40 +2,32 @@
 
 Request: the Anthropic Messages request without ``model``, plus ``anthropic_version``;
 ``max_tokens`` is required, so the router model's ceiling stands in when the client set none.
-Answer: Anthropic SSE events. Input tokens come from ``message_start`` (its ``output_tokens``
-is a placeholder), cumulative output tokens from ``message_delta``.
+A request that came in Claude's own format is sent as it came (``claude_messages.native_body``);
+any other is translated from the canonical request here.
+Answer: Anthropic's message or its SSE events (``routing.vendors.claude_messages``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from routing.errors import UpstreamError, invalid
-from routing.vendors import http
-from routing.vendors.base import (
-    ChunkEvent,
-    Completion,
-    StreamEvent,
-    UpstreamCall,
-    Usage,
-    UsageEvent,
-    vendor_token_count,
+from routing.errors import invalid
+from routing.vendors.base import Completion, UpstreamCall
+from routing.vendors.claude_messages import (
+    ERROR_STATUS,
+    STOP_REASONS,
+    StreamState,
+    error_from_event,
+    is_native,
+    native_body,
+    usage,
 )
+from routing.vendors.claude_messages import completion as claude_completion
 from routing.vendors.vertex import messages as m
 
+__all__ = ["ERROR_STATUS", "STOP_REASONS", "StreamState", "body", "completion", "error_from_event", "method", "usage"]
+
 ANTHROPIC_VERSION = "vertex-2023-10-16"
-STOP_REASONS = {
-    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
-    "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter",
-}  # fmt: skip
-# Anthropic error types and the HTTP status Anthropic gives each.
-ERROR_STATUS = {
-    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
-    "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
-    "timeout_error": 504, "overloaded_error": 529,
-}  # fmt: skip
 TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 
 
@@ -43,7 +35,20 @@ def method(stream: bool) -> str:
     return "streamRawPredict" if stream else "rawPredict"
 
 
+def stream_state(vendor_name: str, call: UpstreamCall) -> StreamState:
+    return StreamState(vendor_name, native=is_native(call))
+
+
+def completion(vendor_name: str, payload: Any, call: UpstreamCall | None = None) -> Completion:
+    return claude_completion(vendor_name, payload, native=call is not None and is_native(call))
+
+
 def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
+    if is_native(call):
+        native = native_body(call, ANTHROPIC_VERSION)
+        if stream:
+            native["stream"] = True
+        return native
     params = call.request.params
     system, turns = _messages(call.request.messages)
     payload: dict[str, Any] = {
@@ -58,6 +63,8 @@ def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
     for name in ("temperature", "top_p"):
         if params.get(name) is not None:
             payload[name] = params[name]
+    if call.request.top_k is not None:
+        payload["top_k"] = call.request.top_k
     stops = m.stop_sequences(params.get("stop"))
     if stops:
         payload["stop_sequences"] = stops
@@ -142,136 +149,3 @@ def _tool_choice(tool_choice: Any, parallel: Any) -> dict[str, Any] | None:
     if parallel is False and choice["type"] != "none":
         choice["disable_parallel_tool_use"] = True
     return choice
-
-
-# -- answers ----------------------------------------------------------------------------------
-
-
-def usage(data: Any, vendor_name: str, *, with_output: bool) -> Usage:
-    """Anthropic usage to router usage: its input excludes cache reads and writes, OpenAI's does not."""
-    if not isinstance(data, dict):
-        return Usage()
-
-    def count(field: str) -> int | None:
-        return vendor_token_count(data.get(field), vendor_name, field)
-
-    prompt = count("input_tokens")
-    cache_read = count("cache_read_input_tokens") or 0
-    if prompt is not None:
-        prompt += cache_read + (count("cache_creation_input_tokens") or 0)
-    return Usage(
-        prompt_tokens=prompt,
-        # message_start's output_tokens is a placeholder: not read there.
-        completion_tokens=count("output_tokens") if with_output else None,
-        cached_tokens=cache_read,
-    )
-
-
-def error_from_event(vendor_name: str, error: Any) -> UpstreamError:
-    error = error if isinstance(error, dict) else {}
-    kind = str(error.get("type") or "api_error")
-    status = ERROR_STATUS.get(kind, 500)
-    message = str(error.get("message") or kind)[:300]
-    if status in (401, 403):
-        message, kind = "the vendor rejected the router's credentials", "vendor_auth_failed"
-    return UpstreamError(
-        http.vendor_status_to_client(status),
-        f"Vendor '{vendor_name}' reported an error: {message}",
-        code=kind,
-        retryable=status in http.RETRYABLE_STATUSES,
-        vendor_status=status,
-    )
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-class StreamState:
-    """Turns Anthropic SSE events into router events."""
-
-    def __init__(self, vendor_name: str) -> None:
-        self.vendor_name = vendor_name
-        self.tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool call index
-        self.role_sent = False
-        self.done = self.finished = False  # message_stop came
-
-    def events(self, payload: dict[str, Any]) -> list[StreamEvent]:
-        kind = payload.get("type")
-        if kind == "error":
-            raise error_from_event(self.vendor_name, payload.get("error"))
-        if kind == "message_start":
-            # Its output_tokens is a placeholder (often 1): only the input figure counts.
-            return [UsageEvent(usage(_dict(payload.get("message")).get("usage"), self.vendor_name, with_output=False))]
-        if kind == "content_block_start":
-            return self._chunk(self._block_start(payload))
-        if kind == "content_block_delta":
-            return self._chunk(self._block_delta(payload))
-        if kind == "message_delta":
-            events: list[StreamEvent] = [UsageEvent(usage(payload.get("usage"), self.vendor_name, with_output=True))]
-            reason = (payload.get("delta") or {}).get("stop_reason")
-            if reason:
-                finish = STOP_REASONS.get(reason, "stop")
-                events.append(ChunkEvent([{"index": 0, "delta": {}, "finish_reason": finish}]))
-            return events
-        if kind == "message_stop":
-            self.done = self.finished = True
-        return []  # ping, content_block_stop, and event types added later
-
-    def _chunk(self, delta: dict[str, Any]) -> list[StreamEvent]:
-        if not delta:
-            return []
-        if not self.role_sent:
-            delta, self.role_sent = {"role": "assistant", **delta}, True
-        return [ChunkEvent([{"index": 0, "delta": delta, "finish_reason": None}])]
-
-    def _block_start(self, payload: dict[str, Any]) -> dict[str, Any]:
-        block = payload.get("content_block") or {}
-        if block.get("type") == "tool_use":
-            index = self.tool_index[payload.get("index", 0)] = len(self.tool_index)
-            call = {"index": index, "id": block.get("id"), "type": "function",
-                    "function": {"name": block.get("name", ""), "arguments": ""}}  # fmt: skip
-            return {"tool_calls": [call]}
-        if block.get("type") == "text" and block.get("text"):
-            return {"content": block["text"]}
-        return {}
-
-    def _block_delta(self, payload: dict[str, Any]) -> dict[str, Any]:
-        delta = payload.get("delta") or {}
-        kind = delta.get("type")
-        if kind == "text_delta" and delta.get("text"):
-            return {"content": delta["text"]}
-        if kind == "thinking_delta" and delta.get("thinking"):
-            return {"reasoning_content": delta["thinking"]}
-        if kind == "input_json_delta" and delta.get("partial_json"):
-            index = self.tool_index.get(payload.get("index", 0))
-            if index is not None:
-                return {"tool_calls": [{"index": index, "function": {"arguments": delta["partial_json"]}}]}
-        return {}
-
-
-def completion(vendor_name: str, payload: Any) -> Completion:
-    if not isinstance(payload, dict):
-        raise UpstreamError(502, f"Vendor '{vendor_name}' sent an answer that is not an object.", "upstream_malformed")
-    if payload.get("type") == "error":
-        raise error_from_event(vendor_name, payload.get("error"))
-    text, reasoning = "", ""
-    calls: list[dict[str, Any]] = []
-    for block in payload.get("content") or ():
-        if block.get("type") == "text":
-            text += block.get("text") or ""
-        elif block.get("type") == "thinking":
-            reasoning += block.get("thinking") or ""
-        elif block.get("type") == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append({"id": block.get("id"), "type": "function",
-                          "function": {"name": block.get("name", ""), "arguments": arguments}})  # fmt: skip
-    message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
-    if reasoning:
-        message["reasoning_content"] = reasoning
-    if calls:
-        message["tool_calls"] = calls
-    finish = STOP_REASONS.get(str(payload.get("stop_reason")), "stop")
-    usage_data = payload.get("usage")
-    found = usage(usage_data, vendor_name, with_output=True) if isinstance(usage_data, dict) else None
-    return Completion([{"index": 0, "message": message, "finish_reason": finish}], found)

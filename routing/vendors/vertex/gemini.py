@@ -59,6 +59,8 @@ def body(call: UpstreamCall, stream: bool) -> dict[str, Any]:
     # maxOutputTokens always: without one Gemini may write up to the model's own maximum, past
     # what the credit hold assumed (the router model's ceiling). Thinking counts against it.
     config = _generation_config(params, call.completion_limit)
+    if call.request.top_k is not None:
+        config["topK"] = call.request.top_k
     if config:
         payload["generationConfig"] = config
     functions = m.function_tools(params.get("tools"))
@@ -297,7 +299,11 @@ class StreamState:
         return delta
 
 
-def completion(vendor_name: str, payload: Any) -> Completion:
+def stream_state(vendor_name: str, call: UpstreamCall) -> StreamState:
+    return StreamState(vendor_name)
+
+
+def completion(vendor_name: str, payload: Any, call: UpstreamCall | None = None) -> Completion:
     if not isinstance(payload, dict):
         raise UpstreamError(502, f"Vendor '{vendor_name}' sent an answer that is not an object.", "upstream_malformed")
     state = StreamState(vendor_name)
