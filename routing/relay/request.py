@@ -84,6 +84,8 @@ async def _serve_request(dialect: Dialect, channel: ClientChannel) -> None:
         request = dialect.parse(body)
         del body  # the parsed request holds what is needed; the raw body need not live as long as the stream
         model_name = request.model
+        if dialect.memory is not None:  # before admission: the hold and the limits count what it adds
+            request = await dialect.memory.recall(request, key.id)
         if tracing.ENABLED:
             traces.request_parsed(request, generation_id)
         routes = await request_routes(request.model, request.models[1:], provider_vendors(request.provider))
@@ -104,11 +106,16 @@ async def _serve_request(dialect: Dialect, channel: ClientChannel) -> None:
             logger.exception("could not record the failed request")
         await send_error(dialect, channel, failure, generation_id)
         return
-    await relay(dialect, channel, request, routes, ticket)
+    await relay(dialect, channel, request, routes, ticket, key.id)
 
 
 async def relay(
-    dialect: Dialect, channel: ClientChannel, request: ChatRequest, routes: tuple[ModelRoute, ...], ticket: Ticket
+    dialect: Dialect,
+    channel: ClientChannel,
+    request: ChatRequest,
+    routes: tuple[ModelRoute, ...],
+    ticket: Ticket,
+    key_id: int,
 ) -> None:
     """Relay an admitted request; whatever happens, settle its usage record exactly once."""
     delivery = Delivery(channel, dialect, request, ticket)
@@ -154,6 +161,9 @@ async def relay(
             delivery.meter.close()
         try:
             outcome = ending.outcome(delivery, attempts, routes[0])
+            if dialect.memory is not None and ending.status != UsageStatus.CANCELLED:
+                # Kept before the settlement: a settled record means its answer is kept (or never will be).
+                await dialect.memory.keep(request, key_id, delivery.answer, delivery.renderer)
             settlement = await ledger.settle(ticket, outcome)
             observe(outcome, attempts, routes[0], settlement)
             if tracing.ENABLED:
