@@ -3,6 +3,7 @@ the input items' pages, deletion and retention, with scripted vendors behind the
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import StringIO
@@ -11,9 +12,13 @@ from typing import Any
 import orjson
 import pytest
 from django.core.management import call_command
+from django.db import connections
+from django.utils import timezone
 
+from billing.models import UsageRecord, UsageStatus
 from billing.services import api_key_create
 from lib import tokens
+from routing.dialects.responses.memory import stored_response_settled
 from routing.models import StoredResponse
 from routing.services import stored_response_save
 from routing.tests.inprocess import Script, answer, answer_text, failure
@@ -172,7 +177,7 @@ def test_a_streamed_first_turn_is_continued(relay):
 
 def test_the_credit_hold_counts_the_previous_input(relay):
     """A short new input alone fits the credit left; with a long stored conversation before it, it does not."""
-    api_key, key = api_key_create("limited", credit_limit=Decimal("0.5"))
+    key = api_key_create("limited", credit_limit=Decimal("0.5"))[1]
     relay.deploy("m", Script("v", answer(1)), price="1000")  # USD 0.001 per prompt token
     long_input = " ".join(["word"] * 300)
     first = post(relay, key=key, input=long_input, max_output_tokens=16)
@@ -249,3 +254,29 @@ def test_prune_deletes_responses_past_the_retention(relay, settings):
     _stored(relay.api_key.id, "gen-day", now - timedelta(days=2))
     call_command("responses", "prune", "--older-than-days", "3", stdout=StringIO())
     assert StoredResponse.objects.count() == 1
+
+
+def test_a_lookup_waits_for_a_response_whose_request_is_still_finishing(relay):
+    """Asked again the moment the answer arrived: the usage record is still in progress and the
+    response not yet written; the lookup waits for it instead of answering 404."""
+    record = UsageRecord.objects.create(
+        generation_id="gen-finishing", api_key=relay.api_key, model_name="m", created_at=timezone.now()
+    )
+    assert record.status == UsageStatus.IN_PROGRESS
+    writer = threading.Timer(0.2, _stored_then_settled, (relay.api_key.id, record.id))
+    writer.start()
+    try:
+        found = stored_response_settled(relay.api_key.id, "gen-finishing")
+    finally:
+        writer.join()
+    assert found is not None and found.id == "gen-finishing"
+    # Settled, and nothing stored under that id: not found, without waiting.
+    assert stored_response_settled(relay.api_key.id, "gen-other") is None
+
+
+def _stored_then_settled(key_id: int, record_id: int) -> None:
+    try:
+        _stored(key_id, "gen-finishing", datetime.now(UTC))
+        UsageRecord.objects.filter(id=record_id).update(status=UsageStatus.COMPLETED)
+    finally:
+        connections.close_all()
