@@ -3,12 +3,21 @@ retrieve, input items, delete, ``previous_response_id``, and what another key se
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
 import openai
 import pytest
+from django.core.management import call_command
 from openai.types.responses import ResponseCompletedEvent
 
 from billing.services import api_key_create
 from fakevendors.openai import words
+from routing.models import StoredResponse
 
 
 def client_for(cast, key: str | None = None) -> openai.OpenAI:
@@ -80,3 +89,25 @@ def test_sdk_another_key_and_unstored_responses_are_not_found(cast, fake_openai)
         client.responses.retrieve(unstored.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model=cast.model, input="again", previous_response_id=unstored.id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readme_stored_responses_example_runs_verbatim(live_router):
+    """The README's stored-responses example, as written, against the demo vendor."""
+    out = StringIO()
+    call_command("demo_setup", stdout=out)
+    key = out.getvalue().strip().splitlines()[-1]
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "previous_response_id" in b]
+    code = block.replace("http://127.0.0.1:8000", live_router.url)
+    env = {**os.environ, "SIRAYA_API_KEY": key}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["You said: Still there?", "You said: Hello!"]
+    assert [line.split(" ", 1)[1] for line in lines[2:]] == [
+        "user Hello!",
+        "assistant You said: Hello!",
+        "user Still there?",
+    ]
+    assert StoredResponse.objects.count() == 1  # the first was deleted
