@@ -121,11 +121,13 @@ class StoredResponse(models.Model):
     api_key = models.ForeignKey("billing.ApiKey", on_delete=models.CASCADE, related_name="+")
     model_name = models.CharField(max_length=128)
     created_at = models.DateTimeField()
-    # The Response object as the client got it (streamed: the one in the last event).
-    response = models.JSONField()
+    # JSON text, kept as written (a JSON column would reorder the members, and PostgreSQL's
+    # refuses a \u0000 that a vendor's text may hold). The Response object as the client got it
+    # (streamed: the one in the last event).
+    response = models.TextField()
     # Every input item in OpenAI's full form, oldest first: the previous response's input and
     # output when the request continued one, then the request's own.
-    input_items = models.JSONField()
+    input_items = models.TextField()
 
     class Meta:
         indexes = [models.Index(fields=["created_at"], name="stored_response_created")]

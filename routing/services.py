@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import transaction
 
@@ -204,8 +205,8 @@ def stored_response_save(key_id: int, response: dict[str, Any], input_items: lis
         api_key_id=key_id,
         model_name=response["model"],
         created_at=datetime.fromtimestamp(response["created_at"], UTC),
-        response=response,
-        input_items=input_items,
+        response=orjson.dumps(response).decode(),
+        input_items=orjson.dumps(input_items).decode(),
     )
 
 

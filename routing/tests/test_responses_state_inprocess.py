@@ -3,6 +3,7 @@ the input items' pages, deletion and retention, with scripted vendors behind the
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from django.core.management import call_command
-from django.db import connections
+from django.db import connection, connections
 from django.utils import timezone
 
 from billing.models import UsageRecord, UsageStatus
@@ -280,3 +281,40 @@ def _stored_then_settled(key_id: int, record_id: int) -> None:
         UsageRecord.objects.filter(id=record_id).update(status=UsageStatus.COMPLETED)
     finally:
         connections.close_all()
+
+
+class Kept(logging.Handler):
+    """The records one logger emits (each exchange sets Django up again, which replaces the
+    root logger's handlers: caplog's would miss some)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_failed_store_write_is_logged_and_the_answer_is_whole(relay):
+    """The table gone from under the router: every answer still reaches its client whole, and is billed."""
+    relay.deploy("m", Script("v", answer(3, usage=Usage(9, 3))))
+    table = StoredResponse._meta.db_table
+    logger, kept = logging.getLogger("siraya.relay"), Kept()
+    logger.addHandler(kept)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    try:
+        streamed = post(relay, stream=True)
+        whole = post(relay)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+        logger.removeHandler(kept)
+    done = completed(streamed)
+    assert done["status"] == "completed" and done["output"][0]["content"][0]["text"] == answer_text(3)
+    assert whole.status == 200 and whole.json()["output"][0]["content"][0]["text"] == answer_text(3)
+    for response_id in (done["id"], whole.json()["id"]):
+        assert relay.record(response_id).status == "completed"
+    failures = [r for r in kept.records if r.getMessage() == "could not store the response"]
+    assert [r.generation_id for r in failures] == [done["id"], whole.json()["id"]]  # type: ignore[attr-defined]
+    assert not StoredResponse.objects.exists()

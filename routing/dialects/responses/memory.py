@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+import orjson
 from channels.db import database_sync_to_async
 
 from billing import outage
@@ -86,7 +87,8 @@ class ResponsesMemory:
         stored = await stored_response_awaited(key_id, previous_id)
         if stored is None:
             raise response_not_found(previous_id, "previous_response_id")
-        return with_context(request, context_items(stored.input_items, stored.response))
+        context = context_items(orjson.loads(stored.input_items), orjson.loads(stored.response))
+        return with_context(request, context)
 
     async def keep(
         self, request: ChatRequest, key_id: int, answer: Answer | None, renderer: StreamRenderer | None

@@ -36,7 +36,7 @@ def response_detail(request: HttpRequest, key: KeyInfo, response_id: str) -> Htt
         if not stored_response_delete(key.id, stored.id):
             raise response_not_found(response_id)  # deleted meanwhile by another request
         return _json({"id": stored.id, "object": "response", "deleted": True})
-    return _json(stored.response)
+    return HttpResponse(stored.response, content_type="application/json")  # as it was sent
 
 
 @api_view()
@@ -44,6 +44,6 @@ def input_items(request: HttpRequest, key: KeyInfo, response_id: str) -> HttpRes
     """One page of the stored response's input items (OpenAI's list object)."""
     try:
         params = page_params(request.GET)
-        return _json(page_of(_stored(key, response_id).input_items, **params))
+        return _json(page_of(orjson.loads(_stored(key, response_id).input_items), **params))
     except PageError as error:
         raise RouterError(400, error.message, code="invalid_value", param=error.param) from None
