@@ -5,7 +5,9 @@ vendor adapters take), and renders what the relay hands it back in the API's own
 canonical events (chunks of OpenAI-shaped ``choices``, as vendor adapters yield them) as a
 stream, a whole answer as one body, errors before and during a stream, the keepalive. The
 relay, the ledger and the vendor adapters know nothing of any client API; adding one is a
-module here and a line in ``routing.relay.entry``.
+module here and a line in ``routing.relay.entry``. An API that keeps state between requests
+(the Responses API's stored responses) has a ``memory``: the relay asks it what a request
+continues before admission, and hands it the finished answer before settlement.
 """
 
 from __future__ import annotations

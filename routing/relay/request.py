@@ -3,10 +3,12 @@
     key      = ledger.authenticate(...)        the key first: a bad key costs no body read
     body     = channel.read_body()             capped, with a deadline
     request  = dialect.parse(body)             the client's format -> the canonical request
+    request  = dialect.memory.recall(...)      what it continues, if its API keeps state (Responses)
     routes   = request_routes(...)             the model, its fallback models, their deployments
     ticket   = ledger.admit(...)               limits, credit hold, an open usage record
     with channel.cancellable():                disconnect, stall, shutdown stop it here
         Attempts(...).run()                    deployments in turn; Delivery renders and sends
+    dialect.memory.keep(...)                   the answer kept, if its API keeps state
     ledger.settle(ticket, outcome)             exactly once, whatever happened
 
 From the moment the caller is known, whatever happens leaves exactly one usage record: a
