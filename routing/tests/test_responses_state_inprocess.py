@@ -318,3 +318,14 @@ def test_a_failed_store_write_is_logged_and_the_answer_is_whole(relay):
     failures = [r for r in kept.records if r.getMessage() == "could not store the response"]
     assert [r.generation_id for r in failures] == [done["id"], whole.json()["id"]]  # type: ignore[attr-defined]
     assert not StoredResponse.objects.exists()
+
+
+def test_an_id_no_response_can_have_is_not_found(relay):
+    """A NUL in an id (PostgreSQL refuses it in any query) is a 404 like any unknown id, not a 500."""
+    relay.deploy("m", Script("v", answer(1)))
+    for method, path in (("GET", f"{PATH}/gen-\x00"), ("GET", f"{PATH}/gen-\x00/input_items"), ("DELETE", f"{PATH}/gen-\x00")):  # fmt: skip
+        seen = get(relay, path, method=method)
+        assert seen.status == 404 and seen.json()["error"]["code"] == "response_not_found"
+    continued = post(relay, previous_response_id="gen-\x00")
+    assert continued.status == 404 and continued.json()["error"]["code"] == "previous_response_not_found"
+    assert get(relay, "/v1/generation", query="id=gen-%00").status == 404

@@ -42,10 +42,11 @@ _save = database_sync_to_async(stored_response_save)
 
 def response_not_found(response_id: str, param: str | None = None) -> RouterError:
     """The one answer for an id the key cannot see: unknown, another key's, deleted or not stored."""
+    shown = response_id[:64].replace("\x00", "\\u0000")  # the usage record keeps the message: no NUL
     if param == "previous_response_id":
-        message, code = f"Previous response with id '{response_id[:64]}' not found.", "previous_response_not_found"
+        message, code = f"Previous response with id '{shown}' not found.", "previous_response_not_found"
     else:
-        message, code = f"Response with id '{response_id[:64]}' not found.", "response_not_found"
+        message, code = f"Response with id '{shown}' not found.", "response_not_found"
     return RouterError(404, message, code=code, param=param)
 
 
