@@ -188,6 +188,16 @@ def test_the_credit_hold_counts_the_previous_input(relay):
     assert post(relay, key=key, input="Go on.", max_output_tokens=16).status == 200
 
 
+def test_the_token_rate_limit_counts_the_previous_input(relay):
+    key = api_key_create("limited", tokens_per_minute=280)[1]
+    relay.deploy("m", Script("v", answer(1)))
+    first = post(relay, key=key, input=" ".join(["word"] * 150), max_output_tokens=1)
+    assert first.status == 200
+    refused = post(relay, key=key, input="Go on.", max_output_tokens=1, previous_response_id=first.json()["id"])
+    assert refused.status == 429
+    assert post(relay, key=key, input="Go on.", max_output_tokens=1).status == 200
+
+
 def test_input_items_pages(relay):
     relay.deploy("m", Script("v", answer(1)))
     given = [{"role": "user", "content": f"line {n}"} for n in range(5)]
