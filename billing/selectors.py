@@ -151,6 +151,8 @@ def authorization_hash(authorization: str) -> str:
 
 
 def usage_record_for_key(key_id: int, generation_id: str) -> UsageRecord | None:
+    if "\x00" in generation_id:  # no id holds one, and PostgreSQL refuses it in a query
+        return None
     return UsageRecord.objects.filter(api_key_id=key_id, generation_id=generation_id).first()
 
 

@@ -108,3 +108,29 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.vendor.name}:{self.upstream_model}"
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer kept for the key that asked (``store: true``), until deleted or pruned.
+
+    Its id is the response's: the generation id of the request that made it, the usage record's
+    ``generation_id``.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40)
+    api_key = models.ForeignKey("billing.ApiKey", on_delete=models.CASCADE, related_name="+")
+    model_name = models.CharField(max_length=128)
+    created_at = models.DateTimeField()
+    # JSON text, kept as written (a JSON column would reorder the members, and PostgreSQL's
+    # refuses a \u0000 that a vendor's text may hold). The Response object as the client got it
+    # (streamed: the one in the last event).
+    response = models.TextField()
+    # Every input item in OpenAI's full form, oldest first: the previous response's input and
+    # output when the request continued one, then the request's own.
+    input_items = models.TextField()
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="stored_response_created")]
+
+    def __str__(self) -> str:
+        return self.id

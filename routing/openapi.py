@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from routing.dialects.chat.schema import MESSAGE, REQUEST
+from routing.dialects.responses.paths import stored_response_paths
 from routing.dialects.responses.schema import REQUEST as RESPONSES_REQUEST
 
 Schema = dict[str, Any]
@@ -313,6 +314,7 @@ def openapi_document(server_url: str = "/") -> Schema:
                     },
                 }
             },
+            **stored_response_paths(_ref("Response"), {**_AUTH_ERRORS, "404": _error("No such stored response.")}),
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",

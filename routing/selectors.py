@@ -1,4 +1,4 @@
-"""Reads of the routing domain: what serves a model, and at what price."""
+"""Reads of the routing domain: what serves a model, and at what price; stored Responses API answers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from decimal import Decimal
 from django.conf import settings
 
 from billing.cost import Prices
+from billing.models import UsageRecord, UsageStatus
 from billing.terms import Answerer, ModelTerms
 from lib import tokens
-from routing.models import Deployment, RouterModel, Vendor
+from routing.models import Deployment, RouterModel, StoredResponse, Vendor
 from routing.vendors import adapter_class
 from routing.vendors.base import VendorConfig
 
@@ -99,3 +100,17 @@ def model_route(name: str) -> ModelRoute | None:
         targets=targets,
         max_tokens_bounds_reasoning=all(adapter_class(t.vendor.kind).max_tokens_counts_reasoning for t in targets),
     )
+
+
+def stored_response_lookup(key_id: int, response_id: str) -> tuple[StoredResponse | None, bool]:
+    """Return the key's stored response of that id, and whether its request is still running
+    (its usage record in progress: the response is stored just before the record is settled)."""
+    if "\x00" in response_id:  # no id holds one, and PostgreSQL refuses it in a query
+        return None, False
+    found = StoredResponse.objects.filter(id=response_id, api_key_id=key_id).first()
+    if found is not None:
+        return found, False
+    running = UsageRecord.objects.filter(
+        api_key_id=key_id, generation_id=response_id, status=UsageStatus.IN_PROGRESS
+    ).exists()
+    return None, running

@@ -1,16 +1,18 @@
-"""Writes of the routing domain: vendors, models, deployments."""
+"""Writes of the routing domain: vendors, models, deployments, stored Responses API answers."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import transaction
 
 from lib import secretbox
 from lib.hosts import origin
-from routing.models import Deployment, RouterModel, Vendor, VendorKind
+from routing.models import Deployment, RouterModel, StoredResponse, Vendor, VendorKind
 from routing.vendors import adapter_class, hosts
 
 
@@ -194,3 +196,30 @@ def vendor_update(
 def models_set_enabled(model_ids: list[int], enabled: bool) -> int:
     """Enable or disable models; return how many changed."""
     return RouterModel.objects.filter(pk__in=model_ids).exclude(enabled=enabled).update(enabled=enabled)
+
+
+def stored_response_save(key_id: int, response: dict[str, Any], input_items: list[dict[str, Any]]) -> StoredResponse:
+    """Keep a Responses answer (``response``, the Response object the client got) for its key."""
+    return StoredResponse.objects.create(
+        id=response["id"],
+        api_key_id=key_id,
+        model_name=response["model"],
+        created_at=datetime.fromtimestamp(response["created_at"], UTC),
+        response=orjson.dumps(response).decode(),
+        input_items=orjson.dumps(input_items).decode(),
+    )
+
+
+def stored_response_delete(key_id: int, response_id: str) -> bool:
+    """Delete the key's stored response; False when the key has none of that id."""
+    deleted, _ = StoredResponse.objects.filter(id=response_id, api_key_id=key_id).delete()
+    return deleted > 0
+
+
+def stored_responses_prune(now: datetime, days: int) -> tuple[int, datetime]:
+    """Delete the responses stored more than ``days`` days before ``now``; return how many, and the cut-off."""
+    if days < 0:
+        raise ValueError("the retention must not be negative")
+    before = now - timedelta(days=days)
+    deleted, _ = StoredResponse.objects.filter(created_at__lt=before).delete()
+    return deleted, before

@@ -22,6 +22,9 @@ django_application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.core import signals  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.db import connections  # noqa: E402
 
 from ops import http_errors  # noqa: E402
 from routing.relay.entry import router_application  # noqa: E402  (needs Django set up)
@@ -32,5 +35,20 @@ if settings.SIRAYA_SERVE_STATIC:
     django_application = ASGIStaticFilesHandler(django_application)
 
 http_errors.install()
+
+
+def _close_view_connections(**kwargs: object) -> None:
+    """Close the database connections of the Django request that just finished.
+
+    Django runs each request's synchronous views in a thread of that request's own
+    (``ThreadSensitiveContext``), so a persistent connection (``CONN_MAX_AGE``) is never used
+    again and stays open until its thread's objects are collected: a run of API calls to Django
+    views (``/v1/key``, stored responses) used up PostgreSQL's connections. The relay does not go
+    through Django's handler and keeps its own.
+    """
+    connections.close_all()
+
+
+signals.request_finished.connect(_close_view_connections, sender=ASGIHandler, dispatch_uid="close-view-connections")
 
 application = router_application(django_application)

@@ -236,6 +236,9 @@ SIRAYA_INSTANCE_STALE_SECONDS = env.float("SIRAYA_INSTANCE_STALE_SECONDS", defau
 SIRAYA_ROLLUP_SECONDS = env.float("SIRAYA_ROLLUP_SECONDS", default=60.0)
 # `manage.py usage prune` deletes settled raw records older than this many days (the rollups stay).
 SIRAYA_USAGE_RETENTION_DAYS = env.int("SIRAYA_USAGE_RETENTION_DAYS", default=400)
+# `manage.py responses prune` deletes Responses API answers stored (store: true) more than this
+# many days ago; OpenAI keeps them 30 days.
+SIRAYA_RESPONSES_RETENTION_DAYS = env.int("SIRAYA_RESPONSES_RETENTION_DAYS", default=30)
 
 # A request that needs the database to be admitted waits for it at most this long, then gets a
 # 503 database_unavailable (Retry-After); admitted requests' writes are kept and retried until

@@ -11,6 +11,7 @@ from reports import views as reports_views
 from routing import key_views
 from routing import views as routing_views
 from routing.dialects.messages import views as messages_views
+from routing.dialects.responses import views as responses_views
 
 # The admin's "View site" link: the reports are the site (resolved when the admin renders).
 admin.site.site_url = cast(str, reverse_lazy("reports:usage"))
@@ -34,6 +35,8 @@ urlpatterns = [
     path("", reports_views.home, name="home"),
     path("v1/models", routing_views.models_list, name="models-list"),
     path("v1/messages/count_tokens", messages_views.count_tokens, name="messages-count-tokens"),
+    path("v1/responses/<str:response_id>", responses_views.response_detail, name="responses-detail"),
+    path("v1/responses/<str:response_id>/input_items", responses_views.input_items, name="responses-input-items"),
     path("v1/generation", key_views.generation_detail, name="generation-detail"),
     path("v1/key", key_views.key_detail, name="key-detail"),
     path("v1/openapi.json", routing_views.openapi_document, name="openapi"),

@@ -37,6 +37,8 @@ def test_document_is_openapi_31_for_the_public_api(live_router):
     assert set(document["paths"]) == {
         "/v1/chat/completions",
         "/v1/responses",
+        "/v1/responses/{response_id}",
+        "/v1/responses/{response_id}/input_items",
         "/v1/models",
         "/v1/generation",
         "/v1/key",
@@ -82,8 +84,19 @@ def exercise(operation, cast, known_generation: str, seen: set[int]) -> None:
     def check(case):
         if operation.path == "/v1/generation" and not seen:
             case.query = {"id": known_generation}
+        if operation.path.startswith("/v1/responses/") and not seen:
+            # A response of the key's own, so that the 200 path is exercised too.
+            case.path_parameters = {"response_id": stored_response(cast)}
+            case.query = {}
         response = case.call(base_url=cast.url, headers=cast.headers(), timeout=30)
         seen.add(response.status_code)
         case.validate_response(response, checks=CHECKS)
 
     check()
+
+
+def stored_response(cast) -> str:
+    body = {"model": DEMO_MODEL, "input": "hello", "store": True}
+    answer = httpx.post(cast.url + "/v1/responses", json=body, headers=cast.headers(), timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["id"]

@@ -5,7 +5,9 @@ vendor adapters take), and renders what the relay hands it back in the API's own
 canonical events (chunks of OpenAI-shaped ``choices``, as vendor adapters yield them) as a
 stream, a whole answer as one body, errors before and during a stream, the keepalive. The
 relay, the ledger and the vendor adapters know nothing of any client API; adding one is a
-module here and a line in ``routing.relay.entry``.
+module here and a line in ``routing.relay.entry``. An API that keeps state between requests
+(the Responses API's stored responses) has a ``memory``: the relay asks it what a request
+continues before admission, and hands it the finished answer before settlement.
 """
 
 from __future__ import annotations
@@ -78,10 +80,31 @@ class StreamRenderer(Protocol):
         ...
 
 
+class Memory(Protocol):
+    """What a client API keeps between requests (the Responses API's stored responses)."""
+
+    async def recall(self, request: ChatRequest, key_id: int) -> ChatRequest:
+        """Return ``request`` with what the key's earlier request it continues left (its input
+        counted, so before admission), or raise ``RouterError`` when there is none."""
+        ...
+
+    async def keep(
+        self, request: ChatRequest, key_id: int, answer: Answer | None, renderer: StreamRenderer | None
+    ) -> None:
+        """Keep a finished answer (``answer`` for a whole one, the stream's ``renderer`` for a
+        stream) for the key; never raises: a failed write is logged, the client has its answer."""
+        ...
+
+
 class Dialect(Protocol):
     name: str  # the API's name, as the router's logs and metrics say it
     keepalive: bytes  # sent when nothing else was for SIRAYA_KEEPALIVE_SECONDS
     stream_headers: Headers  # content type and caching of a stream
+
+    @property
+    def memory(self) -> Memory | None:
+        """What the API keeps between requests; None for an API that keeps nothing."""
+        ...
 
     def authorization(self, header: Callable[[bytes], str]) -> str:
         """The request's API key as an ``Authorization`` value (``Bearer sk-siraya-...``); "" for none.

@@ -29,7 +29,7 @@ from routing.vendors.base import ChunkEvent, StreamEvent, UpstreamCall, Usage
 class Delivery:
     # One per open stream: slots keep each a few hundred bytes smaller than a __dict__ would.
     __slots__ = (
-        "answer_started", "channel", "cut", "delivered", "dialect", "finish_reason", "first_token_at", "meter",
+        "answer", "answer_started", "channel", "cut", "delivered", "dialect", "finish_reason", "first_token_at", "meter",
         "renderer", "request", "ticket", "usage",
     )  # fmt: skip
 
@@ -46,6 +46,7 @@ class Delivery:
         self.finish_reason = ""
         self.first_token_at: float | None = None
         self.answer_started = False  # a byte of the answer reached the client: no more fallbacks
+        self.answer: Answer | None = None  # a whole answer, once sent
 
     def attempt_failed(self) -> None:
         """Forget what a failed attempt reported: another deployment answers afresh."""
@@ -205,6 +206,7 @@ class Delivery:
         await self.channel.answer(200, headers, self.dialect.answer(answer))
         if not self.channel.disconnected:
             self.delivered.append(text)  # nothing is delivered until the body is sent
+            self.answer = answer
         self.first_token_at = self.channel.loop.time()
         self.finish_reason = finish_reason(choices) or self.finish_reason
 

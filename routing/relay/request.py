@@ -3,10 +3,12 @@
     key      = ledger.authenticate(...)        the key first: a bad key costs no body read
     body     = channel.read_body()             capped, with a deadline
     request  = dialect.parse(body)             the client's format -> the canonical request
+    request  = dialect.memory.recall(...)      what it continues, if its API keeps state (Responses)
     routes   = request_routes(...)             the model, its fallback models, their deployments
     ticket   = ledger.admit(...)               limits, credit hold, an open usage record
     with channel.cancellable():                disconnect, stall, shutdown stop it here
         Attempts(...).run()                    deployments in turn; Delivery renders and sends
+    dialect.memory.keep(...)                   the answer kept, if its API keeps state
     ledger.settle(ticket, outcome)             exactly once, whatever happened
 
 From the moment the caller is known, whatever happens leaves exactly one usage record: a
@@ -82,6 +84,8 @@ async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
         request = dialect.parse(body)
         del body  # the parsed request holds what is needed; the raw body need not live as long as the stream
         model_name = request.model
+        if dialect.memory is not None:  # before admission: the hold and the limits count what it adds
+            request = await dialect.memory.recall(request, key.id)
         if tracing.ENABLED:
             traces.request_parsed(request, generation_id)
         routes = await request_routes(request.model, request.models[1:], provider_vendors(request.provider))
@@ -102,11 +106,16 @@ async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
             logger.exception("could not record the failed request")
         await send_error(dialect, channel, failure, generation_id)
         return
-    await relay(dialect, channel, request, routes, ticket)
+    await relay(dialect, channel, request, routes, ticket, key.id)
 
 
 async def relay(
-    dialect: Dialect, channel: ClientChannel, request: ChatRequest, routes: tuple[ModelRoute, ...], ticket: Ticket
+    dialect: Dialect,
+    channel: ClientChannel,
+    request: ChatRequest,
+    routes: tuple[ModelRoute, ...],
+    ticket: Ticket,
+    key_id: int,
 ) -> None:
     """Relay an admitted request; whatever happens, settle its usage record exactly once."""
     delivery = Delivery(channel, dialect, request, ticket)
@@ -152,7 +161,12 @@ async def relay(
             delivery.meter.close()
         try:
             outcome = ending.outcome(delivery, attempts, routes[0])
-            settlement = await ledger.settle(ticket, outcome)
+            try:
+                if dialect.memory is not None and ending.status != UsageStatus.CANCELLED:
+                    # Kept before the settlement: a settled record means its answer is kept (or never will be).
+                    await dialect.memory.keep(request, key_id, delivery.answer, delivery.renderer)
+            finally:
+                settlement = await ledger.settle(ticket, outcome)
             observe(outcome, attempts, routes[0], settlement)
             if tracing.ENABLED:
                 traces.request_settled(outcome, settlement, attempts.current, delivery)

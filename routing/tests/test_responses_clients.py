@@ -154,7 +154,8 @@ def test_readme_responses_example_runs_verbatim(live_router):
     call_command("demo_setup", stdout=out)
     key = out.getvalue().strip().splitlines()[-1]
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "client.responses.create" in b]
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    (block,) = [b for b in blocks if "client.responses.create" in b and "previous_response_id" not in b]
     code = block.replace("http://127.0.0.1:8000", live_router.url)
     env = {**os.environ, "SIRAYA_API_KEY": key}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)

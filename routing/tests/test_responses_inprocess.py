@@ -82,7 +82,7 @@ def test_whole_answer_is_the_response_object(relay):
     assert (body["object"], body["status"], body["id"]) == ("response", "completed", seen.headers["x-generation-id"])
     (item,) = body["output"]
     assert (item["type"], item["role"], item["content"][0]["text"]) == ("message", "assistant", answer_text(4))
-    assert (body["instructions"], body["metadata"], body["store"]) == ("Be brief.", {"ticket": "7"}, False)
+    assert (body["instructions"], body["metadata"], body["store"]) == ("Be brief.", {"ticket": "7"}, True)
     assert body["usage"]["output_tokens"] == 4
     assert relay.record(body["id"]).completion_tokens == 4
 
@@ -230,7 +230,7 @@ def test_client_leaving_mid_stream_closes_the_vendor_and_bills_what_was_delivere
     ("body", "param", "words"),
     [
         ({"background": True}, "background", "not supported"),
-        ({"previous_response_id": "resp_1"}, "previous_response_id", "does not store"),
+        ({"previous_response_id": 7}, "previous_response_id", "must be a string"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type", "Built-in tools"),
         ({"frequency_penalty": 1}, "frequency_penalty", "Unrecognized request argument"),
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type", "not supported"),

@@ -77,6 +77,7 @@ class ChatStream:
 class ChatCompletions:
     name = "chat.completions"
     keepalive = KEEPALIVE_COMMENT
+    memory = None  # keeps nothing between requests
     stream_headers = SSE_HEADERS
 
     def authorization(self, header: Callable[[bytes], str]) -> str:

@@ -20,6 +20,7 @@ KEEPALIVE = event("ping", {"type": "ping"})
 class Messages:
     name = "messages"
     keepalive = KEEPALIVE
+    memory = None  # keeps nothing between requests
     stream_headers = SSE_HEADERS
 
     def authorization(self, header: Callable[[bytes], str]) -> str:

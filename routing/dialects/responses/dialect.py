@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 
 from routing.canonical import ChatRequest
 from routing.dialects.base import KEEPALIVE_COMMENT, SSE_HEADERS, Answer
-from routing.dialects.responses.objects import answer_output, final_status, response_object
-from routing.dialects.responses.schema import ResponsesRequest, echo, parse_responses_request
+from routing.dialects.responses.memory import ResponsesMemory
+from routing.dialects.responses.objects import answer_response
+from routing.dialects.responses.schema import ResponsesRequest, parse_responses_request
 from routing.dialects.responses.stream import ResponsesStream
 from routing.errors import RouterError
 
@@ -18,6 +18,7 @@ from routing.errors import RouterError
 class Responses:
     name = "responses"
     keepalive = KEEPALIVE_COMMENT
+    memory = ResponsesMemory()
     stream_headers = SSE_HEADERS
 
     def authorization(self, header: Callable[[bytes], str]) -> str:
@@ -34,19 +35,7 @@ class Responses:
         return ResponsesStream(generation_id, created, model, request.echo)
 
     def answer(self, answer: Answer) -> bytes:
-        choice = answer.choices[0] if answer.choices else {}
-        finish = choice.get("finish_reason") or ""
-        output = answer_output(answer.generation_id, choice.get("message") or {})
-        payload = response_object(
-            answer.generation_id, answer.created, answer.model, _echo(answer.request),
-            status=final_status(finish), output=output, usage=answer.usage, finish=finish,
-        )  # fmt: skip
-        return orjson.dumps(payload)
+        return orjson.dumps(answer_response(answer))
 
     def error_body(self, error: RouterError) -> bytes:
         return error.json()
-
-
-def _echo(request: ChatRequest) -> dict[str, Any]:
-    """The request's settings as the Response object repeats them."""
-    return request.echo if isinstance(request, ResponsesRequest) else echo({})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from routing.dialects.base import ClientUsage
+from routing.dialects.base import Answer, ClientUsage
+from routing.dialects.responses.schema import ResponsesRequest, echo
 
 # Finish reasons that leave a response incomplete, and the reason OpenAI gives for each.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -124,3 +125,16 @@ def answer_output(generation_id: str, message: dict[str, Any]) -> list[dict[str,
             )
         )
     return output
+
+
+def answer_response(answer: Answer) -> dict[str, Any]:
+    """Return the Response object of a whole answer."""
+    choice = answer.choices[0] if answer.choices else {}
+    finish = choice.get("finish_reason") or ""
+    output = answer_output(answer.generation_id, choice.get("message") or {})
+    # The request's settings as the object repeats them.
+    settings = answer.request.echo if isinstance(answer.request, ResponsesRequest) else echo({})
+    return response_object(
+        answer.generation_id, answer.created, answer.model, settings,
+        status=final_status(finish), output=output, usage=answer.usage, finish=finish,
+    )  # fmt: skip

@@ -8,8 +8,8 @@ names (``max_output_tokens`` -> ``max_completion_tokens``, ``reasoning.effort`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from routing.canonical import ChatRequest
 from routing.dialects.body import parse_json_object
@@ -19,17 +19,13 @@ from routing.dialects.fields import Field
 from routing.dialects.spec import AnyJson, Array, Boolean, Enum, Integer, Number, Object, OneOf, String, Tagged
 from routing.errors import invalid
 
-if TYPE_CHECKING:
-    pass
-
 MAX_ITEMS = 100_000
+MAX_RESPONSE_ID = 64  # a generation id is 39 characters
 _NO_MODEL: Message = ("'{path}' is required and must be a string.", "missing")
 _NO_INPUT: Message = ("'{path}' is required: a string or a non-empty array of input items.", "missing")
 
 # Members the router refuses whatever their value is (a value of null or false is accepted).
 _REFUSED = {
-    "previous_response_id": "The router does not store responses: 'previous_response_id' is not supported; "
-    "send the whole conversation in 'input'.",
     "conversation": "The router does not store conversations: 'conversation' is not supported; "
     "send the whole conversation in 'input'.",
     "background": "Background responses are not supported: send 'background': false or leave it out.",
@@ -126,8 +122,16 @@ REQUEST = Object(
             additional=False,
         ),
         "text": Object({"format": _FORMAT, "verbosity": Enum({"low", "medium", "high"})}, additional=False),
-        "metadata": Object(description="Echoed in the response; the router keeps no response to attach it to."),
-        "store": Field(Boolean(description="Accepted; the router stores no response, whatever it says.")),
+        "metadata": Object(description="Echoed in the response, and kept with it when it is stored."),
+        "store": Field(
+            Boolean(description="Keep the response and its input items for the key (OpenAI's default: true)."),
+            default=True,
+        ),
+        "previous_response_id": String(
+            min_length=1,
+            max_length=MAX_RESPONSE_ID,
+            description="A stored response of the same key: its input and output items come before 'input'.",
+        ),
         "user": String(),
         "include": Array(String(), description="Accepted and ignored: the router adds no optional output data."),
         "truncation": Enum({"disabled"}, description="Only 'disabled': the router never drops input items."),
@@ -144,6 +148,13 @@ class ResponsesRequest(ChatRequest):
     """The canonical request, with what the Responses object echoes back."""
 
     echo: dict[str, Any] = field(default_factory=dict)
+    store: bool = True
+    previous_response_id: str | None = None
+    instructions: str | None = None
+    # The request's own input items as checked (a string input as one user message), and the
+    # items of the previous response (its input, then its output) that come before them.
+    items: list[dict[str, Any]] = field(default_factory=list)
+    context: list[dict[str, Any]] = field(default_factory=list)
 
 
 def parse_responses_request(body: bytes) -> ResponsesRequest:
@@ -164,7 +175,32 @@ def parse_responses_request(body: bytes) -> ResponsesRequest:
         max_tokens=clean.get("max_output_tokens"),
         params=params,
         echo=echo(clean),
+        store=clean["store"],
+        previous_response_id=clean.get("previous_response_id"),
+        instructions=clean.get("instructions"),
+        items=own_items(clean["input"]),
     )
+
+
+def own_items(given: str | list[Any]) -> list[dict[str, Any]]:
+    """Return the request's input as items: a string is one user message."""
+    if isinstance(given, str):
+        return [{"type": "message", "role": "user", "content": given}]
+    return [_typed(item) for item in given]
+
+
+def _typed(item: dict[str, Any]) -> dict[str, Any]:
+    return {**item, "type": "message"} if "type" not in item else item
+
+
+def with_context(request: ResponsesRequest, context: list[dict[str, Any]]) -> ResponsesRequest:
+    """Return ``request`` continuing a stored response: ``context`` (its input and output items) comes first."""
+    clean = {"instructions": request.instructions, "input": [*context, *request.items]}
+    try:
+        messages = input_messages(clean)
+    except Invalid as error:
+        raise invalid(error.message, error.param, error.code) from None
+    return replace(request, messages=messages, context=context)
 
 
 def refuse_unserved(clean: dict[str, Any]) -> None:
@@ -323,7 +359,8 @@ def echo(clean: dict[str, Any]) -> dict[str, Any]:
         "metadata": clean.get("metadata") or {},
         "parallel_tool_calls": clean.get("parallel_tool_calls", True),
         "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
-        "store": False,  # the router keeps no response
+        "store": clean.get("store", True),
+        "previous_response_id": clean.get("previous_response_id"),
         "temperature": clean.get("temperature"),
         "text": {"format": (clean.get("text") or {}).get("format") or {"type": "text"}},
         "tool_choice": clean.get("tool_choice") or "auto",

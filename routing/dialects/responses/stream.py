@@ -61,6 +61,7 @@ class ResponsesStream:
         "calls",
         "created",
         "echo",
+        "final",
         "finish_reason",
         "generation_id",
         "item",
@@ -81,6 +82,7 @@ class ResponsesStream:
         self.item: OpenItem | None = None
         self.calls: dict[int, OpenItem] = {}  # by the vendor's tool-call index
         self.finish_reason = ""
+        self.final: dict[str, Any] | None = None  # the Response object of the last event
 
     # -- the renderer's interface ---------------------------------------------------------
 
@@ -121,7 +123,7 @@ class ResponsesStream:
         self.preamble(out)
         self.close(out)
         status = final_status(self.finish_reason)
-        response = self.response(status, usage)
+        response = self.final = self.response(status, usage)
         self.event(out, "response.completed" if status == "completed" else "response.incomplete", response=response)
         return b"".join(out)
 
@@ -132,7 +134,8 @@ class ResponsesStream:
         code = error.code or "server_error"
         self.event(out, "error", code=code, message=error.message, param=error.param)
         failure = {"code": code, "message": error.message}
-        self.event(out, "response.failed", response=self.response("failed", None, failure))
+        self.final = self.response("failed", None, failure)
+        self.event(out, "response.failed", response=self.final)
         return b"".join(out)
 
     # -- events ---------------------------------------------------------------------------
