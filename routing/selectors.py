@@ -102,15 +102,15 @@ def model_route(name: str) -> ModelRoute | None:
     )
 
 
-def stored_response_lookup(key_id: int, response_id: str) -> tuple[StoredResponse | None, bool]:
-    """Return the key's stored response of that id, and whether its request is still running
-    (its usage record in progress: the response is stored just before the record is settled)."""
+def stored_response_lookup(key_id: int, response_id: str, generation_id: str) -> tuple[StoredResponse | None, bool]:
+    """Return the key's stored response of that id, and whether its request (``generation_id``) is
+    still running (its usage record in progress: the response is stored just before the record is settled)."""
     if "\x00" in response_id:  # no id holds one, and PostgreSQL refuses it in a query
         return None, False
     found = StoredResponse.objects.filter(id=response_id, api_key_id=key_id).first()
     if found is not None:
         return found, False
     running = UsageRecord.objects.filter(
-        api_key_id=key_id, generation_id=response_id, status=UsageStatus.IN_PROGRESS
+        api_key_id=key_id, generation_id=generation_id, status=UsageStatus.IN_PROGRESS
     ).exists()
     return None, running

@@ -22,6 +22,7 @@ from openai.types.responses import (
 
 from fakevendors.openai import PROMPT_TOKENS, words
 from lib import tokens
+from routing.dialects.responses.objects import generation_of
 from routing.errors import UPSTREAM_MESSAGES
 
 CLOSE_BOUND = 0.100  # seconds from the client's close to the vendor seeing its socket close
@@ -35,14 +36,15 @@ def test_sdk_create_returns_the_response_object_under_the_generation_id(cast, fa
     fake_openai.scenario.tokens = 3
     raw = client_for(cast).responses.with_raw_response.create(model=cast.model, input="hi", instructions="Be brief.")
     response = raw.parse()
-    assert response.id == raw.headers["x-generation-id"]
+    # OpenAI's resp_ id; the same request's generation id is gen- and the same part.
+    assert response.id == "resp_" + raw.headers["x-generation-id"].removeprefix("gen-")
     assert (response.object, response.status, response.model) == ("response", "completed", cast.model)
     assert response.output_text == "".join(words(3))
     assert response.usage is not None
     assert (response.usage.input_tokens, response.usage.output_tokens) == (PROMPT_TOKENS, 3)
     sent = fake_openai.last().json()
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
-    record = cast.record(response.id)
+    record = cast.record(generation_of(response.id))
     assert (record.status, record.prompt_tokens, record.completion_tokens) == ("completed", PROMPT_TOKENS, 3)
 
 
@@ -57,7 +59,7 @@ def test_sdk_stream_yields_typed_events_ending_in_completed(cast, fake_openai):
     assert isinstance(done, ResponseCompletedEvent)
     assert done.response.output_text == text
     assert done.response.usage is not None and done.response.usage.output_tokens == 5
-    assert cast.record(done.response.id).completion_tokens == 5
+    assert cast.record(generation_of(done.response.id)).completion_tokens == 5
 
 
 def test_sdk_stream_helper_accumulates_the_final_response(cast, fake_openai):
@@ -117,7 +119,7 @@ def test_sdk_sees_a_mid_stream_failure_as_error_then_response_failed(cast, fake_
     assert error.message == UPSTREAM_MESSAGES["upstream_error"]
     assert failed.response.status == "failed" and failed.response.error is not None
     assert [e.sequence_number for e in events] == list(range(len(events)))
-    assert cast.record(failed.response.id).status == "error"
+    assert cast.record(generation_of(failed.response.id)).status == "error"
 
 
 def test_closing_a_stream_closes_the_vendor_and_bills_what_was_delivered(cast, fake_openai):
@@ -127,7 +129,7 @@ def test_closing_a_stream_closes_the_vendor_and_bills_what_was_delivered(cast, f
     received, generation_id = "", ""
     for event in stream:
         if isinstance(event, ResponseCreatedEvent):
-            generation_id = event.response.id
+            generation_id = generation_of(event.response.id)
         if isinstance(event, ResponseTextDeltaEvent):
             received += event.delta
             if received.count(" ") >= 7:
@@ -161,5 +163,5 @@ def test_readme_responses_example_runs_verbatim(live_router):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("gen-") and " completed You said: Hello!" in lines[0]
+    assert lines[0].startswith("resp_") and " completed You said: Hello!" in lines[0]
     assert lines[1] == "You said: Hello!" and lines[2].endswith("out tokens]")

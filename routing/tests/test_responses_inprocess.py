@@ -10,6 +10,7 @@ import pytest
 
 from lib import tokens
 from routing.canonical import PARAMETERS
+from routing.dialects.responses.objects import generation_of
 from routing.dialects.responses.schema import parse_responses_request
 from routing.relay.limits import cut_threshold
 from routing.tests.inprocess import Script, answer, answer_text, attempts, cost, failure, role_batch, word_batches
@@ -66,11 +67,12 @@ def test_streamed_text_is_the_documented_event_sequence_with_usage(relay):
     assert [e["sequence_number"] for e in got] == list(range(len(got)))
     assert "".join(e["delta"] for e in got if e["type"] == "response.output_text.delta") == answer_text(3)
     done = got[-1]["response"]
-    assert (done["id"], done["status"], done["model"]) == (seen.headers["x-generation-id"], "completed", "m")
+    response_id = "resp_" + seen.headers["x-generation-id"].removeprefix("gen-")
+    assert (done["id"], done["status"], done["model"]) == (response_id, "completed", "m")
     assert done["output"][0]["content"][0]["text"] == answer_text(3)
     assert done["usage"]["input_tokens"] == 11 and done["usage"]["output_tokens"] == 3
     assert done["usage"]["total_tokens"] == 14
-    record = relay.record(done["id"])
+    record = relay.record(generation_of(done["id"]))
     assert (record.status, record.prompt_tokens, record.completion_tokens) == ("completed", 11, 3)
     assert record.cost == cost(11, 3)
 
@@ -79,12 +81,13 @@ def test_whole_answer_is_the_response_object(relay):
     relay.deploy("m", Script("v", answer(4, usage=Usage(9, 4))))
     seen = post(relay, instructions="Be brief.", metadata={"ticket": "7"})
     body = seen.json()
-    assert (body["object"], body["status"], body["id"]) == ("response", "completed", seen.headers["x-generation-id"])
+    response_id = "resp_" + seen.headers["x-generation-id"].removeprefix("gen-")
+    assert (body["object"], body["status"], body["id"]) == ("response", "completed", response_id)
     (item,) = body["output"]
     assert (item["type"], item["role"], item["content"][0]["text"]) == ("message", "assistant", answer_text(4))
     assert (body["instructions"], body["metadata"], body["store"]) == ("Be brief.", {"ticket": "7"}, True)
     assert body["usage"]["output_tokens"] == 4
-    assert relay.record(body["id"]).completion_tokens == 4
+    assert relay.record(generation_of(body["id"])).completion_tokens == 4
 
 
 def test_input_items_and_parameters_reach_the_vendor_in_the_canonical_request(relay):

@@ -17,6 +17,7 @@ from openai.types.responses import ResponseCompletedEvent
 
 from billing.services import api_key_create
 from fakevendors.openai import words
+from routing.dialects.responses.objects import generation_of
 from routing.models import StoredResponse
 
 
@@ -57,11 +58,11 @@ def test_sdk_continues_a_streamed_turn_with_previous_response_id(cast, fake_open
         {"role": "assistant", "content": [{"type": "text", "text": "".join(words(2))}]},
         {"role": "user", "content": "And then?"},
     ]
-    assert cast.record(second.id).prompt_tokens == second.usage.input_tokens
+    assert cast.record(generation_of(second.id)).prompt_tokens == second.usage.input_tokens
     # The second response's input items: the first turn's input and output, then its own.
     listed = client.responses.input_items.list(second.id, order="asc")
     assert [item.id for item in listed.data][:2] == [
-        f"msg_{first.response.id.removeprefix('gen-')}_in0",
+        f"msg_{first.response.id.removeprefix('resp_')}_in0",
         first.response.output[0].id,
     ]
     paged = list(client.responses.input_items.list(second.id, limit=1))  # the SDK follows the pages

@@ -20,6 +20,7 @@ from billing.models import UsageRecord, UsageStatus
 from billing.services import api_key_create
 from lib import tokens
 from routing.dialects.responses.memory import stored_response_settled
+from routing.dialects.responses.objects import generation_of
 from routing.models import StoredResponse
 from routing.services import stored_response_save
 from routing.tests.inprocess import Script, answer, answer_text, failure
@@ -56,7 +57,7 @@ def test_whole_answer_is_stored_as_the_client_got_it_with_its_input_items(relay)
     fetched = get(relay, f"{PATH}/{body['id']}")
     assert fetched.status == 200 and fetched.json() == body
     items = get(relay, f"{PATH}/{body['id']}/input_items").json()
-    suffix = body["id"].removeprefix("gen-")
+    suffix = body["id"].removeprefix("resp_")
     message = {
         "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a story."}],
         "id": f"msg_{suffix}_in0", "status": "completed",
@@ -65,7 +66,7 @@ def test_whole_answer_is_stored_as_the_client_got_it_with_its_input_items(relay)
     (stored,) = StoredResponse.objects.all()
     assert (stored.id, stored.api_key_id, stored.model_name) == (body["id"], relay.api_key.id, "m")
     assert stored.created_at == datetime.fromtimestamp(body["created_at"], UTC)
-    assert relay.record(body["id"]).generation_id == stored.id  # the usage record of the same request
+    assert relay.record(generation_of(body["id"])).generation_id == generation_of(stored.id)  # the same request
 
 
 def test_streamed_answer_is_stored_as_its_completed_event_says(relay):
@@ -107,7 +108,7 @@ def test_another_key_sees_no_stored_response_and_cannot_delete_it(relay):
     relay.deploy("m", Script("v", answer(2)))
     response_id = post(relay).json()["id"]
     other = other_key()
-    unknown = get(relay, f"{PATH}/gen-0000000000000000000000000000", key=other)
+    unknown = get(relay, f"{PATH}/resp_0000000000000000000000000000", key=other)
     for seen in (
         get(relay, f"{PATH}/{response_id}", key=other),
         get(relay, f"{PATH}/{response_id}/input_items", key=other),
@@ -116,7 +117,7 @@ def test_another_key_sees_no_stored_response_and_cannot_delete_it(relay):
         assert seen.status == 404 == unknown.status
         # The same words as for an id that does not exist, its own id aside.
         assert seen.json()["error"]["message"].replace(response_id, "?") == unknown.json()["error"]["message"].replace(
-            "gen-0000000000000000000000000000", "?"
+            "resp_0000000000000000000000000000", "?"
         )
     continued = post(relay, key=other, previous_response_id=response_id)
     assert continued.status == 404
@@ -154,14 +155,14 @@ def test_previous_response_id_sends_its_input_and_output_before_the_new_input(re
         {"role": "user", "content": "And then?"},
     ]
     # The router counted the whole prompt it sent (the vendor reported no usage).
-    record = relay.record(second["id"])
+    record = relay.record(generation_of(second["id"]))
     assert record.prompt_tokens == tokens.count_messages(sent, "cl100k_base") == second["usage"]["input_tokens"]
     # Its input items: the previous input and output, then its own; a third turn continues them all.
     items = get(relay, f"{PATH}/{second['id']}/input_items", query="order=asc").json()["data"]
     assert [item["id"] for item in items] == [
-        f"msg_{first['id'].removeprefix('gen-')}_in0",
+        f"msg_{first['id'].removeprefix('resp_')}_in0",
         first["output"][0]["id"],
-        f"msg_{second['id'].removeprefix('gen-')}_in0",
+        f"msg_{second['id'].removeprefix('resp_')}_in0",
     ]
     post(relay, input="Last one.", previous_response_id=second["id"])
     assert [m["role"] for m in script.calls[-1].request.messages] == ["user", "assistant", "user", "assistant", "user"]
@@ -253,16 +254,16 @@ def _stored(key_id: int, response_id: str, created: datetime) -> None:
 
 def test_prune_deletes_responses_past_the_retention(relay, settings):
     now = datetime.now(UTC)
-    _stored(relay.api_key.id, "gen-old", now - timedelta(days=31))
-    _stored(relay.api_key.id, "gen-recent", now - timedelta(days=29))
+    _stored(relay.api_key.id, "resp_old", now - timedelta(days=31))
+    _stored(relay.api_key.id, "resp_recent", now - timedelta(days=29))
     out = StringIO()
     call_command("responses", "prune", stdout=out)  # SIRAYA_RESPONSES_RETENTION_DAYS: 30 by default
     assert out.getvalue().startswith("1 stored response(s) created before")
-    assert list(StoredResponse.objects.values_list("id", flat=True)) == ["gen-recent"]
+    assert list(StoredResponse.objects.values_list("id", flat=True)) == ["resp_recent"]
     settings.SIRAYA_RESPONSES_RETENTION_DAYS = 7
     call_command("responses", "prune", stdout=StringIO())
     assert not StoredResponse.objects.exists()
-    _stored(relay.api_key.id, "gen-day", now - timedelta(days=2))
+    _stored(relay.api_key.id, "resp_day", now - timedelta(days=2))
     call_command("responses", "prune", "--older-than-days", "3", stdout=StringIO())
     assert StoredResponse.objects.count() == 1
 
@@ -277,17 +278,17 @@ def test_a_lookup_waits_for_a_response_whose_request_is_still_finishing(relay):
     writer = threading.Timer(0.2, _stored_then_settled, (relay.api_key.id, record.id))
     writer.start()
     try:
-        found = stored_response_settled(relay.api_key.id, "gen-finishing")
+        found = stored_response_settled(relay.api_key.id, "resp_finishing")
     finally:
         writer.join()
-    assert found is not None and found.id == "gen-finishing"
+    assert found is not None and found.id == "resp_finishing"
     # Settled, and nothing stored under that id: not found, without waiting.
-    assert stored_response_settled(relay.api_key.id, "gen-other") is None
+    assert stored_response_settled(relay.api_key.id, "resp_other") is None
 
 
 def _stored_then_settled(key_id: int, record_id: int) -> None:
     try:
-        _stored(key_id, "gen-finishing", datetime.now(UTC))
+        _stored(key_id, "resp_finishing", datetime.now(UTC))
         UsageRecord.objects.filter(id=record_id).update(status=UsageStatus.COMPLETED)
     finally:
         connections.close_all()
@@ -324,9 +325,9 @@ def test_a_failed_store_write_is_logged_and_the_answer_is_whole(relay):
     assert done["status"] == "completed" and done["output"][0]["content"][0]["text"] == answer_text(3)
     assert whole.status == 200 and whole.json()["output"][0]["content"][0]["text"] == answer_text(3)
     for response_id in (done["id"], whole.json()["id"]):
-        assert relay.record(response_id).status == "completed"
+        assert relay.record(generation_of(response_id)).status == "completed"
     failures = [r for r in kept.records if r.getMessage() == "could not store the response"]
-    assert [r.generation_id for r in failures] == [done["id"], whole.json()["id"]]  # type: ignore[attr-defined]
+    assert [r.generation_id for r in failures] == [generation_of(done["id"]), generation_of(whole.json()["id"])]  # type: ignore[attr-defined]
     assert not StoredResponse.objects.exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import openai
 from openai.types.responses import ResponseCompletedEvent, ResponseTextDeltaEvent
 
+from routing.dialects.responses.objects import generation_of
 from routing.tests.test_vendor_answers import setup  # noqa: F401  (the per-kind fixture)
 
 PROMPT = "Tell me a long story about a cat."
@@ -19,9 +20,11 @@ def test_every_vendor_kind_answers_a_responses_stream_and_a_whole_response(setup
     text = "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent))
     assert text and done.response.output_text == text
     assert done.response.usage is not None and done.response.usage.output_tokens > 0
-    record = cast.record(done.response.id)
+    record = cast.record(generation_of(done.response.id))
     assert (record.status, record.completion_tokens) == ("completed", done.response.usage.output_tokens)
     assert record.prompt_tokens == done.response.usage.input_tokens
     whole = client.responses.create(model=cast.model, input=PROMPT, instructions="Be brief.")
     assert whole.status == "completed" and whole.output_text
-    assert whole.usage is not None and cast.record(whole.id).completion_tokens == whole.usage.output_tokens
+    assert (
+        whole.usage is not None and cast.record(generation_of(whole.id)).completion_tokens == whole.usage.output_tokens
+    )

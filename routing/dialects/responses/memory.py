@@ -20,7 +20,7 @@ from billing import outage
 from routing.canonical import ChatRequest
 from routing.dialects.base import Answer, StreamRenderer
 from routing.dialects.responses.items import context_items, stored_items
-from routing.dialects.responses.objects import answer_response
+from routing.dialects.responses.objects import answer_response, generation_of
 from routing.dialects.responses.schema import ResponsesRequest, with_context
 from routing.dialects.responses.stream import ResponsesStream
 from routing.errors import RouterError
@@ -54,7 +54,7 @@ def stored_response_settled(key_id: int, response_id: str) -> StoredResponse | N
     """Return the key's stored response of that id (waiting, if its request is still finishing)."""
     deadline = time.monotonic() + SETTLING_SECONDS
     while True:
-        found, running = stored_response_lookup(key_id, response_id)
+        found, running = stored_response_lookup(key_id, response_id, generation_of(response_id))
         if found is not None or not running or time.monotonic() > deadline:
             return found
         time.sleep(POLL_SECONDS)
@@ -64,7 +64,7 @@ async def stored_response_awaited(key_id: int, response_id: str) -> StoredRespon
     """``stored_response_settled`` for the event loop: the database work in its thread, the waits here."""
     deadline = time.monotonic() + SETTLING_SECONDS
     while True:
-        found, running = await outage.within_bound(_lookup(key_id, response_id))
+        found, running = await outage.within_bound(_lookup(key_id, response_id, generation_of(response_id)))
         if found is not None or not running or time.monotonic() > deadline:
             return found
         await asyncio.sleep(POLL_SECONDS)
@@ -101,6 +101,7 @@ class ResponsesMemory:
         if response is None:
             return
         try:
-            await _save(key_id, response, [*request.context, *stored_items(request.items, response["id"])])
+            items = stored_items(request.items, generation_of(response["id"]))
+            await _save(key_id, response, [*request.context, *items])
         except Exception:
-            logger.exception("could not store the response", extra={"generation_id": response["id"]})
+            logger.exception("could not store the response", extra={"generation_id": generation_of(response["id"])})

@@ -28,6 +28,17 @@ def usage_body(usage: ClientUsage | None) -> dict[str, Any] | None:
     }
 
 
+def response_id(generation_id: str) -> str:
+    """The Response's id, OpenAI's ``resp_`` and the generation id's own part: ``X-Generation-Id``
+    and the usage record name the same request as ``gen-`` and the same part."""
+    return "resp_" + generation_id.removeprefix("gen-")
+
+
+def generation_of(response_id: str) -> str:
+    """The generation id of the request that made Response ``response_id``."""
+    return "gen-" + response_id.removeprefix("resp_")
+
+
 def response_object(
     generation_id: str,
     created: int,
@@ -43,7 +54,7 @@ def response_object(
     """Return the Response object (``status``: in_progress, completed, incomplete or failed)."""
     reason = INCOMPLETE.get(finish) if status == "incomplete" else None
     return {
-        "id": generation_id,
+        "id": response_id(generation_id),
         "object": "response",
         "created_at": created,
         "status": status,
