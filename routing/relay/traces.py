@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from billing.ledger import Outcome, Settlement
     from billing.selectors import KeyInfo
     from routing.canonical import ChatRequest
-    from routing.dialects.base import Dialect
+    from routing.dialects.base import ClientApi
     from routing.errors import RouterError, UpstreamError
+    from routing.relay.attempts import Answering
     from routing.relay.channel import ClientChannel
-    from routing.relay.delivery import Delivery
     from routing.selectors import ModelRoute, Target
 
 OPERATION = "chat"
@@ -56,7 +56,7 @@ def provider_name(kind: str) -> str:
 # -- the request ----------------------------------------------------------------------------
 
 
-def request_span(dialect: Dialect, channel: ClientChannel) -> Span:
+def request_span(dialect: ClientApi, channel: ClientChannel) -> Span:
     """Start the server span of one API request, in the trace its ``traceparent`` names (if any)."""
     scope = channel.scope
     client = scope.get("client") or ("", 0)
@@ -119,7 +119,7 @@ def request_refused(error: RouterError) -> None:
 
 
 def request_settled(
-    outcome: Outcome, settlement: Settlement, answering: tuple[ModelRoute, Target] | None, delivery: Delivery
+    outcome: Outcome, settlement: Settlement, answering: tuple[ModelRoute, Target] | None, delivery: Answering
 ) -> None:
     """The request's ending: who answered, the billed figures, a cancellation or an error."""
     span = tracing.active()
@@ -205,7 +205,7 @@ def server_attributes(base_url: str) -> dict[str, Any]:
     return found
 
 
-def attempt_answered(span: Span, target: Target, delivery: Delivery) -> None:
+def attempt_answered(span: Span, target: Target, delivery: Answering) -> None:
     attributes: dict[str, Any] = {"gen_ai.response.model": target.upstream_model}
     usage = delivery.usage
     if usage.prompt_tokens is not None:
