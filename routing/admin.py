@@ -149,6 +149,7 @@ class DeploymentInline(admin.TabularInline):
 class RouterModelAdmin(admin.ModelAdmin):
     list_display = [
         "name",
+        "mode",
         "enabled",
         "input_price_display",
         "output_price_display",
@@ -158,12 +159,12 @@ class RouterModelAdmin(admin.ModelAdmin):
         "deployment_count",
         "usage_column",
     ]
-    list_filter = ["enabled", "deployments__vendor"]
+    list_filter = ["enabled", "mode", "deployments__vendor"]
     search_fields = ["name", "deployments__upstream_model"]
     actions = ["enable_models", "disable_models"]
     inlines = [DeploymentInline]
     fieldsets = [
-        (None, {"fields": ["name", "enabled", "usage_link"]}),
+        (None, {"fields": ["name", "mode", "enabled", "usage_link"]}),
         (
             "Prices (USD per million tokens; request price is USD per request)",
             {"fields": ["input_price", "output_price", "cached_input_price", "reasoning_price", "request_price"]},

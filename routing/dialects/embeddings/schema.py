@@ -144,3 +144,34 @@ def parse_embeddings_request(body: bytes) -> EmbeddingRequest:
     return EmbeddingRequest(
         clean["model"], inputs, clean["encoding_format"], clean.get("dimensions"), clean.get("user")
     )
+
+
+# The answer, for the OpenAPI document (``routing.openapi``); rendered by ``dialect.Embeddings.answer``.
+EMBEDDING_LIST: Schema = {
+    "type": "object",
+    "required": ["object", "data", "model", "usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["object", "index", "embedding"],
+                "properties": {
+                    "object": {"const": "embedding"},
+                    "index": {"type": "integer", "minimum": 0},
+                    "embedding": {
+                        "oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}],
+                        "description": "Floats, or with `encoding_format: base64` little-endian float32 bytes in base64.",
+                    },
+                },
+            },
+        },
+        "model": {"type": "string"},
+        "usage": {
+            "type": "object",
+            "required": ["prompt_tokens", "total_tokens"],
+            "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
+        },
+    },
+}
