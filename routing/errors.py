@@ -222,7 +222,8 @@ class WrongModelMode(RoutingRefusal):
             if mode == "embedding"
             else "a chat API (/v1/chat/completions, /v1/messages, /v1/responses)"
         )
-        super().__init__(f"The model '{name}' is a {mode} model: ask it through {api}.", param)
+        article = "an" if mode[:1] in "aeiou" else "a"
+        super().__init__(f"The model '{name}' is {article} {mode} model: ask it through {api}.", param)
         self.name = name
         self.mode = mode
 
