@@ -11,11 +11,16 @@ import struct
 from decimal import Decimal
 from typing import Any
 
+import jsonschema_rs
 import orjson
 import pytest
 
+from billing.services import api_key_create
 from lib import tokens
-from routing.models import Deployment
+from routing.dialects.embeddings.schema import REQUEST, parse_embeddings_request
+from routing.errors import RouterError
+from routing.models import Deployment, RouterModel
+from routing.openapi import openapi_document
 from routing.selectors import model_route
 from routing.services import model_create, vendor_create
 from routing.tests.inprocess import Exchange, InProcessRelay, Script, answer
@@ -33,9 +38,9 @@ def embedder(relay: InProcessRelay) -> InProcessRelay:
     return relay
 
 
-def embed(relay: InProcessRelay, body: dict[str, Any] | bytes, **options: Any) -> Exchange:
+def embed(relay: InProcessRelay, body: dict[str, Any] | bytes, key: str | None = None, **options: Any) -> Exchange:
     payload = body if isinstance(body, bytes) else orjson.dumps({"model": EMBEDDER, **body})
-    headers = [(b"authorization", f"Bearer {relay.key}".encode())]
+    headers = [(b"authorization", f"Bearer {key or relay.key}".encode())]
     exchange = Exchange(payload, headers, path=options.pop("path", "/v1/embeddings"), **options)
     relay.loop.run_until_complete(exchange.run())
     return exchange
@@ -176,3 +181,29 @@ def test_a_vendor_kind_without_embeddings_cannot_serve_an_embedding_model(embedd
     Deployment.objects.create(model=model, vendor=scripted, upstream_model="x")
     seen = embed(embedder, {"model": "e3", "input": "a"})
     assert (seen.status, seen.json()["error"]["code"]) == (503, "no_deployment")
+
+
+def test_the_hold_and_the_rate_limit_count_the_input_alone(embedder):
+    # An output price and ceiling that a chat hold would count: an embedding's hold does not.
+    RouterModel.objects.filter(name=EMBEDDER).update(output_price=Decimal("1000"), max_output_tokens=100_000)
+    _, frugal = api_key_create("frugal", credit_limit=Decimal("0.0001"))
+    assert embed(embedder, {"input": "hello"}, key=frugal).status == 200
+    _, narrow = api_key_create("narrow", tokens_per_minute=50)
+    assert embed(embedder, {"input": [[1] * 40]}, key=narrow).status == 200
+    refused = embed(embedder, {"input": [[1] * 60]}, key=narrow)
+    assert (refused.status, refused.json()["error"]["code"]) == (429, "request_exceeds_rate_limit")
+
+
+def test_the_openapi_document_is_the_schema_the_endpoint_validates_with():
+    documented = openapi_document()["components"]["schemas"]["EmbeddingRequest"]
+    assert documented == REQUEST.schema()
+    assert documented["additionalProperties"] is False
+    assert set(documented["properties"]) == {"model", "input", "encoding_format", "dimensions", "user"}
+    validator = jsonschema_rs.validator_for(documented)
+    for given in ("a", ["a", "b"], [1, 2], [[1], [2, 3]]):
+        assert validator.is_valid({"model": "e", "input": given})
+        parse_embeddings_request(orjson.dumps({"model": "e", "input": given}))
+    for refused in ("", [], ["a", 1], [[]], [[1], "a"]):
+        assert not validator.is_valid({"model": "e", "input": refused})
+        with pytest.raises(RouterError):
+            parse_embeddings_request(orjson.dumps({"model": "e", "input": refused}))
