@@ -60,6 +60,8 @@ async def _serve_embeddings(api: EmbeddingDialect, channel: ClientChannel) -> No
         request = api.parse(body)
         del body
         model_name = request.model
+        if tracing.ENABLED:
+            traces.embedding_parsed(request, generation_id)
         routes = await request_routes(request.model, mode=ModelMode.EMBEDDING)
         inputs = request.inputs
         prompt = await counting_pool().run(tokens.inputs_chars(inputs), tokens.count_inputs, inputs, routes[0].encoding)

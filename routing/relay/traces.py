@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from billing.ledger import Outcome, Settlement
     from billing.selectors import KeyInfo
-    from routing.canonical import ChatRequest
+    from routing.canonical import ChatRequest, EmbeddingRequest
     from routing.dialects.base import ClientApi
     from routing.errors import RouterError, UpstreamError
     from routing.relay.attempts import Answering
@@ -111,6 +111,19 @@ def request_parsed(request: ChatRequest, generation_id: str) -> None:
     span.set_attributes(attributes)
 
 
+def embedding_parsed(request: EmbeddingRequest, generation_id: str) -> None:
+    span = tracing.active()
+    span.update_name(f"embeddings {request.model}")
+    span.set_attributes({
+        "gen_ai.operation.name": "embeddings",
+        "siraya.generation_id": generation_id,
+        "gen_ai.response.id": generation_id,
+        "gen_ai.request.model": request.model,
+        "siraya.inputs": len(request.inputs),
+        **({"gen_ai.embeddings.dimension.count": request.dimensions} if request.dimensions else {}),
+    })  # fmt: skip
+
+
 def request_refused(error: RouterError) -> None:
     """A request answered with an error (refused before admission, or failed before its stream began)."""
     span = tracing.active()
@@ -179,8 +192,9 @@ def target_attributes(target: Target) -> dict[str, Any]:
 
 def attempt_span(route: ModelRoute, target: Target, number: int, previous: dict[str, Any] | None) -> Span:
     """Start the client span of one vendor attempt (a child of the request's span)."""
+    operation = "embeddings" if route.mode == "embedding" else OPERATION
     attributes: dict[str, Any] = {
-        "gen_ai.operation.name": OPERATION,
+        "gen_ai.operation.name": operation,
         "gen_ai.request.model": target.upstream_model,
         "siraya.model": route.name,
         "siraya.attempt": number,
@@ -190,7 +204,7 @@ def attempt_span(route: ModelRoute, target: Target, number: int, previous: dict[
     if previous is not None:
         # Why this is a fallback: how the previous attempt failed.
         attributes["siraya.fallback_reason"] = previous.get("code") or previous.get("outcome", "")
-    return tracing.start(f"{OPERATION} {target.upstream_model}", "client", attributes)
+    return tracing.start(f"{operation} {target.upstream_model}", "client", attributes)
 
 
 @functools.lru_cache(maxsize=256)
