@@ -6,6 +6,10 @@ canonical events (chunks of OpenAI-shaped ``choices``, as vendor adapters yield 
 stream, a whole answer as one body, errors before and during a stream, the keepalive. The
 relay, the ledger and the vendor adapters know nothing of any client API; adding one is a
 module here and a line in ``routing.relay.entry``.
+
+Embeddings have the non-stream half only (``EmbeddingDialect``): the request parses into
+``EmbeddingRequest`` and the answer is one body; every API shares ``ClientApi`` (its name,
+where its key is, its error shape).
 """
 
 from __future__ import annotations

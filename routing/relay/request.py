@@ -15,6 +15,10 @@ Domain refusals become the client's error at one place (``routing.errors.refusal
 rendered in the client's format by its dialect.
 
 With tracing on, the whole story runs inside the request's server span (``routing.relay.traces``).
+
+Its steps are functions that ``routing.relay.embeddings`` tells the same story with, without a
+stream: ``receive`` (key and body), ``refuse`` (a request refused before admission) and
+``attempted`` (the attempt loop under the request's cancellation).
 """
 
 from __future__ import annotations
