@@ -6,6 +6,8 @@ limit and the error bodies (``fakevendors/``).
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -20,7 +22,9 @@ from fakevendors.byteplus import MAX_EMBEDDING_TEXTS, FakeBytePlus
 from fakevendors.onerouter import FakeOneRouter
 from fakevendors.openai import EMBEDDING_DIMENSIONS, EMBEDDING_TOKENS, FakeOpenAI, fake_vector
 from fakevendors.server import FakeServer
+from routing.errors import UpstreamError
 from routing.services import model_create, vendor_create
+from routing.vendors.openai import embeddings_of
 
 MODEL = "test/embed"
 
@@ -125,3 +129,22 @@ def test_azure_wrong_key_is_a_502_naming_no_secret(live_router, transactional_db
     assert refused.value.status_code == 502
     error = refused.value.body
     assert isinstance(error, dict) and error["code"] == "vendor_auth_failed" and "wrong" not in error["message"]
+
+
+def test_a_vendors_answer_is_ordered_by_index_and_checked():
+    packed = base64.b64encode(struct.pack("<2f", 0.5, -1.0)).decode()
+    data = [{"index": 1, "embedding": [1, 2.5]}, {"index": 0, "embedding": packed}]
+    vectors, prompt = embeddings_of({"data": data, "usage": {"prompt_tokens": 9}}, 2, "v")
+    assert (vectors, prompt) == ([[0.5, -1.0], [1.0, 2.5]], 9)
+    assert embeddings_of({"data": data}, 2, "v")[1] is None
+    for broken in (
+        {"data": data[:1]},  # a vector missing
+        {"data": [data[0], {**data[0]}]},  # an index twice
+        {"data": [data[0], {"index": 0, "embedding": "not base64!"}]},
+        {"data": [data[0], {"index": 0, "embedding": ["x"]}]},
+        {"data": [data[0], {"index": 0, "embedding": []}]},
+        {"error": {"message": "quota"}},
+    ):
+        with pytest.raises(UpstreamError) as failed:
+            embeddings_of(broken, 2, "v")
+        assert failed.value.status == 502

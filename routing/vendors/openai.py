@@ -265,8 +265,8 @@ def float_vector(vector: Any, vendor_name: str) -> list[float]:
         try:
             raw = base64.b64decode(vector, validate=True)
         except binascii.Error:
-            raw = b"\x00"  # not whole float32s: refused below
-        if len(raw) % 4 == 0:
+            raw = b""
+        if raw and len(raw) % 4 == 0:
             return list(struct.unpack(f"<{len(raw) // 4}f", raw))
     elif isinstance(vector, list) and vector and all(type(x) in (int, float) for x in vector):
         return [float(x) for x in vector]
