@@ -97,10 +97,10 @@ class FakeAzure(FakeOpenAI):
     def refuse(self, request: RecordedRequest, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         version = (request.query.get("api-version") or [""])[0]
         parts = request.path.strip("/").split("/")
-        deployment_url = (
-            len(parts) == 5 and parts[:2] == ["openai", "deployments"] and parts[3:] == ["chat", "completions"]
+        deployment_url = parts[:2] == ["openai", "deployments"] and (
+            (len(parts) == 5 and parts[3:] == ["chat", "completions"]) or (len(parts) == 4 and parts[3] == "embeddings")
         )
-        if request.path == "/openai/v1/chat/completions":
+        if request.path in ("/openai/v1/chat/completions", "/openai/v1/embeddings"):
             if version or not body.get("model"):
                 return error(400, "BadRequest", "The v1 API takes no api-version and needs 'model'.")
             stream_options_ok = True

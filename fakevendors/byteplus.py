@@ -1,4 +1,4 @@
-"""A fake BytePlus ModelArk region: ``POST /api/v3/chat/completions``, Bearer ARK key.
+"""A fake BytePlus ModelArk region: ``POST /api/v3/chat/completions`` and ``/api/v3/embeddings``, Bearer ARK key.
 
 Speaks ModelArk's differences from OpenAI: reasoning text in ``delta.reasoning_content``
 before the answer, ``completion_tokens_details.reasoning_tokens`` in usage, errors as
@@ -16,6 +16,7 @@ from typing import Any
 from fakevendors.openai import PROMPT_TOKENS, FakeOpenAI, Scenario, honoured
 from fakevendors.server import RecordedRequest
 
+MAX_EMBEDDING_TEXTS = 256  # ModelArk's text embedding models, per call
 REQUEST_ID = "Request id: 021700000000000fakefakefakefakefakefake"
 # code: (HTTP status, type, message), from ModelArk's public error-code table.
 ERRORS: dict[str, tuple[int, str, str]] = {
@@ -52,7 +53,7 @@ class FakeBytePlus(FakeOpenAI):
         self.scenario.status, self.scenario.error_body = error_body(code)
 
     def refuse(self, request: RecordedRequest, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
-        if request.path != "/api/v3/chat/completions":
+        if request.path not in ("/api/v3/chat/completions", "/api/v3/embeddings"):
             return 404, {"error": {"code": "NotFound", "message": "not found", "param": "", "type": "NotFound"}}
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return error_body("AuthenticationError")
@@ -60,9 +61,21 @@ class FakeBytePlus(FakeOpenAI):
             return error_body("MissingParameter", "model")
         if "max_tokens" in body and "max_completion_tokens" in body:
             return error_body("InvalidParameter", "max_tokens")
+        if request.path.endswith("/embeddings"):
+            return self.embedding_fault(body)
         stop = body.get("stop")
         if isinstance(stop, list) and len(stop) > 4:
             return error_body("InvalidParameter", "stop")
+        return None
+
+    def embedding_fault(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """ModelArk's refusals of an embeddings body: texts only, at most ``MAX_EMBEDDING_TEXTS`` of them."""
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) else given
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+            return error_body("InvalidParameter", "input")
+        if len(texts) > MAX_EMBEDDING_TEXTS:
+            return error_body("InvalidParameter", "input")
         return None
 
     def honoured_count(self, body: dict[str, Any], s: Scenario) -> int:

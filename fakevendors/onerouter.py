@@ -1,4 +1,4 @@
-"""A fake OneRouter (OpenRouter-style aggregator): ``POST /v1/chat/completions``, Bearer key.
+"""A fake OneRouter (OpenRouter-style aggregator): ``POST /v1/chat/completions`` and ``/v1/embeddings``, Bearer key.
 
 It sends ``: ONEROUTER PROCESSING`` comment lines before and between chunks, reports usage
 (with ``cost``) when asked with ``usage: {include: true}`` or ``stream_options``, answers
@@ -30,7 +30,7 @@ class FakeOneRouter(FakeOpenAI):
         self.scenario.error_body = {"error": {"code": code, "message": message, "metadata": {"provider_name": "fake"}}}
 
     def refuse(self, request: RecordedRequest, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
-        if request.path != "/v1/chat/completions":
+        if request.path not in ("/v1/chat/completions", "/v1/embeddings"):
             return 404, {"error": {"code": 404, "message": "Not Found"}}
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return 401, {"error": {"code": 401, "message": "No auth credentials found"}}

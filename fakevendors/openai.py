@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible vendor: ``POST /chat/completions``, one token per chunk.
+"""A fake OpenAI-compatible vendor: ``POST /chat/completions``, one token per chunk, and
+``POST /embeddings`` (deterministic vectors, ``EMBEDDING_TOKENS`` prompt tokens per input).
 
 Behaviour is set through ``FakeOpenAI.scenario`` (or per request, by the upstream model id
 ``fake?tokens=20&token_delay=0.05``, so one fake can serve several behaviours at once).
@@ -8,7 +9,10 @@ exactly how many tokens a stream of N chunks holds.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
+import struct
 import time
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -20,6 +24,29 @@ from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
 
 WORDS = [" the", " cat", " sat", " on", " a", " mat", " and", " then", " it", " slept"]
 PROMPT_TOKENS = 17  # what this fake reports as prompt tokens, whatever the prompt
+EMBEDDING_TOKENS = 7  # the prompt tokens this fake reports per embedding input, whatever the input
+EMBEDDING_DIMENSIONS = 8  # a vector's length when the request sets no dimensions
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per call
+
+
+def fake_vector(item: str | list[int], size: int) -> list[float]:
+    """The fake's vector of an input: the same input, the same floats (exact in float32)."""
+    digest = hashlib.sha256(str(item).encode()).digest() * (size // 32 + 1)
+    return [(byte - 128) / 128 for byte in digest[:size]]
+
+
+def embedding_inputs(body: dict[str, Any]) -> list[Any] | None:
+    """The inputs of an OpenAI embeddings body, or None when OpenAI would refuse them."""
+    given = body.get("input")
+    if isinstance(given, str):
+        given = [given]
+    elif isinstance(given, list) and given and all(isinstance(t, int) for t in given):
+        given = [given]
+    if not isinstance(given, list) or not given or len(given) > MAX_EMBEDDING_INPUTS:
+        return None
+    if not all((isinstance(i, str) or isinstance(i, list)) and i for i in given):
+        return None
+    return given
 
 
 def words(count: int) -> list[str]:
@@ -111,7 +138,7 @@ class FakeOpenAI(FakeServer):
 
     def refuse(self, request: RecordedRequest, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         """Return (status, error body) when the vendor would reject the request (URL, auth, fields)."""
-        if not request.path.endswith("/chat/completions"):
+        if not request.path.endswith(("/chat/completions", "/embeddings")):
             return 404, {"error": {"message": "not found", "type": "invalid_request_error"}}
         return None
 
@@ -174,11 +201,55 @@ class FakeOpenAI(FakeServer):
                 return
             conn.send_json(scenario.status, error, headers)
             return
+        if request.path.endswith("/embeddings"):
+            await self.embeddings(conn, body, scenario)
+            return
         count = self.honoured_count(body, scenario)
         if body.get("stream"):
             await self._stream(request, conn, body, scenario, count)
         else:
             await self._complete(request, conn, body, scenario, count)
+
+    def embedding_refusal(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """The vendor's 400 for an embeddings body it would refuse (OpenAI's words)."""
+        fault = None
+        if embedding_inputs(body) is None:
+            fault = "input"
+        elif body.get("encoding_format", "float") not in ("float", "base64"):
+            fault = "encoding_format"
+        elif "dimensions" in body and (type(body["dimensions"]) is not int or body["dimensions"] < 1):
+            fault = "dimensions"
+        if fault is None:
+            return None
+        message = (
+            f"'$.{fault}' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+        )
+        return 400, {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+
+    async def embeddings(self, conn: Connection, body: dict[str, Any], s: Scenario) -> None:
+        refusal = self.embedding_refusal(body)
+        if refusal is not None:
+            conn.send_json(*refusal)
+            return
+        if s.hang_after is not None:
+            await conn.pause(3600)
+            return
+        if not await conn.pause(s.first_token_delay):
+            return
+        inputs = embedding_inputs(body) or []
+        size = body.get("dimensions") or EMBEDDING_DIMENSIONS
+        data = []
+        for index, item in enumerate(inputs):
+            vector: Any = fake_vector(item, size)
+            if body.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": vector})
+        data.reverse()  # the index, not the order, says which input a vector answers
+        tokens = EMBEDDING_TOKENS * len(inputs)
+        payload: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model")}
+        if s.report_usage:
+            payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens, **(s.usage_override or {})}
+        conn.send_json(200, payload)
 
     def reported_usage(self, s: Scenario, completion: int) -> dict[str, Any]:
         """The usage this fake reports: its own figures, or the scenario's broken ones."""

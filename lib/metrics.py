@@ -80,6 +80,8 @@ _ENDPOINTS = {
     "/v1/messages": "messages",
     "/v1/messages/": "messages",
     "/v1/messages/count_tokens": "messages_count_tokens",
+    "/v1/embeddings": "embeddings",
+    "/v1/embeddings/": "embeddings",
     "/v1/models": "models",
     "/v1/generation": "generation",
     "/v1/key": "key",

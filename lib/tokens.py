@@ -14,7 +14,7 @@ import base64
 import binascii
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
 from typing import Any, TypeVar
@@ -69,6 +69,16 @@ def count_text(text: str, encoding: str) -> int:
     if len(text) <= _SEGMENT_CHARS:
         return len(_encoding(encoding).encode_ordinary(text))
     return sum(len(_encoding(encoding).encode_ordinary(part)) for part in _segments(text))
+
+
+def count_inputs(inputs: Sequence[str] | Sequence[Sequence[int]], encoding: str) -> int:
+    """Count the tokens of embedding inputs: each text's, or each token array's length (no framing)."""
+    return sum(len(item) if not isinstance(item, str) else count_text(item, encoding) for item in inputs)
+
+
+def inputs_chars(inputs: Sequence[str] | Sequence[Sequence[int]]) -> int:
+    """The characters ``count_inputs`` reads (token arrays cost nothing to count)."""
+    return sum(len(item) for item in inputs if isinstance(item, str))
 
 
 def _content_text(content: Any) -> Iterable[str]:

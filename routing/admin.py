@@ -6,7 +6,9 @@ import sys
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
@@ -15,7 +17,7 @@ from lib import numbers
 from lib.links import usage_url
 from routing import services
 from routing.admin_forms import OPTION_PREFIX, SECRET_PREFIX, vendor_form_for
-from routing.models import Deployment, RouterModel, Vendor, VendorKind
+from routing.models import Deployment, ModelMode, RouterModel, Vendor, VendorKind
 from routing.probe import vendor_probe
 from routing.vendors import ADAPTERS
 from routing.vendors.base import VendorAdapter
@@ -139,8 +141,24 @@ class VendorAdmin(admin.ModelAdmin):
         self.message_user(request, f"Disabled {changed} vendor(s).", messages.SUCCESS)
 
 
+class DeploymentFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        """Refuse a deployment of an embedding model on a vendor kind that serves no embeddings."""
+        super().clean()
+        if self.instance.mode != ModelMode.EMBEDDING:
+            return
+        for form in self.forms:
+            vendor = (form.cleaned_data or {}).get("vendor")
+            if vendor is None or form.cleaned_data.get("DELETE"):
+                continue
+            adapter = ADAPTERS.get(vendor.kind)
+            if adapter is None or not adapter.serves_embeddings:
+                raise ValidationError(f"Vendor '{vendor.name}' serves no embeddings: an embedding model cannot use it.")
+
+
 class DeploymentInline(admin.TabularInline):
     model = Deployment
+    formset = DeploymentFormSet
     extra = 1
     fields = ["vendor", "upstream_model", "priority", "weight", "enabled"]
 
@@ -149,6 +167,7 @@ class DeploymentInline(admin.TabularInline):
 class RouterModelAdmin(admin.ModelAdmin):
     list_display = [
         "name",
+        "mode",
         "enabled",
         "input_price_display",
         "output_price_display",
@@ -158,12 +177,12 @@ class RouterModelAdmin(admin.ModelAdmin):
         "deployment_count",
         "usage_column",
     ]
-    list_filter = ["enabled", "deployments__vendor"]
+    list_filter = ["enabled", "mode", "deployments__vendor"]
     search_fields = ["name", "deployments__upstream_model"]
     actions = ["enable_models", "disable_models"]
     inlines = [DeploymentInline]
     fieldsets = [
-        (None, {"fields": ["name", "enabled", "usage_link"]}),
+        (None, {"fields": ["name", "mode", "enabled", "usage_link"]}),
         (
             "Prices (USD per million tokens; request price is USD per request)",
             {"fields": ["input_price", "output_price", "cached_input_price", "reasoning_price", "request_price"]},

@@ -1,4 +1,4 @@
-"""The canonical chat request: what client dialects parse into and vendor adapters consume."""
+"""The canonical requests: what client dialects parse into and vendor adapters consume."""
 
 from __future__ import annotations
 
@@ -43,3 +43,15 @@ class ChatRequest:
     def max_tokens_only(self) -> bool:
         """The limit came as ``max_tokens`` alone (some vendors do not count reasoning against it)."""
         return bool(self.params.get("max_tokens")) and not self.params.get("max_completion_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """A ``/v1/embeddings`` request: what its dialect parses into and the relay asks deployments."""
+
+    model: str
+    # Strings or token arrays, never both; one vector answers each, in order.
+    inputs: tuple[str, ...] | tuple[tuple[int, ...], ...]
+    encoding_format: str = "float"  # or "base64": little-endian float32 bytes, as OpenAI sends them
+    dimensions: int | None = None
+    user: str | None = None

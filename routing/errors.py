@@ -211,6 +211,23 @@ class NoEligibleProvider(RoutingRefusal):
         self.name = name
 
 
+class WrongModelMode(RoutingRefusal):
+    """The request's API does not serve the model's mode (a chat request to an embedding model, or the reverse)."""
+
+    code = "model_mode_mismatch"
+
+    def __init__(self, name: str, mode: str, param: str = "model") -> None:
+        api = (
+            "/v1/embeddings"
+            if mode == "embedding"
+            else "a chat API (/v1/chat/completions, /v1/messages, /v1/responses)"
+        )
+        article = "an" if mode[:1] in "aeiou" else "a"
+        super().__init__(f"The model '{name}' is {article} {mode} model: ask it through {api}.", param)
+        self.name = name
+        self.mode = mode
+
+
 Refusal = BillingRefusal | RoutingRefusal
 REFUSALS = (BillingRefusal, RoutingRefusal)
 _REFUSAL_STATUS: dict[type[Exception], int] = {
@@ -223,6 +240,7 @@ _REFUSAL_STATUS: dict[type[Exception], int] = {
     UnknownModel: 404,
     NoDeployment: 503,
     NoEligibleProvider: 400,
+    WrongModelMode: 400,
 }
 
 

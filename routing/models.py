@@ -19,6 +19,13 @@ class VendorKind(models.TextChoices):
     ONEROUTER = "onerouter", "OneRouter"
 
 
+class ModelMode(models.TextChoices):
+    """What a model answers: chat (chat completions, Messages, Responses) or embeddings."""
+
+    CHAT = "chat", "Chat"
+    EMBEDDING = "embedding", "Embedding"
+
+
 class Vendor(models.Model):
     """An upstream account: where to send requests and how to authenticate them."""
 
@@ -56,6 +63,8 @@ class RouterModel(models.Model):
 
     name = models.CharField(max_length=128, unique=True)
     enabled = models.BooleanField(default=True)
+    # The APIs that may ask it: an embedding model answers /v1/embeddings only, a chat model the rest.
+    mode = models.CharField(max_length=16, choices=ModelMode.choices, default=ModelMode.CHAT)
     context_length = models.PositiveIntegerField(null=True, blank=True)
     # Ceiling on completion tokens when the request names none (also the reservation bound).
     max_output_tokens = models.PositiveIntegerField(default=4096)

@@ -1,9 +1,8 @@
 """The OpenAPI 3.1 document of the public API, served at ``/v1/openapi.json``.
 
-The chat request's schema comes from the declaration that validates it
-(``routing.dialects.chat.schema``); the rest is kept by hand beside the code it describes, and
-``ops/tests/test_openapi.py`` runs schemathesis against a live router so the two cannot drift
-apart silently.
+Each client API's request schema comes from the declaration that validates it (``routing.dialects``);
+the rest is kept by hand beside the code it describes, and ``ops/tests/test_openapi.py`` runs
+schemathesis against a live router so the two cannot drift apart silently.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from routing.dialects.chat.schema import MESSAGE, REQUEST
+from routing.dialects.embeddings.schema import EMBEDDING_LIST
+from routing.dialects.embeddings.schema import REQUEST as EMBEDDINGS_REQUEST
 from routing.dialects.responses.paths import stored_response_paths
 from routing.dialects.responses.schema import REQUEST as RESPONSES_REQUEST
 
@@ -41,6 +42,21 @@ _ERRORS = {
     "502": _error("The vendor failed."),
     "503": _error("No deployment can serve the model now."),
     "504": _error("The vendor timed out."),
+}
+
+
+_EMBEDDINGS: Schema = {
+    "operationId": "createEmbedding",
+    "summary": "Embeddings of a string, strings or token arrays, from a model whose mode is embedding.",
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("EmbeddingRequest")}}},
+    "responses": {
+        "200": {
+            "description": "One embedding per input, in input order.",
+            "headers": {"X-Generation-Id": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": _ref("EmbeddingList")}},
+        },
+        **_ERRORS,
+    },
 }
 _AUTH_ERRORS = {code: _ERRORS[code] for code in ("400", "401", "405", "429")}
 
@@ -128,12 +144,13 @@ _MODEL_LIST: Schema = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["id", "object", "created", "owned_by", "context_length", "pricing"],
+                "required": ["id", "object", "created", "owned_by", "mode", "context_length", "pricing"],
                 "properties": {
                     "id": {"type": "string"},
                     "object": {"const": "model"},
                     "created": {"type": "integer"},
                     "owned_by": {"type": "string"},
+                    "mode": {"enum": ["chat", "embedding"], "description": "The APIs that may ask it."},
                     "context_length": _NULLABLE_INT,
                     "pricing": {
                         "type": "object",
@@ -269,7 +286,7 @@ def openapi_document(server_url: str = "/") -> Schema:
         "info": {
             "title": "Siraya Model Router",
             "version": "1",
-            "description": "OpenAI-compatible chat completions and Responses in front of many vendors, with usage and cost per request.",
+            "description": "OpenAI-compatible chat completions, Responses and embeddings in front of many vendors, with usage and cost per request.",
         },
         "servers": [{"url": server_url}],
         "security": bearer,
@@ -315,6 +332,7 @@ def openapi_document(server_url: str = "/") -> Schema:
                 }
             },
             **stored_response_paths(_ref("Response"), {**_AUTH_ERRORS, "404": _error("No such stored response.")}),
+            "/v1/embeddings": {"post": _EMBEDDINGS},
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",
@@ -367,6 +385,8 @@ def openapi_document(server_url: str = "/") -> Schema:
                 # The Responses request, documented from the declaration that validates it.
                 "ResponsesRequest": RESPONSES_REQUEST.schema(),
                 "Response": _RESPONSE,
+                "EmbeddingRequest": EMBEDDINGS_REQUEST.schema(),
+                "EmbeddingList": EMBEDDING_LIST,
                 # One Server-Sent Event: `data` is a chat.completion.chunk as JSON, or `[DONE]`.
                 "StreamEvent": {
                     "type": "object",

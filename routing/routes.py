@@ -18,7 +18,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from billing import outage
-from routing.errors import NoDeployment, NoEligibleProvider, UnknownModel
+from routing.errors import NoDeployment, NoEligibleProvider, UnknownModel, WrongModelMode
+from routing.models import ModelMode
 from routing.selectors import ModelRoute, model_route
 
 # model name -> (route or None for unknown/disabled, monotonic expiry)
@@ -69,16 +70,23 @@ async def model_route_shared(name: str) -> ModelRoute | None:
 
 
 async def request_routes(
-    model_name: str, fallback_models: Sequence[str] = (), vendors: Collection[str] | None = None
+    model_name: str,
+    fallback_models: Sequence[str] = (),
+    vendors: Collection[str] | None = None,
+    mode: str = ModelMode.CHAT,
 ) -> tuple[ModelRoute, ...]:
     """Return the routes of a request's model and its fallback ``models``, in order, those with
-    no deployment left out; raise ``UnknownModel``, ``NoDeployment`` or, when ``vendors`` (the
-    only vendors the request may use) serve none of them, ``NoEligibleProvider``."""
+    no deployment left out; raise ``UnknownModel``, ``WrongModelMode`` (a model of another
+    ``mode`` than the request's API serves), ``NoDeployment`` or, when ``vendors`` (the only
+    vendors the request may use) serve none of them, ``NoEligibleProvider``."""
     routes = []
     for name in dict.fromkeys([model_name, *fallback_models]):
         route = await model_route_shared(name)
+        param = "model" if name == model_name else "models"
         if route is None:
-            raise UnknownModel(name, "model" if name == model_name else "models")
+            raise UnknownModel(name, param)
+        if route.mode != mode:
+            raise WrongModelMode(name, route.mode, param)
         if route.targets:
             routes.append(route)
     if not routes:

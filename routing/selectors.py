@@ -11,7 +11,7 @@ from billing.cost import Prices
 from billing.models import UsageRecord, UsageStatus
 from billing.terms import Answerer, ModelTerms
 from lib import tokens
-from routing.models import Deployment, RouterModel, StoredResponse, Vendor
+from routing.models import Deployment, ModelMode, RouterModel, StoredResponse, Vendor
 from routing.vendors import adapter_class
 from routing.vendors.base import VendorConfig
 
@@ -35,6 +35,7 @@ class ModelRoute(ModelTerms):
 
     context_length: int | None
     targets: tuple[Target, ...]
+    mode: str = ModelMode.CHAT  # which APIs may ask it (``routing.routes.request_routes``)
 
 
 def vendor_config(vendor: Vendor) -> VendorConfig:
@@ -82,8 +83,12 @@ def model_route(name: str) -> ModelRoute | None:
         .select_related("vendor")
         .order_by("priority", "id")
     )
+    embedding = model.mode == ModelMode.EMBEDDING
     targets = tuple(
-        Target(d.pk, d.upstream_model, d.priority, d.weight, deployment_vendor_config(d)) for d in deployments
+        Target(d.pk, d.upstream_model, d.priority, d.weight, deployment_vendor_config(d))
+        for d in deployments
+        # A vendor kind that serves no embeddings cannot serve an embedding model.
+        if not embedding or adapter_class(d.vendor.kind).serves_embeddings
     )
     encoding = model.encoding or tokens.encoding_for(model.name, default="")
     if not encoding:
@@ -94,10 +99,12 @@ def model_route(name: str) -> ModelRoute | None:
         model_id=model.pk,
         name=model.name,
         encoding=encoding,
-        max_output_tokens=model.max_output_tokens,
+        # An embedding answers with no tokens: its hold and rate charge count the input only.
+        max_output_tokens=0 if embedding else model.max_output_tokens,
         context_length=model.context_length,
         prices=model_prices(model),
         targets=targets,
+        mode=model.mode,
         max_tokens_bounds_reasoning=all(adapter_class(t.vendor.kind).max_tokens_counts_reasoning for t in targets),
     )
 

@@ -12,7 +12,7 @@ from django.db import transaction
 
 from lib import secretbox
 from lib.hosts import origin
-from routing.models import Deployment, RouterModel, StoredResponse, Vendor, VendorKind
+from routing.models import Deployment, ModelMode, RouterModel, StoredResponse, Vendor, VendorKind
 from routing.vendors import adapter_class, hosts
 
 
@@ -165,6 +165,10 @@ def model_create(
         raise ValueError(f"a model named '{name}' already exists")
     if input_price < 0 or output_price < 0:
         raise ValueError("prices must not be negative")
+    if fields.get("mode") == ModelMode.EMBEDDING:
+        kinds = sorted({vendor.kind for vendor, *_ in deployments if not adapter_class(vendor.kind).serves_embeddings})
+        if kinds:
+            raise ValueError(f"vendors of kind {', '.join(kinds)} serve no embeddings")
     model = RouterModel.objects.create(
         name=name, input_price=input_price, output_price=output_price, context_length=context_length, **fields
     )

@@ -14,13 +14,15 @@ def _per_million(value: object) -> str:
 
 @api_view()
 def models_list(request: HttpRequest, key: KeyInfo) -> JsonResponse:
-    """``GET /v1/models``: enabled models with context length and prices (USD per million tokens)."""
+    """``GET /v1/models``: enabled models with their mode (chat or embedding), context length and
+    prices (USD per million tokens)."""
     data = [
         {
             "id": model.name,
             "object": "model",
             "created": int(model.created_at.timestamp()),
             "owned_by": "siraya",
+            "mode": model.mode,
             "context_length": model.context_length,
             "pricing": {
                 "input": _per_million(model.input_price),

@@ -25,10 +25,11 @@ settings.register_profile(
 settings.load_profile("siraya")
 
 DEMO_MODEL = "demo/instant"
+DEMO_EMBEDDING_MODEL = "demo/embed-instant"
 
 
 def make_demo_cast(url: str, **key_fields: Any) -> Cast:
-    """A demo vendor that answers at once (no delay between words), a model on it, and a key."""
+    """A demo vendor that answers at once (no delay between words), a chat and an embedding model on it, and a key."""
     vendor = vendor_create("demo-instant", "demo", options={"token_delay": 0})
     model_create(
         DEMO_MODEL,
@@ -36,6 +37,9 @@ def make_demo_cast(url: str, **key_fields: Any) -> Cast:
         input_price=Decimal("1"),
         output_price=Decimal("2"),
         context_length=8192,
+    )
+    model_create(
+        DEMO_EMBEDDING_MODEL, deployments=[(vendor, "embed", 0, 1)], input_price=Decimal("1"), mode="embedding"
     )
     api_key, plaintext = api_key_create("demo-tester", **key_fields)
     return Cast(url, plaintext, api_key, DEMO_MODEL)

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from ops.tests.conftest import DEMO_MODEL
+from ops.tests.conftest import DEMO_EMBEDDING_MODEL, DEMO_MODEL
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
@@ -39,6 +39,7 @@ def test_document_is_openapi_31_for_the_public_api(live_router):
         "/v1/responses",
         "/v1/responses/{response_id}",
         "/v1/responses/{response_id}/input_items",
+        "/v1/embeddings",
         "/v1/models",
         "/v1/generation",
         "/v1/key",
@@ -56,6 +57,7 @@ def focused(document: dict) -> dict:
     message["maxItems"] = 3
     responses = document["components"]["schemas"]["ResponsesRequest"]["properties"]
     responses["model"] = {"const": DEMO_MODEL}
+    document["components"]["schemas"]["EmbeddingRequest"]["properties"]["model"] = {"const": DEMO_EMBEDDING_MODEL}
     return document
 
 

@@ -8,6 +8,10 @@ relay, the ledger and the vendor adapters know nothing of any client API; adding
 module here and a line in ``routing.relay.entry``. An API that keeps state between requests
 (the Responses API's stored responses) has a ``memory``: the relay asks it what a request
 continues before admission, and hands it the finished answer before settlement.
+
+Embeddings have the non-stream half only (``EmbeddingDialect``): the request parses into
+``EmbeddingRequest`` and the answer is one body; every API shares ``ClientApi`` (its name,
+where its key is, its error shape).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from routing.canonical import ChatRequest
+from routing.canonical import ChatRequest, EmbeddingRequest
 from routing.errors import RouterError
 
 Headers = list[tuple[bytes, bytes]]
@@ -96,19 +100,33 @@ class Memory(Protocol):
         ...
 
 
-class Dialect(Protocol):
-    name: str  # the API's name, as the router's logs and metrics say it
+class ClientApi(Protocol):
+    """What every client API tells the relay: its name, where its key is, how its errors look."""
+
+    @property
+    def name(self) -> str:
+        """The API's name, as the router's logs and metrics say it."""
+        ...
+
+    def authorization(self, header: Callable[[bytes], str]) -> str:
+        """The request's API key as an ``Authorization`` value (``Bearer sk-siraya-...``); "" for none.
+        ``header(name)`` reads one request header (lower-case name)."""
+        ...
+
+    def error_body(self, error: RouterError) -> bytes:
+        """The JSON body of an error answered before any of the answer."""
+        ...
+
+
+class Dialect(ClientApi, Protocol):
+    """A client API that asks for chat: parsed into the canonical ``ChatRequest``, answered whole or streamed."""
+
     keepalive: bytes  # sent when nothing else was for SIRAYA_KEEPALIVE_SECONDS
     stream_headers: Headers  # content type and caching of a stream
 
     @property
     def memory(self) -> Memory | None:
         """What the API keeps between requests; None for an API that keeps nothing."""
-        ...
-
-    def authorization(self, header: Callable[[bytes], str]) -> str:
-        """The request's API key as an ``Authorization`` value (``Bearer sk-siraya-...``); "" for none.
-        ``header(name)`` reads one request header (lower-case name)."""
         ...
 
     def parse(self, body: bytes) -> ChatRequest:
@@ -125,6 +143,24 @@ class Dialect(Protocol):
         """The JSON body of a whole answer."""
         ...
 
-    def error_body(self, error: RouterError) -> bytes:
-        """The JSON body of an error answered before any of the answer."""
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingAnswer:
+    """One vector per input, as the relay hands them to the embeddings dialect."""
+
+    model: str  # the router's name of the model that answered
+    vectors: list[list[float]]
+    prompt_tokens: int  # the vendor's figure, else the router's count
+    request: EmbeddingRequest
+
+
+class EmbeddingDialect(ClientApi, Protocol):
+    """A client API that asks for embeddings: no stream, one JSON answer (``routing.relay.embeddings``)."""
+
+    def parse(self, body: bytes) -> EmbeddingRequest:
+        """Return the canonical embedding request, or raise ``RouterError`` (400) naming the bad field."""
+        ...
+
+    def answer(self, answer: EmbeddingAnswer) -> bytes:
+        """The JSON body of the answer."""
         ...

@@ -13,25 +13,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Any
+from typing import Any, Protocol
 
+from billing.ledger import Ticket
 from lib import tracing
+from routing.dialects.base import ClientApi
 from routing.errors import UpstreamError
 from routing.health import CooldownStore, cooldowns
 from routing.relay import traces
-from routing.relay.delivery import Delivery
+from routing.relay.channel import ClientChannel
 from routing.selection import attempt_plan, fallback_allowed
 from routing.selectors import ModelRoute, Target
 from routing.vendors import http
+from routing.vendors.base import Usage
 
 logger = logging.getLogger("siraya.relay")
 _rng = random.Random()
 
 
+class Answering(Protocol):
+    """One request's answer on its way, as the attempt loop drives it: ``Delivery`` (chat, whole
+    or streamed) or ``routing.relay.embeddings.EmbeddingDelivery``."""
+
+    @property
+    def channel(self) -> ClientChannel: ...
+    @property
+    def dialect(self) -> ClientApi: ...
+    @property
+    def ticket(self) -> Ticket: ...
+    @property
+    def provider(self) -> dict[str, Any]:
+        """The request's vendor preferences (``routing.selection``)."""
+        ...
+
+    answer_started: bool  # a byte of the answer reached the client: no more fallbacks
+    usage: Usage  # what the answering vendor reported
+    finish_reason: str
+    first_token_at: float | None
+
+    async def attempt(self, route: ModelRoute, target: Target) -> None:
+        """Have ``target`` answer; raise ``UpstreamError`` if it fails."""
+        ...
+
+    def attempt_failed(self) -> None:
+        """Forget what a failed attempt reported: another deployment answers afresh."""
+        ...
+
+
 class Attempts:
     __slots__ = ("current", "delivery", "generation_id", "records", "routes")
 
-    def __init__(self, delivery: Delivery, routes: tuple[ModelRoute, ...]) -> None:
+    def __init__(self, delivery: Answering, routes: tuple[ModelRoute, ...]) -> None:
         self.delivery = delivery
         self.routes = routes
         self.generation_id = delivery.ticket.generation_id
@@ -51,7 +83,7 @@ class Attempts:
                 if tracing.ENABLED:
                     await self.attempt_traced(route, target, number)
                 else:
-                    await self.attempt(route, target)
+                    await delivery.attempt(route, target)
             except UpstreamError as error:
                 error.detail = http.vendor_text(error.detail, target.vendor)  # before it is kept anywhere
                 self.records.append(self.record(target, loop.time() - began, error))
@@ -75,20 +107,14 @@ class Attempts:
         ids = [t.deployment_id for r in self.routes for t in r.targets]
         # One deployment is tried whether it is cooling or not: no cooldown lookup for it.
         cooling = await store.cooling(ids) if len(ids) > 1 else set()
-        return attempt_plan(self.routes, self.delivery.request.provider, cooling, _rng)
-
-    async def attempt(self, route: ModelRoute, target: Target) -> None:
-        if self.delivery.request.stream:
-            await self.delivery.stream(route, target)
-        else:
-            await self.delivery.complete(route, target)
+        return attempt_plan(self.routes, self.delivery.provider, cooling, _rng)
 
     async def attempt_traced(self, route: ModelRoute, target: Target, number: int) -> None:
         """``attempt`` in its client span, current while the vendor request is sent (its traceparent)."""
         span = traces.attempt_span(route, target, number, self.records[-1] if self.records else None)
         with tracing.current(span):
             try:
-                await self.attempt(route, target)
+                await self.delivery.attempt(route, target)
             except UpstreamError as error:
                 traces.attempt_failed(span, error)
                 raise

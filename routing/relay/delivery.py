@@ -52,6 +52,16 @@ class Delivery:
         """Forget what a failed attempt reported: another deployment answers afresh."""
         self.usage, self.finish_reason = Usage(), ""
 
+    @property
+    def provider(self) -> dict[str, Any]:
+        return self.request.provider
+
+    async def attempt(self, route: ModelRoute, target: Target) -> None:
+        if self.request.stream:
+            await self.stream(route, target)
+        else:
+            await self.complete(route, target)
+
     def vendor_prompt_tokens(self) -> int | None:
         return self.usage.prompt_tokens
 

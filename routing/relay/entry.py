@@ -11,25 +11,35 @@ import orjson
 from django.conf import settings
 
 from lib import logs, metrics, tracing
-from routing.dialects.base import Dialect
+from routing.dialects.base import ClientApi, Dialect
 from routing.dialects.chat.dialect import ChatCompletions
+from routing.dialects.embeddings.dialect import Embeddings
 from routing.dialects.messages.dialect import Messages
 from routing.dialects.responses.dialect import Responses
 from routing.errors import RouterError
 from routing.relay import edge, lifecycle
 from routing.relay.channel import JSON_HEADERS, ClientChannel, Receive, Scope, Send, error_headers
+from routing.relay.embeddings import serve_embeddings
 from routing.relay.flow import StatusSend
-from routing.relay.request import serve_request, serve_traced_request
+from routing.relay.request import Serve, serve_request, serve_traced
 from routing.vendors import http
 
-# Each client API's path and the dialect that speaks it.
+# Each chat client API's path and the dialect that speaks it.
 APIS: dict[str, Dialect] = {
     "/v1/chat/completions": ChatCompletions(),
     "/v1/messages": Messages(),
     "/v1/responses": Responses(),
 }
+_EMBEDDINGS = Embeddings()
+# Every client API's path: its API, and what serves a request to it.
+SERVED: dict[str, tuple[ClientApi, Serve]] = {
+    **{route: (dialect, serve_request) for route, dialect in APIS.items()},
+    "/v1/embeddings": (_EMBEDDINGS, serve_embeddings),
+}
 # The same, with and without a trailing slash.
-DIALECTS: dict[str, Dialect] = {path: dialect for route, dialect in APIS.items() for path in (route, route + "/")}
+DIALECTS: dict[str, tuple[ClientApi, Serve]] = {
+    path: served for route, served in SERVED.items() for path in (route, route + "/")
+}
 access_logger = logging.getLogger("siraya.access")
 
 
@@ -47,7 +57,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _refuse(dialect: Dialect, path: str, send: Send, refusal: RouterError | None) -> None:
+async def _refuse(dialect: ClientApi, path: str, send: Send, refusal: RouterError | None) -> None:
     """Answer a request the relay may not serve: ``refusal``, or 405 for a method other than POST."""
     if refusal is None:
         refusal = RouterError(405, f"Use POST for {path.rstrip('/')}.", code="method_not_allowed")
@@ -64,19 +74,23 @@ async def serve_http(django_app: Any, scope: Scope, receive: Receive, send: Send
     answering: ClientChannel | StatusSend | None = None
     logs.generation_id.set(None)
     try:
-        dialect = DIALECTS.get(scope["path"])
-        if dialect is None:
+        served = DIALECTS.get(scope["path"])
+        if served is None:
             answering = StatusSend(send)
             await _django(django_app, scope, receive, answering)
         elif (refusal := edge.transport_refusal(scope)) is not None or scope["method"] != "POST":
             # The relay's paths under the host and HTTPS rules Django applies to the others.
             answering = StatusSend(send)
-            await _refuse(dialect, scope["path"], answering, refusal)
+            await _refuse(served[0], scope["path"], answering, refusal)
         else:
             # The channel gets the server's own send (no wrapper per chunk) and keeps its status.
             answering = ClientChannel(scope, receive, send, edge.hsts_headers(scope))
+            api, serve = served
             # Chosen here, not in a wrapper: a coroutine frame less for every open stream.
-            await (serve_traced_request if tracing.ENABLED else serve_request)(dialect, answering)
+            if tracing.ENABLED:
+                await serve_traced(api, serve, answering)
+            else:
+                await serve(api, answering)
     finally:
         status = 0 if answering is None else answering.status
         metrics.request_answered(scope["path"], status or 499)

@@ -17,24 +17,31 @@ Domain refusals become the client's error at one place (``routing.errors.refusal
 rendered in the client's format by its dialect.
 
 With tracing on, the whole story runs inside the request's server span (``routing.relay.traces``).
+
+Its steps are functions that ``routing.relay.embeddings`` tells the same story with, without a
+stream: ``receive`` (key and body), ``refuse`` (a request refused before admission) and
+``attempted`` (the attempt loop under the request's cancellation).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from billing.credit import Ask
 from billing.ledger import Outcome, Rejection, Settlement, Ticket, ledger
 from billing.models import UsageStatus
+from billing.selectors import KeyInfo
+from billing.terms import Answerer
 from lib import logs, metrics, tracing
 from lib.ids import generation_id as new_generation_id
 from routing.canonical import ChatRequest
-from routing.dialects.base import Dialect
+from routing.dialects.base import ClientApi, Dialect
 from routing.errors import REFUSALS, RouterError, UpstreamError, client_error
 from routing.relay import traces
-from routing.relay.attempts import Attempts
+from routing.relay.attempts import Answering, Attempts
 from routing.relay.channel import ClientChannel, ClientGone, error_headers
 from routing.relay.delivery import Delivery
 from routing.relay.flow import Interrupted
@@ -48,35 +55,23 @@ logger = logging.getLogger("siraya.relay")
 SHUTDOWN = RouterError(503, "The router is shutting down.", code="server_shutdown")
 
 
-async def serve_traced_request(dialect: Dialect, channel: ClientChannel) -> None:
-    """``serve_request`` in the request's server span (tracing on: ``routing.relay.traces``)."""
-    span = traces.request_span(dialect, channel)
+# What serves one client API's requests: ``serve_request`` (the chat APIs), ``serve_embeddings``.
+Serve = Callable[[Any, ClientChannel], Awaitable[None]]
+
+
+async def serve_traced(api: ClientApi, serve: Serve, channel: ClientChannel) -> None:
+    """``serve`` a request in its server span (tracing on: ``routing.relay.traces``)."""
+    span = traces.request_span(api, channel)
     traces.request_started(span)
     with tracing.current(span):
-        await serve_request(dialect, channel)
+        await serve(api, channel)
 
 
 async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
-    try:
-        key = await ledger.authenticate(dialect.authorization(channel.header))
-        if tracing.ENABLED:
-            traces.key_known(key)
-        body = await channel.read_body()
-    except ClientGone:
-        if tracing.ENABLED:
-            traces.client_gone()
+    received = await receive(dialect, channel)
+    if received is None:
         return
-    except (RouterError, *REFUSALS) as refused:
-        error = client_error(refused)
-        # Refused before its body was read to the end: the connection cannot carry another request.
-        error.headers.setdefault("connection", "close")
-        await send_error(dialect, channel, error, None)
-        return
-    except Exception:
-        # A bug, not the client's fault; still an answer in the API's shape, never a dropped connection.
-        logger.exception("relay failed before admission")
-        await send_error(dialect, channel, router_failure("read"), None)
-        return
+    key, body = received
     generation_id = new_generation_id()
     logs.generation_id.set(generation_id)
     model_name = ""
@@ -90,23 +85,54 @@ async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
             traces.request_parsed(request, generation_id)
         routes = await request_routes(request.model, request.models[1:], provider_vendors(request.provider))
         ticket = await ledger.admit(key, generation_id, routes, ask_of(request), **admission_terms(request, routes))
-    except (RouterError, *REFUSALS) as refused:
-        error = client_error(refused)
-        await ledger.reject(key, generation_id, model_name, Rejection(error.status, error.code or "", error.message))
-        await send_error(dialect, channel, error, generation_id)
-        return
-    except Exception:
-        # A router bug (or, say, vendor credentials that no longer decrypt): still one usage
-        # record and an answer in the API's shape.
-        logger.exception("relay failed before admission")
-        failure = router_failure("admit")
-        try:
-            await ledger.reject(key, generation_id, model_name, Rejection(500, "router_error", failure.message))
-        except Exception:
-            logger.exception("could not record the failed request")
-        await send_error(dialect, channel, failure, generation_id)
+    except Exception as raised:
+        await refuse(dialect, channel, key, generation_id, model_name, raised)
         return
     await relay(dialect, channel, request, routes, ticket, key.id)
+
+
+async def receive(api: ClientApi, channel: ClientChannel) -> tuple[KeyInfo, bytes] | None:
+    """Return the request's key and body; None when the client was answered (refused) or left."""
+    try:
+        key = await ledger.authenticate(api.authorization(channel.header))
+        if tracing.ENABLED:
+            traces.key_known(key)
+        return key, await channel.read_body()
+    except ClientGone:
+        if tracing.ENABLED:
+            traces.client_gone()
+        return None
+    except (RouterError, *REFUSALS) as refused:
+        error = client_error(refused)
+        # Refused before its body was read to the end: the connection cannot carry another request.
+        error.headers.setdefault("connection", "close")
+        await send_error(api, channel, error, None)
+        return None
+    except Exception:
+        # A bug, not the client's fault; still an answer in the API's shape, never a dropped connection.
+        logger.exception("relay failed before admission")
+        await send_error(api, channel, router_failure("read"), None)
+        return None
+
+
+async def refuse(
+    api: ClientApi, channel: ClientChannel, key: KeyInfo, generation_id: str, model_name: str, raised: Exception
+) -> None:
+    """Record and answer a request that failed between its body and its admission (one usage record)."""
+    if isinstance(raised, (RouterError, *REFUSALS)):
+        error = client_error(raised)
+        await ledger.reject(key, generation_id, model_name, Rejection(error.status, error.code or "", error.message))
+        await send_error(api, channel, error, generation_id)
+        return
+    # A router bug (or, say, vendor credentials that no longer decrypt): still one usage
+    # record and an answer in the API's shape.
+    logger.exception("relay failed before admission", exc_info=raised)
+    failure = router_failure("admit")
+    try:
+        await ledger.reject(key, generation_id, model_name, Rejection(500, "router_error", failure.message))
+    except Exception:
+        logger.exception("could not record the failed request")
+    await send_error(api, channel, failure, generation_id)
 
 
 async def relay(
@@ -130,30 +156,7 @@ async def relay(
         metrics.STREAMS_OPEN.inc()
     ending = Ending()
     try:
-        async with channel.cancellable():
-            keepalive = asyncio.create_task(channel.keep_alive(dialect.keepalive)) if request.stream else None
-            try:
-                await attempts.run()
-            finally:
-                if keepalive is not None:
-                    keepalive.cancel()
-    except Interrupted as stop:  # the client left or stalled, or the router is shutting down
-        ending.cancelled(stop.reason)
-        if stop.reason == "server_shutdown":
-            await fail(delivery, attempts, SHUTDOWN)
-    except asyncio.CancelledError:  # by the server, from outside the router: settled all the same
-        ending.cancelled("server_shutdown")
-        raise
-    except (RouterError, *REFUSALS) as raised:
-        error = client_error(raised)
-        # The record keeps the operator's account (the vendor's words, redacted); the client, error.message.
-        ending.failed(error, error.detail if isinstance(error, UpstreamError) else error.message)
-        await fail(delivery, attempts, error)
-    except Exception:
-        logger.exception("relay failed", extra={"generation_id": ticket.generation_id})
-        failure = RouterError(500, "The router failed while relaying this request.", code="router_error")
-        ending.failed(failure, failure.message)
-        await fail(delivery, attempts, failure)
+        await attempted(delivery, attempts, ending, dialect.keepalive if request.stream else None)
     finally:
         if request.stream:
             metrics.STREAMS_OPEN.dec()
@@ -172,6 +175,37 @@ async def relay(
                 traces.request_settled(outcome, settlement, attempts.current, delivery)
         finally:
             channel.release()
+
+
+async def attempted(delivery: Answering, attempts: Attempts, ending: Ending, keepalive: bytes | None) -> None:
+    """Run ``attempts`` under the request's cancellation; note on ``ending`` how they ended and
+    tell the client of a failure (``keepalive``: a stream's, sent while nothing else is)."""
+    channel = delivery.channel
+    try:
+        async with channel.cancellable():
+            keeping = asyncio.create_task(channel.keep_alive(keepalive)) if keepalive is not None else None
+            try:
+                await attempts.run()
+            finally:
+                if keeping is not None:
+                    keeping.cancel()
+    except Interrupted as stop:  # the client left or stalled, or the router is shutting down
+        ending.cancelled(stop.reason)
+        if stop.reason == "server_shutdown":
+            await fail(delivery, attempts, SHUTDOWN)
+    except asyncio.CancelledError:  # by the server, from outside the router: settled all the same
+        ending.cancelled("server_shutdown")
+        raise
+    except (RouterError, *REFUSALS) as raised:
+        error = client_error(raised)
+        # The record keeps the operator's account (the vendor's words, redacted); the client, error.message.
+        ending.failed(error, error.detail if isinstance(error, UpstreamError) else error.message)
+        await fail(delivery, attempts, error)
+    except Exception:
+        logger.exception("relay failed", extra={"generation_id": delivery.ticket.generation_id})
+        failure = RouterError(500, "The router failed while relaying this request.", code="router_error")
+        ending.failed(failure, failure.message)
+        await fail(delivery, attempts, failure)
 
 
 class Ending:
@@ -232,22 +266,25 @@ def ask_of(request: ChatRequest) -> Ask:
 
 
 def admission_terms(request: ChatRequest, routes: tuple[ModelRoute, ...]) -> dict[str, Any]:
-    # One deployment can answer (the usual case): the record names it from the start.
-    only = routes[0].targets[0].answerer() if len(routes) == 1 and len(routes[0].targets) == 1 else None
-    return {"streamed": request.stream, "answerer": only}
+    return {"streamed": request.stream, "answerer": only_answerer(routes)}
+
+
+def only_answerer(routes: tuple[ModelRoute, ...]) -> Answerer | None:
+    """The deployment that answers when only one can (the usual case): the record names it from the start."""
+    return routes[0].targets[0].answerer() if len(routes) == 1 and len(routes[0].targets) == 1 else None
 
 
 def router_failure(stage: str) -> RouterError:
     return RouterError(500, f"The router failed to {stage} this request.", code="router_error")
 
 
-async def send_error(dialect: Dialect, channel: ClientChannel, error: RouterError, generation_id: str | None) -> None:
+async def send_error(api: ClientApi, channel: ClientChannel, error: RouterError, generation_id: str | None) -> None:
     if tracing.ENABLED:
         traces.request_refused(error)
-    await channel.answer(error.status, error_headers(error, generation_id), dialect.error_body(error))
+    await channel.answer(error.status, error_headers(error, generation_id), api.error_body(error))
 
 
-async def fail(delivery: Delivery, attempts: Attempts, error: RouterError) -> None:
+async def fail(delivery: Answering, attempts: Attempts, error: RouterError) -> None:
     """Tell the client: in-band once the stream has started, else as the response."""
     channel, ticket = delivery.channel, delivery.ticket
     if channel.disconnected:
@@ -255,6 +292,7 @@ async def fail(delivery: Delivery, attempts: Attempts, error: RouterError) -> No
     if not channel.started:
         await send_error(delivery.dialect, channel, error, ticket.generation_id)
         return
+    assert isinstance(delivery, Delivery)  # only a stream starts before its answer is whole
     renderer = delivery.renderer
     if renderer is None:  # the stream began with a keepalive, before any attempt
         name = (attempts.current or (attempts.routes[0],))[0].name

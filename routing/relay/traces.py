@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 
     from billing.ledger import Outcome, Settlement
     from billing.selectors import KeyInfo
-    from routing.canonical import ChatRequest
-    from routing.dialects.base import Dialect
+    from routing.canonical import ChatRequest, EmbeddingRequest
+    from routing.dialects.base import ClientApi
     from routing.errors import RouterError, UpstreamError
+    from routing.relay.attempts import Answering
     from routing.relay.channel import ClientChannel
-    from routing.relay.delivery import Delivery
     from routing.selectors import ModelRoute, Target
 
 OPERATION = "chat"
@@ -56,7 +56,7 @@ def provider_name(kind: str) -> str:
 # -- the request ----------------------------------------------------------------------------
 
 
-def request_span(dialect: Dialect, channel: ClientChannel) -> Span:
+def request_span(dialect: ClientApi, channel: ClientChannel) -> Span:
     """Start the server span of one API request, in the trace its ``traceparent`` names (if any)."""
     scope = channel.scope
     client = scope.get("client") or ("", 0)
@@ -111,6 +111,19 @@ def request_parsed(request: ChatRequest, generation_id: str) -> None:
     span.set_attributes(attributes)
 
 
+def embedding_parsed(request: EmbeddingRequest, generation_id: str) -> None:
+    span = tracing.active()
+    span.update_name(f"embeddings {request.model}")
+    span.set_attributes({
+        "gen_ai.operation.name": "embeddings",
+        "siraya.generation_id": generation_id,
+        "gen_ai.response.id": generation_id,
+        "gen_ai.request.model": request.model,
+        "siraya.inputs": len(request.inputs),
+        **({"gen_ai.embeddings.dimension.count": request.dimensions} if request.dimensions else {}),
+    })  # fmt: skip
+
+
 def request_refused(error: RouterError) -> None:
     """A request answered with an error (refused before admission, or failed before its stream began)."""
     span = tracing.active()
@@ -119,7 +132,7 @@ def request_refused(error: RouterError) -> None:
 
 
 def request_settled(
-    outcome: Outcome, settlement: Settlement, answering: tuple[ModelRoute, Target] | None, delivery: Delivery
+    outcome: Outcome, settlement: Settlement, answering: tuple[ModelRoute, Target] | None, delivery: Answering
 ) -> None:
     """The request's ending: who answered, the billed figures, a cancellation or an error."""
     span = tracing.active()
@@ -179,8 +192,9 @@ def target_attributes(target: Target) -> dict[str, Any]:
 
 def attempt_span(route: ModelRoute, target: Target, number: int, previous: dict[str, Any] | None) -> Span:
     """Start the client span of one vendor attempt (a child of the request's span)."""
+    operation = "embeddings" if route.mode == "embedding" else OPERATION
     attributes: dict[str, Any] = {
-        "gen_ai.operation.name": OPERATION,
+        "gen_ai.operation.name": operation,
         "gen_ai.request.model": target.upstream_model,
         "siraya.model": route.name,
         "siraya.attempt": number,
@@ -190,7 +204,7 @@ def attempt_span(route: ModelRoute, target: Target, number: int, previous: dict[
     if previous is not None:
         # Why this is a fallback: how the previous attempt failed.
         attributes["siraya.fallback_reason"] = previous.get("code") or previous.get("outcome", "")
-    return tracing.start(f"{OPERATION} {target.upstream_model}", "client", attributes)
+    return tracing.start(f"{operation} {target.upstream_model}", "client", attributes)
 
 
 @functools.lru_cache(maxsize=256)
@@ -205,7 +219,7 @@ def server_attributes(base_url: str) -> dict[str, Any]:
     return found
 
 
-def attempt_answered(span: Span, target: Target, delivery: Delivery) -> None:
+def attempt_answered(span: Span, target: Target, delivery: Answering) -> None:
     attributes: dict[str, Any] = {"gen_ai.response.model": target.upstream_model}
     usage = delivery.usage
     if usage.prompt_tokens is not None:

@@ -10,6 +10,7 @@ from fakevendors.openai import FakeOpenAI
 from routing.admin_forms import OPTION_PREFIX, SECRET_PREFIX
 from routing.models import RouterModel, Vendor
 from routing.services import model_create, vendor_create
+from routing.tests.inprocess.scripted import ScriptedAdapter
 from routing.vendors import ADAPTERS
 
 SECRET = "sk-vendor-admin-secret-0123456789"
@@ -267,6 +268,7 @@ def test_model_with_prices_and_deployment_is_added_and_toggled(admin_client):
         reverse("admin:routing_routermodel_add"),
         {
             "name": "demo/new",
+            "mode": "chat",
             "enabled": "on",
             "input_price": "0.15",
             "output_price": "0.60",
@@ -295,6 +297,35 @@ def test_model_with_prices_and_deployment_is_added_and_toggled(admin_client):
     admin_client.post(url, {"action": "enable_models", "_selected_action": [model.pk]})
     model.refresh_from_db()
     assert model.enabled
+
+
+def _model_form(name: str, mode: str, vendor: Vendor) -> dict[str, str]:
+    return {
+        "name": name, "mode": mode, "enabled": "on", "input_price": "0.02", "output_price": "0",
+        "request_price": "0", "max_output_tokens": "4096",
+        "deployments-TOTAL_FORMS": "1", "deployments-INITIAL_FORMS": "0", "deployments-MIN_NUM_FORMS": "0",
+        "deployments-MAX_NUM_FORMS": "1000", "deployments-0-vendor": str(vendor.pk),
+        "deployments-0-upstream_model": "embed", "deployments-0-priority": "0", "deployments-0-weight": "1",
+        "deployments-0-enabled": "on",
+    }  # fmt: skip
+
+
+def test_an_embedding_model_is_added_and_listed_with_its_mode(admin_client):
+    vendor = vendor_create("local", "demo")
+    response = admin_client.post(reverse("admin:routing_routermodel_add"), _model_form("demo/vec", "embedding", vendor))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert RouterModel.objects.get(name="demo/vec").mode == "embedding"
+    listing = admin_client.get(reverse("admin:routing_routermodel_changelist") + "?mode__exact=embedding")
+    assert "demo/vec" in listing.content.decode() and "Embedding" in listing.content.decode()
+
+
+def test_an_embedding_model_on_a_kind_without_embeddings_is_refused(admin_client, monkeypatch):
+    monkeypatch.setitem(ADAPTERS, ScriptedAdapter.kind, ScriptedAdapter)
+    vendor = Vendor.objects.create(name="scripted", kind=ScriptedAdapter.kind)
+    response = admin_client.post(reverse("admin:routing_routermodel_add"), _model_form("x/vec", "embedding", vendor))
+    assert response.status_code == 200
+    assert "serves no embeddings" in response.content.decode()
+    assert not RouterModel.objects.filter(name="x/vec").exists()
 
 
 def test_every_admin_action_declares_the_permission_it_needs():

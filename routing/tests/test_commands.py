@@ -69,6 +69,7 @@ def test_vendor_model_key_commands(capsys):
         ["vendor", "add", "x", "--kind", "openai"],
         ["model", "add", "m", "--vendor", "missing"],
         ["model", "add", "m", "--vendor", "demo", "--input-price", "cheap"],
+        ["model", "add", "m", "--vendor", "demo", "--mode", "completion"],
         ["key", "create", "k", "--limit", "-3"],
         ["key", "revoke", "sk-siraya-nothing"],
         ["vendor"],
@@ -81,6 +82,29 @@ def test_bad_arguments_give_one_line_and_non_zero_exit(args):
     lines = [line for line in result.stderr.strip().splitlines() if line]
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.django_db
+def test_model_add_takes_a_mode_and_list_shows_it(capsys):
+    call_command("vendor", "add", "local", "--kind", "demo")
+    call_command("model", "add", "vec", "--vendor", "local", "--input-price", "0.02", "--mode", "embedding")
+    call_command("model", "add", "talk", "--vendor", "local")
+    modes = dict(RouterModel.objects.values_list("name", "mode"))
+    assert modes == {"vec": "embedding", "talk": "chat"}
+    capsys.readouterr()
+    call_command("model", "list")
+    listed = {line.split("\t")[0]: line.split("\t")[1] for line in capsys.readouterr().out.splitlines()}
+    assert listed == {"talk": "chat", "vec": "embedding"}
+
+
+@pytest.mark.django_db
+def test_demo_setup_adds_an_embedding_model_on_the_demo_vendor(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    call_command("demo_setup")
+    call_command("demo_setup")  # again, as every make run does: nothing doubles
+    model = RouterModel.objects.get(name="demo/embed")
+    assert model.mode == "embedding"
+    assert [(d.vendor.kind, d.upstream_model) for d in model.deployments.all()] == [("demo", "embed")]
 
 
 @pytest.mark.django_db

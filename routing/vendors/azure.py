@@ -23,7 +23,15 @@ import httpx
 import orjson
 
 from routing.errors import UpstreamError
-from routing.vendors.base import Completion, OptionSpec, SettingProblem, StreamEvent, UpstreamCall, VendorConfig
+from routing.vendors.base import (
+    Completion,
+    EmbeddingCall,
+    OptionSpec,
+    SettingProblem,
+    StreamEvent,
+    UpstreamCall,
+    VendorConfig,
+)
 from routing.vendors.entra import DEFAULT_AUTHORITY, EntraTokenSource
 from routing.vendors.openai import LIMIT_FIELD_SPEC, OpenAIAdapter, limit_field_problems
 
@@ -201,13 +209,20 @@ class AzureAdapter(OpenAIAdapter):
         return base
 
     def url(self, call: UpstreamCall) -> str:
-        if self.api_style == "v1":
-            return f"{self.resource_url()}/openai/v1/chat/completions"
-        deployment = quote(str(self.vendor.options.get("deployment") or call.upstream_model), safe="")
-        version = quote(self.api_version, safe="")
-        return f"{self.resource_url()}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+        return self.operation_url("chat/completions", call.upstream_model)
 
-    def headers(self, call: UpstreamCall) -> dict[str, str]:
+    def embeddings_url(self, call: EmbeddingCall) -> str:
+        return self.operation_url("embeddings", call.upstream_model)
+
+    def operation_url(self, operation: str, upstream_model: str) -> str:
+        """The URL of ``operation`` (``chat/completions``, ``embeddings``) in the vendor's API style."""
+        if self.api_style == "v1":
+            return f"{self.resource_url()}/openai/v1/{operation}"
+        deployment = quote(str(self.vendor.options.get("deployment") or upstream_model), safe="")
+        version = quote(self.api_version, safe="")
+        return f"{self.resource_url()}/openai/deployments/{deployment}/{operation}?api-version={version}"
+
+    def headers(self, call: UpstreamCall | EmbeddingCall) -> dict[str, str]:
         token = self.vendor.credentials.get("entra_token")
         if token:
             return {"authorization": f"Bearer {token}"}
@@ -216,7 +231,12 @@ class AzureAdapter(OpenAIAdapter):
         return {"api-key": str(self.vendor.credentials.get("api_key", ""))}
 
     async def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
-        request = await super().request(call, stream)
+        return await self.authorized(await super().request(call, stream))
+
+    async def embeddings_request(self, call: EmbeddingCall, inputs: list[Any]) -> httpx.Request:
+        return await self.authorized(await super().embeddings_request(call, inputs))
+
+    async def authorized(self, request: httpx.Request) -> httpx.Request:
         if self.entra is not None:
             request.headers["authorization"] = f"Bearer {await self.entra.token()}"
         return request

@@ -18,7 +18,7 @@ import orjson
 from routing.canonical import FIELDS, PARAMETERS
 from routing.errors import UpstreamError
 from routing.vendors import http
-from routing.vendors.base import SettingProblem, StreamEvent, UpstreamCall
+from routing.vendors.base import EmbeddingCall, SettingProblem, StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter
 
 API_PATH = "/api/v3"
@@ -66,11 +66,18 @@ class BytePlusAdapter(OpenAIAdapter):
             found.append(SettingProblem("api_key", message))
         return found
 
+    # ModelArk's text embedding models take at most 256 texts per call.
+    embedding_batch = 256
+
     def url(self, call: UpstreamCall) -> str:
+        return self.api_root() + "/chat/completions"
+
+    def embeddings_url(self, call: EmbeddingCall) -> str:
+        return self.api_root() + "/embeddings"
+
+    def api_root(self) -> str:
         base = self.vendor.base_url.rstrip("/")
-        if not base.endswith(API_PATH):
-            base += API_PATH
-        return base + "/chat/completions"
+        return base if base.endswith(API_PATH) else base + API_PATH
 
     def limit_field(self) -> str:
         # ModelArk's max_tokens bounds the answer only, not the chain of thought; the credit hold

@@ -1,6 +1,7 @@
 """A local vendor for trying the router without an account: it echoes, word by word.
 
-No network. Deterministic. Options: ``token_delay`` (seconds between words, default 0.05)
+Embeddings: a unit vector per input, drawn from the input's SHA-256 (the same input, the same
+vector). No network. Deterministic. Options: ``token_delay`` (seconds between words, default 0.05)
 and ``first_token_delay`` (seconds before the first word, default 0). It yields the same
 events as a real vendor, so it goes through the same relay, cancellation and billing.
 """
@@ -8,7 +9,10 @@ events as a real vendor, so it goes through the same relay, cancellation and bil
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import re
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +20,8 @@ from lib import tokens
 from routing.vendors.base import (
     ChunkEvent,
     Completion,
+    EmbeddingCall,
+    Embeddings,
     OptionSpec,
     SettingProblem,
     StreamEvent,
@@ -27,6 +33,8 @@ from routing.vendors.base import (
 
 _WORDS = re.compile(r"\s*\S+")
 TOKEN_DELAY = 0.05  # seconds between words, when the vendor sets none
+# The length of a demo vector when the request sets no ``dimensions``.
+DEMO_DIMENSIONS = 16
 
 
 def _seconds(value: Any) -> bool:
@@ -103,3 +111,24 @@ class DemoAdapter(VendorAdapter):
         text = "".join(words)
         message = {"role": "assistant", "content": text}
         return Completion([{"index": 0, "message": message, "finish_reason": finish}], self._usage(call, text))
+
+    serves_embeddings = True
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        await asyncio.sleep(float(self.vendor.options.get("first_token_delay", 0)))
+        size = call.dimensions or DEMO_DIMENSIONS
+        vectors = [demo_vector(item, size) for item in call.inputs]
+        return Embeddings(vectors, tokens.count_inputs(call.inputs, tokens.encoding_for(call.upstream_model)))
+
+
+def demo_vector(item: str | tuple[int, ...], size: int) -> list[float]:
+    """A unit vector of ``size`` floats drawn from the input's hash: the same input, the same vector."""
+    seed = (item if isinstance(item, str) else ",".join(map(str, item))).encode()
+    raw = b""
+    block = 0
+    while len(raw) < size * 4:
+        raw += hashlib.sha256(seed + block.to_bytes(4, "little")).digest()
+        block += 1
+    values = [value / 2**31 for value in struct.unpack(f"<{size}i", raw[: size * 4])]
+    norm = math.sqrt(sum(value * value for value in values)) or 1.0
+    return [value / norm for value in values]

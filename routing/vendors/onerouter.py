@@ -17,7 +17,7 @@ import httpx
 
 from routing.errors import UpstreamError
 from routing.vendors import http
-from routing.vendors.base import SettingProblem, StreamEvent, UpstreamCall
+from routing.vendors.base import EmbeddingCall, SettingProblem, StreamEvent, UpstreamCall
 from routing.vendors.openai import OpenAIAdapter
 
 DEFAULT_BASE_URL = "https://llm.onerouter.pro/v1"
@@ -49,6 +49,9 @@ class OneRouterAdapter(OpenAIAdapter):
 
     def url(self, call: UpstreamCall) -> str:
         return (self.vendor.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
+
+    def embeddings_url(self, call: EmbeddingCall) -> str:
+        return (self.vendor.base_url or DEFAULT_BASE_URL).rstrip("/") + "/embeddings"
 
     def limit_field(self) -> str:
         return "max_tokens"  # the field OneRouter documents; it passes it on to the model's provider

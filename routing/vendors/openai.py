@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import struct
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any, ClassVar
@@ -16,6 +19,8 @@ from routing.vendors import http
 from routing.vendors.base import (
     ChunkEvent,
     Completion,
+    EmbeddingCall,
+    Embeddings,
     OptionSpec,
     SettingProblem,
     StreamEvent,
@@ -106,7 +111,7 @@ class OpenAIAdapter(VendorAdapter):
     def url(self, call: UpstreamCall) -> str:
         return self.vendor.base_url.rstrip("/") + "/chat/completions"
 
-    def headers(self, call: UpstreamCall) -> dict[str, str]:
+    def headers(self, call: UpstreamCall | EmbeddingCall) -> dict[str, str]:
         headers = {"authorization": f"Bearer {self.vendor.credentials.get('api_key', '')}"}
         if self.vendor.options.get("organization"):
             headers["openai-organization"] = self.vendor.options["organization"]
@@ -197,3 +202,74 @@ class OpenAIAdapter(VendorAdapter):
         extra = {k: payload[k] for k in _CHUNK_EXTRAS if payload.get(k) is not None} or None
         found = usage_from_openai(usage, self.vendor.name) if usage and isinstance(usage, dict) else None
         return Completion(choices, found, extra)
+
+    # -- embeddings: ``POST {base}/embeddings`` -------------------------------------------
+
+    serves_embeddings = True
+    # The most inputs one embeddings call may carry (OpenAI's limit); more go in several calls.
+    embedding_batch: ClassVar[int] = 2048
+
+    def embeddings_url(self, call: EmbeddingCall) -> str:
+        return self.vendor.base_url.rstrip("/") + "/embeddings"
+
+    async def embeddings_request(self, call: EmbeddingCall, inputs: list[Any]) -> httpx.Request:
+        # Floats on the wire: every OpenAI-compatible server speaks them (base64 is not universal).
+        body: dict[str, Any] = {"model": call.upstream_model, "input": inputs, "encoding_format": "float"}
+        if call.dimensions is not None:
+            body["dimensions"] = call.dimensions
+        if call.user is not None:
+            body["user"] = call.user
+        return http.json_request("POST", self.embeddings_url(call), body, self.headers(call))
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        vectors: list[list[float]] = []
+        counted: int | None = 0
+        size = self.embedding_batch
+        for start in range(0, len(call.inputs), size):
+            inputs = [item if isinstance(item, str) else list(item) for item in call.inputs[start : start + size]]
+            request = await self.embeddings_request(call, inputs)
+            async with http.open_response(self.vendor, request, self.on_error) as response:
+                payload = await http.read_json(self.vendor, response)
+            batch, prompt_tokens = embeddings_of(payload, len(inputs), self.vendor.name)
+            vectors += batch
+            # The sum of every call's figure; one call without a figure leaves the router to count.
+            counted = None if counted is None or prompt_tokens is None else counted + prompt_tokens
+        return Embeddings(vectors, counted)
+
+
+def embeddings_of(payload: Any, expected: int, vendor_name: str) -> tuple[list[list[float]], int | None]:
+    """Return the vectors of an OpenAI-shaped embeddings answer, in input order, and its prompt tokens."""
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list) or len(data) != expected:
+        if isinstance(payload, dict) and payload.get("error"):
+            raise mid_stream_error(vendor_name, payload)
+        raise UpstreamError(
+            502, f"Vendor '{vendor_name}' sent an embeddings answer without one vector per input.",
+            code="upstream_malformed",
+        )  # fmt: skip
+    vectors: list[list[float] | None] = [None] * expected
+    for position, item in enumerate(data):
+        index = item.get("index", position) if isinstance(item, dict) else None
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if type(index) is not int or not 0 <= index < expected or vectors[index] is not None:
+            raise UpstreamError(502, f"Vendor '{vendor_name}' sent a bad embedding index.", code="upstream_malformed")
+        vectors[index] = float_vector(vector, vendor_name)
+    usage = payload.get("usage")
+    prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return [v for v in vectors if v is not None], vendor_token_count(prompt, vendor_name, "prompt_tokens")
+
+
+def float_vector(vector: Any, vendor_name: str) -> list[float]:
+    """A vendor's embedding as floats: a JSON array of numbers, or base64 little-endian float32."""
+    if isinstance(vector, str):  # a server that answers base64 whatever it was asked
+        try:
+            raw = base64.b64decode(vector, validate=True)
+        except binascii.Error:
+            raw = b""
+        if raw and len(raw) % 4 == 0:
+            return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    elif isinstance(vector, list) and vector and all(type(x) in (int, float) for x in vector):
+        return [float(x) for x in vector]
+    raise UpstreamError(
+        502, f"Vendor '{vendor_name}' sent an embedding that is not a vector.", code="upstream_malformed"
+    )

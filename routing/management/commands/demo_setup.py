@@ -8,11 +8,11 @@ from billing.keys import hash_key
 from billing.models import ApiKey
 from billing.services import api_key_create
 from lib import devsecrets
-from routing.models import Deployment, RouterModel, Vendor, VendorKind
+from routing.models import Deployment, ModelMode, RouterModel, Vendor, VendorKind
 
 
 class Command(BaseCommand):
-    help = "Make sure the built-in demo vendor, the demo/echo model and a demo API key exist."
+    help = "Make sure the built-in demo vendor, the demo/echo and demo/embed models and a demo API key exist."
 
     def handle(self, *args: Any, **options: Any) -> None:
         from django.conf import settings
@@ -24,6 +24,10 @@ class Command(BaseCommand):
             name="demo/echo", defaults={"context_length": 8192, "input_price": "0.50", "output_price": "1.50"}
         )
         Deployment.objects.get_or_create(model=model, vendor=vendor, upstream_model="echo")
+        embedder, _ = RouterModel.objects.get_or_create(
+            name="demo/embed", defaults={"mode": ModelMode.EMBEDDING, "input_price": "0.02", "output_price": "0"}
+        )
+        Deployment.objects.get_or_create(model=embedder, vendor=vendor, upstream_model="embed")
         # The demo key's plaintext lives beside the other development secrets, outside git.
         plaintext = devsecrets.read(settings.VAR_DIR, "SIRAYA_DEMO_KEY")
         if (
@@ -35,5 +39,6 @@ class Command(BaseCommand):
         key_file = settings.VAR_DIR / "demo-api-key"
         key_file.touch(mode=0o600, exist_ok=True)
         key_file.write_text(plaintext + "\n")
-        self.stdout.write(f"Demo vendor 'demo', model 'demo/echo'. Demo API key (also in {key_file}):")
+        models = "models 'demo/echo' and 'demo/embed' (embeddings)"
+        self.stdout.write(f"Demo vendor 'demo', {models}. Demo API key (also in {key_file}):")
         self.stdout.write(plaintext)

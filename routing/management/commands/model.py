@@ -6,7 +6,7 @@ from django.core.management.base import CommandParser
 
 from lib.cli import SubcommandCommand, decimal_arg
 from routing import services
-from routing.models import RouterModel, Vendor
+from routing.models import ModelMode, RouterModel, Vendor
 
 
 def _deployment(spec: str) -> tuple[str, str, int, int]:
@@ -40,6 +40,12 @@ class Command(SubcommandCommand):
         add.add_argument("--context-length", type=int, default=None)
         add.add_argument("--max-output-tokens", type=int, default=None)
         add.add_argument("--encoding", choices=["o200k_base", "cl100k_base"], default="")
+        add.add_argument(
+            "--mode",
+            choices=ModelMode.values,
+            default=ModelMode.CHAT,
+            help="chat (chat completions, Messages, Responses; the default) or embedding (/v1/embeddings)",
+        )
         sub.add_parser("list", help="list models")
 
     def handle_add(
@@ -56,7 +62,7 @@ class Command(SubcommandCommand):
             if found is None:
                 raise ValueError(f"no vendor named '{vendor_name}'")
             deployments.append((found, upstream, priority, weight))
-        extra: dict[str, Any] = {"encoding": opts["encoding"]}
+        extra: dict[str, Any] = {"encoding": opts["encoding"], "mode": opts["mode"]}
         for field in ("cached_input_price", "reasoning_price"):
             if opts[field] is not None:
                 extra[field] = decimal_arg(opts[field])
@@ -78,4 +84,4 @@ class Command(SubcommandCommand):
             targets = ", ".join(str(d) for d in model.deployments.all())
             state = "enabled" if model.enabled else "disabled"
             price = f"in ${model.input_price.normalize():f} out ${model.output_price.normalize():f} /Mtok"
-            self.stdout.write(f"{model.name}\t{state}\t{price}\t{targets}")
+            self.stdout.write(f"{model.name}\t{model.mode}\t{state}\t{price}\t{targets}")
