@@ -12,7 +12,7 @@ from typing import Any
 from routing.dialects.chat.schema import MESSAGE, REQUEST
 from routing.dialects.embeddings.schema import EMBEDDING_LIST
 from routing.dialects.embeddings.schema import REQUEST as EMBEDDINGS_REQUEST
-from routing.dialects.responses.paths import stored_response_paths
+from routing.dialects.responses.paths import RESPONSE, stored_response_paths
 from routing.dialects.responses.schema import REQUEST as RESPONSES_REQUEST
 
 Schema = dict[str, Any]
@@ -91,30 +91,6 @@ _COMPLETION: Schema = {
             },
         },
         "usage": _USAGE,
-    },
-}
-
-_RESPONSE: Schema = {
-    "type": "object",
-    "required": ["id", "object", "created_at", "status", "model", "output"],
-    "properties": {
-        "id": {"type": "string", "pattern": "^gen-"},
-        "object": {"const": "response"},
-        "created_at": {"type": "integer"},
-        "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
-        "incomplete_details": {"type": ["object", "null"]},
-        "error": {"type": ["object", "null"]},
-        "model": {"type": "string"},
-        "output": {"type": "array", "items": {"type": "object", "required": ["type", "id"]}},
-        "usage": {
-            "type": ["object", "null"],
-            "required": ["input_tokens", "output_tokens", "total_tokens"],
-            "properties": {
-                "input_tokens": {"type": "integer", "minimum": 0},
-                "output_tokens": {"type": "integer", "minimum": 0},
-                "total_tokens": {"type": "integer", "minimum": 0},
-            },
-        },
     },
 }
 
@@ -384,7 +360,7 @@ def openapi_document(server_url: str = "/") -> Schema:
                 "Usage": _USAGE,
                 # The Responses request, documented from the declaration that validates it.
                 "ResponsesRequest": RESPONSES_REQUEST.schema(),
-                "Response": _RESPONSE,
+                "Response": RESPONSE,
                 "EmbeddingRequest": EMBEDDINGS_REQUEST.schema(),
                 "EmbeddingList": EMBEDDING_LIST,
                 # One Server-Sent Event: `data` is a chat.completion.chunk as JSON, or `[DONE]`.

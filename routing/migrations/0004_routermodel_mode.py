@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('routing', '0002_deployment_timeouts'),
+        ('routing', '0003_stored_responses'),
     ]
 
     operations = [

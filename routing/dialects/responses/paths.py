@@ -10,6 +10,31 @@ Schema = dict[str, Any]
 
 _ID: Schema = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 _NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+# The Response object, as the POST answers it and the stored responses' GET returns it.
+RESPONSE: Schema = {
+    "type": "object",
+    "required": ["id", "object", "created_at", "status", "model", "output"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^resp_"},
+        "object": {"const": "response"},
+        "created_at": {"type": "integer"},
+        "status": {"enum": ["completed", "incomplete", "failed", "in_progress"]},
+        "incomplete_details": {"type": ["object", "null"]},
+        "error": {"type": ["object", "null"]},
+        "model": {"type": "string"},
+        "output": {"type": "array", "items": {"type": "object", "required": ["type", "id"]}},
+        "usage": {
+            "type": ["object", "null"],
+            "required": ["input_tokens", "output_tokens", "total_tokens"],
+            "properties": {
+                "input_tokens": {"type": "integer", "minimum": 0},
+                "output_tokens": {"type": "integer", "minimum": 0},
+                "total_tokens": {"type": "integer", "minimum": 0},
+            },
+        },
+    },
+}
+
 _PAGE: list[Schema] = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 20}},
     {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"], "default": "desc"}},
