@@ -1,4 +1,5 @@
-"""A fake AWS Bedrock Runtime: ``Converse`` JSON and ``ConverseStream`` event-stream frames.
+"""A fake AWS Bedrock Runtime: ``Converse`` JSON, ``ConverseStream`` event-stream frames, and
+``InvokeModel`` for embedding models (``fakevendors.bedrock_embeddings``).
 
 Frames are real ``application/vnd.amazon.eventstream`` messages with CRC32 checksums, built
 here from the format (prelude, headers, payload, message CRC). Every request must carry a
@@ -26,6 +27,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from fakevendors.bedrock_embeddings import Refused, invoke
 from fakevendors.openai import honoured, own_count, words
 from fakevendors.server import Connection, FakeServer, RecordedRequest, dumps
 
@@ -38,7 +40,7 @@ AUTHORIZATION = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request, "
     r"SignedHeaders=(?P<headers>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})"
 )
-PATH = re.compile(r"/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream)")
+PATH = re.compile(r"/model/(?P<model>[^/]+)/(?P<operation>converse|converse-stream|invoke)")
 
 
 # -- the event-stream wire format ------------------------------------------------------------
@@ -146,6 +148,8 @@ class Scenario:
     tokenizer_ratio: float = 1.0
     # Fields that replace the reported usage's (a broken vendor: {"inputTokens": -5}).
     usage_override: dict[str, Any] | None = None
+    # InvokeModel calls answered before ``status`` applies (a failure part way through a batch).
+    invocations_before_failure: int = 0
 
 
 class FakeBedrock(FakeServer):
@@ -166,6 +170,7 @@ class FakeBedrock(FakeServer):
         self.scenario = Scenario(**scenario)
         self.auth_failures: list[str] = []
         self.model_ids: list[str] = []
+        self.invocations = 0  # InvokeModel calls received
 
     def auth_problem(self, request: RecordedRequest) -> str | None:
         if self.api_key is not None:
@@ -188,13 +193,19 @@ class FakeBedrock(FakeServer):
                     conn, 403, "InvalidSignatureException", "The request signature we calculated does not match."
                 )
             return
-        self.model_ids.append(unquote(match["model"]))
+        model_id = unquote(match["model"])
+        self.model_ids.append(model_id)
         body = request.json()
         s = self.scenario
-        if s.status != 200:
+        invoked = match["operation"] == "invoke"
+        self.invocations += invoked
+        if s.status != 200 and not (invoked and self.invocations <= s.invocations_before_failure):
             if await conn.pause(s.first_token_delay):
                 headers = {"Retry-After": s.retry_after} if s.retry_after else {}
                 self._error(conn, s.status, s.error_type, s.error_message, headers)
+            return
+        if invoked:
+            await self._invoke(conn, s, model_id, body)
             return
         limit = (body.get("inferenceConfig") or {}).get("maxTokens")
         count = honoured(s.tokens, limit, s.tokenizer_ratio, s.honour_max_tokens)
@@ -215,6 +226,16 @@ class FakeBedrock(FakeServer):
                 **(headers or {}),
             },
         )
+
+    async def _invoke(self, conn: Connection, s: Scenario, model_id: str, body: Any) -> None:
+        try:
+            answer, input_tokens = invoke(model_id, body)
+        except Refused as refused:
+            self._error(conn, refused.status, refused.error_type, refused.message)
+            return
+        if await conn.pause(s.first_token_delay):
+            conn.send_json(200, answer, {"X-Amzn-Bedrock-Input-Token-Count": str(input_tokens),
+                                         "X-Amzn-Bedrock-Invocation-Latency": "42", "x-amzn-RequestId": "fake-request-id"})  # fmt: skip
 
     def _usage(self, s: Scenario, count: int) -> dict[str, Any]:
         count = own_count(count, s.tokenizer_ratio)  # reported in its own tokens

@@ -1,4 +1,4 @@
-"""AWS Bedrock Runtime: ``ConverseStream`` and ``Converse``, signed with SigV4 or a Bedrock API key."""
+"""AWS Bedrock Runtime: ``ConverseStream`` and ``Converse`` (and ``InvokeModel`` for embeddings), signed with SigV4 or a Bedrock API key."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import (
     Completion,
+    EmbeddingCall,
+    Embeddings,
     OptionSpec,
     SettingProblem,
     StreamEvent,
@@ -26,6 +28,7 @@ from routing.vendors.base import (
     VendorAdapter,
     VendorConfig,
 )
+from routing.vendors.bedrock import embeddings
 from routing.vendors.bedrock.converse import converse_choices, converse_request, usage_from_converse
 from routing.vendors.bedrock.events import ConverseStreamDecoder, exception_error, malformed
 
@@ -46,6 +49,7 @@ class BedrockAdapter(VendorAdapter):
     kind = "bedrock"
     option_names = ("region",)
     secret_names: ClassVar[tuple[str, ...]] = ("api_key", *KEY_PAIR, "aws_session_token")
+    serves_embeddings = True  # Titan and Cohere embedding models through InvokeModel
     option_specs: ClassVar[Mapping[str, OptionSpec]] = {"region": OptionSpec(help="The AWS region, e.g. us-east-1.")}
     base_url_help = (
         "Blank uses the region's endpoint (https://bedrock-runtime.REGION.amazonaws.com); "
@@ -97,14 +101,20 @@ class BedrockAdapter(VendorAdapter):
             self.signer = SigV4Auth(credentials, SERVICE, region)
 
     def url(self, model_id: str, stream: bool) -> str:
+        return self.operation_url(model_id, "converse-stream" if stream else "converse")
+
+    def operation_url(self, model_id: str, operation: str) -> str:
         # One path segment, whatever the id holds: ARNs carry ':' and '/'.
-        operation = "converse-stream" if stream else "converse"
         return f"{self.base_url}/model/{quote(model_id, safe='')}/{operation}"
 
     def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
         url = self.url(call.upstream_model, stream)
         body = http.json_bytes(converse_request(call.request, call.max_output_tokens))
         accept = "application/vnd.amazon.eventstream" if stream else "application/json"
+        return self.post(url, body, accept)
+
+    def post(self, url: str, body: bytes, accept: str = "application/json") -> httpx.Request:
+        """Return the POST of ``body`` to ``url``, authorised with the API key or signed with SigV4."""
         headers = {"content-type": "application/json", "accept": accept}
         if self.signer is None:
             headers["authorization"] = f"Bearer {self.api_key}"
@@ -180,3 +190,6 @@ class BedrockAdapter(VendorAdapter):
         if not isinstance(payload, dict) or not isinstance(payload.get("output"), dict):
             raise malformed(self.vendor.name, "an answer without output")
         return Completion(converse_choices(payload), usage_from_converse(payload.get("usage"), self.vendor.name))
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        return await embeddings.embed(self, call)
