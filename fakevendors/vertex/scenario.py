@@ -38,6 +38,8 @@ class Scenario:
     usage_override: dict[str, Any] | None = None
     # The message of the in-stream error event (error_after), instead of the fake's own.
     error_text: str | None = None
+    # Embeddings: :predict requests answered before ``status`` applies (a failure part way through).
+    predictions_before_failure: int = 0
 
 
 async def fail_first(conn: Connection, s: Scenario, default: dict[str, Any]) -> bool:
