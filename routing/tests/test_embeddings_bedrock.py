@@ -8,6 +8,7 @@ what it sent. Titan takes one text per call, Cohere up to 96.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -195,3 +196,29 @@ def test_model_ids_pick_their_family(model, vendor, batch, dimensions):
     family = family_of(model)
     assert family is not None and (family.vendor, family.batch, family.takes_dimensions) == (vendor, batch, dimensions)
     assert family_of("amazon.titan-embed-image-v1") is None and family_of("meta.llama3-8b-instruct-v1:0") is None
+
+
+def test_cancelling_the_call_drops_every_vendor_connection_at_once(fake):
+    bedrock = fake(first_token_delay=60)  # the answers never come in time
+    adapter = BedrockAdapter(config(base_url=bedrock.url))
+
+    def received_three() -> bool:
+        deadline = time.monotonic() + 10
+        while len(bedrock.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(bedrock.requests) == 3  # all three calls in flight
+
+    async def scenario() -> list[float | None]:
+        task = asyncio.create_task(adapter.embed(EmbeddingCall(tuple(TEXTS[:3]), TITAN, "gen-embed-1")))
+        try:
+            assert await asyncio.to_thread(received_three)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # Before the pool is closed: the adapter itself dropped each connection.
+            return [await asyncio.to_thread(bedrock.wait_closed, request, 10) for request in bedrock.requests]
+        finally:
+            await http.close_loop_client()
+
+    assert None not in asyncio.run(scenario())
+    assert bedrock.invocations == 3
