@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from routing.errors import UpstreamError
-from routing.vendors.base import EmbeddingCall
+from routing.vendors.base import EmbeddingCall, Embeddings
 
 T = TypeVar("T")
 CONCURRENT_CALLS = 4  # vendor calls in flight for one embeddings request
@@ -68,6 +68,15 @@ def budgeted(items: Sequence[str], size: int, budget: int, cost: Callable[[str],
     if start < len(items):
         slices.append(items[start:])
     return slices
+
+
+def joined(answers: Sequence[tuple[list[list[float]], int | None]]) -> Embeddings:
+    """The call's answer from its batches' (vectors, input tokens), in order; a count only if every batch had one."""
+    counts = [count for _, count in answers]
+    return Embeddings(
+        [vector for vectors, _ in answers for vector in vectors],
+        None if None in counts else sum(count or 0 for count in counts),
+    )
 
 
 async def run_bounded(calls: Iterable[Callable[[], Awaitable[T]]], limit: int = CONCURRENT_CALLS) -> list[T]:

@@ -22,7 +22,7 @@ import httpx
 from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import EmbeddingCall, Embeddings, vendor_token_count
-from routing.vendors.batches import batched, fixed_dimensions, is_vector, run_bounded, text_inputs
+from routing.vendors.batches import batched, fixed_dimensions, is_vector, joined, run_bounded, text_inputs
 from routing.vendors.bedrock.events import malformed
 
 if TYPE_CHECKING:
@@ -89,11 +89,7 @@ async def embed(adapter: BedrockAdapter, call: EmbeddingCall) -> Embeddings:
         functools.partial(_invoke, adapter, url, family, batch, call.dimensions)
         for batch in batched(texts, family.batch)
     )
-    counts = [count for _, count in answers]
-    return Embeddings(
-        [vector for vectors, _ in answers for vector in vectors],
-        None if None in counts else sum(count or 0 for count in counts),
-    )
+    return joined(answers)
 
 
 async def _invoke(
@@ -106,9 +102,9 @@ async def _invoke(
     name = adapter.vendor.name
     vectors = _vectors(family, payload, len(texts), name)
     count = payload.get("inputTextTokenCount") if family.vendor == "titan" else None
-    if count is None:
-        count = _header_count(headers)
-    return vectors, vendor_token_count(count, name, "inputTextTokenCount")
+    if count is not None:
+        return vectors, vendor_token_count(count, name, "inputTextTokenCount")
+    return vectors, vendor_token_count(_header_count(headers), name, TOKEN_HEADER)
 
 
 def _vectors(family: Family, payload: Any, expected: int, vendor_name: str) -> list[list[float]]:

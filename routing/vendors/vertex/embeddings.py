@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import EmbeddingCall, Embeddings, vendor_token_count
-from routing.vendors.batches import batched, budgeted, is_vector, run_bounded, text_inputs
+from routing.vendors.batches import batched, budgeted, is_vector, joined, run_bounded, text_inputs
 
 if TYPE_CHECKING:
     from routing.vendors.vertex.adapter import VertexAdapter
@@ -67,11 +67,7 @@ async def embed(adapter: VertexAdapter, call: EmbeddingCall, publisher: str, mod
     answers = await run_bounded(
         functools.partial(_predict, adapter, url, token, batch, call.dimensions) for batch in batches(model, texts)
     )
-    counts = [count for _, count in answers]
-    return Embeddings(
-        [vector for vectors, _ in answers for vector in vectors],
-        None if None in counts else sum(count or 0 for count in counts),
-    )
+    return joined(answers)
 
 
 async def _predict(
