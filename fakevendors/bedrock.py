@@ -1,6 +1,7 @@
-"""A fake AWS Bedrock Runtime: ``Converse`` JSON and ``ConverseStream`` event-stream frames, and
+"""A fake AWS Bedrock Runtime: ``Converse`` JSON and ``ConverseStream`` event-stream frames,
 Claude's own format through ``InvokeModel`` (the message JSON) and ``InvokeModelWithResponseStream``
-(each of Claude's stream events, base64, in the ``bytes`` of a ``chunk`` frame).
+(each of Claude's stream events, base64, in the ``bytes`` of a ``chunk`` frame), and ``InvokeModel``
+for embedding models (``fakevendors.bedrock_embeddings``).
 
 Frames are real ``application/vnd.amazon.eventstream`` messages with CRC32 checksums, built
 here from the format (prelude, headers, payload, message CRC). Every request must carry a
@@ -26,6 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from fakevendors import claude as native
+from fakevendors.bedrock_embeddings import Refused, invoke
 from fakevendors.bedrock_invoke import ClaudeInvoke
 from fakevendors.eventstream import chunk, corrupt, event, exception, frame
 from fakevendors.openai import honoured, own_count, words
@@ -121,6 +123,8 @@ class Scenario:
     tokenizer_ratio: float = 1.0
     # Fields that replace the reported usage's (a broken vendor: {"inputTokens": -5}).
     usage_override: dict[str, Any] | None = None
+    # InvokeModel calls answered before ``status`` applies (a failure part way through a batch).
+    invocations_before_failure: int = 0
 
 
 class FakeBedrock(ClaudeInvoke, FakeServer):
@@ -143,6 +147,7 @@ class FakeBedrock(ClaudeInvoke, FakeServer):
         self.model_ids: list[str] = []
         self.prompt_tokens = PROMPT_TOKENS
         self.claude_signatures = native.Signatures()  # issued with Claude's thinking (InvokeModel)
+        self.invocations = 0  # InvokeModel calls received
 
     def auth_problem(self, request: RecordedRequest) -> str | None:
         if self.api_key is not None:
@@ -165,16 +170,22 @@ class FakeBedrock(ClaudeInvoke, FakeServer):
                     conn, 403, "InvalidSignatureException", "The request signature we calculated does not match."
                 )
             return
-        self.model_ids.append(unquote(match["model"]))
+        model_id = unquote(match["model"])
+        self.model_ids.append(model_id)
         body = request.json()
         s = self.scenario
-        if s.status != 200:
+        invoked = match["operation"] == "invoke"
+        self.invocations += invoked
+        if s.status != 200 and not (invoked and self.invocations <= s.invocations_before_failure):
             if await conn.pause(s.first_token_delay):
                 headers = {"Retry-After": s.retry_after} if s.retry_after else {}
                 self._error(conn, s.status, s.error_type, s.error_message, headers)
             return
+        if invoked and "embed" in model_id:  # Titan and Cohere embedding models
+            await self._embed(conn, s, model_id, body)
+            return
         if match["operation"].startswith("invoke"):
-            await self._invoke(request, conn, body, unquote(match["model"]), match["operation"] != "invoke")
+            await self._invoke(request, conn, body, model_id, match["operation"] != "invoke")
             return
         limit = (body.get("inferenceConfig") or {}).get("maxTokens")
         count = honoured(s.tokens, limit, s.tokenizer_ratio, s.honour_max_tokens)
@@ -195,6 +206,16 @@ class FakeBedrock(ClaudeInvoke, FakeServer):
                 **(headers or {}),
             },
         )
+
+    async def _embed(self, conn: Connection, s: Scenario, model_id: str, body: Any) -> None:
+        try:
+            answer, input_tokens = invoke(model_id, body)
+        except Refused as refused:
+            self._error(conn, refused.status, refused.error_type, refused.message)
+            return
+        if await conn.pause(s.first_token_delay):
+            conn.send_json(200, answer, {"X-Amzn-Bedrock-Input-Token-Count": str(input_tokens),
+                                         "X-Amzn-Bedrock-Invocation-Latency": "42", "x-amzn-RequestId": "fake-request-id"})  # fmt: skip
 
     def _usage(self, s: Scenario, count: int) -> dict[str, Any]:
         count = own_count(count, s.tokenizer_ratio)  # reported in its own tokens

@@ -7,6 +7,7 @@
   and ``:generateContent``: Gemini answers (SSE ``data:`` events, no ``[DONE]``).
 - ``POST .../publishers/anthropic/models/{m}:streamRawPredict`` and ``:rawPredict``: Anthropic
   Messages answers (SSE ``event:``/``data:`` pairs).
+- ``POST .../publishers/google/models/{m}:predict``: text embeddings (``embeddings``).
 
 Every API call must carry ``Authorization: Bearer <a token this fake issued, unexpired>``.
 Every word is one token (see ``fakevendors.openai.WORDS``); ``tokens_written`` counts them.
@@ -17,7 +18,7 @@ model turn starts its function calls without one this fake issued (or Google's
 ``skip_thought_signature_validator`` sentinel, for histories from other models) is a 400.
 
 The package: ``oauth`` (the token endpoint), ``gemini`` and ``claude`` (each publisher's
-answers), ``scenario`` (how the fake answers).
+answers), ``embeddings`` (``:predict``), ``scenario`` (how the fake answers).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from fakevendors.claude import Signatures
 from fakevendors.server import Connection, FakeServer, RecordedRequest
 from fakevendors.vertex.claude import ClaudeAnswers
+from fakevendors.vertex.embeddings import EmbeddingAnswers
 from fakevendors.vertex.gemini import GeminiAnswers
 from fakevendors.vertex.oauth import assertion_problem
 from fakevendors.vertex.scenario import Scenario
@@ -40,11 +42,11 @@ from fakevendors.vertex.scenario import Scenario
 _PATH = re.compile(r"^/v1/projects/([^/]+)/locations/([^/]+)/publishers/([^/]+)/models/([^/:]+):(\w+)$")
 _METHODS = {
     "streamGenerateContent": "google", "generateContent": "google",
-    "streamRawPredict": "anthropic", "rawPredict": "anthropic",
+    "streamRawPredict": "anthropic", "rawPredict": "anthropic", "predict": "google",
 }  # fmt: skip
 
 
-class FakeVertex(GeminiAnswers, ClaudeAnswers, FakeServer):
+class FakeVertex(GeminiAnswers, ClaudeAnswers, EmbeddingAnswers, FakeServer):
     def __init__(self, public_key: Any = None, client_email: str = "", *, project: str = "test-project",
                  location: str = "us-central1", **scenario: Any) -> None:  # fmt: skip
         super().__init__()
@@ -85,7 +87,9 @@ class FakeVertex(GeminiAnswers, ClaudeAnswers, FakeServer):
             conn.send_json(401, {"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}})
             return
         body = request.json()
-        if publisher == "google":
+        if method == "predict":
+            await self._predict(conn, body, model)
+        elif publisher == "google":
             await self._gemini(request, conn, body, model, method)
         else:
             await self._claude(request, conn, body, model, method)

@@ -41,6 +41,8 @@ class Scenario:
     # Claude: prompt tokens read from and written to its prompt cache, as it reports them.
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    # Embeddings: :predict requests answered before ``status`` applies (a failure part way through).
+    predictions_before_failure: int = 0
 
 
 async def fail_first(conn: Connection, s: Scenario, default: dict[str, Any]) -> bool:

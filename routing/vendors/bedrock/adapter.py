@@ -1,7 +1,8 @@
 """AWS Bedrock Runtime: ``ConverseStream`` and ``Converse``, signed with SigV4 or a Bedrock API key.
 
 A request that came in Claude's own format, answered by a Claude model, goes through
-``InvokeModelWithResponseStream`` / ``InvokeModel`` in that format instead (``bedrock.invoke``).
+``InvokeModelWithResponseStream`` / ``InvokeModel`` in that format instead (``bedrock.invoke``);
+embeddings go through ``InvokeModel`` (``bedrock.embeddings``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import (
     Completion,
+    EmbeddingCall,
+    Embeddings,
     OptionSpec,
     SettingProblem,
     StreamEvent,
@@ -30,6 +33,7 @@ from routing.vendors.base import (
     VendorAdapter,
     VendorConfig,
 )
+from routing.vendors.bedrock import embeddings
 from routing.vendors.bedrock.converse import converse_choices, converse_request, usage_from_converse
 from routing.vendors.bedrock.events import ConverseStreamDecoder, exception_error, malformed
 from routing.vendors.bedrock.invoke import InvokeStreamDecoder, invoke_body, uses_invoke
@@ -52,6 +56,7 @@ class BedrockAdapter(VendorAdapter):
     kind = "bedrock"
     option_names = ("region",)
     secret_names: ClassVar[tuple[str, ...]] = ("api_key", *KEY_PAIR, "aws_session_token")
+    serves_embeddings = True  # Titan and Cohere embedding models through InvokeModel
     option_specs: ClassVar[Mapping[str, OptionSpec]] = {"region": OptionSpec(help="The AWS region, e.g. us-east-1.")}
     base_url_help = (
         "Blank uses the region's endpoint (https://bedrock-runtime.REGION.amazonaws.com); "
@@ -103,11 +108,12 @@ class BedrockAdapter(VendorAdapter):
             self.signer = SigV4Auth(credentials, SERVICE, region)
 
     def url(self, model_id: str, stream: bool, invoke: bool = False) -> str:
-        # One path segment, whatever the id holds: ARNs carry ':' and '/'.
         if invoke:
-            operation = "invoke-with-response-stream" if stream else "invoke"
-        else:
-            operation = "converse-stream" if stream else "converse"
+            return self.operation_url(model_id, "invoke-with-response-stream" if stream else "invoke")
+        return self.operation_url(model_id, "converse-stream" if stream else "converse")
+
+    def operation_url(self, model_id: str, operation: str) -> str:
+        # One path segment, whatever the id holds: ARNs carry ':' and '/'.
         return f"{self.base_url}/model/{quote(model_id, safe='')}/{operation}"
 
     def request(self, call: UpstreamCall, stream: bool) -> httpx.Request:
@@ -116,6 +122,10 @@ class BedrockAdapter(VendorAdapter):
         payload = invoke_body(call) if invoke else converse_request(call.request, call.max_output_tokens)
         body = http.json_bytes(payload)
         accept = "application/vnd.amazon.eventstream" if stream else "application/json"
+        return self.post(url, body, accept)
+
+    def post(self, url: str, body: bytes, accept: str = "application/json") -> httpx.Request:
+        """Return the POST of ``body`` to ``url``, authorised with the API key or signed with SigV4."""
         headers = {"content-type": "application/json", "accept": accept}
         if self.signer is None:
             headers["authorization"] = f"Bearer {self.api_key}"
@@ -195,3 +205,6 @@ class BedrockAdapter(VendorAdapter):
         if not isinstance(payload, dict) or not isinstance(payload.get("output"), dict):
             raise malformed(self.vendor.name, "an answer without output")
         return Completion(converse_choices(payload), usage_from_converse(payload.get("usage"), self.vendor.name))
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        return await embeddings.embed(self, call)

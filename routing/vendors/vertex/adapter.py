@@ -1,4 +1,4 @@
-"""Google Vertex AI: Gemini (``generateContent``) and Anthropic Claude (``rawPredict``).
+"""Google Vertex AI: Gemini (``generateContent``), Anthropic Claude (``rawPredict``), embeddings (``predict``).
 
 Which dialect a deployment speaks follows from its upstream model id: ``anthropic/<id>``
 or a bare id starting with ``claude`` is Claude (publisher ``anthropic``); ``google/<id>``
@@ -26,6 +26,8 @@ from routing.errors import UpstreamError
 from routing.vendors import http
 from routing.vendors.base import (
     Completion,
+    EmbeddingCall,
+    Embeddings,
     OptionSpec,
     SettingProblem,
     StreamEvent,
@@ -34,7 +36,7 @@ from routing.vendors.base import (
     VendorConfig,
 )
 from routing.vendors.sse import SseEvent, sse_batches
-from routing.vendors.vertex import claude, gemini
+from routing.vendors.vertex import claude, embeddings, gemini
 from routing.vendors.vertex.auth import AccessTokens, service_account_credentials
 
 DIALECTS: dict[str, ModuleType] = {"google": gemini, "anthropic": claude}
@@ -62,6 +64,7 @@ class VertexAdapter(VendorAdapter):
     kind = "vertex"
     option_names = ("project", "location")
     secret_names = ("credentials_json", "access_token")
+    serves_embeddings = True  # text-embedding-*, text-multilingual-embedding-*, gemini-embedding-* (:predict)
     option_specs = {
         "project": OptionSpec(help="The Google Cloud project ID, e.g. my-project-123."),
         "location": OptionSpec(help="The region, e.g. us-central1, or global."),
@@ -125,12 +128,14 @@ class VertexAdapter(VendorAdapter):
                 f"Vendor '{self.vendor.name}': Vertex publisher '{publisher}' is not supported (google, anthropic).",
                 code="unsupported_upstream_model",
             )
+        return DIALECTS[publisher], self.model_url(publisher, model)
+
+    def model_url(self, publisher: str, model: str) -> str:
         options = self.vendor.options
-        url = (
+        return (
             f"{self.base_url()}/v1/projects/{quote(options['project'], safe=':')}/locations/{options['location']}"
             f"/publishers/{publisher}/models/{quote(model, safe='@')}"
         )
-        return DIALECTS[publisher], url
 
     async def request(self, call: UpstreamCall, stream: bool) -> tuple[ModuleType, httpx.Request]:
         dialect, url = self.dialect(call)
@@ -195,3 +200,7 @@ class VertexAdapter(VendorAdapter):
             payload = await http.read_json(self.vendor, response)
         result: Completion = dialect.completion(self.vendor.name, payload, call)
         return result
+
+    async def embed(self, call: EmbeddingCall) -> Embeddings:
+        publisher, model = publisher_and_model(call.upstream_model)
+        return await embeddings.embed(self, call, publisher, model)
