@@ -61,6 +61,15 @@ class UsageSource(models.TextChoices):
     NONE = "none", "Nothing to count"
 
 
+class UsageApi(models.TextChoices):
+    """The client API a request came through (each client dialect names its own)."""
+
+    CHAT_COMPLETIONS = "chat_completions", "Chat completions"
+    MESSAGES = "messages", "Messages"
+    RESPONSES = "responses", "Responses"
+    EMBEDDINGS = "embeddings", "Embeddings"
+
+
 class UsageRecord(models.Model):
     """One accepted request: what was asked, what was delivered, what it cost."""
 
@@ -69,6 +78,15 @@ class UsageRecord(models.Model):
     # second index on the same column cost SQLite an index entry per admitted request.
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage_records", db_index=False)
     model = models.ForeignKey("routing.RouterModel", null=True, blank=True, on_delete=models.SET_NULL)
+    # Records from before the column were all chat completions; a default in the database too,
+    # for a router still running the previous release (a rolling deploy).
+    api = models.CharField(
+        "client API",
+        max_length=16,
+        choices=UsageApi.choices,
+        default=UsageApi.CHAT_COMPLETIONS,
+        db_default="chat_completions",
+    )
     model_name = models.CharField(max_length=128)
     vendor = models.ForeignKey("routing.Vendor", null=True, blank=True, on_delete=models.SET_NULL)
     vendor_name = models.CharField(max_length=64, blank=True)

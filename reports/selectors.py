@@ -229,6 +229,7 @@ _CSV = (
     ("finished_at", "finished_at"),
     ("key_name", "api_key__name"),
     ("key_prefix", "api_key__prefix"),
+    ("api", "api"),
     ("model", "model_name"),
     ("vendor", "vendor_name"),
     ("upstream_model", "upstream_model"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from billing.models import UsageApi
 from routing.dialects.chat.schema import MESSAGE, REQUEST
 from routing.dialects.responses.schema import REQUEST as RESPONSES_REQUEST
 
@@ -158,6 +159,7 @@ _GENERATION: Schema = {
             "type": "object",
             "required": [
                 "id",
+                "api",
                 "model",
                 "status",
                 "streamed",
@@ -168,6 +170,7 @@ _GENERATION: Schema = {
             ],
             "properties": {
                 "id": {"type": "string"},
+                "api": {"enum": list(UsageApi.values), "description": "The client API the request came through."},
                 "model": {"type": "string"},
                 "status": {"enum": ["in_progress", "completed", "cancelled", "error", "interrupted"]},
                 "streamed": {"type": "boolean"},

@@ -77,6 +77,7 @@ class StreamRenderer(Protocol):
 
 class Dialect(Protocol):
     name: str  # the API's name, as the router's logs and metrics say it
+    api: str  # the API's name on its usage records (a billing.models.UsageApi value)
     keepalive: bytes  # sent when nothing else was for SIRAYA_KEEPALIVE_SECONDS
     stream_headers: Headers  # content type and caching of a stream
 

@@ -87,10 +87,12 @@ async def _serve_request(dialect: Dialect, channel: ClientChannel) -> None:
         if tracing.ENABLED:
             traces.request_parsed(request, generation_id)
         routes = await request_routes(request.model, request.models[1:], provider_vendors(request.provider))
-        ticket = await ledger.admit(key, generation_id, routes, ask_of(request), **admission_terms(request, routes))
+        terms = admission_terms(request, routes)
+        ticket = await ledger.admit(key, generation_id, routes, ask_of(request), api=dialect.api, **terms)
     except (RouterError, *REFUSALS) as refused:
         error = client_error(refused)
-        await ledger.reject(key, generation_id, model_name, Rejection(error.status, error.code or "", error.message))
+        rejection = Rejection(error.status, error.code or "", error.message)
+        await ledger.reject(key, generation_id, model_name, rejection, dialect.api)
         await send_error(dialect, channel, error, generation_id)
         return
     except Exception:
@@ -99,7 +101,8 @@ async def _serve_request(dialect: Dialect, channel: ClientChannel) -> None:
         logger.exception("relay failed before admission")
         failure = router_failure("admit")
         try:
-            await ledger.reject(key, generation_id, model_name, Rejection(500, "router_error", failure.message))
+            rejection = Rejection(500, "router_error", failure.message)
+            await ledger.reject(key, generation_id, model_name, rejection, dialect.api)
         except Exception:
             logger.exception("could not record the failed request")
         await send_error(dialect, channel, failure, generation_id)

@@ -19,6 +19,7 @@ KEEPALIVE = event("ping", {"type": "ping"})
 
 class Messages:
     name = "messages"
+    api = "messages"
     keepalive = KEEPALIVE
     stream_headers = SSE_HEADERS
 
