@@ -218,6 +218,7 @@ def latency_bucket_fields(metric: str) -> tuple[str, ...]:
 # The rollups' grouping, the same names as UsageRecord's fields (api_key as its column).
 ROLLUP_DIMENSIONS = (
     "api_key_id",
+    "api",
     "model_name",
     "vendor_name",
     "deployment_id",
@@ -234,6 +235,7 @@ class UsageRollup(models.Model):
     """
 
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+", db_index=False)
+    api = models.CharField(max_length=16, choices=UsageApi.choices, default=UsageApi.CHAT_COMPLETIONS)
     model_name = models.CharField(max_length=128)
     vendor_name = models.CharField(max_length=64, blank=True)
     # The records' deployment id as it was (no foreign key: a deleted deployment keeps its history).
