@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of the public API, served at ``/v1/openapi.json``.
 
-The chat request's schema comes from the declaration that validates it
-(``routing.dialects.chat.schema``); the rest is kept by hand beside the code it describes, and
+Each client API's request schema comes from the declaration that validates it (chat completions:
+``routing.dialects.chat.schema``, Responses: ``routing.dialects.responses.schema``, Messages and
+its token count: ``routing.dialects.messages.schema``, whose part of the document is
+``routing.dialects.messages.openapi``); the rest is kept by hand beside the code it describes, and
 ``ops/tests/test_openapi.py`` runs schemathesis against a live router so the two cannot drift
 apart silently.
 """
@@ -12,6 +14,7 @@ from typing import Any
 
 from billing.models import UsageApi
 from routing.dialects.chat.schema import MESSAGE, REQUEST
+from routing.dialects.messages import openapi as messages
 from routing.dialects.responses.schema import REQUEST as RESPONSES_REQUEST
 
 Schema = dict[str, Any]
@@ -271,7 +274,8 @@ def openapi_document(server_url: str = "/") -> Schema:
         "info": {
             "title": "Siraya Model Router",
             "version": "1",
-            "description": "OpenAI-compatible chat completions and Responses in front of many vendors, with usage and cost per request.",
+            "description": "OpenAI chat completions and Responses, and Anthropic Messages, in front of many vendors, "
+            "with usage and cost per request.",
         },
         "servers": [{"url": server_url}],
         "security": bearer,
@@ -316,6 +320,7 @@ def openapi_document(server_url: str = "/") -> Schema:
                     },
                 }
             },
+            **messages.PATHS,
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",
@@ -358,7 +363,10 @@ def openapi_document(server_url: str = "/") -> Schema:
             },
         },
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk-siraya-..."}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk-siraya-..."},
+                **messages.SECURITY_SCHEMES,
+            },
             "schemas": {
                 # The chat request is documented from the declaration that validates it.
                 "ChatRequest": REQUEST.schema(),
@@ -368,6 +376,7 @@ def openapi_document(server_url: str = "/") -> Schema:
                 # The Responses request, documented from the declaration that validates it.
                 "ResponsesRequest": RESPONSES_REQUEST.schema(),
                 "Response": _RESPONSE,
+                **messages.SCHEMAS,
                 # One Server-Sent Event: `data` is a chat.completion.chunk as JSON, or `[DONE]`.
                 "StreamEvent": {
                     "type": "object",

@@ -37,6 +37,8 @@ def test_document_is_openapi_31_for_the_public_api(live_router):
     assert set(document["paths"]) == {
         "/v1/chat/completions",
         "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
         "/v1/models",
         "/v1/generation",
         "/v1/key",
@@ -54,6 +56,10 @@ def focused(document: dict) -> dict:
     message["maxItems"] = 3
     responses = document["components"]["schemas"]["ResponsesRequest"]["properties"]
     responses["model"] = {"const": DEMO_MODEL}
+    for name in ("MessagesRequest", "MessagesCountTokensRequest"):
+        anthropic = document["components"]["schemas"][name]["properties"]
+        anthropic["model"] = {"const": DEMO_MODEL}
+        anthropic["messages"]["maxItems"] = 3
     return document
 
 
