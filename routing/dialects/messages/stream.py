@@ -60,10 +60,16 @@ def error_event(error: RouterError) -> bytes:
     return event("error", error_payload(error))
 
 
+# A text_delta event of the open text block, as ``event`` writes it, but for the block's index and the text.
+_TEXT_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_TEXT_MIDDLE = b',"delta":{"type":"text_delta","text":'
+_TEXT_TAIL = b"}}\n\n"
+
+
 class MessagesStream:
     """One streamed answer as Anthropic's events (one per vendor attempt)."""
 
-    __slots__ = ("block", "generation_id", "index", "model", "started", "stop", "tool", "tool_id")
+    __slots__ = ("block", "generation_id", "index", "model", "started", "stop", "text_head", "tool", "tool_id")
 
     def __init__(self, generation_id: str, model: str) -> None:
         self.generation_id = generation_id
@@ -74,8 +80,17 @@ class MessagesStream:
         self.tool: Any = None  # the open tool call's canonical index
         self.tool_id = ""
         self.stop: str | None = None
+        self.text_head = b""  # what a text_delta event of the open text block says before its text
 
     def chunk(self, choices: Choices, extra: dict[str, Any] | None) -> bytes:
+        if self.block == "text" and len(choices) == 1:
+            # Most chunks of most streams: more text of the open text block, and nothing else.
+            choice = choices[0]
+            delta = choice.get("delta")
+            if type(delta) is dict and delta.keys() == {"content"} and not choice.get("finish_reason"):
+                text = delta["content"]
+                if type(text) is str and text and not choice.get("index"):
+                    return self.text_head + orjson.dumps(text) + _TEXT_TAIL
         out = [] if self.started else [self.message_start()]
         for choice in choices:
             if choice.get("index", 0) != 0:
@@ -153,6 +168,7 @@ class MessagesStream:
         closed = self.close()
         self.index += 1
         self.block = kind
+        self.text_head = _TEXT_HEAD + str(self.index).encode() + _TEXT_MIDDLE
         return closed + event(
             "content_block_start", {"type": "content_block_start", "index": self.index, "content_block": block}
         )
