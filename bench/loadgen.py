@@ -4,6 +4,10 @@ One ``Conn`` is one keep-alive connection carrying one request at a time. Respon
 incrementally (content-length or chunked); SSE answers are split into events as they arrive,
 with the arrival time of the first event carrying a token, the number of chunks, keepalive comments
 and content tokens (every word the fake vendor sends is one token).
+
+A target speaks one client API (``Target.api``): chat completions (``data:`` chunks), Anthropic
+Messages or OpenAI Responses (``event:``/``data:`` pairs); a chunk is one event carrying data
+(Messages' ``ping`` keepalive counts as a keepalive).
 """
 
 from __future__ import annotations
@@ -28,10 +32,17 @@ class Target:
     port: int
     key: str | None
     models: dict[str, str]  # workload -> model name
+    api: str = "chat"  # "chat", "messages" or "responses" (see PATHS)
 
     def body(self, workload: str, stream: bool, content: str = "Say something.") -> bytes:
-        body: dict[str, Any] = {"model": self.models[workload], "messages": [{"role": "user", "content": content}]}
-        if stream:
+        model = self.models[workload]
+        if self.api == "responses":
+            return orjson.dumps({"model": model, "input": content, "stream": stream})
+        body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": content}]}
+        if self.api == "messages":
+            body["max_tokens"] = MESSAGES_MAX_TOKENS
+            body["stream"] = stream
+        elif stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         return orjson.dumps(body)
@@ -40,10 +51,25 @@ class Target:
         payload = self.body(workload, stream, content)
         auth = f"Authorization: Bearer {self.key}\r\n" if self.key else ""
         head = (
-            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{auth}"
+            f"POST {PATHS[self.api]} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{auth}"
             f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
         )
         return head.encode() + payload
+
+
+PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses"}
+# Messages requires max_tokens: more than any bench answer, so none is cut.
+MESSAGES_MAX_TOKENS = 4096
+# The event types of the other APIs that carry some of the answer (what "first token" waits for).
+_ANSWER_EVENTS = frozenset(
+    {
+        "content_block_delta",
+        "response.output_text.delta",
+        "response.function_call_arguments.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_summary_text.delta",
+    }
+)
 
 
 _ANSWER_FIELDS = ("content", "refusal", "reasoning_content", "reasoning", "tool_calls")
@@ -108,9 +134,15 @@ class Response:
         self.sse_buf = buf[start:]
 
     def _event(self, event: bytes) -> None:
-        if event[:1] == b":":
+        if event[:1] == b":" or event.startswith(b"event: ping\n"):
             self.keepalives += 1
             self.last_keepalive_at = now()
+        elif event.startswith(b"event: "):
+            self.chunks += 1
+            if self.first_token_at is None:
+                data = event[event.find(b"\ndata: ") + 7 :]
+                if orjson.loads(data).get("type") in _ANSWER_EVENTS:
+                    self.first_token_at = now()
         elif event.startswith(b"data: "):
             data = event[6:]
             if data == b"[DONE]":

@@ -69,9 +69,13 @@ def upstream_target(name: str, proc: processes.Process, key: str | None = None) 
     return Target(name, "127.0.0.1", proc.port, key, upstream)
 
 
-def router_target(name: str, proc: processes.Process, key: str) -> Target:
+def router_target(name: str, proc: processes.Process, key: str, api: str = "chat") -> Target:
     models = {model.removeprefix("bench/"): model for model in MODELS}
-    return Target(name, "127.0.0.1", proc.port, key, models)
+    return Target(name, "127.0.0.1", proc.port, key, models, api)
+
+
+# The router's client APIs, each a target of its own on the same router: "router" is chat completions.
+API_TARGETS = {"router": "chat", "router-messages": "messages", "router-responses": "responses"}
 
 
 class Bench:
@@ -112,12 +116,21 @@ class Bench:
             recorded = self.start("recorded", processes.RECORDED_APP, relay_env)
             direct = upstream_target("direct", vendor)
             targets = [direct, upstream_target("bare", bare), router_target("router", router, key)]
-            return asyncio.run(self.measure(targets, direct, router, key, upstream_target("recorded", recorded, key)))
+            apis = [router_target(name, router, key, api) for name, api in API_TARGETS.items()]
+            return asyncio.run(
+                self.measure(targets, direct, router, key, upstream_target("recorded", recorded, key), apis)
+            )
         finally:
             self.stop_all()
 
     async def measure(
-        self, targets: list[Target], direct: Target, router: processes.Process, key: str, recorded: Target
+        self,
+        targets: list[Target],
+        direct: Target,
+        router: processes.Process,
+        key: str,
+        recorded: Target,
+        apis: list[Target],
     ) -> dict[str, Any]:
         p = self.profile
         # The recorded relay is a floor for throughput only (see bench.recorded_relay).
@@ -139,6 +152,7 @@ class Bench:
             floors, "stream", p.concurrency, p.seconds, p.rounds, stream=True
         )
         out["recorded_relay_records"] = self.recorded_records()
+        out["apis"] = await self.client_apis(apis)
         step(f"cancellation, {p.cancels} per target at random points")
         cancels = await workloads.cancellations(targets, direct, p.cancels, p.cancel_concurrency)
         out["cancellation"] = self.cancellation_summary(cancels)
@@ -147,6 +161,17 @@ class Bench:
             step(f"{count} open streams")
             out["open_streams"].append(await self.open_streams(count, router, key))
         return out
+
+    async def client_apis(self, apis: list[Target]) -> dict[str, Any]:
+        """A Messages and a Responses stream beside chat completions, through the same router and
+        recorded path, interleaved (so each API is measured under the same conditions as the others)."""
+        p = self.profile
+        step(f"client APIs: time to first token, concurrency 1, {p.ttft_rounds} streams per API")
+        await workloads.latency_interleaved(apis, "stream", p.warmup_rounds, stream=True)
+        ttft = await workloads.latency_interleaved(apis, "stream", p.ttft_rounds, stream=True)
+        step(f"client APIs: relayed chunks/s, 64-token answers, concurrency {p.concurrency}")
+        streaming = await workloads.throughput_interleaved(apis, "stream", p.concurrency, p.seconds, p.rounds, True)
+        return {"ttft_c1": ttft, "streaming": streaming}
 
     async def open_streams(self, count: int, router: processes.Process, key: str) -> dict[str, Any]:
         proc = router

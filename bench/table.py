@@ -74,6 +74,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             _check(billed == cancel[r]["n"]),
         )
     )
+    out += _api_rows(results.get("apis"))
     for o in results["open_streams"]:
         ok = o["all_keepalive"] and (o["streams"] < 5000 or o["rss_per_stream_kb"] <= 40)
         note = f"{o['with_keepalive']}/{o['streams']} got keepalives" + (" (<= 40 KB)" if o["streams"] >= 5000 else "")
@@ -104,6 +105,47 @@ def _throughput_rows(label: str, data: dict[str, Any], figure: str) -> list[Row]
         ("  ... as a share of direct", "100%", share(bare, direct), share(recorded, direct), share(router, direct), ""),
         ("  ... as a share of the bare relay", "", "100%", share(recorded, bare), share(router, bare), ""),
     ]
+
+
+# The other client APIs' streams against chat completions' in the same phase (issue #15: within 10%).
+_APIS = (("router-messages", "Messages"), ("router-responses", "Responses"))
+
+
+def _api_rows(apis: dict[str, Any] | None) -> list[Row]:
+    """Each API's time to first token (p50) and relayed events/s beside chat completions', measured together."""
+    if not apis:
+        return []
+    ttft, streaming = apis["ttft_c1"], apis["streaming"]
+    chat_ttft, chat_chunks = ttft["router"]["p50_ms"], streaming["router"]["chunks_per_s"]
+    out: list[Row] = [
+        ("Chat completions stream (API phase): time to first token, c=1, p50 (ms)", "", "", "", _f(chat_ttft), ""),
+        ("Chat completions stream (API phase): relayed chunks/s, c=32", "", "", "", _f(chat_chunks, 0), ""),
+    ]
+    for name, label in _APIS:
+        first, chunks = ttft[name]["p50_ms"], streaming[name]["chunks_per_s"]
+        slower = first / chat_ttft - 1 if chat_ttft else float("nan")
+        share = chunks / chat_chunks if chat_chunks else float("nan")
+        out.append(
+            (
+                f"{label} stream: time to first token, c=1, p50 (ms)",
+                "",
+                "",
+                "",
+                _f(first),
+                f"{slower:+.0%} vs chat (<= +10%): {_check(slower <= 0.10)}",
+            )
+        )
+        out.append(
+            (
+                f"{label} stream: relayed events/s, c=32",
+                "",
+                "",
+                "",
+                _f(chunks, 0),
+                f"{share:.0%} of chat (>= 90%): {_check(share >= 0.90)}",
+            )
+        )
+    return out
 
 
 def table(results: dict[str, Any]) -> str:

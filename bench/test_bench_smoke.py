@@ -26,6 +26,12 @@ def test_bench_smoke_run_measures_every_phase_and_bills_cancellations_exactly(tm
     assert records["completion_tokens"] >= 16 * records["completed"] > 0
     router = results["streaming"]["router"]
     assert router["errors"] == 0
+    # A Messages and a Responses stream beside chat completions, through the same router.
+    for target in ("router", "router-messages", "router-responses"):
+        assert results["apis"]["ttft_c1"][target]["n"] > 0
+        assert results["apis"]["ttft_c1"][target]["errors"] == 0
+        assert results["apis"]["streaming"][target]["chunks_per_s"] > 0
+        assert results["apis"]["streaming"][target]["errors"] == 0
     cancel = results["cancellation"]
     for target in ("direct", "bare", "router"):
         assert cancel[target]["vendor_saw_close"] == cancel[target]["n"] > 0
@@ -33,7 +39,8 @@ def test_bench_smoke_run_measures_every_phase_and_bills_cancellations_exactly(tm
     (streams,) = results["open_streams"]
     assert streams["all_keepalive"], streams
     assert streams["rss_per_stream_kb"] > 0
-    assert "| Measure |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| Measure |" in printed and "| Messages stream: time to first token, c=1, p50 (ms) |" in printed
 
 
 def test_bench_workers_smoke_measures_one_and_two_workers_of_the_production_command(tmp_path, capsys):

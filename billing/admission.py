@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from billing import credit, hotsql, records
-from billing.models import UsageStatus
+from billing.models import UsageApi, UsageStatus
 from billing.selectors import KeyInfo
 from billing.terms import Answerer, ModelTerms
+
+DEFAULT_API: str = UsageApi.CHAT_COMPLETIONS.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +34,12 @@ class Rejection:
     message: str
 
 
-def request_reject(key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection, trace_id: str = "") -> None:
+def request_reject(
+    key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection, trace_id: str = "", api: str = DEFAULT_API
+) -> None:
     """Record an authenticated request refused before admission (invalid body, limits, unknown model);
-    ``trace_id``: its trace's, when tracing is on."""
-    key_request_reject(key.id, generation_id, model_name, rejection, trace_id=trace_id)
+    ``trace_id``: its trace's, when tracing is on; ``api``: the client API it came through (a UsageApi value)."""
+    key_request_reject(key.id, generation_id, model_name, rejection, trace_id=trace_id, api=api)
 
 
 def key_request_reject(
@@ -45,6 +49,7 @@ def key_request_reject(
     rejection: Rejection,
     now: datetime | None = None,
     trace_id: str = "",
+    api: str = DEFAULT_API,
 ) -> None:
     """``request_reject`` by the key's id, at ``now`` (a write kept through an outage: when it was refused)."""
     now = now or records.now()
@@ -54,6 +59,7 @@ def key_request_reject(
             {
                 "generation_id": generation_id,
                 "api_key_id": key_id,
+                "api": api,
                 "model_name": model_name[:128],
                 "status": UsageStatus.ERROR,
                 "http_status": rejection.http_status,
@@ -76,6 +82,7 @@ def request_admit(
     ask: credit.Ask | None = None,
     answerer: Answerer | None = None,
     trace_id: str = "",
+    api: str = DEFAULT_API,
 ) -> Admission:
     """Accept a request for ``models[0]``: hold its worst-case cost, open its usage record (``in_progress``).
 
@@ -84,7 +91,8 @@ def request_admit(
     first model's prices; settlement re-prices it at the model that answered. The hold covers
     the dearest of ``models`` (the request's fallback models). ``answerer``: the one
     deployment that can answer, when there is only one (its names are written now).
-    ``trace_id``: the request's trace, when tracing is on.
+    ``trace_id``: the request's trace, when tracing is on. ``api``: the client API it came
+    through (a UsageApi value).
     """
     now = records.now()
     terms = models[0]
@@ -92,7 +100,7 @@ def request_admit(
         # No limit as far as the key cache knows: on SQLite one INSERT that also checks the
         # key has none in the database (else it inserts nothing, and the hold is counted below).
         with records.atomic():
-            values = _record_values(key, generation_id, terms, streamed, credit.NO_HOLD, answerer, now, trace_id)
+            values = _record_values(key, generation_id, terms, streamed, credit.NO_HOLD, answerer, now, trace_id, api)
             record_id = hotsql.record_insert_unlimited(key.id, values)
             if record_id is not None:
                 _record_opened(key, record_id, values, terms, now)
@@ -103,7 +111,7 @@ def request_admit(
         worst = max(credit.ask_worst_case(m, ask) for m in models)
     with records.atomic():
         hold = credit.reserve(key.id, worst, terms, ask, now)  # CreditExceeded before anything is written
-        values = _record_values(key, generation_id, terms, streamed, hold, answerer, now, trace_id)
+        values = _record_values(key, generation_id, terms, streamed, hold, answerer, now, trace_id, api)
         record_id = hotsql.record_insert(values)
         _record_opened(key, record_id, values, terms, now)
     return Admission(record_id, generation_id, terms, int(now.timestamp()))
@@ -136,11 +144,13 @@ def _record_values(
     answerer: Answerer | None,
     now: datetime,
     trace_id: str = "",
+    api: str = DEFAULT_API,
 ) -> dict[str, Any]:
     prices = terms.prices
     values = {
         "generation_id": generation_id,
         "api_key_id": key.id,
+        "api": api,
         "model_id": terms.model_id,
         "model_name": terms.name,
         "status": UsageStatus.IN_PROGRESS,

@@ -33,7 +33,7 @@ from typing import IO, Any
 import orjson
 from django.conf import settings
 
-from billing.admission import Rejection, key_request_reject
+from billing.admission import DEFAULT_API, Rejection, key_request_reject
 from billing.cost import Prices
 from billing.settlement import Checkpoint, Outcome, usage_record_checkpoint, usage_record_settle
 from billing.terms import ModelTerms
@@ -83,7 +83,9 @@ def checkpoint_write(record_id: int, checkpoint: Checkpoint) -> Write:
     return Write("checkpoint", record_id, data, time.time())
 
 
-def reject_write(key_id: int, generation_id: str, model_name: str, rejection: Rejection, trace_id: str = "") -> Write:
+def reject_write(
+    key_id: int, generation_id: str, model_name: str, rejection: Rejection, trace_id: str = "", api: str = DEFAULT_API
+) -> Write:
     now = time.time()
     data = {
         "key_id": key_id,
@@ -91,6 +93,7 @@ def reject_write(key_id: int, generation_id: str, model_name: str, rejection: Re
         "model_name": model_name,
         "refused_at": now,
         "trace_id": trace_id,
+        "api": api,
     }
     data.update(asdict(rejection))
     return Write("reject", 0, data, now)
@@ -122,6 +125,7 @@ def apply(write: Write) -> None:
                 rejection,
                 refused_at,
                 data.get("trace_id", ""),  # journals written before traces have none
+                data.get("api", DEFAULT_API),  # nor before the record named its client API
             )
         except Exception as exc:
             if not _already_recorded(exc):

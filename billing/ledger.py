@@ -38,7 +38,7 @@ from channels.db import database_sync_to_async
 from django.db import IntegrityError
 
 from billing import journal, outage, records
-from billing.admission import Admission, Rejection, request_admit, request_reject
+from billing.admission import DEFAULT_API, Admission, Rejection, request_admit, request_reject
 from billing.counting import ask_counted, counting_pool, outcome_counted, outcome_counted_here
 from billing.credit import Ask
 from billing.errors import DatabaseUnavailable, LimiterUnavailable
@@ -112,12 +112,15 @@ class Ledger:
         *,
         streamed: bool,
         answerer: Answerer | None = None,
+        api: str = DEFAULT_API,
     ) -> Ticket:
-        """Admit a request for ``models[0]`` (the rest: its fallback models), or raise a refusal."""
+        """Admit a request for ``models[0]`` (the rest: its fallback models), or raise a refusal.
+        ``api``: the client API it came through, as its record says it (a ``UsageApi`` value)."""
         if not tracing.ENABLED:
-            return await self._admit(key, generation_id, models, ask, streamed, answerer, "")
+            return await self._admit(key, generation_id, models, ask, streamed, answerer, "", api)
         with tracing.span("ledger.admit", {"siraya.generation_id": generation_id}) as span:
-            return await self._admit(key, generation_id, models, ask, streamed, answerer, tracing.trace_id(span))
+            trace_id = tracing.trace_id(span)
+            return await self._admit(key, generation_id, models, ask, streamed, answerer, trace_id, api)
 
     async def _admit(
         self,
@@ -128,6 +131,7 @@ class Ledger:
         streamed: bool,
         answerer: Answerer | None,
         trace_id: str,
+        api: str,
     ) -> Ticket:
         ask = await ask_counted(key, models[0], ask)  # before admission: never in the writer
         rate, ask = await rate_limit_acquire(key, models[0], ask, generation_id)
@@ -135,7 +139,7 @@ class Ledger:
         try:
             if streamed:
                 slot = await stream_slot_acquire(key.id, key.max_concurrent_streams)
-            admission = await _admitted(_admit(key, generation_id, models, streamed, ask, answerer, trace_id))
+            admission = await _admitted(_admit(key, generation_id, models, streamed, ask, answerer, trace_id, api))
         except BaseException as refusal:
             if slot is not None:
                 await asyncio.shield(slot.release())
@@ -146,13 +150,16 @@ class Ledger:
             raise
         return Ticket(admission, rate, slot)
 
-    async def reject(self, key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection) -> None:
+    async def reject(
+        self, key: KeyInfo, generation_id: str, model_name: str, rejection: Rejection, api: str = DEFAULT_API
+    ) -> None:
         """Record a request refused before admission, as its client was answered (kept through an outage)."""
         trace_id = tracing.trace_id() if tracing.ENABLED else ""
-        kept = journal.reject_write(key.id, generation_id, model_name, rejection, trace_id)
+        kept = journal.reject_write(key.id, generation_id, model_name, rejection, trace_id, api)
         if _keep_now(kept):
             return
-        written = _written(_reject(key, generation_id, model_name, rejection, trace_id), lambda: kept, lambda: None)
+        rejected = _reject(key, generation_id, model_name, rejection, trace_id, api)
+        written = _written(rejected, lambda: kept, lambda: None)
         try:
             await asyncio.shield(written)
         except IntegrityError:

@@ -61,6 +61,15 @@ class UsageSource(models.TextChoices):
     NONE = "none", "Nothing to count"
 
 
+class UsageApi(models.TextChoices):
+    """The client API a request came through (each client dialect names its own)."""
+
+    CHAT_COMPLETIONS = "chat_completions", "Chat completions"
+    MESSAGES = "messages", "Messages"
+    RESPONSES = "responses", "Responses"
+    EMBEDDINGS = "embeddings", "Embeddings"
+
+
 class UsageRecord(models.Model):
     """One accepted request: what was asked, what was delivered, what it cost."""
 
@@ -69,6 +78,15 @@ class UsageRecord(models.Model):
     # second index on the same column cost SQLite an index entry per admitted request.
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage_records", db_index=False)
     model = models.ForeignKey("routing.RouterModel", null=True, blank=True, on_delete=models.SET_NULL)
+    # Records from before the column were all chat completions; a default in the database too,
+    # for a router still running the previous release (a rolling deploy).
+    api = models.CharField(
+        "client API",
+        max_length=16,
+        choices=UsageApi.choices,
+        default=UsageApi.CHAT_COMPLETIONS,
+        db_default="chat_completions",
+    )
     model_name = models.CharField(max_length=128)
     vendor = models.ForeignKey("routing.Vendor", null=True, blank=True, on_delete=models.SET_NULL)
     vendor_name = models.CharField(max_length=64, blank=True)
@@ -200,6 +218,7 @@ def latency_bucket_fields(metric: str) -> tuple[str, ...]:
 # The rollups' grouping, the same names as UsageRecord's fields (api_key as its column).
 ROLLUP_DIMENSIONS = (
     "api_key_id",
+    "api",
     "model_name",
     "vendor_name",
     "deployment_id",
@@ -216,6 +235,7 @@ class UsageRollup(models.Model):
     """
 
     api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+", db_index=False)
+    api = models.CharField(max_length=16, choices=UsageApi.choices, default=UsageApi.CHAT_COMPLETIONS)
     model_name = models.CharField(max_length=128)
     vendor_name = models.CharField(max_length=64, blank=True)
     # The records' deployment id as it was (no foreign key: a deleted deployment keeps its history).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from billing.models import UsageStatus
+from billing.models import UsageApi, UsageStatus
 from reports.selectors import OTHER_MODELS
 
 # Reserved for the requests-by-status chart (and the status pills); no model gets one of these hues.
@@ -29,6 +29,13 @@ MODEL_PALETTE = (
     "#0e7490",  # dark cyan
 )
 OTHER_COLOUR = "#78716c"
+# The requests-by-API chart: one fixed colour per client API, from the model palette.
+API_COLOURS: dict[str, str] = {
+    UsageApi.CHAT_COMPLETIONS.value: MODEL_PALETTE[0],
+    UsageApi.MESSAGES.value: MODEL_PALETTE[2],
+    UsageApi.RESPONSES.value: MODEL_PALETTE[3],
+    UsageApi.EMBEDDINGS.value: MODEL_PALETTE[4],
+}
 
 
 def series_colour(model_name: str) -> str:

@@ -1,5 +1,5 @@
-"""The report filter: a date range (UTC days), optional key, model, vendor, status, error code and
-generation ID prefix, and the page's auto-refresh interval."""
+"""The report filter: a date range (UTC days), optional key, client API, model, vendor, status, error
+code and generation ID prefix, and the page's auto-refresh interval."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django import forms
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import QueryDict
 
-from billing.models import UsageStatus
+from billing.models import UsageApi, UsageStatus
 from reports.selectors import ReportFilter, visible_keys
 from routing.models import RouterModel, Vendor
 
@@ -19,7 +19,9 @@ _RANGE_DAYS = {"today": 1, "7d": 7, "30d": 30}
 # The range a report covers when the query names none.
 DEFAULT_RANGE = "7d"
 # The query parameters of a report: a link that keeps the report's filters carries these and no others.
-FILTER_PARAMETERS = ("range", "start", "end", "key", "model", "vendor", "status", "error_code", "generation", "refresh")
+FILTER_PARAMETERS = (
+    "range", "start", "end", "key", "api", "model", "vendor", "status", "error_code", "generation", "refresh",
+)  # fmt: skip
 # Auto-refresh intervals in seconds ("" is off); usage.js reloads the page with the same query.
 REFRESH_CHOICES = [("", "Off"), ("30", "Every 30 s"), ("60", "Every 60 s")]
 # Longest custom range, in days: keeps the per-day chart readable.
@@ -84,6 +86,7 @@ class ReportFilterForm(forms.Form):
     start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="UTC, inclusive")
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="UTC, inclusive")
     key = forms.TypedChoiceField(coerce=int, required=False, empty_value=None)
+    api = forms.ChoiceField(choices=[("", "All APIs"), *UsageApi.choices], required=False, label="API")
     model = forms.ChoiceField(required=False)
     vendor = forms.ChoiceField(required=False)
     status = forms.ChoiceField(choices=[("", "All statuses"), *UsageStatus.choices], required=False)
@@ -139,6 +142,7 @@ class ReportFilterForm(forms.Form):
             status=data.get("status") or "",
             error_code=data.get("error_code") or "",
             generation_prefix=data.get("generation") or "",
+            api=data.get("api") or "",
         )
 
     def hourly(self) -> bool:

@@ -25,6 +25,7 @@ from django.db.models import (
 from billing import rollups
 from billing.models import (
     ApiKey,
+    UsageApi,
     UsageRecord,
     UsageStatus,
     latency_bucket_fields,
@@ -51,6 +52,7 @@ class ReportFilter:
     status: str = ""
     error_code: str = ""
     generation_prefix: str = ""
+    api: str = ""  # the client API (a UsageApi value)
 
 
 def visible_keys(user: AbstractBaseUser | AnonymousUser) -> QuerySet[ApiKey]:
@@ -83,6 +85,8 @@ def filtered_records(user: AbstractBaseUser | AnonymousUser, spec: ReportFilter)
         records = records.filter(error_code=spec.error_code)
     if spec.generation_prefix:
         records = records.filter(generation_id__startswith=spec.generation_prefix)
+    if spec.api:
+        records = records.filter(api=spec.api)
     return records
 
 
@@ -161,12 +165,28 @@ class DailyModelUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiUsage:
+    """Usage through one client API (``api``: a UsageApi value)."""
+
+    api: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+
+    @property
+    def label(self) -> str:
+        return UsageApi(self.api).label if self.api in UsageApi.values else self.api
+
+
+@dataclass(frozen=True, slots=True)
 class UsageSummary:
-    """What the usage page draws: totals, usage per day (or hour) and model, requests per status."""
+    """What the usage page draws: totals, usage per day (or hour) and model, requests per status and per API."""
 
     totals: Totals
     daily: list[DailyModelUsage]
     status: dict[str, int]  # every status, zero when none
+    apis: list[ApiUsage]  # the APIs with requests, in UsageApi's order
 
 
 _SUMMARY_SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost", "first_token_count")
@@ -182,6 +202,7 @@ def report_sources(user: AbstractBaseUser | AnonymousUser, spec: ReportFilter, *
         status=spec.status,
         error_code=spec.error_code,
         generation_prefix=spec.generation_prefix,
+        api=spec.api,
     )
     return sources.split(spec.start, spec.end, filters, rollups.covered_until(), by_hour=hourly)
 
@@ -193,15 +214,19 @@ def usage_summary(parts: Sources, *, hourly: bool = False) -> UsageSummary:
     latency histogram where rollups take part (within the bucket of the exact value).
     """
     histogram = latency_bucket_fields("first_token_ms") if parts.rolled else ()
-    rows = sources.grouped(parts, ("hour" if hourly else "day", "model_name", "status"), (*_SUMMARY_SUMS, *histogram))
+    group = ("hour" if hourly else "day", "model_name", "status", "api")
+    rows = sources.grouped(parts, group, (*_SUMMARY_SUMS, *histogram))
     status = dict.fromkeys(UsageStatus.values, 0)
     by_model: dict[tuple[date, str], list[Any]] = {}
+    by_api: dict[str, list[Any]] = {}
     overall = dict.fromkeys((*_SUMMARY_SUMS, *histogram), 0)
-    for (bucket, model_name, state), sums in rows.items():
+    for (bucket, model_name, state, api), sums in rows.items():
         status[state] = status.get(state, 0) + sums["requests"]
         seen = by_model.setdefault((bucket, model_name), [0, 0, 0, ZERO])
+        through = by_api.setdefault(api, [0, 0, 0, ZERO])
         for i, name in enumerate(("requests", "prompt_tokens", "completion_tokens", "cost")):
             seen[i] += sums[name]
+            through[i] += sums[name]
         for name in overall:
             overall[name] += sums[name]
     if parts.rolled:
@@ -218,7 +243,11 @@ def usage_summary(parts: Sources, *, hourly: bool = False) -> UsageSummary:
         median_first_token_ms=median,
     )
     daily = [DailyModelUsage(day, model, *figures) for (day, model), figures in sorted(by_model.items())]
-    return UsageSummary(totals, daily, status)
+    order = {api: i for i, api in enumerate(UsageApi.values)}
+    apis = [
+        ApiUsage(api, *figures) for api, figures in sorted(by_api.items(), key=lambda a: order.get(a[0], len(order)))
+    ]
+    return UsageSummary(totals, daily, status, apis)
 
 
 # CSV export: (column header, UsageRecord field path), in column order; one list so they cannot drift.
@@ -229,6 +258,7 @@ _CSV = (
     ("finished_at", "finished_at"),
     ("key_name", "api_key__name"),
     ("key_prefix", "api_key__prefix"),
+    ("api", "api"),
     ("model", "model_name"),
     ("vendor", "vendor_name"),
     ("upstream_model", "upstream_model"),

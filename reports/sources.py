@@ -51,13 +51,14 @@ class Filters:
     status: str = ""
     error_code: str = ""
     generation_prefix: str = ""
+    api: str = ""
 
     def q(self) -> Q:
         """The filters as a Q on a usage record or a rollup row (the same field names)."""
         q = Q()
         if self.owner_id is not None:
             q &= Q(api_key__owner_id=self.owner_id)
-        for name in ("api_key_id", "model_name", "vendor_name", "status", "error_code"):
+        for name in ("api_key_id", "model_name", "vendor_name", "status", "error_code", "api"):
             if value := getattr(self, name):
                 q &= Q(**{name: value})
         return q

@@ -84,13 +84,13 @@ def bucket_label(bucket: date) -> str:
 def _chart_data(
     first: date,
     last: date,
-    daily: list[selectors.DailyModelUsage],
-    status: dict[str, int],
+    summary: selectors.UsageSummary,
     known_models: list[str],
     *,
     hourly: bool = False,
 ) -> dict[str, Any]:
     """What usage.js draws: one series per configured model plus one for every other name, colours fixed by name."""
+    daily, status = summary.daily, summary.status
     buckets = selectors.iter_hours(first, last) if hourly else selectors.iter_days(first, last)
     days = [bucket_label(b) for b in buckets]
     position = {d: i for i, d in enumerate(days)}
@@ -113,6 +113,11 @@ def _chart_data(
             "labels": labels,
             "counts": list(status.values()),
             "colours": [charts.STATUS_COLOURS[label] for label in labels],
+        },
+        "apis": {
+            "labels": [row.label for row in summary.apis],
+            "counts": [row.requests for row in summary.apis],
+            "colours": [charts.API_COLOURS.get(row.api, charts.OTHER_COLOUR) for row in summary.apis],
         },
         # An empty chart would draw bare axes ("0.2 tokens"): the page says "No data" instead.
         "has_cost": any(row.cost for row in series),
@@ -159,7 +164,8 @@ def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
         "daily": daily,
         "hourly": hourly,
         "status": [(UsageStatus(s).label, n) for s, n in status.items()],
-        "chart_data": _chart_data(first, last, daily, status, _model_names(form), hourly=hourly),
+        "apis": summary.apis,
+        "chart_data": _chart_data(first, last, summary, _model_names(form), hourly=hourly),
         "page": page,
         "query": report_query(request),
         # The key and model cells link to the report narrowed to them (the other filters kept).

@@ -16,6 +16,7 @@ from routing.errors import RouterError, client_attempts, client_error_message
 def generation_body(record: UsageRecord) -> dict[str, object]:
     return {
         "id": record.generation_id,
+        "api": record.api,
         "model": record.model_name,
         "status": record.status,
         "streamed": record.streamed,

@@ -1,7 +1,10 @@
 """The OpenAPI 3.1 document of the public API, served at ``/v1/openapi.json``.
 
-Each client API's request schema comes from the declaration that validates it (``routing.dialects``);
-the rest is kept by hand beside the code it describes, and ``ops/tests/test_openapi.py`` runs
+Each client API's request schema comes from the declaration that validates it (chat completions:
+``routing.dialects.chat.schema``, Responses: ``routing.dialects.responses.schema``, Messages and
+its token count: ``routing.dialects.messages.schema``, whose part of the document is
+``routing.dialects.messages.openapi``); embeddings: ``routing.dialects.embeddings.schema``); the
+rest is kept by hand beside the code it describes, and ``ops/tests/test_openapi.py`` runs
 schemathesis against a live router so the two cannot drift apart silently.
 """
 
@@ -9,9 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from billing.models import UsageApi
 from routing.dialects.chat.schema import MESSAGE, REQUEST
 from routing.dialects.embeddings.schema import EMBEDDING_LIST
 from routing.dialects.embeddings.schema import REQUEST as EMBEDDINGS_REQUEST
+from routing.dialects.messages import openapi as messages
 from routing.dialects.responses.paths import RESPONSE, stored_response_paths
 from routing.dialects.responses.schema import REQUEST as RESPONSES_REQUEST
 
@@ -152,6 +157,7 @@ _GENERATION: Schema = {
             "type": "object",
             "required": [
                 "id",
+                "api",
                 "model",
                 "status",
                 "streamed",
@@ -162,6 +168,7 @@ _GENERATION: Schema = {
             ],
             "properties": {
                 "id": {"type": "string"},
+                "api": {"enum": list(UsageApi.values), "description": "The client API the request came through."},
                 "model": {"type": "string"},
                 "status": {"enum": ["in_progress", "completed", "cancelled", "error", "interrupted"]},
                 "streamed": {"type": "boolean"},
@@ -262,7 +269,8 @@ def openapi_document(server_url: str = "/") -> Schema:
         "info": {
             "title": "Siraya Model Router",
             "version": "1",
-            "description": "OpenAI-compatible chat completions, Responses and embeddings in front of many vendors, with usage and cost per request.",
+            "description": "OpenAI chat completions, Responses and embeddings, and Anthropic Messages, in front of "
+            "many vendors, with usage and cost per request.",
         },
         "servers": [{"url": server_url}],
         "security": bearer,
@@ -309,6 +317,7 @@ def openapi_document(server_url: str = "/") -> Schema:
             },
             **stored_response_paths(_ref("Response"), {**_AUTH_ERRORS, "404": _error("No such stored response.")}),
             "/v1/embeddings": {"post": _EMBEDDINGS},
+            **messages.PATHS,
             "/v1/models": {
                 "get": {
                     "operationId": "listModels",
@@ -351,7 +360,10 @@ def openapi_document(server_url: str = "/") -> Schema:
             },
         },
         "components": {
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk-siraya-..."}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "sk-siraya-..."},
+                **messages.SECURITY_SCHEMES,
+            },
             "schemas": {
                 # The chat request is documented from the declaration that validates it.
                 "ChatRequest": REQUEST.schema(),
@@ -363,6 +375,7 @@ def openapi_document(server_url: str = "/") -> Schema:
                 "Response": RESPONSE,
                 "EmbeddingRequest": EMBEDDINGS_REQUEST.schema(),
                 "EmbeddingList": EMBEDDING_LIST,
+                **messages.SCHEMAS,
                 # One Server-Sent Event: `data` is a chat.completion.chunk as JSON, or `[DONE]`.
                 "StreamEvent": {
                     "type": "object",

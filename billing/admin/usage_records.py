@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from billing.attempts import attempts_table
 from billing.models import ApiKey, UsageRecord
@@ -46,6 +47,7 @@ class UsageRecordForm(forms.ModelForm):
         labels = {
             "generation_id": "Generation ID",
             "trace_id": "Trace ID",
+            "api": "Client API",
             "api_key": "API key",
             "model_name": "Model",
             "vendor_name": "Vendor",
@@ -80,7 +82,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
     # filters beside it, the list fits 1400 px, cost included (reports/tests/test_admin_browser.py).
     list_display = ["started", "generation", "key", "requested_model", "status", "tokens", "cost_usd"]
     list_select_related = ["api_key"]
-    list_filter = ["status", "streamed", "api_key", "model", "vendor"]
+    list_filter = ["status", "api", "streamed", "api_key", "model", "vendor"]
     search_fields = ["generation_id"]  # get_search_results: an id's start, a key's name, a model
     search_help_text = "A generation ID or its start, a key's name, or a model."
     date_hierarchy = "created_at"
@@ -92,7 +94,18 @@ class UsageRecordAdmin(admin.ModelAdmin):
     fieldsets = [
         (
             "Request",
-            {"fields": ["generation_id", "trace_id", "api_key", "model_name", "status", "streamed", "finish_reason"]},
+            {
+                "fields": [
+                    "generation_id",
+                    "trace_id",
+                    "api_key",
+                    "api",
+                    "model_name",
+                    "status",
+                    "streamed",
+                    "finish_reason",
+                ]
+            },
         ),
         (
             "Tokens",
@@ -169,9 +182,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
     def key(self, obj: UsageRecord) -> str:
         return obj.api_key.name
 
-    @admin.display(description="Model", ordering="model_name")
+    @admin.display(description="Model / API", ordering="model_name")
     def requested_model(self, obj: UsageRecord) -> str:
-        return obj.model_name
+        # The API under the model, not a column of its own: the list fits 1400 px (the record's page names it).
+        return format_html('{}<br><span class="client-api">{}</span>', obj.model_name, obj.get_api_display())
 
     @admin.display(description="Tokens (in / out)")
     def tokens(self, obj: UsageRecord) -> str:

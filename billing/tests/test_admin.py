@@ -313,7 +313,7 @@ def test_usage_record_list_keeps_to_narrow_columns(admin_client):
         "Started (UTC)",
         "Generation ID",
         "API key",
-        "Model",
+        "Model / API",
         "Status",
         "Tokens (in / out)",
         "Cost",

@@ -19,6 +19,7 @@ from billing.models import (
     ROLLUP_DIMENSIONS,
     ApiKey,
     KeyUsageDay,
+    UsageApi,
     UsageDay,
     UsageHour,
     UsageRecord,
@@ -93,6 +94,7 @@ def _random_record(rng: random.Random, keys: list[ApiKey], n: int, created_at: d
     return UsageRecord.objects.create(
         generation_id=f"gen-roll-{n:06d}",
         api_key=rng.choice(keys),
+        api=rng.choice(UsageApi.values),
         model_name=rng.choice(["m/alpha", "m/beta", "", "typo/ech0"]),
         vendor_name=rng.choice(["vendor-a", "vendor-b", ""]),
         deployment_id=rng.choice([None, *Deployment.objects.values_list("pk", flat=True)]),

@@ -40,6 +40,8 @@ def test_document_is_openapi_31_for_the_public_api(live_router):
         "/v1/responses/{response_id}",
         "/v1/responses/{response_id}/input_items",
         "/v1/embeddings",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
         "/v1/models",
         "/v1/generation",
         "/v1/key",
@@ -58,6 +60,10 @@ def focused(document: dict) -> dict:
     responses = document["components"]["schemas"]["ResponsesRequest"]["properties"]
     responses["model"] = {"const": DEMO_MODEL}
     document["components"]["schemas"]["EmbeddingRequest"]["properties"]["model"] = {"const": DEMO_EMBEDDING_MODEL}
+    for name in ("MessagesRequest", "MessagesCountTokensRequest"):
+        anthropic = document["components"]["schemas"][name]["properties"]
+        anthropic["model"] = {"const": DEMO_MODEL}
+        anthropic["messages"]["maxItems"] = 3
     return document
 
 

@@ -17,7 +17,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import User
 from playwright.sync_api import ViewportSize
 
-from billing.models import UsageRecord, UsageStatus
+from billing.models import UsageApi, UsageRecord, UsageStatus
 from billing.services import api_key_create
 from conftest import ARTIFACTS
 from reports.tests.test_browser import CSP_VIOLATIONS, PASSWORD, _require_browser, browser_page
@@ -67,6 +67,7 @@ def _busy_records() -> None:
             vendor_name="azure-sweden-central-production",
             upstream_model="gpt-4o-mini-2024-07-18-global-standard",
             status=statuses[i % len(statuses)],
+            api=UsageApi.values[i % len(UsageApi.values)],  # the widest name in the column too
             streamed=bool(i % 2),
             http_status=200,
             prompt_tokens=1_234_567 + i,

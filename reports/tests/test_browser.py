@@ -174,24 +174,38 @@ def test_operator_sets_up_from_the_browser_and_reads_costs(live_router, transact
         body = {"model": "demo/browser", "messages": [{"role": "user", "content": text}], "stream": stream}
         response = httpx.post(base + "/v1/chat/completions", json=body, headers=headers, timeout=30)
         assert response.status_code == 200, response.text
+    # And one through the Messages API, as Anthropic's SDKs send it: the report tells the APIs apart.
+    body = {"model": "demo/browser", "max_tokens": 50, "messages": [{"role": "user", "content": "hi from claude code"}]}
+    response = httpx.post(base + "/v1/messages", json=body, headers={"x-api-key": plaintext}, timeout=30)
+    assert response.status_code == 200, response.text
     wait_settled()
     api_key = ApiKey.objects.get(name="browser-key")
     expected = UsageRecord.objects.filter(api_key=api_key).aggregate(
         requests=Count("pk"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost")
     )
-    assert expected["requests"] == 3 and expected["cost"] > 0
+    assert expected["requests"] == 4 and expected["cost"] > 0
 
     with browser_page(base) as page:
         page.goto(base + "/usage/?range=7d")
         page.wait_for_selector("body[data-charts-ready=true]")
-        pixels = {c: page.evaluate(CANVAS_PIXELS, c) for c in ("chart-cost", "chart-tokens", "chart-status")}
+        charts = ("chart-cost", "chart-tokens", "chart-status", "chart-api")
+        pixels = {c: page.evaluate(CANVAS_PIXELS, c) for c in charts}
         totals = {
             name: page.inner_text(f"[data-total={name}]")
             for name in ("requests", "prompt_tokens", "completion_tokens", "cost")
         }
         exact_cost = page.get_attribute("[data-total=cost] .money", "title")  # shown rounded, exact on hover
         daily_rows = page.locator("#table-daily tbody tr").all_inner_texts()
+        api_rows = page.locator("#table-api tbody tr").all_inner_texts()
         page.screenshot(path=str(ARTIFACTS / "usage-report.png"), full_page=True)
+        # Narrowed to the Messages API: the filter stays in the URL, the controls and the export links.
+        page.select_option("#id_api", "messages")
+        page.click("#filters button[type=submit]")
+        page.wait_for_url("**/usage/?*api=messages*")
+        page.wait_for_selector("body[data-charts-ready=true]")
+        messages_only = page.inner_text("[data-total=requests]"), page.input_value("#id_api")
+        messages_csv = page.get_attribute("#csv-link", "href")
+        page.goto(base + "/usage/?range=7d")
         page.click("#table-generations tbody tr:first-child a")
         detail = page.inner_text("main")
         page.screenshot(path=str(ARTIFACTS / "usage-generation.png"), full_page=True)
@@ -209,7 +223,9 @@ def test_operator_sets_up_from_the_browser_and_reads_costs(live_router, transact
     assert totals["prompt_tokens"] == f"{expected['prompt']:,}"
     assert totals["completion_tokens"] == f"{expected['completion']:,}"
     assert totals["cost"].startswith("$") and Decimal(exact_cost.removeprefix("$")) == expected["cost"]
-    assert len(daily_rows) == 1 and "demo/browser" in daily_rows[0] and "\t3\t" in daily_rows[0]
+    assert len(daily_rows) == 1 and "demo/browser" in daily_rows[0] and "\t4\t" in daily_rows[0]
+    assert [row.split("\t")[:2] for row in api_rows] == [["Chat completions", "3"], ["Messages", "1"]]
+    assert messages_only == ("1", "messages") and "api=messages" in (messages_csv or "")
     assert "local-demo" in detail and "Attempts" in detail
 
 

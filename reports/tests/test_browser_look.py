@@ -130,10 +130,10 @@ def test_every_page_in_one_look_at_each_width_and_scheme(live_router, transactio
         page.goto(base + "/usage/?range=30d")
         page.wait_for_selector("body[data-charts-ready=true]")
         _fits(page, width)
-        for table in ("#table-daily", "#table-generations"):
+        for table in ("#table-daily", "#table-api", "#table-generations"):
             card = page.evaluate(f"document.querySelector('{table}').closest('.card').getBoundingClientRect().right")
             assert card <= width, (table, card)
-        for canvas in ("chart-cost", "chart-tokens", "chart-status"):
+        for canvas in ("chart-cost", "chart-tokens", "chart-status", "chart-api"):
             assert page.evaluate(f"document.getElementById('{canvas}').getBoundingClientRect().right") <= width
         series = page.evaluate("Chart.getChart('chart-cost').data.datasets.map(d => [d.label, d.backgroundColor])")
         assert series == [["demo/look", series_colour("demo/look")], [OTHER_MODELS, OTHER_COLOUR]]
@@ -149,7 +149,7 @@ def test_every_page_in_one_look_at_each_width_and_scheme(live_router, transactio
         # A range without data: a message, not bare axes.
         page.goto(base + "/usage/?range=custom&start=2020-01-01&end=2020-01-07")
         assert page.locator("canvas").count() == 0
-        assert page.locator("text=No data for this range.").count() == 3
+        assert page.locator("text=No data for this range.").count() == 4
         _fits(page, width)
         page.screenshot(path=str(ARTIFACTS / f"{shot}-usage-empty.png"), full_page=True)
 

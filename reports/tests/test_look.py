@@ -195,13 +195,13 @@ def test_empty_charts_say_no_data_instead_of_drawing_bare_axes(client, people: P
     client.force_login(people.owner)
 
     empty = client.get(reverse("reports:usage")).content.decode()
-    assert empty.count("No data for this range.") == 3
+    assert empty.count("No data for this range.") == 4
     assert "<canvas" not in empty
 
     record(people.owner_key, prompt_tokens=3, status=UsageStatus.ERROR)  # free: tokens but no cost
     some = client.get(reverse("reports:usage")).content.decode()
     assert 'id="no-data-cost"' in some
-    assert 'id="chart-tokens"' in some and 'id="chart-status"' in some
+    assert 'id="chart-tokens"' in some and 'id="chart-status"' in some and 'id="chart-api"' in some
 
 
 # Login, 404, favicon

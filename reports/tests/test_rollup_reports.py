@@ -32,6 +32,8 @@ USAGE_QUERIES = [
     {"range": "30d", "vendor": "vendor-b"},
     {"range": "30d", "status": "error"},
     {"range": "30d", "error_code": "timeout"},
+    {"range": "30d", "api": "messages"},
+    {"range": "custom", "start": "2025-03-13", "end": "2025-03-14", "api": "responses"},
     {"range": "30d", "generation": "gen-test0000"},  # not in the rollups: raw records only
 ]
 
@@ -58,6 +60,7 @@ def history(people: People) -> Iterator[None]:
             rng.choice([people.owner_key, people.outsider_key]),
             LATER - timedelta(seconds=seconds_ago),
             model_name=rng.choice(["m/alpha", "m/alpha", "typo/ech0"]),
+            api=rng.choice(["chat_completions", "chat_completions", "messages", "responses"]),
             deployment=deployment,
             vendor_name=deployment.vendor.name if deployment else "",
             upstream_model=deployment.upstream_model if deployment else "",
@@ -108,6 +111,7 @@ def _usage(client: Client, query: dict[str, str]) -> dict[str, Any]:
         "median": totals.median_first_token_ms,
         "daily": context["daily"],
         "status": context["status"],
+        "apis": context["apis"],
         "chart": context["chart_data"],
         "rows": [r.generation_id for r in context["page"]],
     }

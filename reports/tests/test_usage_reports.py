@@ -219,6 +219,7 @@ def test_csv_holds_every_filtered_record_newest_first(client, people: People):
         "finished_at": "",
         "key_name": "alice-key",
         "key_prefix": key.prefix,
+        "api": "chat_completions",
         "model": "m/alpha",
         "vendor": "vendor-a",
         "upstream_model": "up-1",

@@ -108,6 +108,11 @@ class ClientApi(Protocol):
         """The API's name, as the router's logs and metrics say it."""
         ...
 
+    @property
+    def api(self) -> str:
+        """The API's name on its usage records (a ``billing.models.UsageApi`` value)."""
+        ...
+
     def authorization(self, header: Callable[[bytes], str]) -> str:
         """The request's API key as an ``Authorization`` value (``Bearer sk-siraya-...``); "" for none.
         ``header(name)`` reads one request header (lower-case name)."""

@@ -271,26 +271,37 @@ class Object(Spec):
 
 
 class Tagged(Spec):
-    """An object whose string ``tag`` member picks the variant that checks the rest (others pass)."""
+    """An object whose string ``tag`` member picks the variant that checks the rest; another tag
+    passes as sent, or with ``closed`` is refused (and the document lists the tags)."""
 
     label = "an object"
-    messages = {**Spec.messages, "type": ("'{path}' must be an object with a '{spec.tag}'.", "invalid_value")}
+    messages = {
+        **Spec.messages,
+        "type": ("'{path}' must be an object with a '{spec.tag}'.", "invalid_value"),
+        "variant": ("'{path}' must be one of {spec.tags}; got {shown!r}.", "unsupported_value"),
+    }
 
-    def __init__(self, tag: str, variants: Mapping[str, Object], **options: Any) -> None:
+    def __init__(self, tag: str, variants: Mapping[str, Object], closed: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self.tag = tag
         self.variants = dict(variants)
         self.variant_checks = {kind: variant.check for kind, variant in variants.items()}
+        self.closed = closed
+        self.tags = ", ".join(repr(kind) for kind in sorted(variants))
 
     def check(self, value: Any) -> Any:
         if not isinstance(value, dict) or not isinstance(kind := value.get(self.tag), str):
             raise Fault(self, "type", value)
         check = self.variant_checks.get(kind)
+        if check is None and self.closed:
+            fault = Fault(self, "variant", kind)
+            fault.path.append(self.tag)  # the tag is the member at fault
+            raise fault
         return value if check is None else check(value)
 
     def shape(self) -> Schema:
         cases = [{"if": {"properties": {self.tag: {"const": k}}}, "then": v.schema()} for k, v in self.variants.items()]
-        tag = {self.tag: {"type": "string"}}
+        tag = {self.tag: {"enum": sorted(self.variants)} if self.closed else {"type": "string"}}
         return _given(type="object", required=[self.tag], properties=tag, allOf=cases or None)
 
 

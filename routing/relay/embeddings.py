@@ -56,7 +56,9 @@ async def serve_embeddings(api: EmbeddingDialect, channel: ClientChannel) -> Non
         inputs = request.inputs
         prompt = await counting_pool().run(tokens.inputs_chars(inputs), tokens.count_inputs, inputs, routes[0].encoding)
         ask = Ask([], prompt_tokens=prompt)
-        ticket = await ledger.admit(key, generation_id, routes, ask, streamed=False, answerer=only_answerer(routes))
+        ticket = await ledger.admit(
+            key, generation_id, routes, ask, api=api.api, streamed=False, answerer=only_answerer(routes)
+        )
     except Exception as raised:
         await refuse(api, channel, key, generation_id, model_name, raised)
         return

@@ -84,7 +84,8 @@ async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
         if tracing.ENABLED:
             traces.request_parsed(request, generation_id)
         routes = await request_routes(request.model, request.models[1:], provider_vendors(request.provider))
-        ticket = await ledger.admit(key, generation_id, routes, ask_of(request), **admission_terms(request, routes))
+        terms = admission_terms(request, routes)
+        ticket = await ledger.admit(key, generation_id, routes, ask_of(request), api=dialect.api, **terms)
     except Exception as raised:
         await refuse(dialect, channel, key, generation_id, model_name, raised)
         return
@@ -121,7 +122,8 @@ async def refuse(
     """Record and answer a request that failed between its body and its admission (one usage record)."""
     if isinstance(raised, (RouterError, *REFUSALS)):
         error = client_error(raised)
-        await ledger.reject(key, generation_id, model_name, Rejection(error.status, error.code or "", error.message))
+        rejection = Rejection(error.status, error.code or "", error.message)
+        await ledger.reject(key, generation_id, model_name, rejection, api.api)
         await send_error(api, channel, error, generation_id)
         return
     # A router bug (or, say, vendor credentials that no longer decrypt): still one usage
@@ -129,7 +131,7 @@ async def refuse(
     logger.exception("relay failed before admission", exc_info=raised)
     failure = router_failure("admit")
     try:
-        await ledger.reject(key, generation_id, model_name, Rejection(500, "router_error", failure.message))
+        await ledger.reject(key, generation_id, model_name, Rejection(500, "router_error", failure.message), api.api)
     except Exception:
         logger.exception("could not record the failed request")
     await send_error(api, channel, failure, generation_id)

@@ -43,13 +43,14 @@
 
   stacked("chart-cost", data.cost, usd);
   stacked("chart-tokens", data.tokens, function (value) { return counts.format(value); });
-  var statusCanvas = document.getElementById("chart-status");
-  if (statusCanvas) {
-    new Chart(statusCanvas, {
+  function requestsBy(canvasId, part) {
+    var canvas = document.getElementById(canvasId);
+    if (!canvas) { return; }
+    new Chart(canvas, {
       type: "bar",
       data: {
-        labels: data.status.labels,
-        datasets: [{label: "requests", data: data.status.counts, backgroundColor: data.status.colours}]
+        labels: part.labels,
+        datasets: [{label: "requests", data: part.counts, backgroundColor: part.colours}]
       },
       options: {
         indexAxis: "y",
@@ -58,6 +59,9 @@
       }
     });
   }
+
+  requestsBy("chart-status", data.status);
+  requestsBy("chart-api", data.apis);
   document.body.dataset.chartsReady = "true";
 })();
 

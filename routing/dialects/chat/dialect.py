@@ -76,6 +76,7 @@ class ChatStream:
 
 class ChatCompletions:
     name = "chat.completions"
+    api = "chat_completions"
     keepalive = KEEPALIVE_COMMENT
     memory = None  # keeps nothing between requests
     stream_headers = SSE_HEADERS

@@ -22,6 +22,7 @@ def base64_vector(vector: list[float]) -> str:
 
 class Embeddings:
     name = "embeddings"
+    api = "embeddings"
 
     def authorization(self, header: Callable[[bytes], str]) -> str:
         return header(b"authorization")

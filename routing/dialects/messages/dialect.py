@@ -19,6 +19,7 @@ KEEPALIVE = event("ping", {"type": "ping"})
 
 class Messages:
     name = "messages"
+    api = "messages"
     keepalive = KEEPALIVE
     memory = None  # keeps nothing between requests
     stream_headers = SSE_HEADERS

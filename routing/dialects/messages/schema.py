@@ -36,6 +36,7 @@ IMAGE_SOURCE = Tagged(
         "base64": Object({"media_type": Field(String(), required=True), "data": Field(String(), required=True)}),
         "url": Object({"url": Field(String(min_length=1), required=True)}),
     },
+    closed=True,
 )
 IMAGE_BLOCK = Object({"source": Field(IMAGE_SOURCE, required=True), "cache_control": AnyJson()})
 TOOL_RESULT_BLOCK = Object(
@@ -121,6 +122,7 @@ TOOL_CHOICE = Tagged(
         "none": Object(),
         "tool": Object({"name": Field(String(min_length=1), required=True), **_PARALLEL}),
     },
+    closed=True,
 )
 THINKING = Tagged(
     "type",
@@ -128,6 +130,7 @@ THINKING = Tagged(
         "enabled": Object({"budget_tokens": Field(Integer(1024, MAX_TOKENS), required=True)}),
         "disabled": Object(),
     },
+    closed=True,
 )
 
 REQUEST = Object(
@@ -135,7 +138,7 @@ REQUEST = Object(
         "model": Field(String(min_length=1, max_length=MAX_MODEL_NAME), required=True),
         "messages": Field(Array(MESSAGE, min_items=1, max_items=MAX_MESSAGES), required=True),
         "max_tokens": Field(Integer(1, MAX_TOKENS), required=True),
-        "system": OneOf(String(), Array(Tagged("type", {"text": TEXT_BLOCK}))),
+        "system": OneOf(String(), Array(Tagged("type", {"text": TEXT_BLOCK}, closed=True))),
         "stop_sequences": Array(String()),
         "temperature": Number(0, 1),
         "top_p": Number(0, 1),

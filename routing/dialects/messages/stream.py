@@ -65,10 +65,18 @@ def error_event(error: RouterError) -> bytes:
     return event("error", error_payload(error))
 
 
+# A text_delta event of the open text block, as ``event`` writes it, but for the block's index and the text.
+_TEXT_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_TEXT_MIDDLE = b',"delta":{"type":"text_delta","text":'
+_TEXT_TAIL = b"}}\n\n"
+
+
 class MessagesStream:
     """One streamed answer as Anthropic's events (one per vendor attempt)."""
 
-    __slots__ = ("block", "generation_id", "index", "model", "started", "stop", "stop_sequence", "tool", "tool_id")
+    __slots__ = (
+        "block", "generation_id", "index", "model", "started", "stop", "stop_sequence", "text_head", "tool", "tool_id",
+    )  # fmt: skip
 
     def __init__(self, generation_id: str, model: str) -> None:
         self.generation_id = generation_id
@@ -80,10 +88,19 @@ class MessagesStream:
         self.tool_id = ""
         self.stop: str | None = None
         self.stop_sequence: str | None = None
+        self.text_head = b""  # what a text_delta event of the open text block says before its text
 
     def chunk(self, choices: Choices, extra: dict[str, Any] | None, native: dict[str, Any] | None = None) -> bytes:
         if native is not None:
             return self.native(native)
+        if self.block == "text" and len(choices) == 1:
+            # Most chunks of most streams: more text of the open text block, and nothing else.
+            choice = choices[0]
+            delta = choice.get("delta")
+            if type(delta) is dict and delta.keys() == {"content"} and not choice.get("finish_reason"):
+                text = delta["content"]
+                if type(text) is str and text and not choice.get("index"):
+                    return self.text_head + orjson.dumps(text) + _TEXT_TAIL
         out = [] if self.started else [self.message_start()]
         for choice in choices:
             if choice.get("index", 0) != 0:
@@ -136,6 +153,7 @@ class MessagesStream:
             block = payload.get("content_block") or {}
             out += self.close()  # a block the router opened (none, unless a cut came before)
             self.index = payload.get("index", self.index + 1)
+            self.text_head = _TEXT_HEAD + str(self.index).encode() + _TEXT_MIDDLE
             # Text and thinking the router may yet continue (after a cut); any other kind it closes.
             opened = block.get("type")
             self.block = opened if opened in ("text", "thinking") else "native"
@@ -190,6 +208,7 @@ class MessagesStream:
         closed = self.close()
         self.index += 1
         self.block = kind
+        self.text_head = _TEXT_HEAD + str(self.index).encode() + _TEXT_MIDDLE
         return closed + event(
             "content_block_start", {"type": "content_block_start", "index": self.index, "content_block": block}
         )

@@ -17,6 +17,7 @@ from routing.errors import RouterError
 
 class Responses:
     name = "responses"
+    api = "responses"
     keepalive = KEEPALIVE_COMMENT
     memory = ResponsesMemory()
     stream_headers = SSE_HEADERS
