@@ -32,7 +32,7 @@ APIS: dict[str, tuple[str, Callable[[bytes], Any], dict[str, Any], Any, frozense
         parse_messages_request,
         {"model": "m", "max_tokens": 10, "messages": USER},
         messages_schema.REQUEST,
-        frozenset({"top_k"}),
+        frozenset(),
     ),
     "count_tokens": (
         "MessagesCountTokensRequest",
