@@ -10,7 +10,6 @@ document closes (``additionalProperties: false``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -124,8 +123,12 @@ def test_undocumented_field_is_refused_naming_it(api, name):
     assert name in refused.value.message
 
 
-def closed_objects(schema: dict[str, Any], path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], dict]]:
-    """(path, schema) of every object the document closes, reached through properties and array items."""
+# A step of a path into the document: a member's name, an array's item (0), or alternative i of a oneOf.
+Step = str | int | tuple[str, int]
+
+
+def closed_objects(schema: dict[str, Any], path: tuple[Step, ...] = ()) -> list[tuple[tuple[Step, ...], dict]]:
+    """(path, schema) of every object the document closes, reached through properties, array items and alternatives."""
     found = []
     if schema.get("additionalProperties") is False:
         found.append((path, schema))
@@ -133,8 +136,8 @@ def closed_objects(schema: dict[str, Any], path: tuple[Any, ...] = ()) -> list[t
         found += closed_objects(sub, (*path, name))
     if isinstance(schema.get("items"), dict):
         found += closed_objects(schema["items"], (*path, 0))
-    for alternative in schema.get("oneOf") or ():
-        found += closed_objects(alternative, path)
+    for i, alternative in enumerate(schema.get("oneOf") or ()):
+        found += closed_objects(alternative, (*path, ("oneOf", i)))
     return found
 
 
@@ -143,33 +146,32 @@ def minimal(schema: dict[str, Any]) -> Any:
     return {name: allowed(schema["properties"][name])[-1] for name in schema.get("required", [])}
 
 
-def placed(base: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
-    body = orjson.loads(orjson.dumps(base))
-    where: Any = body
-    for step, following in pairwise(path):
-        if isinstance(where, list):
-            where = where[step]
-            continue
-        if step not in where or where[step] in (None, "hi"):
-            where[step] = [] if isinstance(following, int) else {}
-        where = where[step]
-    last = path[-1]
-    if isinstance(where, list):
-        where[:] = [value]
-    else:
-        where[last] = value
-    return body
+def placed(schema: dict[str, Any], base: dict[str, Any], path: tuple[Step, ...], value: Any) -> dict[str, Any]:
+    """``base`` with ``value`` at ``path`` of ``schema``; every object on the way its smallest value (its tag, if tagged)."""
+
+    def build(schema: dict[str, Any], steps: tuple[Step, ...], around: dict[str, Any] | None) -> Any:
+        if not steps:
+            return value
+        step, rest = steps[0], steps[1:]
+        if isinstance(step, tuple):
+            return build(schema["oneOf"][step[1]], rest, around)
+        if isinstance(step, int):
+            return [build(schema["items"], rest, None)]
+        return {**(minimal(schema) if around is None else around), step: build(schema["properties"][step], rest, None)}
+
+    return build(schema, path, dict(base))
 
 
 @pytest.mark.parametrize("api", sorted(APIS))
 def test_every_closed_object_refuses_a_member_it_does_not_list(api):
     """Where the document says ``additionalProperties: false``, the parser refuses an unlisted member, naming it."""
-    closed = [(path, schema) for path, schema in closed_objects(documented(api)) if path]
+    document = documented(api)
+    closed = [(path, schema) for path, schema in closed_objects(document) if path]
     assert closed or api != "messages"
     for path, schema in closed:
         extra = {**minimal(schema), "not_a_member": 1}
         with pytest.raises(RouterError) as refused:
-            parse(api, placed(APIS[api][2], path, extra))
+            parse(api, placed(document, APIS[api][2], path, extra))
         assert refused.value.status == 400, path
         assert "not_a_member" in (refused.value.param or "") + refused.value.message, (path, refused.value)
 

@@ -39,12 +39,23 @@ def candidates(schema: dict[str, Any]) -> list[Any]:
     """Propose values for ``schema``: its bounds, each alternative, null; some may not be allowed."""
     if "enum" in schema:
         return list(schema["enum"])
+    if "const" in schema:  # a tagged variant's tag
+        return [schema["const"]]
     if "oneOf" in schema:
-        return [value for alternative in schema["oneOf"] for value in candidates(alternative)]
+        return [value for alternative in schema["oneOf"] for value in _alternative(alternative)]
     kinds = schema.get("type")
     if kinds is None:
         return ANY_JSON
     return [value for kind in ([kinds] if isinstance(kinds, str) else kinds) for value in _of_type(kind, schema)]
+
+
+def _alternative(schema: dict[str, Any]) -> list[Any]:
+    """A tagged variant (an object with a constant member) proposes one value: its tag and the
+    members it requires (all its combinations would be too many, nested); another, its candidates."""
+    properties = schema.get("properties", {})
+    if any("const" in sub for sub in properties.values()):
+        return [{name: candidates(properties[name])[-1] for name in schema.get("required", [])}]
+    return candidates(schema)
 
 
 def _of_type(kind: str, schema: dict[str, Any]) -> list[Any]:
@@ -77,11 +88,6 @@ def _objects(schema: dict[str, Any]) -> list[Any]:
     out = [*bases, {**bases[0], **{name: candidates(sub)[0] for name, sub in properties.items()}}]
     for name, sub in properties.items():
         out += [{**base, name: value} for base in bases for value in candidates(sub)]
-    for case in schema.get("allOf", []):
-        if "if" in case:  # a tagged variant: its tag and the members it requires
-            (tag, const), then = next(iter(case["if"]["properties"].items())), case["then"]
-            variant = {name: candidates(then["properties"][name])[-1] for name in then.get("required", [])}
-            out.append({**bases[0], tag: const["const"], **variant})
     return out
 
 

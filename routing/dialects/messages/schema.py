@@ -67,11 +67,14 @@ DOCUMENT_SOURCE = Tagged(
         "content": Object(
             {
                 "content": Field(
-                    OneOf(String(), Array(Tagged("type", {"text": TEXT_BLOCK, "image": IMAGE_BLOCK}))), required=True
+                    OneOf(String(), Array(Tagged("type", {"text": TEXT_BLOCK, "image": IMAGE_BLOCK}, closed=True))),
+                    required=True,
                 )
             }
         ),
     },
+    # Another source (the Files API's file_id) is one no vendor the router reaches can read.
+    closed=True,
 )
 DOCUMENT_BLOCK = Object(
     {
