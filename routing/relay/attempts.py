@@ -73,11 +73,13 @@ class Attempts:
         self.records: list[dict[str, Any]] = []  # every attempt, as the usage record keeps it
 
     async def run(self) -> None:
-        """Relay the answer of the first deployment that gives one; raise the last failure."""
+        """Relay the answer of the first deployment that gives one; raise the last failure (of a
+        deployment that was sent the request, if any was: the one that says what went wrong)."""
         delivery = self.delivery
         store = cooldowns()
         plan = await self.plan(store)
         loop = delivery.channel.loop
+        sent_failure: UpstreamError | None = None
         for number, (route, target) in enumerate(plan, 1):
             self.current = (route, target)
             began = loop.time()
@@ -94,8 +96,11 @@ class Attempts:
                 if counts_against_deployment(error):
                     retry_after = error.retry_after if error.vendor_status == 429 else None
                     await store.record_failure(target.deployment_id, retry_after)
+                    sent_failure = error
                 if delivery.answer_started or number == len(plan):
-                    raise
+                    if sent_failure is None or sent_failure is error:
+                        raise
+                    raise sent_failure from None  # this refusal stays on the record's attempts
                 delivery.attempt_failed()
                 continue
             except asyncio.CancelledError:

@@ -109,3 +109,18 @@ def test_token_arrays_go_to_a_deployment_that_takes_them_and_bedrock_stays_first
         assert text.json()["usage"]["prompt_tokens"] == tokens("plain text")
         assert attempts(relay.record(text.generation_id)) == [("aws", "ok")]
         assert len(fake.requests) == 1
+
+
+def test_when_the_deployment_that_could_take_it_fails_the_client_hears_of_that_failure(relay, bedrock):
+    with FakeOpenAI(status=503) as down:
+        deployments = [(openai_vendor(down), "fake-embed", 0, 1), (bedrock, TITAN_V2, 1, 1)]
+        model_create("mixed", deployments=deployments, input_price=Decimal("2"), mode="embedding")
+        seen = embed(relay, "mixed", input=[[101, 102]])
+        assert len(down.requests) == 1
+    record = relay.record(seen.generation_id)
+    assert attempts(record) == [("fake", "error"), ("aws", "error")]
+    sent, unsent = record.attempts
+    assert unsent["code"] == "unsupported_request"
+    # Not "this model cannot take it": a deployment can, and it failed (worth a retry).
+    assert (seen.status, seen.json()["error"]["code"]) == (sent["status"], sent["code"]) != (400, "unsupported_request")
+    assert record.error_code == sent["code"]
