@@ -74,6 +74,7 @@ UPSTREAM_MESSAGES: dict[str, str] = {
     "upstream_error": "The vendor could not serve this request.",
     "upstream_rate_limited": "The vendor is rate limiting requests; retry later.",
     "upstream_invalid_request": "The vendor rejected the request as invalid.",
+    "unsupported_request": "This model cannot take the request as sent.",
     "upstream_timeout": "The vendor did not answer in time.",
     "upstream_unreachable": "The router could not reach the vendor.",
     "upstream_malformed": "The vendor sent an answer the router could not read.",
@@ -111,6 +112,11 @@ class UpstreamError(RouterError):
     ``message``: the router's own text for the error's class (``UPSTREAM_MESSAGES``), plus an
     optional ``note`` of the router's own words. ``code`` is the router's stable code; the
     vendor's own code, when it had one, is kept in ``vendor_code``.
+
+    ``unsent``: the router never sent the request, because it asks for what this deployment's
+    upstream model cannot do (``unsupported_request``). The deployment is healthy: another one
+    may serve the request, and the refusal does not count toward its cooldown
+    (``routing.selection.counts_against_deployment``).
     """
 
     def __init__(
@@ -124,6 +130,7 @@ class UpstreamError(RouterError):
         vendor_status: int | None = None,
         note: str | None = None,
         param: str | None = None,
+        unsent: bool = False,
     ) -> None:
         public = upstream_code(status, code)
         message = UPSTREAM_MESSAGES[public]
@@ -135,9 +142,16 @@ class UpstreamError(RouterError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.vendor_status = vendor_status
+        self.unsent = unsent
 
     def __str__(self) -> str:
         return self.message
+
+
+def unsupported_request(detail: str, note: str, param: str) -> UpstreamError:
+    """The router's refusal to send a deployment a request its upstream model cannot take
+    (``note`` and ``param`` say what, in the client's terms); ``detail`` names the deployment."""
+    return UpstreamError(400, detail, code="unsupported_request", note=note, param=param, unsent=True)
 
 
 # What a client may see of each attempt a usage record keeps: the router's own status and

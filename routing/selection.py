@@ -95,6 +95,15 @@ _CLIENT_FAULTS = {400, 413, 422}
 
 def fallback_allowed(error: UpstreamError) -> bool:
     """Whether a failed attempt may be retried on another deployment (before the first byte)."""
+    if error.unsent:
+        return True  # this deployment's model cannot take the request; another's may
     if error.vendor_status in _CLIENT_FAULTS or error.code == "content_filter":
         return False
     return True
+
+
+def counts_against_deployment(error: UpstreamError) -> bool:
+    """Whether a failed attempt counts toward its deployment's cooldown (``routing.health``):
+    not when the router never sent the request (``UpstreamError.unsent``), the deployment
+    being healthy; a vendor's refusal of the request itself never gets this far."""
+    return not error.unsent

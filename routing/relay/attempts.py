@@ -4,8 +4,10 @@ The plan (``routing.selection``) orders the request's models and their deploymen
 cooldown last. Another deployment is tried only while nothing of the answer has reached the
 client, so a client never gets two vendors' text spliced together, and only for failures
 that another deployment might not have (``fallback_allowed``). A failed deployment cools
-down (``routing.health``). Every attempt is kept on the usage record, and with tracing on
-each is a client span of its own (``routing.relay.traces``).
+down (``routing.health``), unless the router never sent it the request: a request its model
+cannot take says nothing of its health (``counts_against_deployment``). Every attempt is
+kept on the usage record, and with tracing on each is a client span of its own
+(``routing.relay.traces``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from routing.errors import UpstreamError
 from routing.health import CooldownStore, cooldowns
 from routing.relay import traces
 from routing.relay.channel import ClientChannel
-from routing.selection import attempt_plan, fallback_allowed
+from routing.selection import attempt_plan, counts_against_deployment, fallback_allowed
 from routing.selectors import ModelRoute, Target
 from routing.vendors import http
 from routing.vendors.base import Usage
@@ -71,11 +73,13 @@ class Attempts:
         self.records: list[dict[str, Any]] = []  # every attempt, as the usage record keeps it
 
     async def run(self) -> None:
-        """Relay the answer of the first deployment that gives one; raise the last failure."""
+        """Relay the answer of the first deployment that gives one; raise the last failure (of a
+        deployment that was sent the request, if any was: the one that says what went wrong)."""
         delivery = self.delivery
         store = cooldowns()
         plan = await self.plan(store)
         loop = delivery.channel.loop
+        sent_failure: UpstreamError | None = None
         for number, (route, target) in enumerate(plan, 1):
             self.current = (route, target)
             began = loop.time()
@@ -89,10 +93,14 @@ class Attempts:
                 self.records.append(self.record(target, loop.time() - began, error))
                 if not fallback_allowed(error):
                     raise  # the request itself is at fault, not the deployment
-                retry_after = error.retry_after if error.vendor_status == 429 else None
-                await store.record_failure(target.deployment_id, retry_after)
+                if counts_against_deployment(error):
+                    retry_after = error.retry_after if error.vendor_status == 429 else None
+                    await store.record_failure(target.deployment_id, retry_after)
+                    sent_failure = error
                 if delivery.answer_started or number == len(plan):
-                    raise
+                    if sent_failure is None or sent_failure is error:
+                        raise
+                    raise sent_failure from None  # this refusal stays on the record's attempts
                 delivery.attempt_failed()
                 continue
             except asyncio.CancelledError:

@@ -126,13 +126,10 @@ def test_api_key_mode_sends_the_bearer_key(fake):
 def test_dimensions_for_a_fixed_size_model_are_refused_before_any_call(fake, model):
     bedrock = fake()
     error = refusal(bedrock, model, ["x"], dimensions=256)
-    assert (error.status, error.code, error.param, error.retryable) == (
-        400,
-        "upstream_invalid_request",
-        "dimensions",
-        False,
+    assert (error.status, error.code, error.param, error.unsent) == (400, "unsupported_request", "dimensions", True)
+    assert error.message == (
+        "This model cannot take the request as sent (its vectors have one size: it does not take dimensions)."
     )
-    assert error.message == "The vendor rejected the request as invalid (this model does not take dimensions)."
     assert bedrock.requests == []
 
 
@@ -140,8 +137,8 @@ def test_dimensions_for_a_fixed_size_model_are_refused_before_any_call(fake, mod
 def test_token_arrays_are_refused_before_any_call(fake, model):
     bedrock = fake()
     error = refusal(bedrock, model, [(1, 2, 3), (4, 5)])
-    assert (error.status, error.code, error.param) == (400, "upstream_invalid_request", "input")
-    assert error.message == "The vendor rejected the request as invalid (this model takes strings, not token arrays)."
+    assert (error.status, error.code, error.param, error.unsent) == (400, "unsupported_request", "input", True)
+    assert error.message == "This model cannot take the request as sent (it takes strings, not token arrays)."
     assert bedrock.requests == []
 
 
@@ -164,7 +161,7 @@ def test_throttling_is_a_retryable_429_with_retry_after(fake):
 def test_a_validation_exception_is_a_400_that_is_not_retried(fake):
     bedrock = fake()
     error = refusal(bedrock, TITAN, ["x"], dimensions=100)  # Titan v2 takes 256, 512 or 1024
-    assert (error.status, error.code, error.retryable) == (400, "upstream_invalid_request", False)
+    assert (error.status, error.code, error.retryable, error.unsent) == (400, "upstream_invalid_request", False, False)
     assert (error.vendor_code, error.vendor_status) == ("validationException", 400)
     assert "#/dimensions: 100 is not a valid enum value" in error.detail  # the operator's
     assert "dimensions" not in error.message  # never the client's

@@ -160,6 +160,20 @@ def test_an_embedding_model_asked_for_messages_is_an_anthropic_400(embedder):
     assert "embedding model" in body["error"]["message"]
 
 
+def test_count_tokens_of_an_embedding_model_is_an_anthropic_400_naming_its_mode(embedder):
+    def count(model: str) -> Exchange:
+        payload = orjson.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+        return embed(embedder, payload, path="/v1/messages/count_tokens")
+
+    refused = count(EMBEDDER)
+    assert refused.status == 400, refused.raw
+    body = refused.json()
+    assert (body["type"], body["error"]["type"]) == ("error", "invalid_request_error")
+    assert body["error"]["message"] == f"The model '{EMBEDDER}' is an embedding model: ask it through /v1/embeddings."
+    counted = count("m")  # a chat model's prompt is counted as before
+    assert counted.status == 200 and counted.json()["input_tokens"] > 0
+
+
 def test_an_embedding_model_in_a_chat_requests_fallback_models_is_refused(embedder):
     seen = embedder.chat(models=["m", EMBEDDER])
     assert seen.status == 400

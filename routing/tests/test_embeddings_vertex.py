@@ -134,8 +134,8 @@ def test_a_failing_request_among_several_fails_the_whole_call(fake_vertex, stati
 
 def test_token_arrays_are_refused_before_any_request(fake_vertex, static_token):
     error = refusal(fake_vertex, static_token, TEXT_MODEL, [(101, 102)])
-    assert (error.status, error.code, error.param) == (400, "upstream_invalid_request", "input")
-    assert error.message == "The vendor rejected the request as invalid (this model takes strings, not token arrays)."
+    assert (error.status, error.code, error.param, error.unsent) == (400, "unsupported_request", "input", True)
+    assert error.message == "This model cannot take the request as sent (it takes strings, not token arrays)."
     assert fake_vertex.api_requests == []
 
 

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from routing.errors import UpstreamError
+from routing.errors import UpstreamError, unsupported_request
 from routing.vendors.base import EmbeddingCall, Embeddings
 
 T = TypeVar("T")
@@ -25,21 +25,19 @@ def text_inputs(call: EmbeddingCall, vendor_name: str, model: str) -> tuple[str,
     inputs = call.inputs
     if all(isinstance(item, str) for item in inputs):
         return inputs  # type: ignore[return-value]
-    raise UpstreamError(
-        400,
+    raise unsupported_request(
         f"Vendor '{vendor_name}': model '{model}' takes text; the request's input was token arrays.",
-        note="this model takes strings, not token arrays",
-        param="input",
+        "it takes strings, not token arrays",
+        "input",
     )
 
 
 def fixed_dimensions(vendor_name: str, model: str) -> UpstreamError:
     """The refusal of ``dimensions`` for a model whose vectors have one size."""
-    return UpstreamError(
-        400,
+    return unsupported_request(
         f"Vendor '{vendor_name}': model '{model}' has a fixed dimension count; the request set 'dimensions'.",
-        note="this model does not take dimensions",
-        param="dimensions",
+        "its vectors have one size: it does not take dimensions",
+        "dimensions",
     )
 
 

@@ -10,7 +10,8 @@ from billing.selectors import api_key_cached, api_key_check, api_key_load, autho
 from lib import tokens
 from routing.dialects.messages.dialect import Messages
 from routing.dialects.messages.request import parse_count_request
-from routing.errors import REFUSALS, RouterError, UnknownModel, client_error
+from routing.errors import REFUSALS, RouterError, UnknownModel, WrongModelMode, client_error
+from routing.models import ModelMode
 from routing.routes import model_route_cached
 
 _DIALECT = Messages()
@@ -27,6 +28,8 @@ def count_tokens(request: HttpRequest) -> HttpResponse:
         route = model_route_cached(model)
         if route is None:
             raise UnknownModel(model)
+        if route.mode != ModelMode.CHAT:
+            raise WrongModelMode(model, route.mode)  # as a Messages request to it is refused
         body = {"input_tokens": tokens.count_messages(messages, route.encoding, tools)}
         return HttpResponse(orjson.dumps(body), content_type="application/json")
     except (RouterError, *REFUSALS) as refused:
