@@ -20,7 +20,9 @@ request's trace id goes on its usage record.
 
 Through a database outage (``billing.outage``): ``authenticate`` and ``admit`` wait for the
 database at most ``SIRAYA_DB_UNAVAILABLE_SECONDS``, then raise ``DatabaseUnavailable`` (an
-admission that lands after that is settled at once as refused, billed nothing). ``checkpoint``,
+admission that lands after that is settled at once as refused, billed nothing); or, with
+``SIRAYA_ADMIT_DURING_OUTAGE=journal``, admit against the journal (``billing.outage_admission``:
+the ticket's record id is 0 and its writes follow its admission line there). ``checkpoint``,
 ``settle`` and ``reject`` never fail nor wait longer than that for an outage: a write the
 database does not take is kept and retried until it does (``billing.pending``), and
 ``settle`` returns what it will bill.
@@ -37,7 +39,7 @@ from typing import Any, TypeVar
 from channels.db import database_sync_to_async
 from django.db import IntegrityError
 
-from billing import journal, outage, records
+from billing import journal, outage, outage_admission, records
 from billing.admission import Admission, Rejection, request_admit, request_reject
 from billing.counting import ask_counted, counting_pool, outcome_counted, outcome_counted_here
 from billing.credit import Ask
@@ -45,7 +47,7 @@ from billing.errors import DatabaseUnavailable, LimiterUnavailable
 from billing.models import UsageStatus
 from billing.pending import pending
 from billing.ratelimit import RateCharge, rate_limit_acquire
-from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
+from billing.selectors import KeyInfo, api_key_cached, api_key_check, authorization_hash
 from billing.settlement import (
     Checkpoint,
     Outcome,
@@ -65,7 +67,6 @@ _admit = group_committed(request_admit)
 _settle = group_committed(usage_record_settle)
 _reject = group_committed(request_reject)
 T = TypeVar("T")
-_load_key = database_sync_to_async(api_key_load)
 _checkpoint = database_sync_to_async(usage_record_checkpoint)
 
 
@@ -100,7 +101,7 @@ class Ledger:
         key_hash = authorization_hash(authorization)
         hit, info = api_key_cached(key_hash)
         if not hit:
-            info = await outage.within_bound(_load_key(key_hash))
+            info = await outage_admission.key_loaded(key_hash)
         return api_key_check(info)
 
     async def admit(
@@ -135,7 +136,7 @@ class Ledger:
         try:
             if streamed:
                 slot = await stream_slot_acquire(key.id, key.max_concurrent_streams)
-            admission = await _admitted(_admit(key, generation_id, models, streamed, ask, answerer, trace_id))
+            admission = await _admission(key, generation_id, models, ask, streamed, answerer, trace_id)
         except BaseException as refusal:
             if slot is not None:
                 await asyncio.shield(slot.release())
@@ -163,6 +164,9 @@ class Ledger:
         if checkpoint.messages is not None and checkpoint.prompt_tokens is None:
             counted = await counting_pool().messages(checkpoint.messages, checkpoint.encoding, checkpoint.tools)
             checkpoint = replace(checkpoint, prompt_tokens=counted)
+        if not ticket.record_id:  # admitted against the journal: its writes follow its admission there
+            pending.keep(journal.checkpoint_write(0, checkpoint, ticket.generation_id))
+            return
         kept = journal.checkpoint_write(ticket.record_id, checkpoint)
         if _keep_now(kept):
             return
@@ -180,7 +184,7 @@ class Ledger:
 
     async def _settle_once(self, ticket: Ticket, outcome: Outcome) -> Settlement:
         counted = outcome_counted_here(outcome)
-        if counted is not None and ticket.rate is None and ticket.slot is None:
+        if counted is not None and ticket.rate is None and ticket.slot is None and ticket.record_id:
             # The usual request: the write is queued now, and its future is shielded (no task).
             return await asyncio.shield(_settled(ticket.record_id, counted))
         return await asyncio.shield(self._settle(ticket, counted or outcome))
@@ -188,7 +192,10 @@ class Ledger:
     async def _settle(self, ticket: Ticket, outcome: Outcome) -> Settlement:
         try:
             outcome = await outcome_counted(outcome)  # before the write is queued: never in the writer
-            settlement = await _settled(ticket.record_id, outcome)
+            if ticket.record_id:
+                settlement = await _settled(ticket.record_id, outcome)
+            else:  # admitted against the journal: its settlement follows its admission there
+                settlement = outage_admission.settle(ticket.admission, outcome)
             if ticket.rate is not None:
                 await ticket.rate.settle(settlement.billed_tokens)
             return settlement
@@ -299,6 +306,28 @@ def _settled(record_id: int, outcome: Outcome) -> asyncio.Future[Settlement]:
         future.set_result(estimate())
         return future
     return _written(_settle(record_id, outcome), kept, estimate)
+
+
+async def _admission(
+    key: KeyInfo,
+    generation_id: str,
+    models: Sequence[ModelTerms],
+    ask: Ask,
+    streamed: bool,
+    answerer: Answerer | None,
+    trace_id: str,
+) -> Admission:
+    """Open the request's record; with ``SIRAYA_ADMIT_DURING_OUTAGE=journal``, in the journal
+    while the database is away (``billing.outage_admission``)."""
+    if not outage.admits_during_outage():
+        return await _admitted(_admit(key, generation_id, models, streamed, ask, answerer, trace_id))
+    if not outage.seems_down():
+        try:
+            # No refusal on a late landing: the journal's insert then finds the record there.
+            return await _bounded(_admit(key, generation_id, models, streamed, ask, answerer, trace_id))
+        except DatabaseUnavailable:
+            pass
+    return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id)
 
 
 async def _admitted(future: asyncio.Future[Admission]) -> Admission:
