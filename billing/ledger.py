@@ -321,13 +321,19 @@ async def _admission(
     while the database is away (``billing.outage_admission``)."""
     if not outage.admits_during_outage():
         return await _admitted(_admit(key, generation_id, models, streamed, ask, answerer, trace_id))
-    if not outage.seems_down():
-        try:
-            # No refusal on a late landing: the journal's insert then finds the record there.
-            return await _bounded(_admit(key, generation_id, models, streamed, ask, answerer, trace_id))
-        except DatabaseUnavailable:
-            pass
-    return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id)
+    if outage.seems_down():
+        return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id)
+    future = _admit(key, generation_id, models, streamed, ask, answerer, trace_id)
+    try:
+        return await _bounded(future)
+    except DatabaseUnavailable:
+        pass
+    try:
+        # Admitted here, its admission landing late is the same record: the journal's insert finds it.
+        return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id)
+    except BaseException:
+        future.add_done_callback(_refused_late)  # refused after all: a late landing bills nothing
+        raise
 
 
 async def _admitted(future: asyncio.Future[Admission]) -> Admission:

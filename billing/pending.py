@@ -14,7 +14,9 @@ request's record has a unique generation id.
 
 Memory is bounded: past ``SIRAYA_PENDING_WRITES_MEMORY`` writes, the rest go to this process's
 journal (``billing.journal``), fsync'd line by line, and everything after them too until the
-journal is written out. A process that dies with writes in its journal leaves the file
+journal is written out. The admission of a request admitted during an outage goes to the
+journal whatever the bound (``keep_on_disk``: its caller waits for the fsync), and so its
+record's later writes follow it there. A process that dies with writes in its journal leaves the file
 behind; the next recovery pass of any process on the machine replays it before settling the
 dead process's records as interrupted (``billing.recovery``).
 """
