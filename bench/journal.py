@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import gc
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -49,14 +50,17 @@ def main() -> None:
     import django
 
     django.setup()
-    for batch in (1, 32):
-        rate = journal_rate(args.writes, batch)
-        print(f"journal: {rate:,.0f} settlements/s appended, {batch} per append and fsync")
-    os.environ["SIRAYA_PENDING_WRITES_MEMORY"] = str(args.writes * 10)
-    print(f"kept in memory: {memory_cost(args.writes * 10):.1f} us per settlement (on the event loop)")
-    bare, guarded = guard_cost(args.writes * 25)
-    print(f"healthy settlement future: {bare:.2f} us bare, {guarded:.2f} us with the outage guard")
-    admissions_through_outage(Path(workdir) / "bench.sqlite3", min(args.writes, 1000))
+    try:
+        for batch in (1, 32):
+            rate = journal_rate(args.writes, batch)
+            print(f"journal: {rate:,.0f} settlements/s appended, {batch} per append and fsync")
+        os.environ["SIRAYA_PENDING_WRITES_MEMORY"] = str(args.writes * 10)
+        print(f"kept in memory: {memory_cost(args.writes * 10):.1f} us per settlement (on the event loop)")
+        bare, guarded = guard_cost(args.writes * 25)
+        print(f"healthy settlement future: {bare:.2f} us bare, {guarded:.2f} us with the outage guard")
+        admissions_through_outage(Path(workdir) / "bench.sqlite3", min(args.writes, 1000))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def outcome() -> object:
