@@ -305,3 +305,29 @@ def test_replaying_an_admission_and_its_settlement_twice_bills_once(db: Any, jou
     assert record.cost == Decimal("0.00005") and record.checkpoint_at is not None
     day = KeyUsageDay.objects.get(api_key=key)
     assert (day.requests, day.cost) == (1, record.cost)
+
+
+def test_last_known_spend_counts_admissions_until_a_read_takes_their_records_in() -> None:
+    from billing import known_spend
+
+    known_spend.forget()
+    try:
+        assert known_spend.figure(7) is None  # never read: nothing to check a limit against
+        known_spend.noted(7, Decimal("1.00"), known_spend.tick())
+        known_spend.admitted(7, "gen-a", Decimal("0.50"))
+        known_spend.admitted(7, "gen-b", Decimal("0.25"))
+        known_spend.admitted(8, "gen-other-key", Decimal("9"))
+        assert known_spend.figure(7) == Decimal("1.75")
+        known_spend.settled("gen-a", Decimal("0.01"))  # ended: its cost, not its hold
+        assert known_spend.figure(7) == Decimal("1.26")
+        read_before_landing = known_spend.tick()
+        known_spend.landed("gen-a")
+        known_spend.noted(7, Decimal("1.00"), read_before_landing)  # a read that may not have seen gen-a
+        assert known_spend.figure(7) == Decimal("1.26")
+        known_spend.noted(7, Decimal("1.01"), known_spend.tick())  # a read after gen-a landed: it is in there
+        assert known_spend.figure(7) == Decimal("1.26")  # 1.01 read + gen-b's hold, still in the journal
+        known_spend.withdrawn("gen-b")
+        assert known_spend.figure(7) == Decimal("1.01")
+        assert known_spend.figure(8) is None
+    finally:
+        known_spend.forget()
