@@ -325,14 +325,13 @@ async def _admission(
         return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id)
     future = _admit(key, generation_id, models, streamed, ask, answerer, trace_id)
     try:
-        return await _bounded(future)
-    except DatabaseUnavailable:
-        pass
-    try:
-        # Admitted here, its admission landing late is the same record: the journal's insert finds it.
-        return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id)
+        try:
+            return await _bounded(future)
+        except DatabaseUnavailable:
+            # Admitted there, its admission landing late is the same record: the journal's insert finds it.
+            return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id)
     except BaseException:
-        future.add_done_callback(_refused_late)  # refused after all: a late landing bills nothing
+        future.add_done_callback(_refused_late)  # refused or cancelled: a late landing bills nothing
         raise
 
 
