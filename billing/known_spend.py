@@ -2,7 +2,7 @@
 
 With ``SIRAYA_ADMIT_DURING_OUTAGE=journal`` a request admitted while the database is away is
 checked against the key's credit limit here: the key's spend plus held money as this process
-last read it from the database (``credit.reserve`` notes it at every admission of the key,
+last read it from the database (``credit.reserve`` notes it at every admission of the key in this mode,
 this admission's hold included), plus the worst case (once settled: the estimated cost) of
 every request this process admitted for the key against the journal since and whose record
 that read did not include. Nothing here reads the database; it is a figure per process, so
