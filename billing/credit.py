@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing import hotsql
+from billing import hotsql, known_spend, outage
 from billing.cost import Prices, TokenCounts, cost_compute
 from billing.errors import CreditExceeded, CreditTerms
 from billing.models import KeyUsageDay, UsageRecord, UsageStatus
@@ -147,7 +147,11 @@ def reserve(key_id: int, worst: Decimal | None, terms: ModelTerms, ask: Ask, now
         return NO_HOLD
     if worst is None:
         worst = ask_worst_case(terms, ask)
+    noting = outage.admits_during_outage()  # the figure admission during an outage checks against
+    since = known_spend.tick() if noting else 0
     remaining = limit - spend_in_period(key_id, reset, now) - held(key_id, now)
+    if noting:
+        known_spend.noted(key_id, limit - remaining + (worst if worst <= remaining else ZERO), since)
     if worst > remaining:
         raise credit_refusal(limit, reset, max(remaining, ZERO), worst, now)
     return Hold(worst, now + timedelta(seconds=settings.SIRAYA_RESERVATION_SECONDS))

@@ -6,9 +6,12 @@ Each line is one write, a JSON object:
     {"v": 1, "seq": 7, "at": 1796632800.25, "kind": "settle", "record_id": 42, "data": {...}}
 
 ``kind`` is ``settle`` (``data``: the ``Outcome``, counted: prompt and delivered tokens as
-figures, no prompt or text), ``checkpoint`` (the ``Checkpoint``) or ``reject`` (``data``: the
-key's id, generation id, model name, HTTP status, code, message and when it was refused).
-``at`` is when the write was kept (unix seconds).
+figures, no prompt or text), ``checkpoint`` (the ``Checkpoint``), ``reject`` (``data``: the
+key's id, generation id, model name, HTTP status, code, message and when it was refused) or
+``admit`` (a request admitted during an outage, ``SIRAYA_ADMIT_DURING_OUTAGE=journal``:
+``data`` is its usage record's fields as admission would have inserted them). ``at`` is when
+the write was kept (unix seconds). The writes of a record admitted against the journal have
+``record_id`` 0 and a ``generation_id`` key: the record is found by it when they are written.
 
 The file's process holds an exclusive ``flock`` on it for as long as it lives; a file whose
 lock can be taken belongs to a dead process, and ``orphans_replay`` writes its lines in order
@@ -33,8 +36,10 @@ from typing import IO, Any
 import orjson
 from django.conf import settings
 
+from billing import credit, hotsql, known_spend, records
 from billing.admission import DEFAULT_API, Rejection, key_request_reject
 from billing.cost import Prices
+from billing.models import UsageRecord
 from billing.settlement import Checkpoint, Outcome, usage_record_checkpoint, usage_record_settle
 from billing.terms import ModelTerms
 from lib import process
@@ -49,10 +54,12 @@ PREFIX, SUFFIX = "writes-", ".jsonl"
 class Write:
     """One write kept until the database takes it."""
 
-    kind: str  # settle | checkpoint | reject
-    record_id: int  # 0 for a reject (its record does not exist yet)
+    kind: str  # settle | checkpoint | reject | admit
+    record_id: int  # 0 for a reject or an admit (its record does not exist yet), or see below
     data: dict[str, Any]
     at: float  # unix seconds, when it was kept
+    # A write of a record admitted against the journal (record_id 0): its record, found by this.
+    generation_id: str = ""
 
 
 # -- what a write carries ------------------------------------------------------------------
@@ -62,7 +69,7 @@ _OUTCOME_FIELDS = tuple(f.name for f in fields(Outcome))
 _CHECKPOINT_FIELDS = tuple(f.name for f in fields(Checkpoint))
 
 
-def settle_write(record_id: int, outcome: Outcome) -> Write:
+def settle_write(record_id: int, outcome: Outcome, generation_id: str = "") -> Write:
     """A settlement, its ``outcome`` counted (``billing.counting``): the figures, not the texts.
 
     A shallow copy (``asdict`` deep-copies every attempt, some 100 us on the event loop)."""
@@ -73,14 +80,14 @@ def settle_write(record_id: int, outcome: Outcome) -> Write:
         data["delivered_text"] = ""
     if outcome.answered_by is not None:
         data["answered_by"] = asdict(outcome.answered_by)
-    return Write("settle", record_id, data, time.time())
+    return Write("settle", record_id, data, time.time(), generation_id)
 
 
-def checkpoint_write(record_id: int, checkpoint: Checkpoint) -> Write:
+def checkpoint_write(record_id: int, checkpoint: Checkpoint, generation_id: str = "") -> Write:
     data = {name: getattr(checkpoint, name) for name in _CHECKPOINT_FIELDS}
     if checkpoint.prompt_tokens is not None and checkpoint.messages is not None:
         data["messages"], data["tools"] = [], None  # counted: [] still marks the first checkpoint
-    return Write("checkpoint", record_id, data, time.time())
+    return Write("checkpoint", record_id, data, time.time(), generation_id)
 
 
 def reject_write(
@@ -99,6 +106,11 @@ def reject_write(
     return Write("reject", 0, data, now)
 
 
+def admit_write(values: dict[str, Any]) -> Write:
+    """A request admitted against the journal: its usage record's fields (by attname)."""
+    return Write("admit", 0, values, time.time(), values["generation_id"])
+
+
 def _outcome(data: dict[str, Any]) -> Outcome:
     answered = data.pop("answered_by", None)
     if answered is not None:
@@ -111,9 +123,11 @@ def apply(write: Write) -> None:
     """Write ``write`` to the database (each in a transaction of its own); twice changes nothing."""
     data = dict(write.data)
     if write.kind == "settle":
-        usage_record_settle(write.record_id, _outcome(data))
+        usage_record_settle(_record_of(write), _outcome(data))
     elif write.kind == "checkpoint":
-        usage_record_checkpoint(write.record_id, Checkpoint(**data))
+        usage_record_checkpoint(_record_of(write), Checkpoint(**data))
+    elif write.kind == "admit":
+        _admission_insert(data)
     elif write.kind == "reject":
         refused_at = datetime.fromtimestamp(data["refused_at"], UTC)
         rejection = Rejection(data["http_status"], data["code"], data["message"])
@@ -134,6 +148,32 @@ def apply(write: Write) -> None:
         raise ValueError(f"unknown kind of write: {write.kind!r}")
 
 
+def _record_of(write: Write) -> int:
+    """The id of the record ``write`` is for (one admitted against the journal: by its generation id)."""
+    if write.record_id or not write.generation_id:
+        return write.record_id
+    found = UsageRecord.objects.filter(generation_id=write.generation_id).values_list("pk", flat=True).first()
+    if found is None:
+        raise UsageRecord.DoesNotExist(f"no usage record of generation {write.generation_id}")
+    return found
+
+
+def _admission_insert(data: dict[str, Any]) -> None:
+    """Insert the record of a request admitted against the journal, unless it is there already
+    (an earlier replay, or its admission that reached the database after the outage bound)."""
+    fields = _record_fields()
+    values = {name: fields[name].to_python(value) for name, value in data.items()}
+    with records.atomic():
+        credit.key_lock(values["api_key_id"])  # the lock order of admission: key, then rows
+        if not UsageRecord.objects.filter(generation_id=values["generation_id"]).exists():
+            hotsql.record_insert(values)
+    known_spend.landed(values["generation_id"])
+
+
+def _record_fields() -> dict[str, Any]:
+    return {f.attname: f for f in UsageRecord._meta.concrete_fields if not f.primary_key}
+
+
 def _already_recorded(exc: Exception) -> bool:
     from django.db import IntegrityError
 
@@ -142,6 +182,8 @@ def _already_recorded(exc: Exception) -> bool:
 
 def _line(write: Write, seq: int) -> bytes:
     body = {"v": VERSION, "seq": seq, "at": write.at, "kind": write.kind, "record_id": write.record_id}
+    if write.generation_id:
+        body["generation_id"] = write.generation_id
     body["data"] = write.data
     return orjson.dumps(body, default=_json_default) + b"\n"
 
@@ -156,7 +198,7 @@ def parse_line(line: bytes) -> Write:
     body = orjson.loads(line)
     if body.get("v") != VERSION:
         raise ValueError(f"journal line of version {body.get('v')!r}, expected {VERSION}")
-    return Write(body["kind"], body["record_id"], body["data"], body["at"])
+    return Write(body["kind"], body["record_id"], body["data"], body["at"], body.get("generation_id", ""))
 
 
 # -- the files -----------------------------------------------------------------------------

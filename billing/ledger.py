@@ -20,7 +20,9 @@ request's trace id goes on its usage record.
 
 Through a database outage (``billing.outage``): ``authenticate`` and ``admit`` wait for the
 database at most ``SIRAYA_DB_UNAVAILABLE_SECONDS``, then raise ``DatabaseUnavailable`` (an
-admission that lands after that is settled at once as refused, billed nothing). ``checkpoint``,
+admission that lands after that is settled at once as refused, billed nothing); or, with
+``SIRAYA_ADMIT_DURING_OUTAGE=journal``, admit against the journal (``billing.outage_admission``:
+the ticket's record id is 0 and its writes follow its admission line there). ``checkpoint``,
 ``settle`` and ``reject`` never fail nor wait longer than that for an outage: a write the
 database does not take is kept and retried until it does (``billing.pending``), and
 ``settle`` returns what it will bill.
@@ -29,15 +31,14 @@ database does not take is kept and retried until it does (``billing.pending``), 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from channels.db import database_sync_to_async
 from django.db import IntegrityError
 
-from billing import journal, outage, records
+from billing import bounded, journal, outage, outage_admission, records
 from billing.admission import DEFAULT_API, Admission, Rejection, request_admit, request_reject
 from billing.counting import ask_counted, counting_pool, outcome_counted, outcome_counted_here
 from billing.credit import Ask
@@ -45,7 +46,7 @@ from billing.errors import DatabaseUnavailable, LimiterUnavailable
 from billing.models import UsageStatus
 from billing.pending import pending
 from billing.ratelimit import RateCharge, rate_limit_acquire
-from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
+from billing.selectors import KeyInfo, api_key_cached, api_key_check, authorization_hash
 from billing.settlement import (
     Checkpoint,
     Outcome,
@@ -65,7 +66,6 @@ _admit = group_committed(request_admit)
 _settle = group_committed(usage_record_settle)
 _reject = group_committed(request_reject)
 T = TypeVar("T")
-_load_key = database_sync_to_async(api_key_load)
 _checkpoint = database_sync_to_async(usage_record_checkpoint)
 
 
@@ -100,7 +100,7 @@ class Ledger:
         key_hash = authorization_hash(authorization)
         hit, info = api_key_cached(key_hash)
         if not hit:
-            info = await outage.within_bound(_load_key(key_hash))
+            info = await outage_admission.key_loaded(key_hash)
         return api_key_check(info)
 
     async def admit(
@@ -139,7 +139,7 @@ class Ledger:
         try:
             if streamed:
                 slot = await stream_slot_acquire(key.id, key.max_concurrent_streams)
-            admission = await _admitted(_admit(key, generation_id, models, streamed, ask, answerer, trace_id, api))
+            admission = await _admission(key, generation_id, models, ask, streamed, answerer, trace_id, api)
         except BaseException as refusal:
             if slot is not None:
                 await asyncio.shield(slot.release())
@@ -159,7 +159,7 @@ class Ledger:
         if _keep_now(kept):
             return
         rejected = _reject(key, generation_id, model_name, rejection, trace_id, api)
-        written = _written(rejected, lambda: kept, lambda: None)
+        written = bounded.written(rejected, lambda: kept, lambda: None)
         try:
             await asyncio.shield(written)
         except IntegrityError:
@@ -170,10 +170,15 @@ class Ledger:
         if checkpoint.messages is not None and checkpoint.prompt_tokens is None:
             counted = await counting_pool().messages(checkpoint.messages, checkpoint.encoding, checkpoint.tools)
             checkpoint = replace(checkpoint, prompt_tokens=counted)
+        if not ticket.record_id:  # admitted against the journal: its writes follow its admission there
+            pending.keep(journal.checkpoint_write(0, checkpoint, ticket.generation_id))
+            return
         kept = journal.checkpoint_write(ticket.record_id, checkpoint)
         if _keep_now(kept):
             return
-        await _written(asyncio.ensure_future(_checkpoint(ticket.record_id, checkpoint)), lambda: kept, lambda: None)
+        await bounded.written(
+            asyncio.ensure_future(_checkpoint(ticket.record_id, checkpoint)), lambda: kept, lambda: None
+        )
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> Settlement:
         """Bill ``outcome``, close the record, free what the ticket holds; exactly once, through a
@@ -187,7 +192,7 @@ class Ledger:
 
     async def _settle_once(self, ticket: Ticket, outcome: Outcome) -> Settlement:
         counted = outcome_counted_here(outcome)
-        if counted is not None and ticket.rate is None and ticket.slot is None:
+        if counted is not None and ticket.rate is None and ticket.slot is None and ticket.record_id:
             # The usual request: the write is queued now, and its future is shielded (no task).
             return await asyncio.shield(_settled(ticket.record_id, counted))
         return await asyncio.shield(self._settle(ticket, counted or outcome))
@@ -195,7 +200,10 @@ class Ledger:
     async def _settle(self, ticket: Ticket, outcome: Outcome) -> Settlement:
         try:
             outcome = await outcome_counted(outcome)  # before the write is queued: never in the writer
-            settlement = await _settled(ticket.record_id, outcome)
+            if ticket.record_id:
+                settlement = await _settled(ticket.record_id, outcome)
+            else:  # admitted against the journal: its settlement follows its admission there
+                settlement = outage_admission.settle(ticket.admission, outcome)
             if ticket.rate is not None:
                 await ticket.rate.settle(settlement.billed_tokens)
             return settlement
@@ -213,103 +221,6 @@ def _keep_now(write: journal.Write) -> bool:
     return False
 
 
-def _written(
-    inner: asyncio.Future[T], kept: Callable[[], journal.Write], fallback: Callable[[], T]
-) -> asyncio.Future[T]:
-    """Return a future of ``inner`` (a write) that resolves to ``fallback()`` if the database fails
-    it or takes longer than the outage bound; ``kept()`` is then kept until it lands. ``inner``
-    goes on regardless (a write that failed late is kept all the same). Both are called only
-    then: a healthy database costs neither."""
-    outer: asyncio.Future[T] = inner.get_loop().create_future()
-
-    def landed(done: asyncio.Future[T]) -> None:
-        exc = None if done.cancelled() else done.exception()
-        if exc is not None and outage.is_outage(exc):
-            outage.noted_failure()
-            pending.keep(kept())
-            if not outer.done():
-                outer.set_result(fallback())
-            return
-        if exc is None and not done.cancelled():
-            outage.noted_answer()
-            pending.wake()
-        if outer.done():
-            return
-        if done.cancelled():
-            outer.cancel()
-        elif exc is not None:
-            outer.set_exception(exc)
-        else:
-            outer.set_result(done.result())
-
-    waiting = _watch(inner.get_loop()).add(outer, fallback)
-    inner.add_done_callback(landed)
-    inner.add_done_callback(waiting.forget)
-    return outer
-
-
-class _Waiting:
-    """A write awaited within the outage bound: its answer (``outer``) and what it falls back to."""
-
-    __slots__ = ("due", "fallback", "outer")
-
-    def __init__(self, due: float, outer: asyncio.Future[Any], fallback: Callable[[], Any]) -> None:
-        self.due = due
-        self.outer: asyncio.Future[Any] | None = outer
-        self.fallback: Callable[[], Any] | None = fallback
-
-    def forget(self, _: object = None) -> None:
-        """The write landed: what it answered need not live until the watch reaches it."""
-        self.outer = self.fallback = None
-
-
-class _Watch:
-    """The outage bound of every write awaited on one event loop, kept by one timer.
-
-    A timer per write (``asyncio.wait_for``, ``call_later``) measured ~30 us a settlement: the
-    loop's heap fills with cancelled timers. Here a write costs a deque append; writes wait the
-    same bound, so the oldest is always at the front. A write that lands drops its answer from
-    its entry at once (an admission's answer is the request's ticket)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.waiting: deque[_Waiting] = deque()
-        self.timer: asyncio.TimerHandle | None = None
-        self.bound = outage.bound_seconds()  # read again at every check, not at every write
-
-    def add(self, outer: asyncio.Future[Any], fallback: Callable[[], Any]) -> _Waiting:
-        waiting = _Waiting(self.loop.time() + self.bound, outer, fallback)
-        self.waiting.append(waiting)
-        if self.timer is None:
-            self.timer = self.loop.call_later(self.bound, self.check)
-        return waiting
-
-    def check(self) -> None:
-        self.bound = outage.bound_seconds()
-        now = self.loop.time()
-        waiting = self.waiting
-        while waiting and (waiting[0].outer is None or waiting[0].outer.done() or waiting[0].due <= now):
-            entry = waiting.popleft()
-            outer, fallback = entry.outer, entry.fallback
-            if outer is not None and fallback is not None and not outer.done():
-                outage.noted_failure()  # still queued: kept by ``landed`` if it fails in the end
-                try:
-                    outer.set_result(fallback())
-                except DatabaseUnavailable as refused:
-                    outer.set_exception(refused)
-        self.timer = self.loop.call_later(max(0.05, waiting[0].due - now), self.check) if waiting else None
-
-
-_watched: list[_Watch] = []  # the watch of the event loop in use (one per process, but for tests)
-
-
-def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
-    if _watched and _watched[0].loop is loop:
-        return _watched[0]
-    _watched[:] = [_Watch(loop)]
-    return _watched[0]
-
-
 def _settled(record_id: int, outcome: Outcome) -> asyncio.Future[Settlement]:
     """Settle through the group commit; through an outage, keep the write and resolve to what it will bill."""
     opened = records.opened.get(record_id)  # its prices, before the writer takes them
@@ -325,49 +236,45 @@ def _settled(record_id: int, outcome: Outcome) -> asyncio.Future[Settlement]:
         future: asyncio.Future[Settlement] = asyncio.get_running_loop().create_future()
         future.set_result(estimate())
         return future
-    return _written(_settle(record_id, outcome), kept, estimate)
+    return bounded.written(_settle(record_id, outcome), kept, estimate)
+
+
+async def _admission(
+    key: KeyInfo,
+    generation_id: str,
+    models: Sequence[ModelTerms],
+    ask: Ask,
+    streamed: bool,
+    answerer: Answerer | None,
+    trace_id: str,
+    api: str,
+) -> Admission:
+    """Open the request's record; with ``SIRAYA_ADMIT_DURING_OUTAGE=journal``, in the journal
+    while the database is away (``billing.outage_admission``)."""
+    if not outage.admits_during_outage():
+        return await _admitted(_admit(key, generation_id, models, streamed, ask, answerer, trace_id, api))
+    if outage.seems_down():
+        return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id, api)
+    future = _admit(key, generation_id, models, streamed, ask, answerer, trace_id, api)
+    try:
+        try:
+            return await bounded.bounded(future)
+        except DatabaseUnavailable:
+            # Admitted there, its admission landing late is the same record: the journal's insert finds it.
+            return await outage_admission.admit(key, generation_id, models, ask, streamed, answerer, trace_id, api)
+    except BaseException:
+        future.add_done_callback(_refused_late)  # refused or cancelled: a late landing bills nothing
+        raise
 
 
 async def _admitted(future: asyncio.Future[Admission]) -> Admission:
     """Await an admission for at most the outage bound (``DatabaseUnavailable`` after it). One
     that lands later, its client already refused, is settled at once as refused: nothing billed."""
     try:
-        return await _bounded(future)
+        return await bounded.bounded(future)
     except BaseException:
         future.add_done_callback(_refused_late)
         raise
-
-
-def _bounded(inner: asyncio.Future[T]) -> asyncio.Future[T]:
-    """Return a future of ``inner`` that fails with ``DatabaseUnavailable`` on an outage or once
-    the bound has passed (``inner`` goes on); kept by the loop's one watch, like ``_written``."""
-    outer: asyncio.Future[T] = inner.get_loop().create_future()
-
-    def landed(done: asyncio.Future[T]) -> None:
-        if outer.done():
-            return
-        if done.cancelled():
-            outer.cancel()
-            return
-        exc = done.exception()
-        if exc is None:
-            outage.noted_answer()
-            pending.wake()
-            outer.set_result(done.result())
-        elif outage.is_outage(exc):
-            outage.noted_failure()
-            outer.set_exception(outage.refusal())
-        else:
-            outer.set_exception(exc)
-
-    waiting = _watch(inner.get_loop()).add(outer, _refuse)
-    inner.add_done_callback(landed)
-    inner.add_done_callback(waiting.forget)
-    return outer
-
-
-def _refuse() -> Any:
-    raise outage.refusal()
 
 
 _REFUSED_LATE = Outcome(

@@ -46,6 +46,11 @@ def bound_seconds() -> float:
     return float(settings.SIRAYA_DB_UNAVAILABLE_SECONDS)
 
 
+def admits_during_outage() -> bool:
+    """True when requests are admitted against the journal while the database is away."""
+    return settings.SIRAYA_ADMIT_DURING_OUTAGE == "journal"
+
+
 def refusal() -> DatabaseUnavailable:
     return DatabaseUnavailable(retry_after=max(1, math.ceil(bound_seconds())))
 

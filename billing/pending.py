@@ -14,13 +14,16 @@ request's record has a unique generation id.
 
 Memory is bounded: past ``SIRAYA_PENDING_WRITES_MEMORY`` writes, the rest go to this process's
 journal (``billing.journal``), fsync'd line by line, and everything after them too until the
-journal is written out. A process that dies with writes in its journal leaves the file
+journal is written out. The admission of a request admitted during an outage goes to the
+journal whatever the bound (``keep_on_disk``: its caller waits for the fsync), and so its
+record's later writes follow it there. A process that dies with writes in its journal leaves the file
 behind; the next recovery pass of any process on the machine replays it before settling the
 dead process's records as interrupted (``billing.recovery``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -62,6 +65,8 @@ class PendingWrites:
     _thread: threading.Thread | None = None
     _journal_thread: threading.Thread | None = None
     _appending: int = 0  # writes taken from ``spill``, being appended (not yet in ``depth``)
+    # Awaiting the fsync of writes in ``spill`` (``keep_on_disk``): their loops and futures.
+    _on_disk: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = field(default_factory=list)
     applied: int = 0
     dropped: int = 0
 
@@ -85,6 +90,19 @@ class PendingWrites:
             self.memory.append(write)
             self._ensure_threads()
         self._wake.set()
+
+    def keep_on_disk(self, write: Write) -> asyncio.Future[bool]:
+        """Keep ``write`` in the journal whatever the memory bound (an admission against the
+        journal). The future resolves to True once the line is fsync'd; to False if the disk
+        refused it (it is kept in memory then, like any write past a failing disk)."""
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[bool] = loop.create_future()
+        with self._lock:
+            self.spill.append(write)
+            self._on_disk.append((loop, written))
+            self._ensure_threads()
+            self._spilled.set()
+        return written
 
     def wake(self) -> None:
         """The database answered a request: retry now rather than at the end of the pause."""
@@ -128,6 +146,7 @@ class PendingWrites:
             with self._lock:
                 self._spilled.clear()
                 writes, self.spill = self.spill, []
+                waiting, self._on_disk = self._on_disk, []
                 self._appending = len(writes)
             if not writes:
                 continue
@@ -139,12 +158,14 @@ class PendingWrites:
                 with self._lock:
                     self.memory.extend(writes)
                     self._appending = 0
+                _resolve(waiting, False)
                 self._wake.set()
                 continue
             with self._lock:
                 self._journal = own
                 own.registered(len(writes))
                 self._appending = 0
+            _resolve(waiting, True)
             self._wake.set()
 
     def _oldest(self) -> Write | None:
@@ -198,6 +219,19 @@ class PendingWrites:
             self.applied += 1
         self._landed(write)
         return True
+
+
+def _resolve(waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]], on_disk: bool) -> None:
+    for loop, written in waiting:
+        try:
+            loop.call_soon_threadsafe(_set, written, on_disk)
+        except RuntimeError:
+            pass  # its loop is closed: nobody waits for it any more
+
+
+def _set(written: asyncio.Future[bool], on_disk: bool) -> None:
+    if not written.done():
+        written.set_result(on_disk)
 
 
 pending = PendingWrites()

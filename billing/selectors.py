@@ -61,8 +61,9 @@ class KeyCache:
                 if entry is None:
                     continue
                 if entry[1] <= now:
-                    del table[key_hash]
-                    return False, None
+                    if table is self._misses:
+                        del table[key_hash]
+                    return False, None  # an expired key stays until replaced: see ``last_known``
                 table.move_to_end(key_hash)
                 return True, entry[0]
         return False, None
@@ -75,6 +76,12 @@ class KeyCache:
             table.move_to_end(key_hash)
             while len(table) > size:
                 table.popitem(last=False)
+
+    def last_known(self, key_hash: str) -> KeyInfo | None:
+        """The key as last loaded, expired or not (admission during a database outage)."""
+        with self._lock:
+            entry = self._known.get(key_hash)
+        return None if entry is None else entry[0]
 
     def forget(self, key_hash: str) -> None:
         with self._lock:
@@ -120,6 +127,11 @@ def _lookup(key_hash: str) -> KeyInfo | None:
 def api_key_cached(key_hash: str) -> tuple[bool, KeyInfo | None]:
     """Return (hit, info) from the in-process cache without touching the database (info None: a miss)."""
     return _cache.get(key_hash)
+
+
+def api_key_last_known(key_hash: str) -> KeyInfo | None:
+    """The key as this process last loaded it, however long ago (None: never, or evicted)."""
+    return _cache.last_known(key_hash)
 
 
 def api_key_load(key_hash: str) -> KeyInfo | None:

@@ -238,11 +238,11 @@ def _settlement(
     }
 
 
-def settlement_estimate(outcome: Outcome, opened: records.Opened | None) -> Settlement:
+def settlement_estimate(outcome: Outcome, opened: records.Opened | ModelTerms | None) -> Settlement:
     """Return what settling ``outcome`` will bill, without the database: for a settlement kept
     through an outage (``billing.pending``), whose caller needs the figures now (the rate
     limiter's tokens, the metrics). The cost needs the record's prices, known when this process
-    opened it (``opened``); otherwise it is reported as zero here and billed in full when the
+    opened it (``opened``, or the terms it was admitted at against the journal); otherwise it is reported as zero here and billed in full when the
     write lands."""
     counts, _, _ = _counts(outcome)
     if opened is None:

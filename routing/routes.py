@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from billing import outage
+from billing.errors import DatabaseUnavailable
 from routing.errors import NoDeployment, NoEligibleProvider, UnknownModel, WrongModelMode
 from routing.models import ModelMode
 from routing.selectors import ModelRoute, model_route
@@ -61,12 +62,32 @@ async def model_route_shared(name: str) -> ModelRoute | None:
     hit, route = model_route_peek(name)  # a cached route costs no hop to a worker thread
     if hit:
         return route
+    if outage.admits_during_outage():
+        return await _route_through_outage(name)
+    return await _route_loaded(name)
+
+
+async def _route_loaded(name: str) -> ModelRoute | None:
     pending = _pending.get(name)
     if pending is None or pending.get_loop() is not asyncio.get_running_loop():
         # Bounded: a database outage answers 503 database_unavailable, not a 500 or a hang.
         pending = _pending[name] = asyncio.ensure_future(outage.within_bound(_model_route_async(name)))
         pending.add_done_callback(lambda done: _pending.pop(name, None) if _pending.get(name) is done else None)
     return await asyncio.shield(pending)
+
+
+async def _route_through_outage(name: str) -> ModelRoute | None:
+    """With ``SIRAYA_ADMIT_DURING_OUTAGE=journal``: while the database is away, the route last
+    cached, however old (a model changed meanwhile is not seen until it is back)."""
+    last = _cache.get(name)
+    if last is not None and outage.seems_down():
+        return last[0]
+    try:
+        return await _route_loaded(name)
+    except DatabaseUnavailable:
+        if last is None:
+            raise
+        return last[0]
 
 
 async def request_routes(

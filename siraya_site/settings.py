@@ -249,6 +249,14 @@ SIRAYA_DB_UNAVAILABLE_SECONDS = env.float("SIRAYA_DB_UNAVAILABLE_SECONDS", defau
 SIRAYA_PENDING_WRITES_MEMORY = env.int("SIRAYA_PENDING_WRITES_MEMORY", default=1000)
 SIRAYA_PENDING_RETRY_SECONDS = env.float("SIRAYA_PENDING_RETRY_SECONDS", default=1.0)
 SIRAYA_JOURNAL_DIR = env.str("SIRAYA_JOURNAL_DIR", default=str(VAR_DIR / "journal"))
+# During an outage, "refuse" (the default) answers a request that needs the database to be
+# admitted with the 503; "journal" admits requests of keys in the key cache against the journal,
+# their credit limits checked against this process's last known spend (README "Reliability").
+SIRAYA_ADMIT_DURING_OUTAGE = env.str("SIRAYA_ADMIT_DURING_OUTAGE", default="refuse")
+if SIRAYA_ADMIT_DURING_OUTAGE not in ("refuse", "journal"):
+    raise ImproperlyConfigured(
+        f"SIRAYA_ADMIT_DURING_OUTAGE must be 'refuse' or 'journal', not {SIRAYA_ADMIT_DURING_OUTAGE!r}"
+    )
 # Threads that count long prompts' tokens (billing.counting), apart from the database writer.
 SIRAYA_TOKEN_COUNT_WORKERS = env.int("SIRAYA_TOKEN_COUNT_WORKERS", default=2)
 # A client that takes no data for this long (its socket buffer full) is treated as gone.

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import signal
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,16 +22,16 @@ import httpx
 import orjson
 import pytest
 
-from conftest import LiveServer, free_port, start_server
+from conftest import LiveServer, start_server
 from lib import tokens
 from ops.tests.test_operations import metric
 
+from .outage_fixtures import TOKENS
 from .own_database import OwnDatabase
 
 BOUND = 2.0  # SIRAYA_DB_UNAVAILABLE_SECONDS
 SLACK = 2.0  # seconds of a loaded machine's delay on top of the bound
 STREAMS, CANCELLED = 10, 3  # streams in flight across the outage; the first CANCELLED are cancelled
-TOKENS = 40
 
 
 @dataclass
@@ -162,34 +160,6 @@ def assert_books_balance(db: OwnDatabase, streams: list[Received], refused: list
     days = db.rows("SELECT SUM(cost), SUM(requests) FROM billing_keyusageday")[0]
     total = db.rows("SELECT SUM(cost), COUNT(*) FROM billing_usagerecord")[0]
     assert (float(days[0]), days[1]) == (float(total[0]), total[1])
-
-
-@pytest.fixture
-def fake_vendor() -> Iterator[Any]:
-    from fakevendors.openai import FakeOpenAI
-
-    with FakeOpenAI(tokens=TOKENS, token_delay=0.05) as fake:
-        yield fake
-
-
-@pytest.fixture
-def journal_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="siraya-journal-") as folder:
-        yield Path(folder)
-
-
-@pytest.fixture
-def postgres() -> Iterator[OwnDatabase]:
-    db = OwnDatabase.postgres(free_port())
-    yield db
-    db.destroy()
-
-
-@pytest.fixture
-def sqlite_file() -> Iterator[OwnDatabase]:
-    db = OwnDatabase.sqlite()
-    yield db
-    db.destroy()
 
 
 @pytest.mark.slow

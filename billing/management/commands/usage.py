@@ -53,7 +53,12 @@ class Command(SubcommandCommand):
             owner = "live process" if found.live else "dead process"
             self.stdout.write(f"{found.path}  ({owner})  {len(found.writes)} pending write(s)")
             for write in found.writes:
-                what = write.data.get("generation_id", "") if write.kind == "reject" else f"record {write.record_id}"
+                # A reject, an admit, and the writes of a record admitted against the journal: no id yet.
+                what = (
+                    f"record {write.record_id}"
+                    if write.record_id
+                    else write.generation_id or write.data["generation_id"]
+                )
                 self.stdout.write(f"  {write.kind:<10}  {what}  made {now - write.at:.1f} s ago")
         self.stdout.write(f"{sum(len(f.writes) for f in files)} pending write(s) in {len(files)} journal file(s)")
         if replay:
