@@ -273,10 +273,6 @@ def csv_rows_after(
     return list(query[:limit])
 
 
-def generation_page(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
-    return records.select_related("api_key").order_by("-created_at", "-pk")
-
-
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 

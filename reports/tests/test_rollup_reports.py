@@ -109,7 +109,7 @@ def _usage(client: Client, query: dict[str, str]) -> dict[str, Any]:
         "daily": context["daily"],
         "status": context["status"],
         "chart": context["chart_data"],
-        "rows": [r.generation_id for r in context["page"]],
+        "rows": [r.generation_id for r in context["page"].records],
     }
 
 
