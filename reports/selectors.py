@@ -196,14 +196,14 @@ def usage_summary(parts: Sources, *, hourly: bool = False) -> UsageSummary:
     rows = sources.grouped(parts, ("hour" if hourly else "day", "model_name", "status"), (*_SUMMARY_SUMS, *histogram))
     status = dict.fromkeys(UsageStatus.values, 0)
     by_model: dict[tuple[date, str], list[Any]] = {}
-    overall = dict.fromkeys((*_SUMMARY_SUMS, *histogram), 0)
     for (bucket, model_name, state), sums in rows.items():
         status[state] = status.get(state, 0) + sums["requests"]
         seen = by_model.setdefault((bucket, model_name), [0, 0, 0, ZERO])
-        for i, name in enumerate(("requests", "prompt_tokens", "completion_tokens", "cost")):
-            seen[i] += sums[name]
-        for name in overall:
-            overall[name] += sums[name]
+        seen[0] += sums["requests"]
+        seen[1] += sums["prompt_tokens"]
+        seen[2] += sums["completion_tokens"]
+        seen[3] += sums["cost"]
+    overall = {name: sum(sums[name] for sums in rows.values()) for name in (*_SUMMARY_SUMS, *histogram)}
     if parts.rolled:
         median = sources.percentile([overall[name] for name in histogram], 0.5)
     else:

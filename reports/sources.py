@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.functions import TruncDate, TruncHour
 
@@ -135,21 +136,39 @@ def grouped(sources: Sources, group: Sequence[str], sums: Sequence[str]) -> dict
 
     One query per part. A group with no rows is absent.
     """
-    every = record_sums()
-    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    found: dict[tuple[Any, ...], list[Any]] = {}
+    width = len(group)
     for part, query in _parts(sources):
-        buckets = {g: _BUCKETS[g][part] for g in group if g in _BUCKETS and _BUCKETS[g][part] is not None}
-        aggregates = rollup_sums(sums) if part != "raw" else {total(s): every[total(s)] for s in sums}
-        rows = query.order_by().annotate(**buckets).values(*group).annotate(**aggregates)
-        for row in rows:
-            key = tuple(_bucket_value(row[g]) if g in _BUCKETS else row[g] for g in group)
-            into = found.setdefault(key, dict.fromkeys(sums, 0))
-            for s in sums:
-                into[s] += row[total(s)] or 0
-    for sums_of_group in found.values():
-        if "cost" in sums_of_group:
-            sums_of_group["cost"] = Decimal(sums_of_group["cost"]).quantize(COST_PLACES)
-    return found
+        for row in _part_rows(part, query, group, sums):
+            key, figures = row[:width], row[width:]
+            seen = found.get(key)
+            found[key] = list(figures) if seen is None else [a + b for a, b in zip(seen, figures, strict=True)]
+    cost = sums.index("cost") if "cost" in sums else None
+    result = {}
+    for key, figures in found.items():
+        if cost is not None:
+            figures[cost] = Decimal(figures[cost]).quantize(COST_PLACES)
+        result[key] = dict(zip(sums, figures, strict=True))
+    return result
+
+
+def _part_rows(part: str, query: QuerySet[Any], group: Sequence[str], sums: Sequence[str]) -> list[tuple[Any, ...]]:
+    """One part's rows as tuples: the group's values, then the sums (0 for none), in the order asked."""
+    buckets = {g: _BUCKETS[g][part] for g in group if g in _BUCKETS and _BUCKETS[g][part] is not None}
+    aggregates = rollup_sums(sums) if part != "raw" else {total(s): _RECORD_SUMS[total(s)] for s in sums}
+    rows = query.order_by().annotate(**buckets).values(*group).annotate(**aggregates)
+    found = rows.values_list(*group, *aggregates)
+    at = [i for i, g in enumerate(group) if g in _BUCKETS]
+    width = len(group)
+    if not at or connection.vendor != "sqlite":
+        return [(*row[:width], *(v or 0 for v in row[width:])) for row in found]
+    return [
+        (*(_bucket_value(v) if i in at else v for i, v in enumerate(row[:width])), *(v or 0 for v in row[width:]))
+        for row in found
+    ]
+
+
+_RECORD_SUMS = record_sums()
 
 
 def _bucket_value(value: Any) -> Any:
