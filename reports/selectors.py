@@ -190,10 +190,9 @@ def usage_summary(parts: Sources, *, hourly: bool = False) -> UsageSummary:
     """Totals, usage per day (or UTC hour) and model, and requests per status: one grouped query per part.
 
     The median time to first token is exact (one more query) over raw records alone, and read from the
-    latency histogram where rollups take part (within the bucket of the exact value).
+    latency histogram where rollups take part (within the bucket of the exact value; one more query per part).
     """
-    histogram = latency_bucket_fields("first_token_ms") if parts.rolled else ()
-    rows = sources.grouped(parts, ("hour" if hourly else "day", "model_name", "status"), (*_SUMMARY_SUMS, *histogram))
+    rows = sources.grouped(parts, ("hour" if hourly else "day", "model_name", "status"), _SUMMARY_SUMS)
     status = dict.fromkeys(UsageStatus.values, 0)
     by_model: dict[tuple[date, str], list[Any]] = {}
     for (bucket, model_name, state), sums in rows.items():
@@ -203,9 +202,13 @@ def usage_summary(parts: Sources, *, hourly: bool = False) -> UsageSummary:
         seen[1] += sums["prompt_tokens"]
         seen[2] += sums["completion_tokens"]
         seen[3] += sums["cost"]
-    overall = {name: sum(sums[name] for sums in rows.values()) for name in (*_SUMMARY_SUMS, *histogram)}
+    overall = {name: sum(sums[name] for sums in rows.values()) for name in _SUMMARY_SUMS}
     if parts.rolled:
-        median = sources.percentile([overall[name] for name in histogram], 0.5)
+        # The histogram is summed apart, once per part: carried on every group's row it was most of the
+        # rows' width, and of the time spent reading them.
+        histogram = latency_bucket_fields("first_token_ms")
+        counts = sources.summed(parts, histogram)
+        median = sources.percentile([counts[name] for name in histogram], 0.5)
     else:
         median = _exact_median_first_token(parts.raw, overall["first_token_count"])
     totals = Totals(

@@ -152,6 +152,17 @@ def grouped(sources: Sources, group: Sequence[str], sums: Sequence[str]) -> dict
     return result
 
 
+def summed(sources: Sources, sums: Sequence[str]) -> dict[str, Any]:
+    """ROLLUP_SUMS ``sums`` over every part, added up (a latency histogram). One query per part."""
+    found = dict.fromkeys(sums, 0)
+    for part, query in _parts(sources):
+        aggregates = rollup_sums(sums) if part != "raw" else {total(s): _RECORD_SUMS[total(s)] for s in sums}
+        row = query.order_by().aggregate(**aggregates)
+        for s in sums:
+            found[s] += row[total(s)] or 0
+    return found
+
+
 def _part_rows(part: str, query: QuerySet[Any], group: Sequence[str], sums: Sequence[str]) -> list[tuple[Any, ...]]:
     """One part's rows as tuples: the group's values, then the sums (0 for none), in the order asked."""
     buckets = {g: _BUCKETS[g][part] for g in group if g in _BUCKETS and _BUCKETS[g][part] is not None}

@@ -202,8 +202,9 @@ def test_report_pages_keep_their_figures_after_pruning(client: Client, people: P
 @pytest.mark.parametrize(
     ("url", "query", "queries"),
     [
-        ("reports:usage", {}, 10),  # session, user, 3 filter choices, rollups' state, 3 parts, a page of rows
-        ("reports:usage", {"range": "today"}, 9),  # by hour: no daily part
+        # session, user, 3 filter choices, rollups' state, 3 parts, their latency histograms, a page of rows
+        ("reports:usage", {}, 13),
+        ("reports:usage", {"range": "today"}, 11),  # by hour: no daily part
         ("reports:overview", {"range": "30d"}, 8),  # session, user, rollups' state, 3 parts, key names, budgets
         ("reports:performance", {"range": "30d"}, 6),  # session, user, rollups' state, 3 parts
     ],
