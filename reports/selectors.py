@@ -159,6 +159,14 @@ class DailyModelUsage:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def label(self) -> str:
+        """The bucket as the table shows it: ``2025-03-14``, or ``2025-03-14 15:00`` for an hour (UTC).
+
+        Formatted here rather than by the template's ``date`` filter, which cost more than the rest of
+        a 90-day table's row."""
+        return f"{self.day:%Y-%m-%d %H:%M}" if isinstance(self.day, datetime) else self.day.isoformat()
+
 
 @dataclass(frozen=True, slots=True)
 class UsageSummary:
