@@ -241,9 +241,9 @@ def performance_report_of(parts: Sources) -> PerformanceReport:
             _add(row, found, sums)
             into = histograms.setdefault((group, *group_key), {m: [0] * len(LATENCY_BOUNDS_MS) for m in METRICS})
             for metric, names in _BUCKETS.items():
-                counts = into[metric]
+                buckets = into[metric]
                 for i, name in enumerate(names):
-                    counts[i] += sums[name]
+                    buckets[i] += sums[name]
     for group, table in tables.items():
         for group_key, row in table.items():
             counts = histograms[(group, *group_key)]

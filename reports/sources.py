@@ -143,12 +143,10 @@ def grouped(sources: Sources, group: Sequence[str], sums: Sequence[str]) -> dict
             key, figures = row[:width], row[width:]
             seen = found.get(key)
             found[key] = list(figures) if seen is None else [a + b for a, b in zip(seen, figures, strict=True)]
-    cost = sums.index("cost") if "cost" in sums else None
-    result = {}
-    for key, figures in found.items():
-        if cost is not None:
-            figures[cost] = Decimal(figures[cost]).quantize(COST_PLACES)
-        result[key] = dict(zip(sums, figures, strict=True))
+    result = {key: dict(zip(sums, figures, strict=True)) for key, figures in found.items()}
+    if "cost" in sums:
+        for figures_of_group in result.values():
+            figures_of_group["cost"] = Decimal(figures_of_group["cost"]).quantize(COST_PLACES)
     return result
 
 
