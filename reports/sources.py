@@ -102,17 +102,26 @@ def split(
     rolled_from, rolled_to = _ceil_hour(start), min(end, covered_until) if covered_until is not None else start
     if filters.generation_prefix or rolled_to <= rolled_from:
         return Sources(raw=raw.filter(created_at__gte=start, created_at__lt=end))
-    raw = raw.filter(
-        Q(created_at__gte=start, created_at__lt=rolled_from) | Q(created_at__gte=rolled_to, created_at__lt=end)
-    )
+    raw = raw.filter(_within("created_at", (start, rolled_from), (rolled_to, end)))
     days_from, days_to = _ceil_day(rolled_from), _midnight(floor_hour(rolled_to).date())
     if by_hour or days_to <= days_from:
         return Sources(raw=raw, hours=UsageHour.objects.filter(filters.q(), hour__gte=rolled_from, hour__lt=rolled_to))
-    hours = UsageHour.objects.filter(
-        Q(hour__gte=rolled_from, hour__lt=days_from) | Q(hour__gte=days_to, hour__lt=rolled_to), filters.q()
-    )
+    hours = UsageHour.objects.filter(_within("hour", (rolled_from, days_from), (days_to, rolled_to)), filters.q())
     days = UsageDay.objects.filter(filters.q(), day__gte=days_from.date(), day__lt=days_to.date())
     return Sources(raw=raw, hours=hours, days=days)
+
+
+def _within(field: str, before: tuple[datetime, datetime], after: tuple[datetime, datetime]) -> Q:
+    """``field`` in the span ``before`` or in the span ``after`` (the second alone when the first is empty).
+
+    A report of whole days has nothing before: one range then reads along the index (the
+    covering one of the rollups, alone), where an OR of two made PostgreSQL OR two bitmaps and
+    read the rows. An empty ``after`` stays, so that the part is still one (empty) query.
+    """
+    later = Q(**{f"{field}__gte": after[0], f"{field}__lt": after[1]})
+    if before[0] >= before[1]:
+        return later
+    return Q(**{f"{field}__gte": before[0], f"{field}__lt": before[1]}) | later
 
 
 # Grouped sums over the parts
