@@ -55,10 +55,7 @@ def generation_page(
     (the newest without either). One query: it reads one more record to know whether another page follows."""
     records = records.select_related("api_key")
     if after is not None:
-        at, pk = after
-        # created_at >= at bounds the index scan; the OR only breaks ties at that instant.
-        newer = records.filter(Q(created_at__gt=at) | Q(pk__gt=pk), created_at__gte=at)
-        rows = list(newer.order_by("created_at", "pk")[: size + 1])
+        rows = list(newer_than(records, after)[: size + 1])
         shown = rows[:size][::-1]
         more_newer = len(rows) > size
         return GenerationPage(
@@ -66,13 +63,25 @@ def generation_page(
             newer=cursor_text(shown[0]) if more_newer else None,
             older=cursor_text(shown[-1]) if shown else None,
         )
-    if before is not None:
-        at, pk = before
-        records = records.filter(Q(created_at__lt=at) | Q(pk__lt=pk), created_at__lte=at)
-    rows = list(records.order_by("-created_at", "-pk")[: size + 1])
+    rows = list(older_than(records, before)[: size + 1])
     shown = rows[:size]
     return GenerationPage(
         shown,
         newer=cursor_text(shown[0]) if before is not None and shown else None,
         older=cursor_text(shown[-1]) if len(rows) > size else None,
     )
+
+
+def older_than(records: QuerySet[UsageRecord], before: Cursor | None) -> QuerySet[UsageRecord]:
+    """``records`` older than the cursor ``before`` (all of them for None), newest first."""
+    if before is not None:
+        at, pk = before
+        # created_at <= at bounds the index scan; the OR only breaks ties at that instant.
+        records = records.filter(Q(created_at__lt=at) | Q(pk__lt=pk), created_at__lte=at)
+    return records.order_by("-created_at", "-pk")
+
+
+def newer_than(records: QuerySet[UsageRecord], after: Cursor) -> QuerySet[UsageRecord]:
+    """``records`` newer than the cursor ``after``, oldest first."""
+    at, pk = after
+    return records.filter(Q(created_at__gt=at) | Q(pk__gt=pk), created_at__gte=at).order_by("created_at", "pk")

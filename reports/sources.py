@@ -170,12 +170,17 @@ def summed(sources: Sources, sums: Sequence[str]) -> dict[str, Any]:
     return found
 
 
-def _part_rows(part: str, query: QuerySet[Any], group: Sequence[str], sums: Sequence[str]) -> list[tuple[Any, ...]]:
-    """One part's rows as tuples: the group's values, then the sums (0 for none), in the order asked."""
+def part_query(part: str, query: QuerySet[Any], group: Sequence[str], sums: Sequence[str]) -> QuerySet[Any]:
+    """The grouped query of one part ("days", "hours" or "raw"): tuples of the group's values, then the sums."""
     buckets = {g: _BUCKETS[g][part] for g in group if g in _BUCKETS and _BUCKETS[g][part] is not None}
     aggregates = rollup_sums(sums) if part != "raw" else {total(s): _RECORD_SUMS[total(s)] for s in sums}
     rows = query.order_by().annotate(**buckets).values(*group).annotate(**aggregates)
-    found = rows.values_list(*group, *aggregates)
+    return rows.values_list(*group, *aggregates)
+
+
+def _part_rows(part: str, query: QuerySet[Any], group: Sequence[str], sums: Sequence[str]) -> list[tuple[Any, ...]]:
+    """One part's rows as tuples: the group's values, then the sums (0 for none), in the order asked."""
+    found = part_query(part, query, group, sums)
     at = [i for i, g in enumerate(group) if g in _BUCKETS]
     width = len(group)
     if not at or connection.vendor != "sqlite":
