@@ -23,7 +23,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, ExpressionWrapper, F, Field, Func, IntegerField, Model, Q, QuerySet, Sum, Value
+from django.db.models import (
+    Aggregate,
+    Count,
+    ExpressionWrapper,
+    F,
+    Field,
+    Func,
+    IntegerField,
+    Model,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
@@ -87,13 +100,47 @@ class JSONArrayLength(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
 
+class BucketCount(Aggregate):
+    """The number of rows whose ``metric`` lies in [low, high) (from ``low`` up when ``high`` is None).
+
+    The same count as ``Count("pk", filter=Q(metric__gte=low, metric__lt=high))``, written without
+    lookups: a report's raw part counts 92 buckets, and resolving 92 filters cost more CPU than the
+    database spent on the query. The bounds are LATENCY_BOUNDS_MS's integers, written as literals.
+    """
+
+    function = "COUNT"
+    output_field = IntegerField()
+
+    def __init__(self, metric: str, low: int, high: int | None) -> None:
+        below = f" AND %(expressions)s < {int(high)}" if high is not None else ""
+        self.within = f"%(expressions)s >= {int(low)}{below}"
+        super().__init__(F(metric))
+
+    def as_sql(
+        self,
+        compiler: Any,
+        connection: Any,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> Any:
+        # As Count(filter=...) writes it: FILTER where the database has it, CASE elsewhere.
+        if connection.features.supports_aggregate_filter_clause:
+            template = f"COUNT(*) FILTER (WHERE {self.within})"
+        else:
+            template = f"COUNT(CASE WHEN {self.within} THEN 1 END)"
+        return super().as_sql(
+            compiler, connection, function=function, template=template, arg_joiner=arg_joiner, **extra_context
+        )
+
+
 def _bucket_counts(metric: str) -> dict[str, Any]:
     bounds = (*LATENCY_BOUNDS_MS[1:], None)
-    counts: dict[str, Any] = {}
-    for name, low, high in zip(latency_bucket_fields(metric), LATENCY_BOUNDS_MS, bounds, strict=True):
-        within = Q(**{f"{metric}__gte": low}) & (Q(**{f"{metric}__lt": high}) if high is not None else Q())
-        counts[name] = Count("pk", filter=within)
-    return counts
+    names = latency_bucket_fields(metric)
+    return {
+        name: BucketCount(metric, low, high) for name, low, high in zip(names, LATENCY_BOUNDS_MS, bounds, strict=True)
+    }
 
 
 def record_sums() -> dict[str, Any]:
