@@ -23,7 +23,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Count, ExpressionWrapper, F, Field, Func, IntegerField, Model, Q, QuerySet, Sum, Value
+from django.db.models import (
+    Aggregate,
+    Count,
+    ExpressionWrapper,
+    F,
+    Field,
+    Func,
+    IntegerField,
+    Model,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
@@ -87,13 +100,29 @@ class JSONArrayLength(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
 
+class BucketCount(Aggregate):
+    """The number of rows whose ``metric`` lies in [low, high) (from ``low`` up when ``high`` is None).
+
+    What ``Count("pk", filter=Q(metric__gte=low, metric__lt=high))`` writes, without its lookups: a
+    report's raw part counts 92 buckets, and resolving 92 filters cost more CPU than the database
+    spent on the query. The bounds are LATENCY_BOUNDS_MS's integers, written as literals. PostgreSQL
+    and SQLite both have FILTER (SQLite from 3.30; Django 5.2 needs 3.31).
+    """
+
+    function = "COUNT"
+    output_field = IntegerField()
+
+    def __init__(self, metric: str, low: int, high: int | None) -> None:
+        below = f" AND %(expressions)s < {int(high)}" if high is not None else ""
+        super().__init__(F(metric), template=f"COUNT(*) FILTER (WHERE %(expressions)s >= {int(low)}{below})")
+
+
 def _bucket_counts(metric: str) -> dict[str, Any]:
     bounds = (*LATENCY_BOUNDS_MS[1:], None)
-    counts: dict[str, Any] = {}
-    for name, low, high in zip(latency_bucket_fields(metric), LATENCY_BOUNDS_MS, bounds, strict=True):
-        within = Q(**{f"{metric}__gte": low}) & (Q(**{f"{metric}__lt": high}) if high is not None else Q())
-        counts[name] = Count("pk", filter=within)
-    return counts
+    names = latency_bucket_fields(metric)
+    return {
+        name: BucketCount(metric, low, high) for name, low, high in zip(names, LATENCY_BOUNDS_MS, bounds, strict=True)
+    }
 
 
 def record_sums() -> dict[str, Any]:

@@ -88,8 +88,10 @@ class Comparison:
     tokens: Change
 
 
-# The overview's one grouping: every figure of the page is summed from these rows.
-_GROUP = ("day", "api_key_id", "api_key__name", "api_key__prefix", "model_name", "vendor_name")
+# The overview's one grouping: every figure of the page is summed from these rows. Keys are grouped by
+# id alone and named by ``key_labels``: grouping by their name and prefix too (a join) made PostgreSQL
+# sort the rows by every column instead of hashing them.
+_GROUP = ("day", "api_key_id", "model_name", "vendor_name")
 _SUMS = ("requests", "prompt_tokens", "completion_tokens", "cost")
 Rows = dict[tuple[Any, ...], dict[str, Any]]
 
@@ -101,6 +103,11 @@ def overview_rows(user: AbstractBaseUser | AnonymousUser, window: Window, covere
     """
     parts = sources.split(window.previous_start, window.end, sources.user_filters(user), covered_until)
     return sources.grouped(parts, _GROUP, _SUMS)
+
+
+def key_labels(user: AbstractBaseUser | AnonymousUser) -> dict[int, tuple[str, str]]:
+    """The name and prefix of every key ``user`` may see, by id. One query."""
+    return {pk: (name, prefix) for pk, name, prefix in selectors.visible_keys(user).values_list("pk", "name", "prefix")}
 
 
 def compare_periods(rows: Rows, window: Window) -> Comparison:
@@ -134,23 +141,24 @@ class Spender:
     daily: tuple[Decimal, ...]
 
 
-def _daily_spend(rows: Rows, window: Window, fields: tuple[str, ...]) -> dict[tuple[str, ...], dict[date, Decimal]]:
-    """Spend per ``fields`` value and UTC day in ``window``."""
-    at = [_GROUP.index(f) for f in fields]
-    spend: dict[tuple[str, ...], dict[date, Decimal]] = defaultdict(dict)
+def _daily_spend(rows: Rows, window: Window, field: str) -> dict[Any, dict[date, Decimal]]:
+    """Spend per ``field`` value and UTC day in ``window``."""
+    at = _GROUP.index(field)
+    spend: dict[Any, dict[date, Decimal]] = defaultdict(dict)
     for key, sums in rows.items():
         day = key[0]
         if day >= window.first_day:
-            days = spend[tuple(str(key[i]) for i in at)]
+            days = spend[key[at]]
             days[day] = days.get(day, ZERO) + sums["cost"]
     return spend
 
 
-def _ranked(spend: dict[tuple[str, ...], dict[date, Decimal]], window: Window) -> list[Spender]:
+def _ranked(spend: dict[Any, dict[date, Decimal]], window: Window, labels: dict[Any, tuple[str, str]]) -> list[Spender]:
+    """``spend`` as Spenders labelled by ``labels`` (label, detail), the biggest first."""
     spenders = [
         Spender(
-            label=name[1] if len(name) > 1 else (name[0] or "(none)"),
-            detail=name[2] if len(name) > 2 else "",
+            label=labels[name][0],
+            detail=labels[name][1],
             spend=sum(days.values(), ZERO),
             daily=tuple(days.get(day, ZERO) for day in window.days),
         )
@@ -159,17 +167,23 @@ def _ranked(spend: dict[tuple[str, ...], dict[date, Decimal]], window: Window) -
     return sorted(spenders, key=lambda s: (-s.spend, s.label, s.detail))
 
 
-def spend_by_key(rows: Rows, window: Window) -> list[Spender]:
-    """Every key with usage in ``window``, most spent first."""
-    return _ranked(_daily_spend(rows, window, ("api_key_id", "api_key__name", "api_key__prefix")), window)
+def spend_by_key(rows: Rows, window: Window, labels: dict[int, tuple[str, str]]) -> list[Spender]:
+    """Every key with usage in ``window``, most spent first; ``labels`` from ``key_labels``."""
+    return _ranked(_daily_spend(rows, window, "api_key_id"), window, labels)
+
+
+def _named(spend: dict[Any, dict[date, Decimal]]) -> dict[Any, tuple[str, str]]:
+    return {name: (name or "(none)", "") for name in spend}
 
 
 def spend_by_model(rows: Rows, window: Window) -> list[Spender]:
-    return _ranked(_daily_spend(rows, window, ("model_name",)), window)
+    spend = _daily_spend(rows, window, "model_name")
+    return _ranked(spend, window, _named(spend))
 
 
 def spend_by_vendor(rows: Rows, window: Window) -> list[Spender]:
-    return _ranked(_daily_spend(rows, window, ("vendor_name",)), window)
+    spend = _daily_spend(rows, window, "vendor_name")
+    return _ranked(spend, window, _named(spend))
 
 
 def fold_keys(spenders: list[Spender], shown: int = CHART_KEYS) -> list[Spender]:

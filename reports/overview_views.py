@@ -53,7 +53,7 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
     window = overview.Window.ending(now.date(), form.day_count)
     covered = rollups.covered_until()
     rows = overview.overview_rows(request.user, window, covered)
-    keys = overview.spend_by_key(rows, window)
+    keys = overview.spend_by_key(rows, window, overview.key_labels(request.user))
     context = {
         "form": form,
         "report": True,

@@ -240,9 +240,10 @@ def performance_report_of(parts: Sources) -> PerformanceReport:
             row = table.setdefault(group_key, PerformanceRow(key=group_key))
             _add(row, found, sums)
             into = histograms.setdefault((group, *group_key), {m: [0] * len(LATENCY_BOUNDS_MS) for m in METRICS})
-            for metric in METRICS:
-                for i, name in enumerate(latency_bucket_fields(metric)):
-                    into[metric][i] += sums[name]
+            for metric, names in _BUCKETS.items():
+                buckets = into[metric]
+                for i, name in enumerate(names):
+                    buckets[i] += sums[name]
     for group, table in tables.items():
         for group_key, row in table.items():
             counts = histograms[(group, *group_key)]
@@ -253,6 +254,7 @@ def performance_report_of(parts: Sources) -> PerformanceReport:
 
 
 _ROLLED_GROUP = (*MODEL_GROUP, *DEPLOYMENT_GROUP, "status", "error_code")
+_BUCKETS = {metric: latency_bucket_fields(metric) for metric in METRICS}
 _ROLLED_SUMS = (
     "requests",
     "fallbacks",

@@ -163,6 +163,14 @@ class DailyModelUsage:
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def label(self) -> str:
+        """The bucket as the table shows it: ``2025-03-14``, or ``2025-03-14 15:00`` for an hour (UTC).
+
+        Formatted here rather than by the template's ``date`` filter, which cost more than the rest of
+        a 90-day table's row."""
+        return f"{self.day:%Y-%m-%d %H:%M}" if isinstance(self.day, datetime) else self.day.isoformat()
+
 
 @dataclass(frozen=True, slots=True)
 class ApiUsage:
@@ -211,15 +219,13 @@ def usage_summary(parts: Sources, *, hourly: bool = False) -> UsageSummary:
     """Totals, usage per day (or UTC hour) and model, and requests per status: one grouped query per part.
 
     The median time to first token is exact (one more query) over raw records alone, and read from the
-    latency histogram where rollups take part (within the bucket of the exact value).
+    latency histogram where rollups take part (within the bucket of the exact value; one more query per part).
     """
-    histogram = latency_bucket_fields("first_token_ms") if parts.rolled else ()
     group = ("hour" if hourly else "day", "model_name", "status", "api")
-    rows = sources.grouped(parts, group, (*_SUMMARY_SUMS, *histogram))
+    rows = sources.grouped(parts, group, _SUMMARY_SUMS)
     status = dict.fromkeys(UsageStatus.values, 0)
     by_model: dict[tuple[date, str], list[Any]] = {}
     by_api: dict[str, list[Any]] = {}
-    overall = dict.fromkeys((*_SUMMARY_SUMS, *histogram), 0)
     for (bucket, model_name, state, api), sums in rows.items():
         status[state] = status.get(state, 0) + sums["requests"]
         seen = by_model.setdefault((bucket, model_name), [0, 0, 0, ZERO])
@@ -227,10 +233,13 @@ def usage_summary(parts: Sources, *, hourly: bool = False) -> UsageSummary:
         for i, name in enumerate(("requests", "prompt_tokens", "completion_tokens", "cost")):
             seen[i] += sums[name]
             through[i] += sums[name]
-        for name in overall:
-            overall[name] += sums[name]
+    overall = {name: sum(sums[name] for sums in rows.values()) for name in _SUMMARY_SUMS}
     if parts.rolled:
-        median = sources.percentile([overall[name] for name in histogram], 0.5)
+        # The histogram is summed apart, once per part: carried on every group's row it was most of the
+        # rows' width, and of the time spent reading them.
+        histogram = latency_bucket_fields("first_token_ms")
+        counts = sources.summed(parts, histogram)
+        median = sources.percentile([counts[name] for name in histogram], 0.5)
     else:
         median = _exact_median_first_token(parts.raw, overall["first_token_count"])
     totals = Totals(
@@ -301,10 +310,6 @@ def csv_rows_after(
         created_at, pk = after[CSV_CREATED_AT], after[-1]
         query = query.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
     return list(query[:limit])
-
-
-def generation_page(records: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
-    return records.select_related("api_key").order_by("-created_at", "-pk")
 
 
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").

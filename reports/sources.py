@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.db.models.functions import TruncDate, TruncHour
 
@@ -102,17 +103,26 @@ def split(
     rolled_from, rolled_to = _ceil_hour(start), min(end, covered_until) if covered_until is not None else start
     if filters.generation_prefix or rolled_to <= rolled_from:
         return Sources(raw=raw.filter(created_at__gte=start, created_at__lt=end))
-    raw = raw.filter(
-        Q(created_at__gte=start, created_at__lt=rolled_from) | Q(created_at__gte=rolled_to, created_at__lt=end)
-    )
+    raw = raw.filter(_within("created_at", (start, rolled_from), (rolled_to, end)))
     days_from, days_to = _ceil_day(rolled_from), _midnight(floor_hour(rolled_to).date())
     if by_hour or days_to <= days_from:
         return Sources(raw=raw, hours=UsageHour.objects.filter(filters.q(), hour__gte=rolled_from, hour__lt=rolled_to))
-    hours = UsageHour.objects.filter(
-        Q(hour__gte=rolled_from, hour__lt=days_from) | Q(hour__gte=days_to, hour__lt=rolled_to), filters.q()
-    )
+    hours = UsageHour.objects.filter(_within("hour", (rolled_from, days_from), (days_to, rolled_to)), filters.q())
     days = UsageDay.objects.filter(filters.q(), day__gte=days_from.date(), day__lt=days_to.date())
     return Sources(raw=raw, hours=hours, days=days)
+
+
+def _within(field: str, before: tuple[datetime, datetime], after: tuple[datetime, datetime]) -> Q:
+    """``field`` in the span ``before`` or in the span ``after`` (the second alone when the first is empty).
+
+    A report of whole days has nothing before: one range then reads along the index (the
+    covering one of the rollups, alone), where an OR of two made PostgreSQL OR two bitmaps and
+    read the rows. An empty ``after`` stays, so that the part is still one (empty) query.
+    """
+    later = Q(**{f"{field}__gte": after[0], f"{field}__lt": after[1]})
+    if before[0] >= before[1]:
+        return later
+    return Q(**{f"{field}__gte": before[0], f"{field}__lt": before[1]}) | later
 
 
 # Grouped sums over the parts
@@ -136,21 +146,53 @@ def grouped(sources: Sources, group: Sequence[str], sums: Sequence[str]) -> dict
 
     One query per part. A group with no rows is absent.
     """
-    every = record_sums()
-    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    found: dict[tuple[Any, ...], list[Any]] = {}
+    width = len(group)
     for part, query in _parts(sources):
-        buckets = {g: _BUCKETS[g][part] for g in group if g in _BUCKETS and _BUCKETS[g][part] is not None}
-        aggregates = rollup_sums(sums) if part != "raw" else {total(s): every[total(s)] for s in sums}
-        rows = query.order_by().annotate(**buckets).values(*group).annotate(**aggregates)
-        for row in rows:
-            key = tuple(_bucket_value(row[g]) if g in _BUCKETS else row[g] for g in group)
-            into = found.setdefault(key, dict.fromkeys(sums, 0))
-            for s in sums:
-                into[s] += row[total(s)] or 0
-    for sums_of_group in found.values():
-        if "cost" in sums_of_group:
-            sums_of_group["cost"] = Decimal(sums_of_group["cost"]).quantize(COST_PLACES)
+        for row in _part_rows(part, query, group, sums):
+            key, figures = row[:width], row[width:]
+            seen = found.get(key)
+            found[key] = list(figures) if seen is None else [a + b for a, b in zip(seen, figures, strict=True)]
+    result = {key: dict(zip(sums, figures, strict=True)) for key, figures in found.items()}
+    if "cost" in sums:
+        for figures_of_group in result.values():
+            figures_of_group["cost"] = Decimal(figures_of_group["cost"]).quantize(COST_PLACES)
+    return result
+
+
+def summed(sources: Sources, sums: Sequence[str]) -> dict[str, Any]:
+    """ROLLUP_SUMS ``sums`` over every part, added up (a latency histogram). One query per part."""
+    found = dict.fromkeys(sums, 0)
+    for part, query in _parts(sources):
+        aggregates = rollup_sums(sums) if part != "raw" else {total(s): _RECORD_SUMS[total(s)] for s in sums}
+        row = query.order_by().aggregate(**aggregates)
+        for s in sums:
+            found[s] += row[total(s)] or 0
     return found
+
+
+def part_query(part: str, query: QuerySet[Any], group: Sequence[str], sums: Sequence[str]) -> QuerySet[Any]:
+    """The grouped query of one part ("days", "hours" or "raw"): tuples of the group's values, then the sums."""
+    buckets = {g: _BUCKETS[g][part] for g in group if g in _BUCKETS and _BUCKETS[g][part] is not None}
+    aggregates = rollup_sums(sums) if part != "raw" else {total(s): _RECORD_SUMS[total(s)] for s in sums}
+    rows = query.order_by().annotate(**buckets).values(*group).annotate(**aggregates)
+    return rows.values_list(*group, *aggregates)
+
+
+def _part_rows(part: str, query: QuerySet[Any], group: Sequence[str], sums: Sequence[str]) -> list[tuple[Any, ...]]:
+    """One part's rows as tuples: the group's values, then the sums (0 for none), in the order asked."""
+    found = part_query(part, query, group, sums)
+    at = [i for i, g in enumerate(group) if g in _BUCKETS]
+    width = len(group)
+    if not at or connection.vendor != "sqlite":
+        return [(*row[:width], *(v or 0 for v in row[width:])) for row in found]
+    return [
+        (*(_bucket_value(v) if i in at else v for i, v in enumerate(row[:width])), *(v or 0 for v in row[width:]))
+        for row in found
+    ]
+
+
+_RECORD_SUMS = record_sums()
 
 
 def _bucket_value(value: Any) -> Any:

@@ -7,7 +7,6 @@ import io
 import json
 from collections.abc import AsyncIterator
 from datetime import date, datetime
-from functools import cached_property
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
@@ -15,7 +14,6 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
-from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -24,26 +22,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import UsageRecord, UsageStatus
-from reports import charts, selectors
+from reports import charts, generations, selectors
 from reports.forms import FILTER_PARAMETERS, ReportFilterForm
 from routing.errors import client_attempts, client_error_message
 
-PAGE_SIZE = 50
 # Rows fetched from the database per round trip, and bytes gathered before one write to the client.
 CSV_FETCH_ROWS = 2000
 CSV_FLUSH_BYTES = 64 * 1024
-
-
-class KnownCountPaginator(Paginator):
-    """A paginator told its count (the totals query already has it), so it never runs COUNT(*)."""
-
-    def __init__(self, object_list: Any, per_page: int, known_count: int) -> None:
-        super().__init__(object_list, per_page)
-        self.known_count = known_count
-
-    @cached_property
-    def count(self) -> int:
-        return self.known_count
 
 
 def _filter_form(request: HttpRequest) -> ReportFilterForm:
@@ -51,12 +36,12 @@ def _filter_form(request: HttpRequest) -> ReportFilterForm:
 
 
 def report_query(request: HttpRequest, *, page: bool = False, without: tuple[str, ...] = ()) -> str:
-    """The report's filters from the request's query (and its page number if asked), URL-encoded.
+    """The report's filters from the request's query (and its generation log cursor if asked), URL-encoded.
 
     Only the report's own parameters travel in links, so nothing else a link was sent comes back in one;
     ``without`` leaves some out (a link that sets them itself).
     """
-    names = (*FILTER_PARAMETERS, "page") if page else FILTER_PARAMETERS
+    names = (*FILTER_PARAMETERS, *generations.CURSOR_PARAMETERS) if page else FILTER_PARAMETERS
     query = QueryDict(mutable=True)
     for name in (n for n in names if n not in without):
         values = [v for v in request.GET.getlist(name) if v]
@@ -137,7 +122,17 @@ def usage_report(request: HttpRequest) -> HttpResponse:
     form = _filter_form(request)
     if not form.is_valid():
         return _invalid_filter_page(request, form)
-    return _usage_page(request, form)
+    try:
+        cursors = {name: _cursor(request, name) for name in generations.CURSOR_PARAMETERS}
+    except ValueError:
+        form.add_error(None, "The generation log's page link is not valid: open the report again from its newest page.")
+        return _invalid_filter_page(request, form)
+    return _usage_page(request, form, **cursors)
+
+
+def _cursor(request: HttpRequest, name: str) -> generations.Cursor | None:
+    text = request.GET.get(name)
+    return generations.parse_cursor(text) if text else None
 
 
 def _invalid_filter_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
@@ -145,7 +140,13 @@ def _invalid_filter_page(request: HttpRequest, form: ReportFilterForm) -> HttpRe
     return render(request, "reports/usage.html", {"form": form, "report": False}, status=400)
 
 
-def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
+def _usage_page(
+    request: HttpRequest,
+    form: ReportFilterForm,
+    *,
+    before: generations.Cursor | None,
+    after: generations.Cursor | None,
+) -> HttpResponse:
     first, last = form.days()
     hourly = form.hourly()
     spec = form.report_filter()
@@ -153,8 +154,7 @@ def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
     totals, daily, status = summary.totals, summary.daily, summary.status
     # The generation log lists raw records (pages past the retention period's records are empty).
     records = selectors.filtered_records(request.user, spec)
-    paginator = KnownCountPaginator(selectors.generation_page(records), PAGE_SIZE, totals.requests)
-    page = paginator.get_page(request.GET.get("page"))
+    page = generations.generation_page(records, before=before, after=after)
     context = {
         "form": form,
         "report": True,
@@ -167,6 +167,7 @@ def _usage_page(request: HttpRequest, form: ReportFilterForm) -> HttpResponse:
         "apis": summary.apis,
         "chart_data": _chart_data(first, last, summary, _model_names(form), hourly=hourly),
         "page": page,
+        "paged": before is not None or after is not None,
         "query": report_query(request),
         # The key and model cells link to the report narrowed to them (the other filters kept).
         "key_query": report_query(request, without=("key",)),

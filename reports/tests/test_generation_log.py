@@ -56,7 +56,7 @@ def _everywhere(client: Any, query: dict[str, str]) -> dict[str, Any]:
     return {
         "prompt": page.context["totals"].prompt_tokens,
         "chart_requests": sum(chart["status"]["counts"]),
-        "table": sorted(r.generation_id for r in page.context["page"].object_list),
+        "table": sorted(r.generation_id for r in page.context["page"].records),
         "csv": sorted(r["generation_id"] for r in csv_rows(client.get(reverse("reports:csv"), query))),
         "json": sorted(r["generation_id"] for r in json_rows(client.get(reverse("reports:json"), query))),
     }

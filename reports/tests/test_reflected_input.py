@@ -53,6 +53,8 @@ KNOWN_PARAMETERS = [
     "_popup",
     "_changelist_filters",
     "page",
+    "before",
+    "after",
     "next",
     "kind",
     "term",

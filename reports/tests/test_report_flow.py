@@ -186,14 +186,16 @@ def test_admin_view_site_and_header_lead_to_the_reports(client, people: People):
 def test_filters_travel_to_a_generation_and_back(client, people: People):
     mine = record(people.owner_key, NOW - timedelta(days=10))
     client.force_login(people.owner)
-    query = {"range": "30d", "key": str(people.owner_key.pk), "model": "", "page": "1", "utm": "x"}
+    # A generation log cursor (the page of records older than it) travels too: back is the same page.
+    cursor = f"{NOW:%Y%m%dT%H%M%S.%f}Z-999999"
+    query = {"range": "30d", "key": str(people.owner_key.pk), "model": "", "before": cursor, "utm": "x"}
 
     page = client.get(reverse("reports:usage"), query)
 
     [link] = controls(page).generation_links
     assert urlsplit(link).path == reverse("reports:generation", args=[mine.generation_id])
     carried = parse_qs(urlsplit(link).query)
-    assert carried == {"range": ["30d"], "key": [str(people.owner_key.pk)], "page": ["1"]}
+    assert carried == {"range": ["30d"], "key": [str(people.owner_key.pk)], "before": [cursor]}
     assert parse_qs(urlsplit(controls(page).links["csv-link"]).query) == {
         "range": ["30d"],
         "key": [str(people.owner_key.pk)],

@@ -113,7 +113,7 @@ def _usage(client: Client, query: dict[str, str]) -> dict[str, Any]:
         "status": context["status"],
         "apis": context["apis"],
         "chart": context["chart_data"],
-        "rows": [r.generation_id for r in context["page"]],
+        "rows": [r.generation_id for r in context["page"].records],
     }
 
 
@@ -206,9 +206,10 @@ def test_report_pages_keep_their_figures_after_pruning(client: Client, people: P
 @pytest.mark.parametrize(
     ("url", "query", "queries"),
     [
-        ("reports:usage", {}, 10),  # session, user, 3 filter choices, rollups' state, 3 parts, a page of rows
-        ("reports:usage", {"range": "today"}, 9),  # by hour: no daily part
-        ("reports:overview", {"range": "30d"}, 7),  # session, user, rollups' state, 3 parts, budgets
+        # session, user, 3 filter choices, rollups' state, 3 parts, their latency histograms, a page of rows
+        ("reports:usage", {}, 13),
+        ("reports:usage", {"range": "today"}, 11),  # by hour: no daily part
+        ("reports:overview", {"range": "30d"}, 8),  # session, user, rollups' state, 3 parts, key names, budgets
         ("reports:performance", {"range": "30d"}, 6),  # session, user, rollups' state, 3 parts
     ],
 )
