@@ -49,8 +49,8 @@ class CancelScope:
     which raises ``Interrupted(reason)``. The first reason wins; cancelling after the block is a no-op.
 
     The bookkeeping is ``asyncio.timeout``'s, without its object (one fewer per open stream):
-    ``cancel`` cancels the task from the loop (never in the middle of the caller's own code);
-    on the way out the scope takes back its own cancellation with ``uncancel()`` and turns the
+    ``cancel`` from elsewhere cancels the task at once, from the block itself on the loop's next
+    turn (never in the middle of its own code); on the way out the scope takes back its own cancellation with ``uncancel()`` and turns the
     ``CancelledError`` into ``Interrupted`` only if no other cancellation is pending, so one from
     outside (the server's) still propagates as ``CancelledError``.
     """
@@ -83,7 +83,15 @@ class CancelScope:
     def cancel(self, reason: str) -> None:
         if self._task is not None and not self.reason:
             self.reason = reason
-            self._handle = asyncio.get_running_loop().call_soon(self._deliver)
+            if asyncio.current_task() is self._task:
+                # From the block itself: on the loop's next turn, never in the middle of its code.
+                self._handle = asyncio.get_running_loop().call_soon(self._deliver)
+            else:
+                # From elsewhere (the client's disconnect, a stall, shutdown, a deadline's timer): at
+                # once, so the task is stopped wherever it resumes next. A turn later, a chunk the
+                # vendor sent meanwhile could be handed to a server that drops it (the client is
+                # gone) and be billed as delivered.
+                self._task.cancel()
 
     def _deliver(self) -> None:
         self._handle = None

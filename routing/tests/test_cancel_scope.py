@@ -48,6 +48,27 @@ def test_the_first_reason_wins() -> None:
     assert run(main()) == "client_stalled"
 
 
+def test_a_cancel_from_elsewhere_stops_the_task_before_it_runs_again() -> None:
+    """The client's disconnect noticed in the same turn as the vendor's next chunk: the task
+    never resumes to hand that chunk to a server that would drop it."""
+
+    async def request(scope: CancelScope, ran: list[str]) -> None:
+        async with scope:
+            await asyncio.sleep(0)
+            ran.append("resumed")  # what would send the chunk
+
+    async def main() -> list[str]:
+        scope, ran = CancelScope(), []
+        task = asyncio.create_task(request(scope, ran))
+        await asyncio.sleep(0)  # the task waits; its wake-up is queued for this turn
+        scope.cancel("client_disconnected")
+        with pytest.raises(Interrupted):
+            await task
+        return ran
+
+    assert run(main()) == []
+
+
 def test_a_cancel_from_the_block_itself_arrives_at_its_next_await() -> None:
     async def main() -> list[str]:
         seen = []
@@ -107,9 +128,8 @@ def test_outside_and_own_cancellation_together_stay_a_cancelled_error() -> None:
         scope = CancelScope()
         task = asyncio.create_task(request(scope))
         await asyncio.sleep(0.01)
-        scope.cancel("client_disconnected")
-        await asyncio.sleep(0)  # the scope's cancellation is delivered
-        task.cancel()
+        scope.cancel("client_disconnected")  # delivered at once: from outside the block
+        task.cancel()  # and the server's, before the task runs again
         with pytest.raises(asyncio.CancelledError):
             await task
         return task.cancelled()
