@@ -58,7 +58,7 @@ def test_a_cancel_from_elsewhere_stops_the_task_before_it_runs_again() -> None:
             ran.append("resumed")  # what would send the chunk
 
     async def main() -> list[str]:
-        scope, ran = CancelScope(), []
+        scope, ran = CancelScope(), list[str]()
         task = asyncio.create_task(request(scope, ran))
         await asyncio.sleep(0)  # the task waits; its wake-up is queued for this turn
         scope.cancel("client_disconnected")
