@@ -31,7 +31,7 @@ from typing import Any
 
 from bench import processes, workloads
 from bench.limits import raise_open_files
-from bench.tracing_cost import Variant, prepare, spawn
+from bench.tracing_cost import Variant, prepare, start_router
 
 # Run in the router process: snapshot the heap to $MEMTRACE_DIR/<signal>.snap on SIGUSR1 and SIGUSR2,
 # then run the module named by argv[1] as ``python -m`` would.
@@ -62,19 +62,6 @@ def command(server: str, port: int, frames: int) -> list[str]:
         _WRAPPER,
         *(a.replace("{port}", str(port)) for a in args),
     ]
-
-
-def start(variant: Variant, server: str, frames: int, workdir: Path) -> processes.Process:
-    port = processes.free_port()
-    proc = spawn(variant.name, command(server, port, frames), variant.root, variant.env, workdir)
-    proc.port = port
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.process.poll() is None:
-        if processes._healthy(port):
-            return proc
-        time.sleep(0.05)
-    proc.stop()
-    raise RuntimeError(f"router {variant.name} did not start:\n{proc.log()}")
 
 
 def snapshotter(proc: processes.Process, folder: Path, traced: bool) -> Callable[[], int]:
@@ -157,7 +144,7 @@ def measure(
     database = f"sqlite:///{folder / 'router.sqlite3'}"
     variant.env = {**variant.env, "DATABASE_URL": database, "MEMTRACE_DIR": str(folder)}
     variant.key = prepare(variant, vendor_url)
-    proc = variant.process = start(variant, server, args.frames, folder)
+    proc = variant.process = start_router(variant, server, folder, lambda port: command(server, port, args.frames))
     try:
         target = variant.target()
         asyncio.run(workloads.latency_interleaved([target], "stream", 5, stream=True))

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,15 @@ def prepare(variant: Variant, vendor_url: str) -> str:
     return str(json.loads(result.stdout.strip().splitlines()[-1])["key"])
 
 
-def start_router(variant: Variant, server: str, workdir: Path) -> processes.Process:
+def start_router(
+    variant: Variant, server: str, workdir: Path, command: Callable[[int], list[str]] | None = None
+) -> processes.Process:
+    """Start ``variant``'s router on ``server`` (or as ``command(port)``) and wait until it answers."""
     port = processes.free_port()
-    command = processes.server_command(server, processes.ROUTER_APP, port)
-    proc = spawn(variant.name, command, variant.root, variant.env, workdir)
+    argv = command(port) if command else processes.server_command(server, processes.ROUTER_APP, port)
+    proc = spawn(variant.name, argv, variant.root, variant.env, workdir)
     proc.port = port
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.process.poll() is None:
         if processes._healthy(port):
             return proc
