@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from billing.ledger import Ticket
@@ -53,7 +54,7 @@ class Answering(Protocol):
     finish_reason: str
     first_token_at: float | None
 
-    async def attempt(self, route: ModelRoute, target: Target) -> None:
+    def attempt(self, route: ModelRoute, target: Target) -> Awaitable[None]:
         """Have ``target`` answer; raise ``UpstreamError`` if it fails."""
         ...
 

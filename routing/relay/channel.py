@@ -107,7 +107,10 @@ class ClientChannel:
         return self
 
     async def __aenter__(self) -> None:
-        self._watcher = asyncio.create_task(self._watch_disconnect())
+        if edge.DISCONNECT_CALLBACK in self.scope:
+            self.scope[edge.DISCONNECT_CALLBACK] = self._disconnected  # one task per request
+        else:
+            self._watcher = asyncio.create_task(self._watch_disconnect())
         lifecycle.track(self, asyncio.current_task())
         await self._cancel.__aenter__()
 
@@ -120,6 +123,8 @@ class ClientChannel:
             if self._watcher is not None:
                 self._watcher.cancel()
                 self._watcher = None
+            elif edge.DISCONNECT_CALLBACK in self.scope:
+                self.scope[edge.DISCONNECT_CALLBACK] = None  # the scope outlives the request's work
             self._send.close()
 
     def cancel(self, reason: str) -> None:
@@ -134,9 +139,12 @@ class ClientChannel:
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                self.disconnected = True
-                self.cancel("client_disconnected")
+                self._disconnected()
                 return
+
+    def _disconnected(self) -> None:
+        self.disconnected = True
+        self.cancel("client_disconnected")
 
     def _stalled(self) -> None:
         self.disconnected = True

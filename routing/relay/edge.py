@@ -23,6 +23,13 @@ from django.http.request import split_domain_port, validate_host
 
 from routing.errors import RouterError
 
+# A server that tells the application of the client's disconnect by a call puts this key in the
+# request's scope (``siraya_site.serve``'s protocol, ``ops.http_errors``); the channel sets it to
+# its callback, which the server calls when the connection is lost before the response completed.
+# Without it (daphne, the in-process harness) a second task per request waits on ``receive()``
+# for the ``http.disconnect`` message instead.
+DISCONNECT_CALLBACK = "siraya.on_disconnect"
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

@@ -43,6 +43,7 @@ async def serve_embeddings(api: EmbeddingDialect, channel: ClientChannel) -> Non
     if received is None:
         return
     key, body = received
+    received = None  # as in serve_request: the body need not outlive the parse
     generation_id = new_generation_id()
     logs.generation_id.set(generation_id)
     model_name = ""

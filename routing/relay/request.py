@@ -72,6 +72,7 @@ async def serve_request(dialect: Dialect, channel: ClientChannel) -> None:
     if received is None:
         return
     key, body = received
+    received = None  # the pair would keep the raw body alive as long as the stream
     generation_id = new_generation_id()
     logs.generation_id.set(generation_id)
     model_name = ""

@@ -1,4 +1,4 @@
-"""Under the production runner (uvicorn, ``siraya_site.serve``): slow clients and SIGTERM."""
+"""Under the production runner (uvicorn, ``siraya_site.serve``): a client that leaves, slow clients and SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from conftest import make_cast, wait_settled
+from lib import tokens
 from routing.tests.sse_client import RawStream, content_of
 
 SERVE = [sys.executable, "-m", "siraya_site.serve", "--port", "{port}", "--log-level", "warning"]
@@ -27,6 +28,30 @@ def served(server_factory, fake_openai, transactional_db):
 
     yield start
     wait_settled()
+
+
+def test_a_client_that_leaves_is_told_by_the_server_with_one_task_per_request(served, fake_openai):
+    """The production protocol calls the relay when the connection is lost: no second task per
+    request waits on ``receive()`` for the disconnect, and the vendor is closed all the same."""
+    server, cast = served()
+    fake_openai.scenario.tokens = 3
+    assert cast.chat(stream=True).status_code == 200  # warm up (tokenizer tables loaded)
+    idle = httpx.get(server.url + "/debug/tasks", timeout=5).json()["tasks"]
+    fake_openai.scenario.tokens, fake_openai.scenario.token_delay = 50, 0.2
+    stream = RawStream(cast.url, cast.key, {"model": cast.model, "messages": MESSAGES, "stream": True})
+    received = ""
+    while received.count(" ") < 5:
+        received += content_of(stream.next_data())
+    # The stream's request and its keepalive, and no task watching for the disconnect.
+    assert httpx.get(server.url + "/debug/tasks", timeout=5).json()["tasks"] - idle == 2
+    generation_id = stream.headers["x-generation-id"]
+    request = fake_openai.last()
+    closed = stream.close()
+    seen = fake_openai.wait_closed(request)
+    assert seen is not None and seen - closed < 1.0, "the vendor never saw the client's close"
+    record = cast.record(generation_id)
+    assert (record.status, record.error_code) == ("cancelled", "client_disconnected")
+    assert record.completion_tokens == 5 == tokens.count_text(received, "cl100k_base")
 
 
 def stalled_client(url: str, key: str, body: dict) -> socket.socket:
