@@ -204,9 +204,11 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         super().connection_lost(exc)
         if cycle is not None and cycle.disconnected:  # lost before its response completed
-            callback = cast("Callable[[], None] | None", cycle.scope.get(edge.DISCONNECT_CALLBACK))
-            if callback is not None:
+            callback = cast("Callable[[], None] | bool | None", cycle.scope.get(edge.DISCONNECT_CALLBACK))
+            if callable(callback):
                 callback()
+            else:  # the relay has not set it yet: it will find the connection lost
+                cycle.scope[edge.DISCONNECT_CALLBACK] = False  # type: ignore[literal-required]
 
     def send_400_response(self, msg: str) -> None:
         if not self.transport.is_closing():

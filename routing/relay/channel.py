@@ -107,12 +107,14 @@ class ClientChannel:
         return self
 
     async def __aenter__(self) -> None:
-        if edge.DISCONNECT_CALLBACK in self.scope:
-            self.scope[edge.DISCONNECT_CALLBACK] = self._disconnected  # one task per request
-        else:
-            self._watcher = asyncio.create_task(self._watch_disconnect())
         lifecycle.track(self, asyncio.current_task())
         await self._cancel.__aenter__()
+        if edge.DISCONNECT_CALLBACK not in self.scope:
+            self._watcher = asyncio.create_task(self._watch_disconnect())
+        elif self.scope[edge.DISCONNECT_CALLBACK] is False:  # the client left before this
+            self._disconnected()
+        else:
+            self.scope[edge.DISCONNECT_CALLBACK] = self._disconnected  # one task per request
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

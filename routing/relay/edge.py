@@ -25,7 +25,8 @@ from routing.errors import RouterError
 
 # A server that tells the application of the client's disconnect by a call puts this key in the
 # request's scope (``siraya_site.serve``'s protocol, ``ops.http_errors``); the channel sets it to
-# its callback, which the server calls when the connection is lost before the response completed.
+# its callback, which the server calls when the connection is lost before the response completed;
+# lost before the channel set it (the client left during admission), the server sets it to False.
 # Without it (daphne, the in-process harness) a second task per request waits on ``receive()``
 # for the ``http.disconnect`` message instead.
 DISCONNECT_CALLBACK = "siraya.on_disconnect"
