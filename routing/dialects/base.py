@@ -16,7 +16,7 @@ where its key is, its error shape).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -92,11 +92,12 @@ class Memory(Protocol):
         counted, so before admission), or raise ``RouterError`` when there is none."""
         ...
 
-    async def keep(
+    def keep(
         self, request: ChatRequest, key_id: int, answer: Answer | None, renderer: StreamRenderer | None
-    ) -> None:
-        """Keep a finished answer (``answer`` for a whole one, the stream's ``renderer`` for a
-        stream) for the key; never raises: a failed write is logged, the client has its answer."""
+    ) -> Awaitable[None] | None:
+        """Queue a finished answer (``answer`` for a whole one, the stream's ``renderer`` for a
+        stream) to be kept for the key, ahead of the settlement queued next; return what to await
+        for it (None: nothing to keep). Never raises: a failed write is logged, the client has its answer."""
         ...
 
 

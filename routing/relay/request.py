@@ -167,12 +167,14 @@ async def relay(
             delivery.meter.close()
         try:
             outcome = ending.outcome(delivery, attempts, routes[0])
-            try:
-                if dialect.memory is not None and ending.status != UsageStatus.CANCELLED:
-                    # Kept before the settlement: a settled record means its answer is kept (or never will be).
-                    await dialect.memory.keep(request, key_id, delivery.answer, delivery.renderer)
-            finally:
-                settlement = await ledger.settle(ticket, outcome)
+            kept = None
+            if dialect.memory is not None and ending.status != UsageStatus.CANCELLED:
+                # Queued in the group commit ahead of the settlement: a settled record means its
+                # answer is kept (or never will be), and the two writes cost one commit, not two.
+                kept = dialect.memory.keep(request, key_id, delivery.answer, delivery.renderer)
+            settlement = await ledger.settle(ticket, outcome)
+            if kept is not None:
+                await kept
             observe(outcome, attempts, routes[0], settlement)
             if tracing.ENABLED:
                 traces.request_settled(outcome, settlement, attempts.current, delivery)
