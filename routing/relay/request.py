@@ -172,9 +172,11 @@ async def relay(
                 # Queued in the group commit ahead of the settlement: a settled record means its
                 # answer is kept (or never will be), and the two writes cost one commit, not two.
                 kept = dialect.memory.keep(request, key_id, delivery.answer, delivery.renderer)
-            settlement = await ledger.settle(ticket, outcome)
-            if kept is not None:
-                await kept
+            try:
+                settlement = await ledger.settle(ticket, outcome)
+            finally:
+                if kept is not None:
+                    await kept  # never raises: a failed write is logged
             observe(outcome, attempts, routes[0], settlement)
             if tracing.ENABLED:
                 traces.request_settled(outcome, settlement, attempts.current, delivery)
