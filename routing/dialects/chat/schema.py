@@ -35,7 +35,8 @@ MAX_TOKENS = 10_000_000
 
 _NAMES_REFUSED: Message = ("'{path}' must be a non-empty array of model names.", "invalid_value")
 _NAME_TOO_LONG: Message = (f"Model names are at most {MAX_MODEL_NAME} characters.", "invalid_value")
-_NO_MODEL: Message = ("'{path}' is required and must be a string.", "missing")
+# A missing or non-string model, in every client API that names one the same way.
+NO_MODEL: Message = ("'{path}' is required and must be a string.", "missing")
 _NO_MESSAGES = "'{path}' must be a non-empty array."
 # OpenAI parameters the router forwards without judging them.
 _FORWARDED_AS_SENT = (
@@ -93,7 +94,7 @@ REQUEST = Object(
             String(
                 min_length=1,
                 max_length=MAX_MODEL_NAME,
-                errors={"type": _NO_MODEL, "short": _NO_MODEL, "missing": _NO_MODEL},
+                errors={"type": NO_MODEL, "short": NO_MODEL, "missing": NO_MODEL},
             ),
             required=True,
             blank_is_absent=True,

@@ -11,8 +11,8 @@ from typing import Any
 
 from routing.canonical import EmbeddingRequest
 from routing.dialects.body import parse_json_object
-from routing.dialects.chat.schema import MAX_MODEL_NAME
-from routing.dialects.faults import Fault, Invalid, Message
+from routing.dialects.chat.schema import MAX_MODEL_NAME, NO_MODEL
+from routing.dialects.faults import Fault, Invalid
 from routing.dialects.fields import Field
 from routing.dialects.spec import Enum, Integer, Object, Schema, Spec, String
 from routing.errors import invalid
@@ -24,8 +24,6 @@ MAX_TOKEN_ID = 2**31 - 1
 MAX_DIMENSIONS = 65_536
 MAX_DEPTH = 8
 ENCODING_FORMATS = frozenset({"float", "base64"})
-
-_NO_MODEL: Message = ("'{path}' is required and must be a string.", "missing")
 
 
 class EmbeddingInput(Spec):
@@ -110,7 +108,7 @@ REQUEST = Object(
             String(
                 min_length=1,
                 max_length=MAX_MODEL_NAME,
-                errors={"type": _NO_MODEL, "short": _NO_MODEL, "missing": _NO_MODEL},
+                errors={"type": NO_MODEL, "short": NO_MODEL, "missing": NO_MODEL},
             ),
             required=True,
             blank_is_absent=True,

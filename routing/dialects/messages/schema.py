@@ -8,12 +8,12 @@ behind the router would take is refused by name: server tools, and block kinds n
 
 from __future__ import annotations
 
+from routing.dialects.chat.schema import MAX_MODEL_NAME
 from routing.dialects.fields import Field
 from routing.dialects.spec import AnyJson, Array, Boolean, Enum, Integer, Number, Object, OneOf, String, Tagged
 
 MAX_DEPTH = 64
 MAX_MESSAGES = 100_000
-MAX_MODEL_NAME = 256
 MAX_TOKENS = 10_000_000
 
 # Anthropic's own words for a member the API does not know.

@@ -13,7 +13,7 @@ from typing import Any
 
 from routing.canonical import ChatRequest
 from routing.dialects.body import parse_json_object
-from routing.dialects.chat.schema import MAX_DEPTH, MAX_MODEL_NAME, MAX_TOKENS
+from routing.dialects.chat.schema import MAX_DEPTH, MAX_MODEL_NAME, MAX_TOKENS, NO_MODEL
 from routing.dialects.faults import Invalid, Message
 from routing.dialects.fields import Field
 from routing.dialects.spec import AnyJson, Array, Boolean, Enum, Integer, Number, Object, OneOf, String, Tagged
@@ -21,7 +21,6 @@ from routing.errors import invalid
 
 MAX_ITEMS = 100_000
 MAX_RESPONSE_ID = 64  # a generation id is 39 characters
-_NO_MODEL: Message = ("'{path}' is required and must be a string.", "missing")
 _NO_INPUT: Message = ("'{path}' is required: a string or a non-empty array of input items.", "missing")
 
 # Members the router refuses whatever their value is (a value of null or false is accepted).
@@ -99,7 +98,7 @@ _FORMAT = Tagged(
 REQUEST = Object(
     {
         "model": Field(
-            String(min_length=1, max_length=MAX_MODEL_NAME, errors={"type": _NO_MODEL, "missing": _NO_MODEL}),
+            String(min_length=1, max_length=MAX_MODEL_NAME, errors={"type": NO_MODEL, "missing": NO_MODEL}),
             required=True,
             blank_is_absent=True,
         ),
