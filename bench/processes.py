@@ -90,6 +90,10 @@ class Process:
         """Resident memory of the process and its children (servers that fork workers)."""
         return sum(_rss(pid) for pid in _tree(self.process.pid))
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far of the process and its children (all their threads)."""
+        return sum(_cpu(pid) for pid in _tree(self.process.pid))
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -126,6 +130,14 @@ def _rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str], workdir: Path) -> Process:

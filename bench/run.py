@@ -95,6 +95,7 @@ class Bench:
             "PYTHONUNBUFFERED": "1",
         }
         self.started: list[processes.Process] = []
+        self.servers: dict[str, processes.Process] = {}  # by target name: whose CPU time a request costs
 
     def start(self, name: str, app: str, env: dict[str, str] | None = None) -> processes.Process:
         proc = processes.start_server(name, self.server, app, env or self.env, self.workdir)
@@ -114,6 +115,7 @@ class Bench:
             relay_env = {**self.env, "BENCH_UPSTREAM": vendor.url + "/v1"}
             bare = self.start("bare", processes.BARE_APP, relay_env)
             recorded = self.start("recorded", processes.RECORDED_APP, relay_env)
+            self.servers = {"direct": vendor, "bare": bare, "recorded": recorded, "router": router}
             direct = upstream_target("direct", vendor)
             targets = [direct, upstream_target("bare", bare), router_target("router", router, key)]
             apis = [router_target(name, router, key, api) for name, api in API_TARGETS.items()]
@@ -135,6 +137,7 @@ class Bench:
         p = self.profile
         # The recorded relay is a floor for throughput only (see bench.recorded_relay).
         floors = [*targets[:2], recorded, *targets[2:]]
+        cpu = {name: proc.cpu_seconds for name, proc in self.servers.items()}
         out: dict[str, Any] = {}
         step("warm-up")
         await workloads.latency_interleaved(targets, "complete", p.warmup_rounds, stream=False)
@@ -143,13 +146,13 @@ class Bench:
         out["latency_c1"] = await workloads.latency_interleaved(targets, "complete", p.latency_rounds, stream=False)
         step(f"non-streaming throughput, concurrency {p.concurrency}")
         out["throughput"] = await workloads.throughput_interleaved(
-            floors, "complete", p.concurrency, p.seconds, p.rounds, stream=False
+            floors, "complete", p.concurrency, p.seconds, p.rounds, stream=False, cpu=cpu
         )
         step(f"streaming time to first token, concurrency 1, {p.ttft_rounds} streams per target")
         out["ttft_c1"] = await workloads.latency_interleaved(targets, "stream", p.ttft_rounds, stream=True)
         step(f"streaming chunks/s, 64-token answers, concurrency {p.concurrency}")
         out["streaming"] = await workloads.throughput_interleaved(
-            floors, "stream", p.concurrency, p.seconds, p.rounds, stream=True
+            floors, "stream", p.concurrency, p.seconds, p.rounds, stream=True, cpu=cpu
         )
         out["recorded_relay_records"] = self.recorded_records()
         out["apis"] = await self.client_apis(apis)

@@ -46,8 +46,7 @@ class Variant:
     def cpu_seconds(self) -> float:
         """User + system CPU time of the router process so far (all its threads)."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return self.process.cpu_seconds()
 
     def target(self) -> Target:
         assert self.process is not None

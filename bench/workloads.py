@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -59,13 +60,31 @@ def _summary(values: list[float], errors: int) -> dict[str, Any]:
     }
 
 
-async def throughput(target: Target, workload: str, concurrency: int, seconds: float, stream: bool) -> dict[str, Any]:
-    """``concurrency`` keep-alive clients back to back for ``seconds`` (after a short warm-up)."""
+async def throughput(
+    target: Target,
+    workload: str,
+    concurrency: int,
+    seconds: float,
+    stream: bool,
+    cpu: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """``concurrency`` keep-alive clients back to back for ``seconds`` (after a short warm-up).
+
+    With ``cpu`` (the serving process's CPU seconds so far, e.g. ``Process.cpu_seconds``), also the
+    CPU time it spent per request counted: far steadier than requests/s on a shared machine.
+    """
     warmup = min(0.5, seconds / 4)
     start = now() + warmup
     end = start + seconds
     counts = {"requests": 0, "chunks": 0, "errors": 0}
     ttft: list[float] = []
+    cpu_window: list[float] = []
+
+    async def sample_cpu() -> None:
+        assert cpu is not None
+        for moment in (start, end):
+            await asyncio.sleep(max(0.0, moment - now()))
+            cpu_window.append(cpu())
 
     async def worker() -> None:
         conn: Conn | None = None
@@ -90,12 +109,15 @@ async def throughput(target: Target, workload: str, concurrency: int, seconds: f
         if conn is not None:
             conn.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    samplers = [sample_cpu()] if cpu is not None else []
+    await asyncio.gather(*(worker() for _ in range(concurrency)), *samplers)
     result: dict[str, Any] = {
         "requests_per_s": counts["requests"] / seconds,
         "errors": counts["errors"],
         "requests": counts["requests"],
     }
+    if cpu is not None and counts["requests"]:
+        result["cpu_us_per_request"] = (cpu_window[1] - cpu_window[0]) / counts["requests"] * 1e6
     if stream:
         result["chunks_per_s"] = counts["chunks"] / seconds
         result["ttft_p50_ms"] = percentile(ttft, 50)
@@ -103,16 +125,30 @@ async def throughput(target: Target, workload: str, concurrency: int, seconds: f
 
 
 async def throughput_interleaved(
-    targets: list[Target], workload: str, concurrency: int, seconds: float, rounds: int, stream: bool
+    targets: list[Target],
+    workload: str,
+    concurrency: int,
+    seconds: float,
+    rounds: int,
+    stream: bool,
+    cpu: dict[str, Callable[[], float]] | None = None,
 ) -> dict[str, Any]:
-    """Run ``throughput`` for each target in turn, ``rounds`` times; keep each target's median round."""
+    """Run ``throughput`` for each target in turn, ``rounds`` times; keep each target's median round
+    (and, with ``cpu`` readers by target name, the median of its rounds' CPU time per request)."""
     runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     order = list(targets)
+    readers = cpu or {}
     for i in range(rounds):
         for target in order[i % len(order) :] + order[: i % len(order)]:
-            runs[target.name].append(await throughput(target, workload, concurrency, seconds, stream))
+            result = await throughput(target, workload, concurrency, seconds, stream, readers.get(target.name))
+            runs[target.name].append(result)
     key = "chunks_per_s" if stream else "requests_per_s"
-    return {name: sorted(results, key=lambda r: r[key])[len(results) // 2] for name, results in runs.items()}
+    kept = {name: dict(sorted(results, key=lambda r: r[key])[len(results) // 2]) for name, results in runs.items()}
+    for name, results in runs.items():
+        costs = [r["cpu_us_per_request"] for r in results if "cpu_us_per_request" in r]
+        if costs:
+            kept[name]["cpu_us_per_request"] = statistics.median(costs)
+    return kept
 
 
 async def open_streams(
