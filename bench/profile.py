@@ -1,8 +1,10 @@
 """Profile the router under load with py-spy: ``python -m bench.profile [--workload stream] [--seconds 8]``.
 
 Starts the same processes as ``bench.run`` (fake vendor, router on a fresh database), drives
-the router at concurrency 32 and samples it with ``py-spy record``. Prints the functions with
-the most samples, inclusive and self (py-spy's collapsed stacks, aggregated here).
+the router (or with ``--target recorded`` the recorded relay) at concurrency 32 and samples it
+with ``py-spy record``. Prints its CPU time per request by thread and layer (``bench.layers``),
+then the functions with the most samples, inclusive and self (py-spy's collapsed stacks,
+aggregated here).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from bench import processes, workloads
+from bench import layers, processes, workloads
 from bench.limits import raise_open_files
-from bench.run import PROFILES, Bench, router_target
+from bench.loadgen import Target
+from bench.run import PROFILES, Bench, router_target, upstream_target
 
 
 def summarise(collapsed: Path, top: int, threads: str = "all") -> str:
@@ -49,6 +53,9 @@ def summarise(collapsed: Path, top: int, threads: str = "all") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workload", choices=("complete", "stream"), default="complete")
+    parser.add_argument(
+        "--target", choices=("router", "recorded"), default="router", help="recorded: the recorded relay"
+    )
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--server", choices=processes.SERVERS, default="serve")
     parser.add_argument("--top", type=int, default=40)
@@ -56,7 +63,6 @@ def main() -> None:
     parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
     parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "profile.txt")
     args = parser.parse_args()
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raise_open_files()
     with tempfile.TemporaryDirectory(prefix="siraya-profile-") as workdir:
         bench = Bench(PROFILES["quick"], args.server, Path(workdir))
@@ -64,43 +70,43 @@ def main() -> None:
         bench.started.append(vendor)
         try:
             key = processes.prepare_database(bench.env, vendor.url)
-            router = bench.start("router", processes.ROUTER_APP)
-            target = router_target("router", router, key)
+            if args.target == "router":
+                served = bench.start("router", processes.ROUTER_APP)
+                target = router_target("router", served, key)
+            else:
+                env = {**bench.env, "BENCH_UPSTREAM": vendor.url + "/v1"}
+                served = bench.start("recorded", processes.RECORDED_APP, env)
+                target = upstream_target("recorded", served, key)
             collapsed = Path(workdir) / "profile.txt"
-            spy = subprocess.Popen(
-                [
-                    py_spy,
-                    "record",
-                    "-p",
-                    str(router.process.pid),
-                    "-f",
-                    "raw",
-                    "-o",
-                    str(collapsed),
-                    "-r",
-                    "250",
-                    "-d",
-                    str(int(args.seconds)),
-                    "--nonblocking",
-                    *(["--gil"] if args.gil else []),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            result = asyncio.run(
-                workloads.throughput(target, args.workload, 32, args.seconds, args.workload == "stream")
-            )
-            spy.wait(30)
+            result = asyncio.run(sampled(served, target, args, collapsed))
             args.output.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(collapsed, args.output.with_suffix(".raw"))  # py-spy's stacks, for other cuts
-            report = f"{args.workload} at c=32 on {args.server}: {result}\n\n" + summarise(
-                collapsed, args.top, args.threads
+            report = (
+                f"{args.workload} at c=32 on {args.server}, {args.target}: {result}\n\n"
+                + layers.report(collapsed, result["cpu_us_per_request"])
+                + "\n\n"
+                + summarise(collapsed, args.top, args.threads)
             )
-            args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(report)
             print(report)
         finally:
             bench.stop_all()
+
+
+async def sampled(
+    served: processes.Process, target: Target, args: argparse.Namespace, collapsed: Path
+) -> dict[str, Any]:
+    """Drive ``target`` at concurrency 32 while py-spy samples its process over the measured window."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    stream = args.workload == "stream"
+    # Warm the process (connections, caches) before sampling starts.
+    await workloads.throughput(target, args.workload, 32, 1.0, stream)
+    command = [py_spy, "record", "-p", str(served.process.pid), "-f", "raw", "-o", str(collapsed), "-r", "250"]
+    command += ["-d", str(int(args.seconds)), "--nonblocking", *(["--gil"] if args.gil else [])]
+    spy = await asyncio.create_subprocess_exec(*command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = await workloads.throughput(target, args.workload, 32, args.seconds, stream, served.cpu_seconds)
+    await asyncio.wait_for(spy.wait(), 30)
+    return result
 
 
 if __name__ == "__main__":

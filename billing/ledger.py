@@ -31,6 +31,7 @@ database does not take is kept and retried until it does (``billing.pending``), 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -95,13 +96,34 @@ class Ticket:
 
 
 class Ledger:
+    def __init__(self) -> None:
+        # Key loads under way, by key hash: the requests that miss the cache while one runs
+        # share its answer. Without it, the moment a busy key's cache entry expires every
+        # request of it in flight queries the database on a thread of its own.
+        self._loading: dict[str, asyncio.Future[KeyInfo | None]] = {}
+
     async def authenticate(self, authorization: str) -> KeyInfo:
         """Return the key an ``Authorization`` header names, or raise ``KeyRefused``."""
         key_hash = authorization_hash(authorization)
         hit, info = api_key_cached(key_hash)
         if not hit:
-            info = await outage_admission.key_loaded(key_hash)
+            info = await self._key_loaded(key_hash)
         return api_key_check(info)
+
+    async def _key_loaded(self, key_hash: str) -> KeyInfo | None:
+        loading = self._loading.get(key_hash)
+        if loading is None or loading.get_loop() is not asyncio.get_running_loop():
+            loading = asyncio.ensure_future(outage_admission.key_loaded(key_hash))
+            self._loading[key_hash] = loading
+            loading.add_done_callback(functools.partial(self._loaded, key_hash))
+        # Shielded: a request that goes away does not cancel the load the others wait for.
+        return await asyncio.shield(loading)
+
+    def _loaded(self, key_hash: str, loading: asyncio.Future[KeyInfo | None]) -> None:
+        if self._loading.get(key_hash) is loading:
+            del self._loading[key_hash]
+        if not loading.cancelled():
+            loading.exception()  # retrieved: a failure every waiter left before is not "never retrieved"
 
     async def admit(
         self,

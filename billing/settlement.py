@@ -131,6 +131,8 @@ def usage_record_settle(record_id: int, outcome: Outcome) -> Settlement:
             if opened.answering == tuple(fields[name] for name in records.ANSWERING):
                 for name in records.ANSWERING:
                     del fields[name]  # as admission wrote them: their index entries stay put
+            if not fields["error_code"]:
+                del fields["error_code"]  # empty, as admission wrote it: its index entry stays put
             if hotsql.record_update(record_id, UsageStatus.IN_PROGRESS, fields, opened.generation_id):
                 credit.usage_day_add(opened.api_key_id, opened.created_at, counts.prompt, counts.completion, cost)
                 return Settlement(cost, counts.prompt, counts.completion, delivered)

@@ -331,3 +331,27 @@ def test_record_of_a_model_with_two_deployments_names_the_one_that_answered(mode
     deployment = model.deployments.get(vendor=second)
     settle_answered(admission, deployment)
     assert answering(admission) == (deployment.pk, second.pk, "bolt", "m2")
+
+
+def test_settlement_writes_the_error_code_only_when_there_is_one(model, monkeypatch):
+    """A completed request leaves the empty error code admission wrote out of its UPDATE (so
+    the ``usage_error_created`` index entry is not rewritten); a failed one writes its code."""
+    from billing import hotsql
+
+    updated: list[tuple[str, ...]] = []
+    record_update = hotsql.record_update
+
+    def spy(record_id, status, fields, *rest):
+        updated.append(tuple(fields))
+        return record_update(record_id, status, fields, *rest)
+
+    monkeypatch.setattr(hotsql, "record_update", spy)
+    _, info = limited_key(None)
+    completed, failed = admit(info), admit(info)
+    settle(completed, UsageStatus.COMPLETED, vendor_prompt_tokens=PROMPT, vendor_completion_tokens=3)
+    settle(failed, UsageStatus.ERROR, http_status=502, error_code="vendor_error")
+    assert "error_code" not in updated[0] and "status" in updated[0]
+    assert "error_code" in updated[1]
+    records = {r.pk: r for r in UsageRecord.objects.filter(pk__in=[completed.record_id, failed.record_id])}
+    assert (records[completed.record_id].status, records[completed.record_id].error_code) == ("completed", "")
+    assert (records[failed.record_id].status, records[failed.record_id].error_code) == ("error", "vendor_error")

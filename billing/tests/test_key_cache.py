@@ -93,3 +93,48 @@ def test_cache_off_remembers_nothing(db):
         _, plaintext = api_key_create("uncached")
         lookup(keys.hash_key(plaintext))
     assert selectors._cache.sizes() == (0, 0)
+
+
+@override_settings(SIRAYA_KEY_CACHE_SECONDS=60)
+def test_requests_missing_the_cache_together_share_one_load(db, monkeypatch):
+    """When a busy key's entry expires, the requests in flight wait for one load of it, not one
+    each; one of them going away does not cancel the load the others wait for."""
+    import asyncio
+
+    from billing import ledger as ledger_module
+    from billing import outage_admission
+    from billing.errors import KeyRefused
+
+    api_key, plaintext = api_key_create("busy")
+    busy = api_key_load(keys.hash_key(plaintext))
+    selectors._cache.clear()
+    loads: list[str] = []
+    release = asyncio.Event()
+
+    async def key_loaded(key_hash: str):
+        loads.append(key_hash)
+        await release.wait()
+        return None if key_hash == unknown else busy
+
+    unknown_token = "sk-siraya-" + secrets.token_hex(20)
+    unknown = keys.hash_key(unknown_token)
+    monkeypatch.setattr(outage_admission, "key_loaded", key_loaded)
+    ledger = ledger_module.Ledger()
+
+    async def scenario():
+        waiting = [asyncio.ensure_future(ledger.authenticate(f"Bearer {plaintext}")) for _ in range(20)]
+        strangers = [asyncio.ensure_future(ledger.authenticate(f"Bearer {unknown_token}")) for _ in range(3)]
+        await asyncio.sleep(0)
+        waiting[0].cancel()
+        await asyncio.sleep(0)
+        release.set()
+        found = await asyncio.gather(*waiting[1:])
+        refused = await asyncio.gather(*strangers, return_exceptions=True)
+        return found, refused, waiting[0].cancelled()
+
+    found, refused, first_cancelled = asyncio.run(scenario())
+    assert first_cancelled
+    assert {info.id for info in found} == {api_key.pk}
+    assert all(isinstance(r, KeyRefused) for r in refused)
+    assert sorted(loads) == sorted([keys.hash_key(plaintext), unknown])  # one load per key
+    assert not ledger._loading
