@@ -39,6 +39,12 @@ ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_
 # Only the headers a propagator reads are copied out of a request (W3C trace context, baggage).
 _PROPAGATED = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+# Request headers that carry secrets (regular expressions, as OpenTelemetry's HTTP instrumentations
+# read them): if an operator has the Django instrumentation capture headers
+# (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST), these are always recorded as
+# "[REDACTED]", whatever list the operator gave.
+SANITIZE_VARIABLE = "OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"
+SECRET_HEADERS = ("authorization", "api[-_]key", "cookie", "token", "secret")
 logger = logging.getLogger("siraya.tracing")
 
 
@@ -95,8 +101,15 @@ def setup() -> bool:
         _api.global_set = True
     _api.provider, _api.tracer = provider, provider.get_tracer("siraya")
     CONTENT = os.environ.get("SIRAYA_TRACE_CONTENT", "").strip().lower() in ("1", "true", "yes")
+    os.environ[SANITIZE_VARIABLE] = sanitized_headers(os.environ.get(SANITIZE_VARIABLE, ""))
     ENABLED = True
     return True
+
+
+def sanitized_headers(configured: str) -> str:
+    """The operator's list of headers to redact, with the secret-bearing ones added."""
+    fields = [field.strip() for field in configured.split(",") if field.strip()]
+    return ",".join([*fields, *(field for field in SECRET_HEADERS if field not in fields)])
 
 
 def _import_api() -> None:
@@ -184,8 +197,11 @@ def failed(span: Span, error_type: str, description: str = "") -> None:
     span.set_status(_api.error, description or error_type)
 
 
-def inject(headers: MutableMapping[str, str]) -> None:
-    """Add the current span's ``traceparent`` (and ``tracestate``) to outgoing ``headers``."""
+def outgoing(headers: MutableMapping[str, str], host: str, port: int) -> None:
+    """An outgoing request in the current (client) span: name the server it goes to (host and
+    port only: a URL may carry a key) and add the span's ``traceparent`` (and ``tracestate``) to
+    ``headers``."""
+    active().set_attributes({"server.address": host, "server.port": port})
     _api.propagate.inject(headers)
 
 

@@ -10,7 +10,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
 from billing.selectors import KeyInfo, api_key_cached, api_key_check, api_key_load, authorization_hash
+from lib import tracing
 from routing.errors import REFUSALS, RouterError, client_error
+from routing.relay import traces
 
 
 def error_response(error: RouterError) -> JsonResponse:
@@ -32,6 +34,8 @@ def api_view(methods: tuple[str, ...] = ("GET",)) -> Callable[..., Any]:
                 key_hash = authorization_hash(request.headers.get("Authorization", ""))
                 hit, info = api_key_cached(key_hash)
                 key = api_key_check(info if hit else api_key_load(key_hash))
+                if tracing.ENABLED:
+                    traces.key_known(key)  # on the Django instrumentation's span of this request
                 return view(request, key, *args, **kwargs)
             except (RouterError, *REFUSALS) as error:
                 return error_response(client_error(error))

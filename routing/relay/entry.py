@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import orjson
@@ -17,7 +18,7 @@ from routing.dialects.embeddings.dialect import Embeddings
 from routing.dialects.messages.dialect import Messages
 from routing.dialects.responses.dialect import Responses
 from routing.errors import RouterError
-from routing.relay import edge, lifecycle
+from routing.relay import edge, lifecycle, traces
 from routing.relay.channel import JSON_HEADERS, ClientChannel, Receive, Scope, Send, error_headers
 from routing.relay.embeddings import serve_embeddings
 from routing.relay.flow import StatusSend
@@ -57,15 +58,16 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _refuse(dialect: ClientApi, path: str, send: Send, refusal: RouterError | None) -> None:
+async def _refuse(dialect: ClientApi, scope: Scope, send: Send, refusal: RouterError | None) -> None:
     """Answer a request the relay may not serve: ``refusal``, or 405 for a method other than POST."""
     if refusal is None:
-        refusal = RouterError(405, f"Use POST for {path.rstrip('/')}.", code="method_not_allowed")
+        refusal = RouterError(405, f"Use POST for {scope['path'].rstrip('/')}.", code="method_not_allowed")
         headers = [*error_headers(refusal, None), (b"allow", b"POST")]
     else:
         headers = error_headers(refusal, None)
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
-    await send({"type": "http.response.body", "body": dialect.error_body(refusal)})
+    with traces.refused_at_the_door(dialect, scope, refusal) if tracing.ENABLED else nullcontext():
+        await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+        await send({"type": "http.response.body", "body": dialect.error_body(refusal)})
 
 
 async def serve_http(django_app: Any, scope: Scope, receive: Receive, send: Send) -> None:
@@ -81,7 +83,7 @@ async def serve_http(django_app: Any, scope: Scope, receive: Receive, send: Send
         elif (refusal := edge.transport_refusal(scope)) is not None or scope["method"] != "POST":
             # The relay's paths under the host and HTTPS rules Django applies to the others.
             answering = StatusSend(send)
-            await _refuse(served[0], scope["path"], answering, refusal)
+            await _refuse(served[0], scope, answering, refusal)
         else:
             # The channel gets the server's own send (no wrapper per chunk) and keeps its status.
             answering = ClientChannel(scope, receive, send, edge.hsts_headers(scope))

@@ -61,7 +61,7 @@ Serve = Callable[[Any, ClientChannel], Awaitable[None]]
 
 async def serve_traced(api: ClientApi, serve: Serve, channel: ClientChannel) -> None:
     """``serve`` a request in its server span (tracing on: ``routing.relay.traces``)."""
-    span = traces.request_span(api, channel)
+    span = traces.request_span(api, channel.scope)
     traces.request_started(span)
     with tracing.current(span):
         await serve(api, channel)

@@ -6,7 +6,10 @@
       ledger.settle           INTERNAL
 
 The server span continues the client's trace (its ``traceparent``); each attempt's span is
-current while the vendor request is sent, so the request carries it (``routing.vendors.http``).
+current while the vendor request is sent, so the request carries it, and the span the vendor's
+host and port (``routing.vendors.http``). An attempt's span is the conventions' inference (or
+embeddings) span: it repeats the request's parameters (``gen_ai.request.*``) the request's
+span holds.
 The relay calls these only when ``lib.tracing.ENABLED``. Attributes are ids, names, codes and
 figures: never a key, never the vendor's words, and the prompt and completion text only with
 ``SIRAYA_TRACE_CONTENT``.
@@ -14,10 +17,10 @@ figures: never a key, never the vendor's words, and the prompt and completion te
 
 from __future__ import annotations
 
-import functools
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -32,10 +35,12 @@ if TYPE_CHECKING:
     from routing.dialects.base import ClientApi
     from routing.errors import RouterError, UpstreamError
     from routing.relay.attempts import Answering
-    from routing.relay.channel import ClientChannel
+    from routing.relay.channel import Scope
     from routing.selectors import ModelRoute, Target
 
 OPERATION = "chat"
+# gen_ai.operation.name of each client API that is not a chat (by its name).
+OPERATIONS = {"embeddings": "embeddings"}
 # gen_ai.provider.name: the conventions' well-known names for the vendor kinds that have one.
 PROVIDERS = {"openai": "openai", "azure": "azure.ai.openai", "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai"}
 # Request parameters recorded, as the conventions name them, with the type each must have.
@@ -47,6 +52,10 @@ _PARAMETERS: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("seed", "gen_ai.request.seed", (int,)),
     ("n", "gen_ai.request.choice.count", (int,)),
 )
+# The request span's attributes an attempt's span repeats: what the vendor is asked.
+_FORWARDED = ("gen_ai.request.", "gen_ai.output.type", "gen_ai.embeddings.")
+# gen_ai.output.type: what a response_format asks for.
+_OUTPUT_TYPES = {"text": "text", "json_object": "json", "json_schema": "json"}
 
 
 def provider_name(kind: str) -> str:
@@ -56,15 +65,15 @@ def provider_name(kind: str) -> str:
 # -- the request ----------------------------------------------------------------------------
 
 
-def request_span(dialect: ClientApi, channel: ClientChannel) -> Span:
+def request_span(dialect: ClientApi, scope: Scope) -> Span:
     """Start the server span of one API request, in the trace its ``traceparent`` names (if any)."""
-    scope = channel.scope
     client = scope.get("client") or ("", 0)
+    operation = OPERATIONS.get(dialect.name, OPERATION)
     return tracing.start(
-        OPERATION,
+        operation,
         "server",
         {
-            "gen_ai.operation.name": OPERATION,
+            "gen_ai.operation.name": operation,
             "siraya.api": dialect.name,
             "http.request.method": scope["method"],
             "url.path": scope["path"],
@@ -73,6 +82,17 @@ def request_span(dialect: ClientApi, channel: ClientChannel) -> Span:
         },
         tracing.incoming(scope.get("headers", ())),
     )
+
+
+@contextmanager
+def refused_at_the_door(dialect: ClientApi, scope: Scope, error: RouterError) -> Iterator[None]:
+    """The server span of a request the relay refuses before reading it (a method other than
+    POST, a host or HTTPS rule), current while its answer is sent."""
+    span = request_span(dialect, scope)
+    request_started(span)
+    with tracing.current(span):
+        request_refused(error)
+        yield
 
 
 def request_started(span: Span) -> None:
@@ -98,28 +118,79 @@ def request_parsed(request: ChatRequest, generation_id: str) -> None:
         "gen_ai.request.model": request.model,
         "siraya.stream": request.stream,
     }
-    if request.max_tokens is not None:
-        attributes["gen_ai.request.max_tokens"] = request.max_tokens
-    for name, attribute, kinds in _PARAMETERS:
-        value = request.params.get(name)
-        if isinstance(value, kinds) and not isinstance(value, bool):
-            attributes[attribute] = value
+    attributes.update(request_parameters(request))
     if request.models[1:]:
         attributes["siraya.fallback_models"] = list(request.models[1:])
     if tracing.CONTENT:
-        attributes["gen_ai.input.messages"] = orjson.dumps(request.messages).decode()
+        messages = [message_parts(message) for message in request.messages]
+        attributes["gen_ai.input.messages"] = orjson.dumps(messages).decode()
     span.set_attributes(attributes)
+
+
+def request_parameters(request: ChatRequest) -> dict[str, Any]:
+    """The request's sampling parameters, as the conventions name them (never its text)."""
+    params = request.params
+    found: dict[str, Any] = {}
+    if request.max_tokens is not None:
+        found["gen_ai.request.max_tokens"] = request.max_tokens
+    for name, attribute, kinds in _PARAMETERS:
+        value = params.get(name)
+        if isinstance(value, kinds) and not isinstance(value, bool):
+            found[attribute] = value
+    if request.top_k is not None:
+        found["gen_ai.request.top_k"] = request.top_k
+    stop = params.get("stop")
+    if stop:
+        found["gen_ai.request.stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    response_format = params.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in _OUTPUT_TYPES:
+        found["gen_ai.output.type"] = _OUTPUT_TYPES[response_format["type"]]
+    return found
+
+
+def message_parts(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A canonical (OpenAI chat) message in the conventions' message schema: its role and its
+    parts (text, tool calls, a tool's result; other parts, such as images, by their type only)."""
+    content = message.get("content")
+    if message.get("role") == "tool":
+        result = content if isinstance(content, str) else "".join(_texts(content))
+        return {"role": "tool", "parts": [_tool_result(message.get("tool_call_id"), result)]}
+    parts: list[dict[str, Any]] = []
+    if isinstance(content, str) and content:
+        parts.append({"type": "text", "content": content})
+    elif isinstance(content, list):
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            parts.append({"type": "text", "content": part["text"]} if kind == "text" else {"type": str(kind)})
+    parts.extend(_tool_call(call) for call in message.get("tool_calls") or ())
+    return {"role": message.get("role", "user"), "parts": parts}
+
+
+def _tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    return {"type": "tool_call", "id": call.get("id"), "name": function.get("name", ""),
+            "arguments": function.get("arguments")}  # fmt: skip
+
+
+def _tool_result(call_id: str | None, result: str) -> dict[str, Any]:
+    return {"type": "tool_call_response", "id": call_id, "response": result}
+
+
+def _texts(content: Any) -> list[str]:
+    if not isinstance(content, list):
+        return []
+    return [str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"]
 
 
 def embedding_parsed(request: EmbeddingRequest, generation_id: str) -> None:
     span = tracing.active()
     span.update_name(f"embeddings {request.model}")
     span.set_attributes({
-        "gen_ai.operation.name": "embeddings",
         "siraya.generation_id": generation_id,
         "gen_ai.response.id": generation_id,
         "gen_ai.request.model": request.model,
         "siraya.inputs": len(request.inputs),
+        "gen_ai.request.encoding_formats": [request.encoding_format],
         **({"gen_ai.embeddings.dimension.count": request.dimensions} if request.dimensions else {}),
     })  # fmt: skip
 
@@ -161,7 +232,8 @@ def request_settled(
     if len(outcome.attempts) > 1:
         attributes["siraya.attempts"] = len(outcome.attempts)
     if tracing.CONTENT and outcome.delivered_text:
-        message = {"role": "assistant", "content": outcome.delivered_text, "finish_reason": outcome.finish_reason}
+        text = {"type": "text", "content": outcome.delivered_text}
+        message = {"role": "assistant", "parts": [text], "finish_reason": outcome.finish_reason or ""}
         attributes["gen_ai.output.messages"] = orjson.dumps([message]).decode()
     span.set_attributes(attributes)
     first_token_at = delivery.first_token_at
@@ -193,30 +265,26 @@ def target_attributes(target: Target) -> dict[str, Any]:
 def attempt_span(route: ModelRoute, target: Target, number: int, previous: dict[str, Any] | None) -> Span:
     """Start the client span of one vendor attempt (a child of the request's span)."""
     operation = "embeddings" if route.mode == "embedding" else OPERATION
-    attributes: dict[str, Any] = {
+    attributes = forwarded_parameters(tracing.active())  # the request's span
+    attributes.update({
         "gen_ai.operation.name": operation,
         "gen_ai.request.model": target.upstream_model,
         "siraya.model": route.name,
         "siraya.attempt": number,
         **target_attributes(target),
-    }
-    attributes.update(server_attributes(target.vendor.base_url))
+    })  # fmt: skip
     if previous is not None:
         # Why this is a fallback: how the previous attempt failed.
         attributes["siraya.fallback_reason"] = previous.get("code") or previous.get("outcome", "")
     return tracing.start(f"{operation} {target.upstream_model}", "client", attributes)
 
 
-@functools.lru_cache(maxsize=256)
-def server_attributes(base_url: str) -> dict[str, Any]:
-    """The vendor's host and port, as the conventions name them (a router has a few vendors: parsed once each)."""
-    url = urlsplit(base_url)
-    found: dict[str, Any] = {}
-    if url.hostname:
-        found["server.address"] = url.hostname
-        if url.port:
-            found["server.port"] = url.port
-    return found
+def forwarded_parameters(request_span: Span) -> dict[str, Any]:
+    """The request parameters ``request_span`` holds that the vendor is asked too (all but the model)."""
+    held: Mapping[str, Any] = getattr(request_span, "attributes", None) or {}
+    return {
+        name: value for name, value in held.items() if name.startswith(_FORWARDED) and name != "gen_ai.request.model"
+    }
 
 
 def attempt_answered(span: Span, target: Target, delivery: Answering) -> None:

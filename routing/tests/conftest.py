@@ -17,6 +17,7 @@ from fakevendors.vertex.oauth import service_account_key
 from routing.services import model_create, vendor_create
 from routing.tests.bedrock_helpers import MODEL_ID, SIGV4
 from routing.tests.inprocess import relay, relay_openai, relay_threads_disconnected  # noqa: F401  (the in-process relay fixture)
+from routing.tests.tracing_helpers import receiver, writer_connection_closed  # noqa: F401  (the tracing tests' fixtures)
 from routing.tests.vertex_helpers import UPSTREAM
 
 

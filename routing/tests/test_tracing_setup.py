@@ -1,4 +1,5 @@
-"""Tracing's switch: on only when the environment names an OTLP endpoint; off, the SDK is never imported."""
+"""Tracing's switch: on only when the environment names an OTLP endpoint; off, the SDK is never
+imported; on, captured secret headers are always redacted."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ def test_router_without_tracing_never_imports_opentelemetry():
 )
 def test_tracing_is_on_only_when_an_otlp_endpoint_is_set(environ, wanted):
     assert tracing.wanted(environ) is wanted
+
+
+@pytest.mark.parametrize(
+    ("configured", "kept"),
+    [("", []), ("x-tenant", ["x-tenant"]), (" authorization , x-tenant", ["authorization", "x-tenant"])],
+)
+def test_captured_secret_headers_are_redacted_whatever_the_operators_list(configured, kept):
+    fields = tracing.sanitized_headers(configured).split(",")
+    assert fields[: len(kept)] == kept  # the operator's own, first
+    assert set(fields) == {*kept, *tracing.SECRET_HEADERS} and len(fields) == len(set(fields))

@@ -200,10 +200,14 @@ async def open_response(
     Leaving the block closes the response; an unfinished response's connection is
     dropped rather than returned to the pool, so the vendor sees the close at once.
     """
+    if tracing.ENABLED:
+        # The attempt's span (routing.relay.attempts) is current. Added after the adapter
+        # authorised the request: a SigV4-signed one (Bedrock) leaves traceparent out of its
+        # SignedHeaders, which AWS allows for headers other than host and x-amz-*.
+        url = request.url
+        tracing.outgoing(request.headers, url.host, url.port or (443 if url.scheme == "https" else 80))
     ensure_allowed(vendor.name, request.url.host)
     request.extensions["timeout"] = timeout_extension(vendor)
-    if tracing.ENABLED:
-        tracing.inject(request.headers)  # the attempt's span (routing.relay.attempts) is current
     try:
         response = await client().send(request, stream=True)
     except httpx.HTTPError as exc:
