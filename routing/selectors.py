@@ -120,4 +120,8 @@ def stored_response_lookup(key_id: int, response_id: str, generation_id: str) ->
     running = UsageRecord.objects.filter(
         api_key_id=key_id, generation_id=generation_id, status=UsageStatus.IN_PROGRESS
     ).exists()
-    return None, running
+    if not running:
+        # Its request may have finished between the two reads; the response is stored before the
+        # record is settled, so if it was stored, a second look finds it.
+        found = StoredResponse.objects.filter(id=response_id, api_key_id=key_id).first()
+    return found, running

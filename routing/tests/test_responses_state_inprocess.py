@@ -286,6 +286,29 @@ def test_a_lookup_waits_for_a_response_whose_request_is_still_finishing(relay):
     assert stored_response_settled(relay.api_key.id, "resp_other") is None
 
 
+def test_a_lookup_finds_a_response_stored_and_settled_between_its_two_reads(relay):
+    """The request finishes between the lookup's read of the stored responses (none yet) and its
+    read of the usage record (settled): the response exists, so the lookup must not say 404."""
+    record = UsageRecord.objects.create(
+        generation_id="gen-between", api_key=relay.api_key, model_name="m", created_at=timezone.now()
+    )
+    finished = False
+
+    def finish_after_first_read(execute, sql, params, many, context):
+        nonlocal finished
+        result = execute(sql, params, many, context)
+        if not finished and "routing_storedresponse" in sql:
+            finished = True
+            _stored(relay.api_key.id, "resp_between", datetime.now(UTC))
+            UsageRecord.objects.filter(id=record.id).update(status=UsageStatus.COMPLETED)
+        return result
+
+    with connection.execute_wrapper(finish_after_first_read):
+        found = stored_response_settled(relay.api_key.id, "resp_between")
+    assert finished
+    assert found is not None and found.id == "resp_between"
+
+
 def _stored_then_settled(key_id: int, record_id: int) -> None:
     try:
         _stored(key_id, "resp_finishing", datetime.now(UTC))
