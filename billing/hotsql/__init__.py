@@ -8,7 +8,8 @@ connection, same transaction), without Django's cursor wrapper: no cursor per st
 thread-sharing check, no ``%s`` to ``?`` regex on SQLite. Driver errors are still raised as
 Django's (``IntegrityError`` ...), and a statement that fails inside ``transaction.atomic``
 still rolls it back (the exception passes through it). These statements are not in
-``connection.queries`` nor seen by ``execute_wrapper``.
+``connection.queries`` nor seen by ``execute_wrapper``. On PostgreSQL they bind their
+parameters server-side and are prepared once per connection (``SIRAYA_DB_PREPARED``).
 
 Values are adapted as the ORM adapts them (``Field.get_db_prep_save``), by adapters built once
 per field: the ORM reads back exactly what it would have written (``billing/tests/test_hotsql.py``).
