@@ -109,7 +109,8 @@ def _throughput_rows(label: str, data: dict[str, Any], figure: str) -> list[Row]
     ]
     cpu = [data[name].get("cpu_us_per_request") for name in names]
     if all(c is not None for c in cpu):
-        out.append(("  ... CPU time per request of the serving process (us)", *(_f(c, 0) for c in cpu), ""))
+        d, b, r, t = (_f(c, 0) for c in cpu)
+        out.append(("  ... CPU time per request of the serving process (us)", d, b, r, t, ""))
     return out
 
 
