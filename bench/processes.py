@@ -92,7 +92,7 @@ class Process:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far of the process and its children (all their threads)."""
-        return sum(_cpu(pid) for pid in _tree(self.process.pid))
+        return sum(pid_cpu_seconds(pid) for pid in _tree(self.process.pid))
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -132,7 +132,8 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def _cpu(pid: int) -> float:
+def pid_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process of this machine (0 once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:

@@ -30,15 +30,15 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
 @contextlib.contextmanager
-def fresh_database(kind: str, workdir: Path) -> Iterator[str]:
-    """Yield the URL of a new, empty database; drop it afterwards (PostgreSQL)."""
+def fresh_database(kind: str, workdir: Path, tag: str = "bench") -> Iterator[str]:
+    """Yield the URL of a new, empty database (``tag`` tells several apart); drop it afterwards (PostgreSQL)."""
     if kind == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.sqlite3'}"
+        yield f"sqlite:///{workdir / (tag + '.sqlite3')}"
         return
     import psycopg
 
     server = os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
-    name = f"siraya_bench_{os.getpid()}"
+    name = f"siraya_{tag}_{os.getpid()}"
     with psycopg.connect(server, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     try:
@@ -66,6 +66,18 @@ def redis_prefix(kind: str) -> Iterator[dict[str, str]]:
         for key in client.scan_iter(match=prefix + "*"):
             client.delete(key)
         client.close()
+
+
+def backend_cpu_seconds(database_url: str) -> float:
+    """User + system CPU time so far of the PostgreSQL backends connected to the database (read
+    from /proc: the server must run on this machine, as the default one on loopback does)."""
+    import psycopg
+
+    server = os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    name = urlsplit(database_url).path.lstrip("/")
+    with psycopg.connect(server) as admin:
+        rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", [name]).fetchall()
+    return sum(processes.pid_cpu_seconds(pid) for (pid,) in rows)
 
 
 def records_by_pid(database_url: str) -> dict[int, int]:

@@ -133,6 +133,11 @@ else:
     # A database that does not answer (a failover, a dropped route) costs a bounded wait, not a
     # hang of the thread every request's database work goes through (libpq: whole seconds, >= 2).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+# PostgreSQL: the relay's per-request statements (billing.hotsql) are prepared once per
+# connection instead of parsed and planned on every execution. Turn off behind a pooler in
+# transaction mode that does not keep prepared statements (PgBouncer before 1.21, or with
+# max_prepared_statements = 0).
+SIRAYA_DB_PREPARED = env.bool("SIRAYA_DB_PREPARED", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

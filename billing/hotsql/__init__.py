@@ -8,7 +8,8 @@ connection, same transaction), without Django's cursor wrapper: no cursor per st
 thread-sharing check, no ``%s`` to ``?`` regex on SQLite. Driver errors are still raised as
 Django's (``IntegrityError`` ...), and a statement that fails inside ``transaction.atomic``
 still rolls it back (the exception passes through it). These statements are not in
-``connection.queries`` nor seen by ``execute_wrapper``.
+``connection.queries`` nor seen by ``execute_wrapper``. On PostgreSQL they bind their
+parameters server-side and are prepared once per connection (``SIRAYA_DB_PREPARED``).
 
 Values are adapted as the ORM adapts them (``Field.get_db_prep_save``), by adapters built once
 per field: the ORM reads back exactly what it would have written (``billing/tests/test_hotsql.py``).
@@ -21,28 +22,88 @@ stores them), ``statements`` (the SQL of each statement, per vendor).
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from billing.hotsql.connection import execute
+from billing.hotsql.connection import db, execute
 from billing.hotsql.statements import statements
-from billing.models import ApiKey
+from billing.models import ApiKey, UsageStatus
+
+KeyTerms = tuple[Decimal | None, str]  # (credit_limit, limit_reset)
 
 
-def key_lock(key_id: int) -> tuple[Decimal | None, str]:
+class _Held(threading.local):
+    # While a group commit's transaction runs on this thread: the keys whose row it has locked,
+    # with their terms (None: locked through one of its records, terms not read yet).
+    keys: dict[int, KeyTerms | None] | None = None
+
+
+_held = _Held()
+# The key of each in-progress record this process inserted (PostgreSQL): settlement locks the
+# key by its id, or not at all when its batch holds it already, instead of joining the record.
+# A record's key never changes and its id is never reused, so an entry is never wrong; one
+# left behind (a rolled-back admission) only takes room, and the map is emptied when large.
+_record_keys: dict[int, int] = {}
+RECORD_KEYS_MAX = 100_000
+
+
+@contextlib.contextmanager
+def key_locks_kept() -> Iterator[None]:
+    """Within (one transaction, the group commit's): a key's row is locked once, not per write.
+
+    A row lock lasts until the transaction ends, so the batch's later admissions and
+    settlements of a key find it held and skip the statement (PostgreSQL: two of every
+    request's four). Locks taken inside a savepoint are not kept: a rollback to it releases them.
+    """
+    _held.keys = {}
+    try:
+        yield
+    finally:
+        _held.keys = None
+
+
+def _kept(key_id: int, terms: KeyTerms | None) -> None:
+    held = _held.keys
+    if held is not None and not db().savepoint_ids:
+        held[key_id] = terms
+
+
+def key_lock(key_id: int) -> KeyTerms:
     """Lock the key's row (PostgreSQL: ``FOR NO KEY UPDATE``); return (credit_limit, limit_reset)."""
+    held = _held.keys
+    if held is not None:
+        terms = held.get(key_id)
+        if terms is not None:
+            return terms  # locked by this transaction: nobody else can have changed the row since
     row = statements().key_lock.one((key_id,))
     if row is None:
         raise ApiKey.DoesNotExist(f"no API key {key_id}")
-    return row[0], row[1]
+    terms = (row[0], row[1])
+    _kept(key_id, terms)
+    return terms
 
 
 def key_of_record_lock(record_id: int) -> None:
     """Lock the key of a usage record (PostgreSQL); nothing to do where there are no row locks."""
     s = statements()
-    if s.locks:
-        execute(s.key_of_record, (record_id,)).fetchone()
+    if not s.locks:
+        return
+    key_id = _record_keys.pop(record_id, None)
+    if key_id is None:
+        row = execute(s.key_of_record, (record_id,)).fetchone()
+        if row is not None:
+            _kept(row[0], None)
+        return
+    held = _held.keys
+    if held is not None and key_id in held:
+        return
+    row = s.key_lock.one((key_id,))
+    if row is not None:  # else the key is gone, and so is the record
+        _kept(key_id, (row[0], row[1]))
 
 
 def last_used_set(key_id: int, now: datetime) -> None:
@@ -52,11 +113,15 @@ def last_used_set(key_id: int, now: datetime) -> None:
 
 def record_insert(values: dict[str, Any]) -> int:
     """INSERT one usage record (``values`` by attname, the rest at the fields' defaults); return its id."""
-    insert = statements().insert(tuple(values))
+    s = statements()
+    insert = s.insert(tuple(values))
     cursor = execute(insert.sql, insert.params(values.values()))
-    if insert.returning:
-        return int(cursor.fetchone()[0])
-    return int(cursor.lastrowid)
+    record_id = int(cursor.fetchone()[0]) if insert.returning else int(cursor.lastrowid)
+    if s.locks and values.get("status") == UsageStatus.IN_PROGRESS:
+        if len(_record_keys) >= RECORD_KEYS_MAX:
+            _record_keys.clear()
+        _record_keys[record_id] = values["api_key_id"]
+    return record_id
 
 
 def limit_checked_in_insert() -> bool:

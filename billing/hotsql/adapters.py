@@ -17,7 +17,7 @@ from typing import Any
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, ForeignKey
 
-from billing.hotsql.connection import execute, raw_cursor
+from billing.hotsql.connection import execute
 
 Adapter = Callable[[Any], Any]
 
@@ -121,7 +121,10 @@ def literal(conn: BaseDatabaseWrapper, value: Any) -> str:
     the same value bound as a parameter (SQLite's QUOTE(); psycopg's client-side binding)."""
     if conn.vendor == "sqlite":
         return str(execute("SELECT QUOTE(?)", [value]).fetchone()[0])
-    return str(raw_cursor(conn).mogrify("%s", [value]))
+    import psycopg
+
+    with psycopg.ClientCursor(conn.connection) as cursor:  # the binding of Django's cursors
+        return str(cursor.mogrify("%s", [value]))
 
 
 class Columns:

@@ -190,3 +190,27 @@ def test_driver_errors_are_djangos_and_roll_back_the_atomic_block(db):
         hotsql.record_insert(opened(key.pk, "gen-new"))
         hotsql.record_insert(opened(key.pk, "gen-dup"))  # generation_id is unique
     assert list(UsageRecord.objects.values_list("generation_id", flat=True)) == ["gen-dup"]
+
+
+def _prepared_statements() -> dict[str, tuple[str, int]]:
+    """The statements prepared on this thread's connection: by name, their SQL's start and runs."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name, statement, generic_plans + custom_plans FROM pg_prepared_statements")
+        return {name: (statement.split(" (")[0], runs) for name, statement, runs in cursor.fetchall()}
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_postgresql_prepares_the_hot_statements_once_and_nothing_else(db, settings, monkeypatch, prepared):
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    settings.SIRAYA_DB_PREPARED = prepared
+    monkeypatch.setattr(hot._thread, "cursor", None)  # a cursor made under this setting
+    key, _ = api_key_create("k")
+    before = _prepared_statements()
+    for n in range(3):
+        hotsql.record_insert(opened(key.pk, f"gen-{n}"))
+        list(UsageRecord.objects.filter(api_key=key))  # the ORM's statements are never prepared
+    ran = [(sql, runs - before.get(name, (sql, 0))[1]) for name, (sql, runs) in _prepared_statements().items()]
+    expected = [(f'INSERT INTO "{UsageRecord._meta.db_table}"', 3)] if prepared else []
+    assert [(sql, runs) for sql, runs in ran if runs] == expected
+    assert UsageRecord.objects.filter(api_key=key).count() == 3

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import IntegrityError
-from django.db.models import Count, Sum
+from django.db import IntegrityError, connection
+from django.db.models import Count, Q, Sum
 
 from billing.admission import Admission
-from billing.credit import Ask
+from billing.credit import Ask, ask_worst_case
 from billing.errors import CreditExceeded, CreditTerms
 from billing.models import ApiKey, KeyUsageDay, UsageRecord, UsageStatus
 from billing.selectors import KeyInfo, api_key_load
@@ -21,6 +23,7 @@ from billing.settlement import Outcome
 from billing.tests.admitting import admit as admit_request
 from billing.tests.admitting import settle as settle_record
 from billing.writer import GroupWriter
+from routing.selectors import model_route
 from routing.services import model_create, vendor_create
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -140,3 +143,86 @@ def test_failing_write_in_a_batch_leaves_day_totals_equal_to_the_records(priced)
     assert [kind for kind, _ in outcomes] == ["ok", "error", "ok"]
     assert KeyUsageDay.objects.get(api_key=api_key).requests == 2
     _days_equal_records(api_key)
+
+
+# A group commit locks each key's row once, with its first write of the key, and keeps it to
+# the commit: its later writes of the key skip the statement (billing.hotsql.key_locks_kept).
+
+
+def _limited(api_key_name: str, worst_cases: float) -> KeyInfo:
+    route = model_route("acme/m")
+    assert route is not None
+    worst = ask_worst_case(route, Ask(MESSAGES, None, 100))
+    api_key, _ = api_key_create(api_key_name, credit_limit=(worst * Decimal(worst_cases)).quantize(Decimal("1e-8")))
+    return _info(api_key)
+
+
+def _in_thread(run: Callable[[], Any]) -> Callable[[], Any]:
+    """``run`` on a thread of its own (its own connection, so its own transactions)."""
+    done: list[Any] = []
+
+    def body() -> None:
+        try:
+            done.append(run())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+
+    def result() -> Any:
+        thread.join(60)
+        assert not thread.is_alive()
+        return done[0]
+
+    return result
+
+
+def test_a_batch_holds_a_key_locked_from_its_first_write_of_it_to_its_commit(priced):
+    """Another writer's admission of the key waits for the batch and sees both of its holds."""
+    info = _limited("k", 2.5)
+    locked = threading.Event()
+
+    def pause() -> None:
+        locked.set()
+        time.sleep(0.5)  # the other writer's admission starts now, and must wait for the commit
+
+    first = _in_thread(lambda: _run_batch([_admit(info), pause, _admit(info)]))
+    assert locked.wait(30)
+    second = _in_thread(lambda: _run_batch([_admit(info)]))
+    assert [kind for kind, _ in first()] == ["ok"] * 3
+    [(kind, refusal)] = second()
+    assert kind == "error" and isinstance(refusal, CreditExceeded)
+
+
+def test_concurrent_batches_never_hold_and_spend_past_the_key_limit(priced):
+    info = _limited("k", 6.5)
+    in_progress = Q(status=UsageStatus.IN_PROGRESS)
+    committed = {
+        "spent": Sum("cost", filter=~in_progress, default=Decimal(0)),
+        "held": Sum("reserved_cost", filter=in_progress, default=Decimal(0)),
+    }
+
+    def writer() -> tuple[int, int, Decimal]:
+        admitted: list[Admission] = []
+        count = refused = 0
+        most = Decimal(0)
+        for i in range(12):
+            works: list[Callable[[], Any]] = [_admit(info), _admit(info)]
+            if admitted:  # settle first or last: the key is locked by a settlement or an admission
+                works.insert(0 if i % 2 else 2, _settle(admitted.pop(0), 5))
+            for _, value in _run_batch(works):
+                if isinstance(value, Admission):
+                    admitted.append(value)
+                    count += 1
+                refused += isinstance(value, CreditExceeded)
+            figures = UsageRecord.objects.filter(api_key_id=info.id).aggregate(**committed)  # one snapshot
+            most = max(most, figures["spent"] + figures["held"])
+        _run_batch([_settle(admission, 5) for admission in admitted])
+        return count, refused, most
+
+    results = [result() for result in [_in_thread(writer) for _ in range(3)]]
+    limit = ApiKey.objects.get(pk=info.id).credit_limit
+    assert all(most <= limit for _, _, most in results)
+    assert sum(refused for _, refused, _ in results) > 0 and sum(n for n, _, _ in results) > 0
+    _days_equal_records(ApiKey.objects.get(pk=info.id))
