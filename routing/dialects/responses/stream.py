@@ -23,6 +23,7 @@ from routing.dialects.responses.objects import (
     response_object,
 )
 from routing.errors import RouterError
+from routing.vendors.base import TextRun
 
 # Canonical delta members holding reasoning text (vendors use either name).
 _REASONING = ("reasoning_content", "reasoning")
@@ -114,6 +115,9 @@ class ResponsesStream:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return b"".join(out)
+
+    def text_run(self, run: TextRun) -> bytes | None:
+        return None  # each event has its own sequence number: rendered chunk by chunk
 
     def cut(self, choices: Choices) -> bytes:
         return self.chunk(choices, None)
