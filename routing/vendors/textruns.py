@@ -60,7 +60,8 @@ def learned(data: bytes, events: list[StreamEvent], chunk_events: ChunkEvents) -
     if type(delta) is not dict or not delta.keys() <= _PLAIN_DELTA or type(text := delta.get("content")) is not str:
         return None
     raw = text.encode()
-    if b'"' in raw or _ESCAPED.search(raw) or _PROBE in data:
+    # An empty text is the opening chunk's (with the role), which no other chunk's shape follows.
+    if not raw or b'"' in raw or _ESCAPED.search(raw) or _PROBE in data:
         return None
     at = data.find(b'"content":"' + raw + b'"')
     if at < 0:
