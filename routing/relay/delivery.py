@@ -126,11 +126,16 @@ class Delivery:
         events = iter(batch)
         while (event := next(events, None)) is not None:
             if type(event) is TextRun:
-                if plain and self.answer_started and (data := renderer.text_run(event)) is not None:
-                    texts += event.texts
-                    out.append(data)
-                    continue
-                # Chunk by chunk (a token limit to count against, the answer's start, a renderer's choice).
+                if self.answer_started:
+                    counted = 0 if plain else await meter.run_tokens(event.texts)
+                    if counted is not None and (data := renderer.text_run(event)) is not None:
+                        if not plain:
+                            meter.measured_run(counted)
+                            count += counted
+                        texts += event.texts
+                        out.append(data)
+                        continue
+                # Chunk by chunk (the answer's start, a cut within the run, a renderer's choice).
                 events = chain(event.chunks(), events)
                 continue
             if type(event) is not ChunkEvent:

@@ -116,6 +116,25 @@ class DeliveryMeter:
         self.measured = self.threshold
         return Piece(clipped, count, clipped_text, exhausted=True)
 
+    async def run_tokens(self, texts: list[str]) -> int | None:
+        """The tokens of a run of text chunks' texts (content only: all limited) when the whole
+        run stays within the cut threshold, else None (``measure`` them chunk by chunk). Notes nothing."""
+        assert self.threshold is not None
+        left = self.threshold - self.measured
+        total = 0
+        for text in texts:
+            total += (
+                tokens.count_text(text, self.encoding) if len(text) <= _INLINE_COUNT_CHARS else await self._count(text)
+            )
+            if total > left:
+                return None
+        return total
+
+    def measured_run(self, count: int) -> None:
+        """Note a run ``run_tokens`` counted as handed on, as ``measure`` notes its chunks one by one
+        (its choice's index was noted with the chunk that started the answer: a limit means one choice)."""
+        self.measured += count
+
     def length_choices(self) -> list[dict[str, Any]]:
         """The closing chunk's choices when the limit cut the stream (``measure`` noted the indexes)."""
         return [{"index": i, "delta": {}, "finish_reason": "length"} for i in sorted(self.indexes or {0})]

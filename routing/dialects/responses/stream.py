@@ -117,7 +117,19 @@ class ResponsesStream:
         return b"".join(out)
 
     def text_run(self, run: TextRun) -> bytes | None:
-        return None  # each event has its own sequence number: rendered chunk by chunk
+        # As ``chunk`` renders each while a message is open: a text's JSON string is its bytes.
+        item, shape = self.item, run.shape
+        if item is None or item.kind != "message" or shape.delta.keys() != {"content"} or shape.choice.get("index"):
+            return None
+        item.pieces += run.texts
+        out: list[bytes] = []
+        sequence = self.sequence
+        for raw in run.raws:
+            if raw:  # an empty text is no event
+                out += (_DELTA_HEAD, str(sequence).encode(), item.delta_head, b'"', raw, b'"', _DELTA_TAIL)
+                sequence += 1
+        self.sequence = sequence
+        return b"".join(out)
 
     def cut(self, choices: Choices) -> bytes:
         return self.chunk(choices, None)
