@@ -30,7 +30,8 @@ def answer(runs: bool) -> list[list[StreamEvent]]:
     parts = [WORDS[:3], WORDS[3:4], WORDS[4:30], WORDS[30:]]
     batches: list[list[StreamEvent]] = [role_batch()]
     for texts in parts:
-        batches.append([run(texts)] if runs else run(texts).chunks())
+        batch: list[StreamEvent] = [run(texts)] if runs else [*run(texts).chunks()]
+        batches.append(batch)
     batches.append([ChunkEvent([{"index": 0, "delta": {}, "finish_reason": "stop"}]), UsageEvent(Usage(9, 60))])
     return batches
 
