@@ -30,7 +30,7 @@ from routing.vendors.base import (
     VendorAdapter,
     vendor_token_count,
 )
-from routing.vendors.sse import SseEvent, sse_batches
+from routing.vendors.sse import sse_data_batches
 from routing.vendors.textruns import TextRuns
 
 _CHUNK_EXTRAS = ("system_fingerprint", "service_tier")
@@ -170,11 +170,11 @@ class OpenAIAdapter(VendorAdapter):
         request = await self.request(call, stream=True)
         runs = TextRuns(self.chunk_events)  # this stream's text chunks, read without a parse each
 
-        def decode(events: list[SseEvent], batch: list[StreamEvent]) -> bool:
-            return runs.decode([event.data for event in events], batch, self._decode_one)
+        def decode(datas: list[bytes], batch: list[StreamEvent]) -> bool:
+            return runs.decode(datas, batch, self._decode_one)
 
         async with http.open_response(self.vendor, request, self.on_error) as response:
-            async with aclosing(sse_batches(self.vendor.name, response.aiter_raw(), decode)) as batches:
+            async with aclosing(sse_data_batches(self.vendor.name, response.aiter_raw(), decode)) as batches:
                 async for batch in batches:
                     yield batch
 

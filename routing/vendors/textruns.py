@@ -95,9 +95,11 @@ class TextRuns:
         shape); True at ``[DONE]``."""
         wire = self.wire
         pending = self.pending
+        head, tail, size = (wire.head, wire.tail, wire.size) if wire is not None else (b"", b"", -1)
+        start, end = len(head), len(tail)
         for data in datas:
-            if wire is not None and data.startswith(wire.head) and data.endswith(wire.tail) and len(data) >= wire.size:
-                pending.append(data[len(wire.head) : len(data) - len(wire.tail)])
+            if size >= 0 and len(data) >= size and data.startswith(head) and data.endswith(tail):
+                pending.append(data[start : len(data) - end])
                 continue
             if pending:
                 self.flush(batch, full)
@@ -107,7 +109,11 @@ class TextRuns:
                 return True
             if self.learns < MAX_LEARNS and len(batch) - before == 1:
                 self.learns += 1
-                wire = self.wire = learned(data, batch[before:], self.chunk_events) or wire
+                found = learned(data, batch[before:], self.chunk_events)
+                if found is not None:
+                    wire = self.wire = found
+                    head, tail, size = wire.head, wire.tail, wire.size
+                    start, end = len(head), len(tail)
         if pending:
             self.flush(batch, full)
         return False
