@@ -10,8 +10,10 @@ in the background: one write in flight per stream at most, never a database hop 
 and the stream never waits for it. If the process dies, recovery bills the last checkpoint
 (``billing.recovery``).
 
-The count is the sum of the pieces' token counts; vendors cut deltas at token boundaries,
-so it matches the count of the whole text (the settled record recounts the whole text).
+With a limit the count is the sum of the pieces' counts; without one, the pieces not counted
+yet are counted together, in one tokenizer call rather than one per piece. Vendors cut deltas
+at token boundaries, so either matches the count of the whole text (the settled record
+recounts the whole text).
 
 The cut itself is ``routing.relay.limits``.
 """
@@ -159,8 +161,7 @@ class DeliveryMeter:
         ):
             # Counted once the characters reach the token threshold (a token is usually several
             # characters) or the interval has passed; the interval bounds the wait either way.
-            encoding = self.encoding
-            self.tokens += sum(tokens.count_text(text, encoding) for text in self._uncounted)
+            self.tokens += tokens.count_text("".join(self._uncounted), self.encoding)
             self._uncounted, self._uncounted_chars = [], 0
         new = self.tokens - self._saved_tokens
         if new >= settings.SIRAYA_CHECKPOINT_TOKENS or (
