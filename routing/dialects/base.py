@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from routing.canonical import ChatRequest, EmbeddingRequest
 from routing.errors import RouterError
+
+if TYPE_CHECKING:
+    from routing.vendors.base import TextRun
 
 Headers = list[tuple[bytes, bytes]]
 Choices = list[dict[str, Any]]
@@ -68,6 +71,11 @@ class StreamRenderer(Protocol):
     def chunk(self, choices: Choices, extra: dict[str, Any] | None, native: dict[str, Any] | None = None) -> bytes:
         """The bytes of one canonical chunk; ``native``: the vendor's own event it was read from, if any
         (``ChunkEvent.native``), for the dialect whose wire format it is to relay as it came."""
+        ...
+
+    def text_run(self, run: TextRun) -> bytes | None:
+        """The bytes of a run of text chunks (``TextRun``), the same as its ``chunks()`` one by one
+        would be; None to have them rendered one by one."""
         ...
 
     def cut(self, choices: Choices) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from itertools import chain
 from typing import Any
 
 from billing.ledger import Ticket
@@ -24,7 +25,7 @@ from routing.relay.limits import choice_token_limit, clip_answer, limit_counts_r
 from routing.relay.meter import DeliveryMeter
 from routing.selectors import ModelRoute, Target
 from routing.vendors import adapter_for
-from routing.vendors.base import ChunkEvent, StreamEvent, UpstreamCall, Usage
+from routing.vendors.base import ChunkEvent, StreamEvent, TextRun, UpstreamCall, Usage
 
 
 class Delivery:
@@ -113,7 +114,8 @@ class Delivery:
         """Hand one vendor read's chunks to the client in one write; return True at the token limit.
 
         Once the answer has started and no token limit applies (most chunks of most streams), a
-        chunk costs its text, its finish reason and its rendering, and no object of its own.
+        chunk costs its text, its finish reason and its rendering, and no object of its own; a
+        run of text chunks (``TextRun``) is rendered at once, when the dialect can.
         """
         out: list[bytes] = []
         texts: list[str] = []
@@ -121,7 +123,21 @@ class Delivery:
         finish = ""
         exhausted = False
         plain = meter.limit is None
-        for event in batch:
+        events = iter(batch)
+        while (event := next(events, None)) is not None:
+            if type(event) is TextRun:
+                if self.answer_started:
+                    counted = 0 if plain else await meter.run_tokens(event.texts)
+                    if counted is not None and (data := renderer.text_run(event)) is not None:
+                        if not plain:
+                            meter.measured_run(counted)
+                            count += counted
+                        texts += event.texts
+                        out.append(data)
+                        continue
+                # Chunk by chunk (the answer's start, a cut within the run, a renderer's choice).
+                events = chain(event.chunks(), events)
+                continue
             if type(event) is not ChunkEvent:
                 self.usage = self.usage.merge(event.usage)  # type: ignore[union-attr]
                 continue

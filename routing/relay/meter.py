@@ -10,8 +10,10 @@ in the background: one write in flight per stream at most, never a database hop 
 and the stream never waits for it. If the process dies, recovery bills the last checkpoint
 (``billing.recovery``).
 
-The count is the sum of the pieces' token counts; vendors cut deltas at token boundaries,
-so it matches the count of the whole text (the settled record recounts the whole text).
+With a limit the count is the sum of the pieces' counts; without one, the pieces not counted
+yet are counted together, in one tokenizer call rather than one per piece. Vendors cut deltas
+at token boundaries, so either matches the count of the whole text (the settled record
+recounts the whole text).
 
 The cut itself is ``routing.relay.limits``.
 """
@@ -116,6 +118,25 @@ class DeliveryMeter:
         self.measured = self.threshold
         return Piece(clipped, count, clipped_text, exhausted=True)
 
+    async def run_tokens(self, texts: list[str]) -> int | None:
+        """The tokens of a run of text chunks' texts (content only: all limited) when the whole
+        run stays within the cut threshold, else None (``measure`` them chunk by chunk). Notes nothing."""
+        assert self.threshold is not None
+        left = self.threshold - self.measured
+        total = 0
+        for text in texts:
+            total += (
+                tokens.count_text(text, self.encoding) if len(text) <= _INLINE_COUNT_CHARS else await self._count(text)
+            )
+            if total > left:
+                return None
+        return total
+
+    def measured_run(self, count: int) -> None:
+        """Note a run ``run_tokens`` counted as handed on, as ``measure`` notes its chunks one by one
+        (its choice's index was noted with the chunk that started the answer: a limit means one choice)."""
+        self.measured += count
+
     def length_choices(self) -> list[dict[str, Any]]:
         """The closing chunk's choices when the limit cut the stream (``measure`` noted the indexes)."""
         return [{"index": i, "delta": {}, "finish_reason": "length"} for i in sorted(self.indexes or {0})]
@@ -140,8 +161,7 @@ class DeliveryMeter:
         ):
             # Counted once the characters reach the token threshold (a token is usually several
             # characters) or the interval has passed; the interval bounds the wait either way.
-            encoding = self.encoding
-            self.tokens += sum(tokens.count_text(text, encoding) for text in self._uncounted)
+            self.tokens += tokens.count_text("".join(self._uncounted), self.encoding)
             self._uncounted, self._uncounted_chars = [], 0
         new = self.tokens - self._saved_tokens
         if new >= settings.SIRAYA_CHECKPOINT_TOKENS or (

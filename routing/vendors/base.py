@@ -106,7 +106,47 @@ class UsageEvent:
     usage: Usage
 
 
-StreamEvent = ChunkEvent | UsageEvent
+# A text a renderer may render a ``TextShape``'s chunk with, to find where the text goes: it
+# needs no escape in JSON, and private-use characters are in no vendor's answer.
+TEXT_PROBE = "\ue000siraya-text\ue001"
+
+
+class TextShape:
+    """A text chunk of one stream as a template: one choice whose delta holds ``content`` (and
+    perhaps the role), no finish reason, the same ``extra``; chunks of the shape differ only in
+    their text. Renderers may keep, per shape, their rendering cut at the text (``TextRun``)."""
+
+    __slots__ = ("choice", "delta", "extra")
+
+    def __init__(self, choice: dict[str, Any], delta: dict[str, Any], extra: dict[str, Any] | None) -> None:
+        self.choice = choice
+        self.delta = delta
+        self.extra = extra
+
+    def choices(self, text: str) -> list[dict[str, Any]]:
+        """The ``choices`` of the shape's chunk that carries ``text``."""
+        return [{**self.choice, "delta": {**self.delta, "content": text}}]
+
+
+@dataclass(slots=True)
+class TextRun:
+    """Consecutive chunks of one ``shape`` (the usual middle of a stream), one per text.
+
+    Each text needs no escape in a JSON string: ``raws`` are the texts' UTF-8 bytes, which are
+    also their JSON string contents, so a dialect can render the run without one JSON call per
+    chunk. It stands for exactly the events ``chunks()`` returns.
+    """
+
+    shape: TextShape
+    texts: list[str]
+    raws: list[bytes]
+
+    def chunks(self) -> list[ChunkEvent]:
+        shape = self.shape
+        return [ChunkEvent(shape.choices(text), shape.extra) for text in self.texts]
+
+
+StreamEvent = ChunkEvent | UsageEvent | TextRun
 
 
 @dataclass(slots=True)

@@ -30,7 +30,8 @@ from routing.vendors.base import (
     VendorAdapter,
     vendor_token_count,
 )
-from routing.vendors.sse import SseEvent, sse_batches
+from routing.vendors.sse import sse_data_batches
+from routing.vendors.textruns import TextRuns
 
 _CHUNK_EXTRAS = ("system_fingerprint", "service_tier")
 # The fields that carry a completion limit: ``max_completion_tokens`` counts reasoning and answer
@@ -167,24 +168,28 @@ class OpenAIAdapter(VendorAdapter):
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         request = await self.request(call, stream=True)
+        runs = TextRuns(self.chunk_events)  # this stream's text chunks, read without a parse each
+
+        def decode(datas: list[bytes], batch: list[StreamEvent]) -> bool:
+            return runs.decode(datas, batch, self._decode_one)
+
         async with http.open_response(self.vendor, request, self.on_error) as response:
-            async with aclosing(sse_batches(self.vendor.name, response.aiter_raw(), self._decode)) as batches:
+            async with aclosing(sse_data_batches(self.vendor.name, response.aiter_raw(), decode)) as batches:
                 async for batch in batches:
                     yield batch
 
-    def _decode(self, events: list[SseEvent], batch: list[StreamEvent]) -> bool:
-        """Append the events of decoded SSE messages to ``batch``; return True at ``[DONE]``."""
-        for event in events:
-            if event.data == b"[DONE]":
-                return True
-            try:
-                payload = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(
-                    502, f"Vendor '{self.vendor.name}' sent a malformed stream chunk.", code="upstream_malformed"
-                ) from None
-            if isinstance(payload, dict):
-                batch.extend(self.chunk_events(payload))
+    def _decode_one(self, data: bytes, batch: list[StreamEvent]) -> bool:
+        """Append the events of one SSE message's data to ``batch``; return True at ``[DONE]``."""
+        if data == b"[DONE]":
+            return True
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(
+                502, f"Vendor '{self.vendor.name}' sent a malformed stream chunk.", code="upstream_malformed"
+            ) from None
+        if isinstance(payload, dict):
+            batch.extend(self.chunk_events(payload))
         return False
 
     async def complete(self, call: UpstreamCall) -> Completion:

@@ -9,6 +9,7 @@ from typing import TypeVar
 from routing.errors import UpstreamError
 
 T = TypeVar("T")
+E = TypeVar("E")
 
 # An SSE event larger than this is treated as a broken upstream, not buffered forever.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -32,6 +33,25 @@ class SseDecoder:
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         buffer = self._buffer + chunk if self._buffer else chunk
+        datas = self._simple(buffer)
+        return [SseEvent(data) for data in datas] if datas is not None else self._parse(buffer)
+
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """``feed`` for a reader of the events' data alone (their ``event:`` names left out)."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        datas = self._simple(buffer)
+        return datas if datas is not None else [event.data for event in self._parse(buffer)]
+
+    def _simple(self, buffer: bytes) -> list[bytes] | None:
+        """The data of ``buffer``'s events if all are simple (``_simple_events``), keeping the rest."""
+        if self._data or self._event or (found := _simple_events(buffer)) is None:
+            return None
+        datas, self._buffer = found
+        if len(self._buffer) > MAX_EVENT_BYTES:
+            raise SseTooLarge(f"an SSE event exceeded {MAX_EVENT_BYTES} bytes")
+        return datas
+
+    def _parse(self, buffer: bytes) -> list[SseEvent]:
         events: list[SseEvent] = []
         start = 0
         # Fast path for what vendors send almost always: events of one ``data: `` line each,
@@ -83,7 +103,23 @@ class SseDecoder:
         return tail
 
 
-async def sse_batches(
+def _simple_events(buffer: bytes) -> tuple[list[bytes], bytes] | None:
+    """The data of ``buffer``'s complete events and what follows them, when every one is a single
+    ``data: `` line without CR (what vendors send almost always), found with a few C calls
+    over the whole read instead of a loop per event; None otherwise (or when none is complete)."""
+    last = buffer.rfind(b"\n\n")
+    if last < 0 or not buffer.startswith(b"data: ") or buffer.find(b"\r", 0, last) >= 0:
+        return None
+    parts = buffer.split(b"\n\n")
+    rest = parts.pop()
+    # Each part a data line: as many "\n\ndata: " as separators between them, no other newline.
+    separators = len(parts) - 1
+    if buffer.count(b"\n\ndata: ", 0, last) != separators or buffer.count(b"\n", 0, last) != 2 * separators:
+        return None
+    return [part[6:] for part in parts], rest
+
+
+def sse_batches(
     vendor_name: str, reads: AsyncIterator[bytes], decode: Callable[[list[SseEvent], list[T]], bool]
 ) -> AsyncGenerator[list[T], None]:
     """An SSE body as one batch per network read (see ``VendorAdapter.stream``).
@@ -93,11 +129,34 @@ async def sse_batches(
     is yielded before the failure is raised; an oversized event is the vendor's fault (502).
     """
     decoder = SseDecoder()
+    return _batches(
+        vendor_name, reads, lambda data: decoder.feed(data) if data is not None else decoder.close(), decode
+    )
+
+
+def sse_data_batches(
+    vendor_name: str, reads: AsyncIterator[bytes], decode: Callable[[list[bytes], list[T]], bool]
+) -> AsyncGenerator[list[T], None]:
+    """``sse_batches`` for an adapter that reads the events' data alone."""
+    decoder = SseDecoder()
+
+    def events(data: bytes | None) -> list[bytes]:
+        return decoder.feed_data(data) if data is not None else [event.data for event in decoder.close()]
+
+    return _batches(vendor_name, reads, events, decode)
+
+
+async def _batches(
+    vendor_name: str,
+    reads: AsyncIterator[bytes],
+    events: Callable[[bytes | None], list[E]],
+    decode: Callable[[list[E], list[T]], bool],
+) -> AsyncGenerator[list[T], None]:
     while True:
         data = await anext(reads, None)
         batch: list[T] = []
         try:
-            done = decode(decoder.feed(data) if data is not None else decoder.close(), batch)
+            done = decode(events(data), batch)
         except (UpstreamError, SseTooLarge) as exc:
             if batch:
                 yield batch  # what came before the failure in this read still reaches the client

@@ -11,8 +11,10 @@ from routing.canonical import ChatRequest
 from routing.dialects.base import KEEPALIVE_COMMENT, SSE_HEADERS, Answer, Choices, ClientUsage
 from routing.dialects.chat.schema import parse_chat_request
 from routing.errors import RouterError
+from routing.vendors.base import TEXT_PROBE, TextRun, TextShape
 
 DONE = b"data: [DONE]\n\n"
+_PROBE = TEXT_PROBE.encode()
 
 
 def sse(payload: dict[str, Any]) -> bytes:
@@ -49,15 +51,32 @@ class ChatStream:
     """One streamed answer as ``chat.completion.chunk`` events: the vendor's choices under the
     router's id, creation time and model name."""
 
-    __slots__ = ("created", "generation_id", "model")
+    __slots__ = ("created", "generation_id", "model", "shape", "shape_cut")
 
     def __init__(self, generation_id: str, created: int, model: str) -> None:
         self.generation_id = generation_id
         self.created = created
         self.model = model
+        self.shape: TextShape | None = None  # the text shape of the last run rendered
+        self.shape_cut: tuple[bytes, bytes, bytes] | None = None  # its chunk before and after the text
 
     def chunk(self, choices: Choices, extra: dict[str, Any] | None, native: dict[str, Any] | None = None) -> bytes:
         return sse(chunk(self.generation_id, self.created, self.model, choices, extra))
+
+    def text_run(self, run: TextRun) -> bytes | None:
+        # A chunk of the shape is the same JSON whatever its text, which orjson writes as it is
+        # (it needs no escape): the chunk is rendered once, with a probe text, and cut there.
+        if run.shape is not self.shape:
+            self.shape = run.shape
+            self.shape_cut = None
+            whole = self.chunk(run.shape.choices(TEXT_PROBE), run.shape.extra)
+            head, found, tail = whole.partition(_PROBE)
+            if found and _PROBE not in tail:
+                self.shape_cut = (head, tail, tail + head)
+        if self.shape_cut is None:
+            return None
+        head, tail, between = self.shape_cut
+        return head + between.join(run.raws) + tail
 
     def cut(self, choices: Choices) -> bytes:
         return self.chunk(choices, None)

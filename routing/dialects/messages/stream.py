@@ -22,6 +22,7 @@ import orjson
 
 from routing.dialects.base import Choices, ClientUsage
 from routing.errors import RouterError
+from routing.vendors.base import TextRun
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}  # fmt: skip
@@ -117,6 +118,16 @@ class MessagesStream:
             if choice.get("finish_reason"):
                 self.stop = stop_reason(choice["finish_reason"])
         return b"".join(out)
+
+    def text_run(self, run: TextRun) -> bytes | None:
+        # As ``chunk`` renders each when the text block is open: a text's JSON string is its bytes.
+        shape = run.shape
+        if self.block != "text" or shape.delta.keys() != {"content"} or shape.choice.get("index"):
+            return None
+        raws = [raw for raw in run.raws if raw] if b"" in run.raws else run.raws
+        if not raws:
+            return b""
+        return self.text_head + b'"' + (b'"' + _TEXT_TAIL + self.text_head + b'"').join(raws) + b'"' + _TEXT_TAIL
 
     def cut(self, choices: Choices) -> bytes:
         return self.chunk(choices, None)

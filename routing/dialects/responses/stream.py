@@ -23,6 +23,7 @@ from routing.dialects.responses.objects import (
     response_object,
 )
 from routing.errors import RouterError
+from routing.vendors.base import TextRun
 
 # Canonical delta members holding reasoning text (vendors use either name).
 _REASONING = ("reasoning_content", "reasoning")
@@ -113,6 +114,21 @@ class ResponsesStream:
                 self.call(out, call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+        return b"".join(out)
+
+    def text_run(self, run: TextRun) -> bytes | None:
+        # As ``chunk`` renders each while a message is open: a text's JSON string is its bytes.
+        item, shape = self.item, run.shape
+        if item is None or item.kind != "message" or shape.delta.keys() != {"content"} or shape.choice.get("index"):
+            return None
+        item.pieces += run.texts
+        out: list[bytes] = []
+        sequence = self.sequence
+        for raw in run.raws:
+            if raw:  # an empty text is no event
+                out += (_DELTA_HEAD, str(sequence).encode(), item.delta_head, b'"', raw, b'"', _DELTA_TAIL)
+                sequence += 1
+        self.sequence = sequence
         return b"".join(out)
 
     def cut(self, choices: Choices) -> bytes:

@@ -27,7 +27,6 @@ from routing.vendors import http
 from routing.vendors.base import (
     ChunkEvent,
     Completion,
-    StreamEvent,
     UpstreamCall,
     Usage,
     UsageEvent,
@@ -265,13 +264,13 @@ class StreamState:
         self.done = False  # Gemini sends no [DONE]: the stream just ends
         self.finished = False  # a finishReason came
 
-    def events(self, payload: dict[str, Any]) -> list[StreamEvent]:
+    def events(self, payload: dict[str, Any]) -> list[ChunkEvent | UsageEvent]:
         if payload.get("error"):
             raise error_from_payload(self.vendor_name, payload["error"])
         blocked = _blocked(self.vendor_name, payload)
         if blocked:
             raise blocked
-        events: list[StreamEvent] = []
+        events: list[ChunkEvent | UsageEvent] = []
         if payload.get("usageMetadata") and isinstance(payload["usageMetadata"], dict):
             events.append(UsageEvent(usage(payload["usageMetadata"], self.vendor_name)))
         candidate = (payload.get("candidates") or [{}])[0]
