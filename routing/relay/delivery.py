@@ -166,7 +166,8 @@ class Delivery:
                 count += piece.tokens
                 if piece.text:
                     texts.append(piece.text)
-                finish = finish_reason(piece.choices) or finish
+            # A finish a dialect renders only at the end (Messages' stop_reason) is noted too.
+            finish = finish_reason(piece.choices) or finish
             if exhausted:  # the vendor ignored max_tokens: stop here, close upstream
                 self.finish_reason = "length"
                 self.cut = True  # billed for what was delivered, whatever the vendor reported so far
@@ -175,6 +176,8 @@ class Delivery:
         if out:
             await self.channel.send_chunk(b"".join(out))
             self.note_delivered(texts, count, finish)
+        elif finish:
+            self.note_delivered(texts, count, finish)  # nothing to send: the client gets it at the end
         return exhausted
 
     def note_delivered(self, texts: list[str], tokens_counted: int, finish: str) -> None:

@@ -195,9 +195,15 @@ def test_whole_message_tool_call_becomes_a_tool_use_block(relay, monkeypatch):
     ("finish", "expected"), [("length", "max_tokens"), ("content_filter", "refusal"), ("stop", "end_turn")]
 )
 def test_stop_reason_is_mapped_from_the_finish_reason(relay, finish, expected):
+    """Told to the client in Anthropic's words; kept on the usage record in the canonical ones,
+    streamed too (where Messages renders the finish only at the end)."""
     relay.deploy("m", Script("v", answer(2, finish=finish)))
-    assert send(relay, {}).json()["stop_reason"] == expected
-    assert events(send(relay, {"stream": True}))[-2][1]["delta"]["stop_reason"] == expected
+    answered = send(relay, {})
+    assert answered.json()["stop_reason"] == expected
+    streamed = send(relay, {"stream": True})
+    assert events(streamed)[-2][1]["delta"]["stop_reason"] == expected
+    for seen in (answered, streamed):
+        assert relay.record(seen.generation_id).finish_reason == finish
 
 
 def test_authorization_bearer_is_accepted_too(relay):
