@@ -22,7 +22,7 @@ from routing.relay.channel import JSON_HEADERS, ClientChannel
 from routing.relay.events import carries_answer, delivered_text, finish_reason
 from routing.relay.flow import Deadline, Interrupted
 from routing.relay.limits import choice_token_limit, clip_answer, limit_counts_reasoning
-from routing.relay.meter import DeliveryMeter
+from routing.relay.meter import UNCOUNTED, DeliveryMeter
 from routing.selectors import ModelRoute, Target
 from routing.vendors import adapter_for
 from routing.vendors.base import ChunkEvent, StreamEvent, TextRun, UpstreamCall, Usage
@@ -123,15 +123,21 @@ class Delivery:
         finish = ""
         exhausted = False
         plain = meter.limit is None
+        # The texts handed on without a count (all of them without a limit): the meter counts
+        # them when a checkpoint may be due.
+        uncounted = texts if plain else []
         events = iter(batch)
         while (event := next(events, None)) is not None:
             if type(event) is TextRun:
                 if self.answer_started:
-                    counted = 0 if plain else await meter.run_tokens(event.texts)
+                    counted = 0 if plain else await meter.run_tokens(event)
                     if counted is not None and (data := renderer.text_run(event)) is not None:
                         if not plain:
-                            meter.measured_run(counted)
-                            count += counted
+                            meter.measured_run(counted, event)
+                            if counted == UNCOUNTED:
+                                uncounted += event.texts
+                            else:
+                                count += counted
                         texts += event.texts
                         out.append(data)
                         continue
@@ -175,13 +181,16 @@ class Delivery:
                 break
         if out:
             await self.channel.send_chunk(b"".join(out))
-            self.note_delivered(texts, count, finish)
+            self.note_delivered(texts, count, finish, uncounted)
         elif finish:
             self.note_delivered(texts, count, finish)  # nothing to send: the client gets it at the end
         return exhausted
 
-    def note_delivered(self, texts: list[str], tokens_counted: int, finish: str) -> None:
-        """Note what one write handed to the client: its text, counted tokens and finish reason."""
+    def note_delivered(
+        self, texts: list[str], tokens_counted: int, finish: str, uncounted: list[str] | None = None
+    ) -> None:
+        """Note what one write handed to the client: its text, counted tokens (and the texts not
+        counted yet, of ``texts``) and finish reason."""
         if self.channel.disconnected:
             return
         self.delivered += texts
@@ -190,7 +199,7 @@ class Delivery:
         if self.first_token_at is None:
             self.first_token_at = self.channel.loop.time()
         if self.meter is not None:
-            self.meter.delivered(tokens_counted, texts if self.meter.limit is None else None)
+            self.meter.delivered(tokens_counted, uncounted)
 
     def client_usage(self, route: ModelRoute, delivered: str | None = None) -> ClientUsage:
         """The figures the client is told: the vendor's, else the router's count (of ``delivered``,

@@ -1,7 +1,9 @@
 """The delivery meter: what a stream hands the client, its checkpoints, and the ``max_tokens`` cut.
 
 With a token limit (``max_tokens``), each piece is counted as it passes (a short piece on
-the event loop, a large one in a worker thread) and the piece that crosses the limit is cut.
+the event loop, a large one in a worker thread) and the piece that crosses the limit is cut;
+a run of text chunks (``TextRun``) that cannot reach the cut threshold by its size in bytes (a
+token is at least a byte) passes uncounted until the room left runs out (``run_tokens``).
 Without one, pieces are only counted when a checkpoint may be due: the settled record counts
 the whole delivered text anyway, so most streams (shorter than a checkpoint interval) are
 never counted on the event loop at all. Every ``SIRAYA_CHECKPOINT_SECONDS`` or
@@ -42,11 +44,14 @@ from routing.relay.limits import (
     token_limit,
 )
 from routing.selectors import Target
+from routing.vendors.base import TextRun
 
 logger = logging.getLogger("siraya.relay")
 
 # Pieces longer than this (characters) are counted in a worker thread, off the event loop.
 _INLINE_COUNT_CHARS = 16 * 1024
+# ``run_tokens``: a run that needs no count to stay within the threshold (counted later).
+UNCOUNTED = -1
 # Background checkpoint writes in flight, kept referenced until they finish.
 _writes: set[asyncio.Task[None]] = set()
 
@@ -77,6 +82,9 @@ class DeliveryMeter:
     # Delivered pieces not counted yet (no token limit: counted when a checkpoint may be due).
     _uncounted: list[str] = field(default_factory=list)
     _uncounted_chars: int = 0
+    # Runs of text passed under the threshold by their bytes, not counted yet (``run_tokens``).
+    _run_texts: list[str] | None = None
+    _run_bytes: int = 0
     _saved_tokens: int = 0
     _saved_at: float = 0.0
     _first: bool = True
@@ -101,6 +109,8 @@ class DeliveryMeter:
                 if self.indexes is None:
                     self.indexes = set()
                 self.indexes.add(choice["index"])
+        if self._run_texts:
+            await self._measure_uncounted_runs()
         text = delivered_text(choices)
         counts_reasoning = limit_counts_reasoning(self.request, self.target)
         fields = limited_fields(counts_reasoning)
@@ -118,13 +128,23 @@ class DeliveryMeter:
         self.measured = self.threshold
         return Piece(clipped, count, clipped_text, exhausted=True)
 
-    async def run_tokens(self, texts: list[str]) -> int | None:
+    async def run_tokens(self, run: TextRun) -> int | None:
         """The tokens of a run of text chunks' texts (content only: all limited) when the whole
-        run stays within the cut threshold, else None (``measure`` them chunk by chunk). Notes nothing."""
+        run stays within the cut threshold, else None (``measure`` them chunk by chunk). Notes nothing.
+
+        ``UNCOUNTED`` when the run cannot reach the threshold whatever it counts: a token is at
+        least one byte of text in every encoding the router counts with (byte-level BPE,
+        ``lib.tokens.ENCODINGS``), so a run of no more bytes than the room left, beside the runs
+        not counted before it, needs no count to pass; it is counted when that room runs out
+        (``_measure_uncounted_runs``) or a checkpoint may be due (``delivered``)."""
         assert self.threshold is not None
+        size = sum(map(len, run.raws))  # the texts' UTF-8 bytes (they need no JSON escape)
+        if self.measured + self._run_bytes + size <= self.threshold:
+            return UNCOUNTED
+        await self._measure_uncounted_runs()
         left = self.threshold - self.measured
         total = 0
-        for text in texts:
+        for text in run.texts:
             total += (
                 tokens.count_text(text, self.encoding) if len(text) <= _INLINE_COUNT_CHARS else await self._count(text)
             )
@@ -132,10 +152,21 @@ class DeliveryMeter:
                 return None
         return total
 
-    def measured_run(self, count: int) -> None:
-        """Note a run ``run_tokens`` counted as handed on, as ``measure`` notes its chunks one by one
-        (its choice's index was noted with the chunk that started the answer: a limit means one choice)."""
-        self.measured += count
+    def measured_run(self, count: int, run: TextRun) -> None:
+        """Note a run ``run_tokens`` counted (or found ``UNCOUNTED``) as handed on, as ``measure``
+        notes its chunks one by one (its choice's index was noted with the chunk that started the
+        answer: a limit means one choice)."""
+        if count == UNCOUNTED:
+            self._run_texts = (self._run_texts or []) + run.texts
+            self._run_bytes += sum(map(len, run.raws))
+        else:
+            self.measured += count
+
+    async def _measure_uncounted_runs(self) -> None:
+        """Count the runs passed ``UNCOUNTED`` (in one call): from here on the cut needs the count."""
+        if self._run_texts:
+            self.measured += await self._count("".join(self._run_texts))
+            self._run_texts, self._run_bytes = None, 0
 
     def length_choices(self) -> list[dict[str, Any]]:
         """The closing chunk's choices when the limit cut the stream (``measure`` noted the indexes)."""
