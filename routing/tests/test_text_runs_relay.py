@@ -51,6 +51,19 @@ def normalised(body: bytes, generation_id: str) -> bytes:
     return re.sub(rb'"(created|created_at)":\d+', rb'"\1":0', body)
 
 
+def both_ways(relay, script: Script, batches: Any, path: str, body: dict[str, Any]) -> list[tuple[bytes, tuple]]:
+    """The client's bytes (ids and times made the same) and the record's billing, for the answer
+    sent as runs and then as the same chunks one by one."""
+    seen = []
+    for runs in (True, False):
+        script.batches = batches(runs)
+        (exchange,) = relay.together((orjson.dumps(body), {"path": path}))
+        record = relay.record(exchange.generation_id)
+        billed = (record.status, record.finish_reason, record.completion_tokens, record.tokens_delivered)
+        seen.append((normalised(exchange.raw, exchange.generation_id), billed))
+    return seen
+
+
 @pytest.mark.parametrize("limit", [None, LIMIT, 100], ids=["no limit", "cut in a run", "within the limit"])
 @pytest.mark.parametrize("api", sorted(REQUESTS))
 def test_runs_reach_the_client_as_their_chunks_do(relay, api, limit):
@@ -60,13 +73,7 @@ def test_runs_reach_the_client_as_their_chunks_do(relay, api, limit):
     body = {"model": "m", "stream": True, **body}
     if limit is not None or api == "messages":
         body[LIMIT_FIELD[api]] = limit or 1000
-    seen = []
-    for runs in (True, False):
-        script.batches = answer(runs)
-        (exchange,) = relay.together((orjson.dumps(body), {"path": path}))
-        record = relay.record(exchange.generation_id)
-        billed = (record.status, record.finish_reason, record.completion_tokens, record.tokens_delivered)
-        seen.append((normalised(exchange.raw, exchange.generation_id), billed))
+    seen = both_ways(relay, script, answer, path, body)
     assert seen[0] == seen[1]
     (_, (status, finish, completion, delivered)) = seen[0]
     assert status == "completed"
@@ -95,13 +102,7 @@ def test_runs_passed_by_their_size_are_cut_where_their_chunks_are(relay, api, li
     relay.deploy("m", script)
     path, body = REQUESTS[api]
     body = {"model": "m", "stream": True, LIMIT_FIELD[api]: limit, **body}
-    seen = []
-    for runs in (True, False):
-        script.batches = emoji_answer(runs)
-        (exchange,) = relay.together((orjson.dumps(body), {"path": path}))
-        record = relay.record(exchange.generation_id)
-        billed = (record.status, record.finish_reason, record.completion_tokens, record.tokens_delivered)
-        seen.append((normalised(exchange.raw, exchange.generation_id), billed))
+    seen = both_ways(relay, script, emoji_answer, path, body)
     assert seen[0] == seen[1]
     (_, (status, finish, completion, delivered)) = seen[0]
     assert status == "completed" and completion == delivered
