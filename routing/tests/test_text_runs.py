@@ -122,7 +122,7 @@ STREAMS: dict[str, bytes] = {
 def decode(kind: str, wire: bytes, fast: bool, cuts: list[int]) -> tuple[list[StreamEvent], str | None]:
     """The events of ``wire`` read in pieces cut at ``cuts``, and the code of the error that ended it."""
     found = adapter(kind)
-    runs = TextRuns(found.chunk_events)
+    runs = TextRuns(found.chunk_events, found._decode_one)
     decoder = SseDecoder()
     events: list[StreamEvent] = []
     pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
@@ -131,7 +131,7 @@ def decode(kind: str, wire: bytes, fast: bool, cuts: list[int]) -> tuple[list[St
             sse_events = decoder.feed(piece) if piece is not None else decoder.close()
             datas = [event.data for event in sse_events]
             if fast:
-                done = runs.decode(datas, events, found._decode_one)
+                done = runs.decode(datas, events)
             else:
                 done = any(found._decode_one(data, events) for data in datas)
             if done:
@@ -196,9 +196,9 @@ def test_escaped_and_unparsable_chunks_never_join_a_run():
 
 
 def test_a_stream_whose_chunks_all_differ_stops_learning():
-    runs = TextRuns(adapter("openai").chunk_events)
+    runs = TextRuns(adapter("openai").chunk_events, adapter("openai")._decode_one)
     events: list[StreamEvent] = []
     datas = [e.data for e in SseDecoder().feed(STREAMS["obfuscation"])]
-    runs.decode(datas, events, adapter("openai")._decode_one)
+    runs.decode(datas, events)
     assert runs.learns == MAX_LEARNS
     assert not any(isinstance(e, TextRun) for e in events)

@@ -168,13 +168,9 @@ class OpenAIAdapter(VendorAdapter):
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[StreamEvent]]:
         request = await self.request(call, stream=True)
-        runs = TextRuns(self.chunk_events)  # this stream's text chunks, read without a parse each
-
-        def decode(datas: list[bytes], batch: list[StreamEvent]) -> bool:
-            return runs.decode(datas, batch, self._decode_one)
-
+        runs = TextRuns(self.chunk_events, self._decode_one)  # text chunks read without a parse each
         async with http.open_response(self.vendor, request, self.on_error) as response:
-            async with aclosing(sse_data_batches(self.vendor.name, response.aiter_raw(), decode)) as batches:
+            async with aclosing(sse_data_batches(self.vendor.name, response.aiter_raw(), runs.decode)) as batches:
                 async for batch in batches:
                     yield batch
 

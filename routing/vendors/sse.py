@@ -42,6 +42,10 @@ class SseDecoder:
         datas = self._simple(buffer)
         return datas if datas is not None else [event.data for event in self._parse(buffer)]
 
+    def data_of(self, chunk: bytes | None) -> list[bytes]:
+        """``feed_data``, or at the end of the body (None) the data of the events left."""
+        return self.feed_data(chunk) if chunk is not None else [event.data for event in self.close()]
+
     def _simple(self, buffer: bytes) -> list[bytes] | None:
         """The data of ``buffer``'s events if all are simple (``_simple_events``), keeping the rest."""
         if self._data or self._event or (found := _simple_events(buffer)) is None:
@@ -138,12 +142,7 @@ def sse_data_batches(
     vendor_name: str, reads: AsyncIterator[bytes], decode: Callable[[list[bytes], list[T]], bool]
 ) -> AsyncGenerator[list[T], None]:
     """``sse_batches`` for an adapter that reads the events' data alone."""
-    decoder = SseDecoder()
-
-    def events(data: bytes | None) -> list[bytes]:
-        return decoder.feed_data(data) if data is not None else [event.data for event in decoder.close()]
-
-    return _batches(vendor_name, reads, events, decode)
+    return _batches(vendor_name, reads, SseDecoder().data_of, decode)
 
 
 async def _batches(

@@ -80,21 +80,25 @@ def learned(data: bytes, events: list[StreamEvent], chunk_events: ChunkEvents) -
 
 
 class TextRuns:
-    """One stream's fast path: the learned shape, and the texts of the run being gathered."""
+    """One stream's fast path: the learned shape; a read's texts of it are gathered into runs.
 
-    __slots__ = ("chunk_events", "learns", "pending", "wire")
+    Per open stream it holds only the shape and two references (``decode`` is the adapter's
+    reader as it is, a bound method: no closure per stream)."""
 
-    def __init__(self, chunk_events: ChunkEvents) -> None:
+    __slots__ = ("chunk_events", "full", "learns", "wire")
+
+    def __init__(self, chunk_events: ChunkEvents, full: Decode) -> None:
         self.chunk_events = chunk_events
+        self.full = full  # the full way for one event's data
         self.wire: ChunkBytes | None = None
-        self.pending: list[bytes] = []  # the texts' bytes, as the events carried them
         self.learns = 0
 
-    def decode(self, datas: list[bytes], batch: list[StreamEvent], full: Decode) -> bool:
-        """Append the events of these events' data to ``batch`` (``full`` for those not of the
-        shape); True at ``[DONE]``."""
+    def decode(self, datas: list[bytes], batch: list[StreamEvent]) -> bool:
+        """Append the events of these events' data to ``batch`` (the full way for those not of
+        the shape); True at ``[DONE]``."""
+        full = self.full
         wire = self.wire
-        pending = self.pending
+        pending: list[bytes] = []  # the texts' bytes, as the events carried them
         head, tail, size = (wire.head, wire.tail, wire.size) if wire is not None else (b"", b"", -1)
         start, end = len(head), len(tail)
         for data in datas:
@@ -102,8 +106,8 @@ class TextRuns:
                 pending.append(data[start : len(data) - end])
                 continue
             if pending:
-                self.flush(batch, full)
-                pending = self.pending
+                self.flush(pending, batch)
+                pending = []
             before = len(batch)
             if full(data, batch):
                 return True
@@ -115,12 +119,11 @@ class TextRuns:
                     head, tail, size = wire.head, wire.tail, wire.size
                     start, end = len(head), len(tail)
         if pending:
-            self.flush(batch, full)
+            self.flush(pending, batch)
         return False
 
-    def flush(self, batch: list[StreamEvent], full: Decode) -> None:
+    def flush(self, raws: list[bytes], batch: list[StreamEvent]) -> None:
         """The gathered texts as one run, or each the full way if any needs an escape or is not UTF-8."""
-        raws, self.pending = self.pending, []
         wire = self.wire
         assert wire is not None
         joined = b'"'.join(raws)
@@ -134,4 +137,4 @@ class TextRuns:
                 self.learns = 0  # the shape pays: learn again whenever it changes
                 return
         for raw in raws:
-            full(wire.head + raw + wire.tail, batch)
+            self.full(wire.head + raw + wire.tail, batch)
