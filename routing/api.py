@@ -22,6 +22,17 @@ def error_response(error: RouterError) -> JsonResponse:
     return response
 
 
+def key_authenticated(authorization: str) -> KeyInfo:
+    """The usable key an ``Authorization`` value names (the cache, else the database), named on
+    this request's span when tracing is on; or raise ``KeyRefused``. For the API views Django serves."""
+    key_hash = authorization_hash(authorization)
+    hit, info = api_key_cached(key_hash)
+    key = api_key_check(info if hit else api_key_load(key_hash))
+    if tracing.ENABLED:
+        traces.key_known(key)  # on the Django instrumentation's span of this request
+    return key
+
+
 def api_view(methods: tuple[str, ...] = ("GET",)) -> Callable[..., Any]:
     """Authenticate the API key and turn ``RouterError`` and refusals into an OpenAI-shaped response."""
 
@@ -31,11 +42,7 @@ def api_view(methods: tuple[str, ...] = ("GET",)) -> Callable[..., Any]:
             try:
                 if request.method not in methods:
                     raise RouterError(405, f"Use {' or '.join(methods)} for {request.path}.", code="method_not_allowed")
-                key_hash = authorization_hash(request.headers.get("Authorization", ""))
-                hit, info = api_key_cached(key_hash)
-                key = api_key_check(info if hit else api_key_load(key_hash))
-                if tracing.ENABLED:
-                    traces.key_known(key)  # on the Django instrumentation's span of this request
+                key = key_authenticated(request.headers.get("Authorization", ""))
                 return view(request, key, *args, **kwargs)
             except (RouterError, *REFUSALS) as error:
                 return error_response(client_error(error))
@@ -79,4 +86,4 @@ def server_error(request: HttpRequest) -> HttpResponse:
     return error_response(RouterError(500, "The router failed to handle this request.", code="router_error"))
 
 
-__all__ = ["KeyInfo", "api_view", "error_response"]
+__all__ = ["KeyInfo", "api_view", "error_response", "key_authenticated"]

@@ -114,7 +114,8 @@ def stored_response_lookup(key_id: int, response_id: str, generation_id: str) ->
     still running (its usage record in progress: the response is stored just before the record is settled)."""
     if "\x00" in response_id:  # no id holds one, and PostgreSQL refuses it in a query
         return None, False
-    found = StoredResponse.objects.filter(id=response_id, api_key_id=key_id).first()
+    stored = StoredResponse.objects.filter(id=response_id, api_key_id=key_id)
+    found = stored.first()
     if found is not None:
         return found, False
     running = UsageRecord.objects.filter(
@@ -123,5 +124,5 @@ def stored_response_lookup(key_id: int, response_id: str, generation_id: str) ->
     if not running:
         # Its request may have finished between the two reads; the response is stored before the
         # record is settled, so if it was stored, a second look finds it.
-        found = StoredResponse.objects.filter(id=response_id, api_key_id=key_id).first()
+        found = stored.first()  # a new query: ``first`` does not cache
     return found, running

@@ -101,9 +101,8 @@ def key_of_record_lock(record_id: int) -> None:
     held = _held.keys
     if held is not None and key_id in held:
         return
-    row = s.key_lock.one((key_id,))
-    if row is not None:  # else the key is gone, and so is the record
-        _kept(key_id, (row[0], row[1]))
+    with contextlib.suppress(ApiKey.DoesNotExist):  # the key is gone, and so is the record
+        key_lock(key_id)
 
 
 def last_used_set(key_id: int, now: datetime) -> None:

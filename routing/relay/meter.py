@@ -12,10 +12,10 @@ in the background: one write in flight per stream at most, never a database hop 
 and the stream never waits for it. If the process dies, recovery bills the last checkpoint
 (``billing.recovery``).
 
-With a limit the count is the sum of the pieces' counts; without one, the pieces not counted
-yet are counted together, in one tokenizer call rather than one per piece. Vendors cut deltas
-at token boundaries, so either matches the count of the whole text (the settled record
-recounts the whole text).
+With a limit the count is the sum of the pieces' counts, the runs passed uncounted counted
+together; without one, the pieces not counted yet are counted together, in one tokenizer call
+rather than one per piece. Vendors cut deltas at token boundaries, so either matches the count
+of the whole text (the settled record recounts the whole text).
 
 The cut itself is ``routing.relay.limits``.
 """
@@ -145,9 +145,7 @@ class DeliveryMeter:
         left = self.threshold - self.measured
         total = 0
         for text in run.texts:
-            total += (
-                tokens.count_text(text, self.encoding) if len(text) <= _INLINE_COUNT_CHARS else await self._count(text)
-            )
+            total += await self._count(text)
             if total > left:
                 return None
         return total

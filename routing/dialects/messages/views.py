@@ -6,13 +6,12 @@ import orjson
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from billing.selectors import api_key_cached, api_key_check, api_key_load, authorization_hash
-from lib import tokens, tracing
+from lib import tokens
+from routing.api import key_authenticated
 from routing.dialects.messages.dialect import Messages
 from routing.dialects.messages.request import parse_count_request
 from routing.errors import REFUSALS, RouterError, UnknownModel, WrongModelMode, client_error
 from routing.models import ModelMode
-from routing.relay import traces
 from routing.routes import model_route_cached
 
 _DIALECT = Messages()
@@ -43,9 +42,4 @@ def count_tokens(request: HttpRequest) -> HttpResponse:
 
 def authenticate(request: HttpRequest) -> None:
     """Raise ``KeyRefused`` unless the request carries a usable key (``x-api-key`` or ``Authorization``)."""
-    authorization = _DIALECT.authorization(lambda name: request.headers.get(name.decode(), ""))
-    key_hash = authorization_hash(authorization)
-    hit, info = api_key_cached(key_hash)
-    key = api_key_check(info if hit else api_key_load(key_hash))
-    if tracing.ENABLED:
-        traces.key_known(key)  # on the Django instrumentation's span of this request
+    key_authenticated(_DIALECT.authorization(lambda name: request.headers.get(name.decode(), "")))
